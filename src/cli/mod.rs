@@ -1,0 +1,234 @@
+//! The command line (SPEC §2). This is the binary's edge: errors become one
+//! sentence on stderr and an exit status (0 ok, 1 runtime failure, 2 bad
+//! usage or invalid configuration).
+
+mod check;
+mod demo;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, LogFormat};
+use crate::daemon::{self, DaemonError};
+use crate::store::{NewQueueItem, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "assignd",
+    version,
+    about = "Rule-based auto-assignment of HelpCrunch chats"
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "ASSIGND_CONFIG", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until SIGTERM/SIGINT; SIGHUP reloads.
+    Run,
+    /// Validate the configuration and rules, print a summary and warnings.
+    Check,
+    /// Put chats on the queue.
+    Enqueue {
+        #[arg(required = true)]
+        chat_ids: Vec<i64>,
+        /// An attribute for `attr.*` matches, KEY=VALUE; repeatable.
+        #[arg(long = "attr", value_parser = parse_attr)]
+        attrs: Vec<(String, String)>,
+        /// Higher is taken first.
+        #[arg(long, default_value_t = 0)]
+        priority: i64,
+    },
+    /// Queue depth, waiting chats, recent outcomes, assignments today, API health.
+    Status,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Run the built-in HelpCrunch sandbox alone.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The API key the sandbox accepts.
+        #[arg(long, default_value = "sandbox-key")]
+        api_key: String,
+        /// Requests allowed per minute (sliding window); 0 for no limit.
+        #[arg(long, default_value_t = 120)]
+        requests_per_minute: u32,
+        /// Rules whose agents the sandbox knows (default: the built-in example rules).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Run the real daemon against the built-in sandbox with sample chats and print a report.
+    Demo {
+        /// Rules to use instead of the built-in example rules.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// How many sample chats to enqueue.
+        #[arg(long, default_value_t = 200)]
+        chats: u32,
+    },
+}
+
+fn parse_attr(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+/// A failure and the exit status it calls for.
+enum Failure {
+    /// Bad usage or invalid configuration: exit 2.
+    Invalid(anyhow::Error),
+    /// Something failed while running: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<DaemonError> for Failure {
+    fn from(e: DaemonError) -> Self {
+        if e.is_invalid_input() {
+            Failure::Invalid(e.into())
+        } else {
+            Failure::Runtime(e.into())
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("assignd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Invalid(e)) => {
+            eprintln!("assignd: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("assignd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(|e| Failure::Invalid(e.into()))
+}
+
+async fn open_store(config: &Config) -> Result<Store, Failure> {
+    let path = config.database_file();
+    let store = Store::open(&path, config.database.synchronous)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    Ok(store)
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run => {
+            let config = load_config(&cli.config)?;
+            init_logging(config.log.format, "info");
+            daemon::run(cli.config).await?;
+        }
+        Command::Check => check::run(&cli.config)?,
+        Command::Enqueue {
+            chat_ids,
+            attrs,
+            priority,
+        } => {
+            let config = load_config(&cli.config)?;
+            let store = open_store(&config).await?;
+            let attrs = (!attrs.is_empty()).then(|| {
+                attrs
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect::<serde_json::Map<_, _>>()
+            });
+            let items: Vec<NewQueueItem> = chat_ids
+                .iter()
+                .map(|&chat_id| NewQueueItem {
+                    chat_id,
+                    attrs: attrs.clone(),
+                    snapshot: None,
+                    priority,
+                })
+                .collect();
+            let added = store.enqueue(&items).await.context("cannot enqueue")?;
+            let already = items.len() as u64 - added;
+            println!(
+                "enqueued {added} chat(s){}",
+                if already > 0 {
+                    format!(", {already} already queued")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        Command::Status => {
+            let config = load_config(&cli.config)?;
+            status::run(&config).await?;
+        }
+        Command::Migrate => {
+            let config = load_config(&cli.config)?;
+            open_store(&config).await?;
+            println!(
+                "database {} is up to date",
+                config.database_file().display()
+            );
+        }
+        Command::Sandbox {
+            listen,
+            api_key,
+            requests_per_minute,
+            rules,
+        } => {
+            init_logging(LogFormat::Text, "info");
+            demo::sandbox(listen, api_key, requests_per_minute, rules).await?;
+        }
+        Command::Demo { rules, chats } => {
+            init_logging(LogFormat::Text, "warn");
+            demo::run(rules, chats).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Logs to stderr for journald. Under journald (`JOURNAL_STREAM` set) lines
+/// carry no timestamp, since the journal adds its own.
+fn init_logging(format: LogFormat, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match (format, journald) {
+        (LogFormat::Json, _) => builder.json().try_init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Text, false) => builder.try_init(),
+    };
+}

@@ -1,0 +1,114 @@
+//! `assignd status`: what the queue holds and how the daemon is doing.
+
+use anyhow::Context;
+use jiff::Timestamp;
+
+use super::Failure;
+use crate::config::Config;
+use crate::rules;
+use crate::store::{Store, now_ms};
+
+pub(super) async fn run(config: &Config) -> Result<(), Failure> {
+    let path = config.database_file();
+    if !path.exists() {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "no database at {} (has `assignd run` or `assignd migrate` been run?)",
+            path.display()
+        )));
+    }
+    let store = Store::open(&path, config.database.synchronous)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+
+    let depth = store.queue_depth().await.context("cannot read the queue")?;
+    let count = |s: &str| depth.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    println!(
+        "queue: pending {}, leased {}, done {}, dead {}",
+        count("pending"),
+        count("leased"),
+        count("done"),
+        count("dead")
+    );
+
+    let waiting = store.waiting(20).await.context("cannot read the queue")?;
+    if !waiting.is_empty() {
+        println!("waiting:");
+        let now = now_ms();
+        for (id, chat, next, why) in waiting {
+            let due = if next <= now {
+                "due now".to_string()
+            } else {
+                format!("next try in {}s", (next - now + 999) / 1000)
+            };
+            println!("  chat {chat} (row {id}), {due}: {why}");
+        }
+    }
+
+    // "Today" is in the rules' time zone when the rules load, else UTC.
+    let tz = rules::load_path(&config.rules.path)
+        .map(|r| r.timezone)
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let midnight = Timestamp::now()
+        .to_zoned(tz.clone())
+        .start_of_day()
+        .map(|z| z.timestamp().as_millisecond())
+        .unwrap_or(0);
+    let today = store
+        .assignments_since(midnight)
+        .await
+        .context("cannot read outcomes")?;
+    let listed: Vec<String> = today.iter().map(|(a, n)| format!("{a} {n}")).collect();
+    println!(
+        "assigned today ({}): {}",
+        tz.iana_name().unwrap_or("UTC"),
+        if listed.is_empty() {
+            "none".into()
+        } else {
+            listed.join(", ")
+        }
+    );
+
+    let recent = store
+        .recent_outcomes(10)
+        .await
+        .context("cannot read outcomes")?;
+    if !recent.is_empty() {
+        println!("last outcomes:");
+        for o in recent {
+            let at = Timestamp::from_millisecond(o.at_ms)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            let http = o
+                .http_status
+                .map(|s| format!(" HTTP {s}"))
+                .unwrap_or_default();
+            println!(
+                "  {at} chat {} {} {}{http}: {}",
+                o.chat_id,
+                o.result,
+                o.agent.as_deref().unwrap_or("-"),
+                o.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+
+    let state = store
+        .daemon_state()
+        .await
+        .context("cannot read daemon state")?;
+    for (key, value, at) in state {
+        if value.is_empty() {
+            continue;
+        }
+        let at = Timestamp::from_millisecond(at)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        println!("{key}: {value} (as of {at})");
+    }
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,486 @@
+//! The daemon's configuration file (SPEC §3): parsed, defaulted, validated.
+//!
+//! Unknown keys are errors (with the nearest known key suggested) and every
+//! error names the file, line and column. Relative paths are resolved against
+//! the directory of the config file, so a config can travel with its rules.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diag::SourceError;
+use crate::duration::HumanDuration;
+use crate::secrets::{self, Secret, SecretError};
+
+pub const DEFAULT_PATH: &str = "/etc/assignd/assignd.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] SourceError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub helpcrunch: HelpCrunch,
+    pub database: Database,
+    pub rules: Rules,
+    pub worker: Worker,
+    pub http: Http,
+    pub load: Load,
+    pub poller: Poller,
+    pub log: Log,
+    /// Where the file was read from; relative paths are resolved against it.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HelpCrunch {
+    pub base_url: String,
+    pub api_key_file: Option<PathBuf>,
+    pub timeout: HumanDuration,
+    pub rate_limit: RateLimit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    pub requests: NonZeroU32,
+    pub per: HumanDuration,
+    pub burst: Spanned<NonZeroU32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    pub url: Option<Spanned<String>>,
+    pub synchronous: Synchronous,
+    pub retention: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rules {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FetchChat {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Worker {
+    pub concurrency: NonZeroU32,
+    pub poll_interval: HumanDuration,
+    pub lease: HumanDuration,
+    pub max_attempts: NonZeroU32,
+    pub fetch_chat: FetchChat,
+    pub reassign: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    pub listen: Option<SocketAddr>,
+    pub webhook_key_file: Option<PathBuf>,
+    pub intake_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Load {
+    pub refresh: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Poller {
+    pub enabled: bool,
+    pub interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            helpcrunch: HelpCrunch::default(),
+            database: Database::default(),
+            rules: Rules::default(),
+            worker: Worker::default(),
+            http: Http::default(),
+            load: Load::default(),
+            poller: Poller::default(),
+            log: Log::default(),
+            source: None,
+        }
+    }
+}
+
+impl Default for HelpCrunch {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.helpcrunch.com/v1".into(),
+            api_key_file: None,
+            timeout: HumanDuration::from_secs(10),
+            rate_limit: RateLimit::default(),
+        }
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            requests: NonZeroU32::new(120).unwrap(),
+            per: HumanDuration::from_secs(60),
+            burst: Spanned::new(0..0, NonZeroU32::MIN),
+        }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            url: None,
+            synchronous: Synchronous::Full,
+            retention: HumanDuration::from_secs(30 * 86400),
+        }
+    }
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/etc/assignd/rules"),
+        }
+    }
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Self {
+            concurrency: NonZeroU32::new(4).unwrap(),
+            poll_interval: HumanDuration::from_millis(500),
+            lease: HumanDuration::from_secs(60),
+            max_attempts: NonZeroU32::new(10).unwrap(),
+            fetch_chat: FetchChat::Auto,
+            reassign: false,
+        }
+    }
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self {
+            refresh: HumanDuration::from_secs(300),
+        }
+    }
+}
+
+impl Default for Poller {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text`, reporting errors against `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| SourceError::from_toml(path, text, &e))?;
+        config.source = Some(path.to_path_buf());
+        config.validate(path, text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.rules.path = base.join(&config.rules.path);
+        for file in [
+            &mut config.helpcrunch.api_key_file,
+            &mut config.http.webhook_key_file,
+            &mut config.http.intake_token_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *file = base.join(&*file);
+        }
+        if let Some(url) = &mut config.database.url {
+            let resolved = database_path(url.get_ref())
+                .map(|p| base.join(p))
+                .expect("validated above");
+            *url = Spanned::new(url.span(), format!("sqlite://{}", resolved.display()));
+        }
+        Ok(config)
+    }
+
+    /// Cross-field checks that serde cannot express.
+    fn validate(&self, path: &Path, text: &str) -> Result<(), SourceError> {
+        let rl = &self.helpcrunch.rate_limit;
+        if rl.burst.get_ref().get() > rl.requests.get() {
+            return Err(SourceError::new(
+                path,
+                text,
+                rl.burst.span(),
+                format!(
+                    "burst ({}) cannot exceed requests ({}): the limit must hold in every window",
+                    rl.burst.get_ref(),
+                    rl.requests
+                ),
+            ));
+        }
+        for (name, d) in [
+            ("rate_limit.per", rl.per),
+            ("timeout", self.helpcrunch.timeout),
+            ("worker.poll_interval", self.worker.poll_interval),
+            ("worker.lease", self.worker.lease),
+        ] {
+            if d.0.is_zero() {
+                return Err(SourceError::new(
+                    path,
+                    text,
+                    0..0,
+                    format!("{name} must be longer than zero"),
+                ));
+            }
+        }
+        if !self.helpcrunch.base_url.starts_with("http://")
+            && !self.helpcrunch.base_url.starts_with("https://")
+        {
+            return Err(SourceError::new(
+                path,
+                text,
+                0..0,
+                format!(
+                    "helpcrunch.base_url `{}` must start with https:// or http://",
+                    self.helpcrunch.base_url
+                ),
+            ));
+        }
+        if let Some(url) = &self.database.url {
+            if let Err(why) = database_path(url.get_ref()) {
+                return Err(SourceError::new(path, text, url.span(), why));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SQLite file: `[database] url`, else `$STATE_DIRECTORY/assignd.db`
+    /// (set by systemd's `StateDirectory=`), else `./assignd.db`.
+    pub fn database_file(&self) -> PathBuf {
+        match &self.database.url {
+            Some(url) => database_path(url.get_ref()).expect("validated at load"),
+            None => match std::env::var_os("STATE_DIRECTORY") {
+                // StateDirectory= may list several, separated by ':'.
+                Some(dirs) => {
+                    let first = dirs
+                        .to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or(".")
+                        .to_string();
+                    Path::new(&first).join("assignd.db")
+                }
+                None => PathBuf::from("assignd.db"),
+            },
+        }
+    }
+
+    /// The HelpCrunch API key, by the lookup order of [`crate::secrets`].
+    pub fn api_key(&self) -> Result<Option<Secret>, SecretError> {
+        secrets::load(secrets::API_KEY, self.helpcrunch.api_key_file.as_deref())
+    }
+}
+
+/// `sqlite:///abs/path.db`, `sqlite://relative.db` or `sqlite:relative.db`.
+fn database_path(url: &str) -> Result<PathBuf, String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| format!("database url `{url}` must start with sqlite://"))?;
+    let rest = rest.split('?').next().unwrap_or(rest);
+    if rest.is_empty() || rest.contains(":memory:") {
+        return Err(format!(
+            "database url `{url}` must name a file: the queue has to survive a restart"
+        ));
+    }
+    Ok(PathBuf::from(rest))
+}
+
+impl RateLimit {
+    pub fn burst(&self) -> NonZeroU32 {
+        *self.burst.get_ref()
+    }
+}
+
+/// Convenience for durations read from config.
+pub fn dur(d: HumanDuration) -> Duration {
+    d.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/assignd/assignd.toml"), text)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse("").unwrap();
+        assert_eq!(c.helpcrunch.rate_limit.requests.get(), 120);
+        assert_eq!(c.helpcrunch.rate_limit.per.0, Duration::from_secs(60));
+        assert_eq!(c.helpcrunch.rate_limit.burst().get(), 1);
+        assert_eq!(c.worker.concurrency.get(), 4);
+        assert_eq!(c.worker.poll_interval.0, Duration::from_millis(500));
+        assert_eq!(c.worker.fetch_chat, FetchChat::Auto);
+        assert_eq!(c.database.synchronous, Synchronous::Full);
+        assert!(c.http.listen.is_none());
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let text = r#"
+[helpcrunch]
+base_url = "https://api.helpcrunch.com/v1"
+api_key_file = "/etc/assignd/api-key"
+timeout = "10s"
+
+[helpcrunch.rate_limit]
+requests = 120
+per = "1m"
+burst = 1
+
+[database]
+url = "sqlite:///var/lib/assignd/assignd.db"
+synchronous = "full"
+retention = "30d"
+
+[rules]
+path = "/etc/assignd/rules"
+
+[worker]
+concurrency = 4
+poll_interval = "500ms"
+lease = "60s"
+max_attempts = 10
+fetch_chat = "auto"
+reassign = false
+
+[http]
+listen = "127.0.0.1:9187"
+webhook_key_file = "/etc/assignd/webhook-key"
+intake_token_file = "/etc/assignd/intake-token"
+
+[load]
+refresh = "5m"
+
+[poller]
+enabled = false
+interval = "30s"
+
+[log]
+format = "text"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.database_file(),
+            PathBuf::from("/var/lib/assignd/assignd.db")
+        );
+        assert_eq!(c.http.listen.unwrap().port(), 9187);
+    }
+
+    #[test]
+    fn unknown_key_is_located_and_suggested() {
+        let err = parse("[worker]\nconcurrency = 2\npoll_intervall = \"1s\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("/etc/assignd/assignd.toml:3:1:"), "{msg}");
+        assert!(msg.contains("did you mean `poll_interval`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let msg = parse("[worker]\nlease = \"10 parsecs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("/etc/assignd/assignd.toml:2:9:"), "{msg}");
+        let msg = parse("[helpcrunch.rate_limit]\nrequests = 5\nburst = 6\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("/etc/assignd/assignd.toml:3:9:"), "{msg}");
+        let msg = parse("[worker]\nconcurrency = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(":2:15:"), "{msg}");
+        let msg = parse("[database]\nurl = \"sqlite::memory:\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(":2:7:") && msg.contains("must name a file"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = parse("[rules]\npath = \"rules\"\n[database]\nurl = \"sqlite://state/a.db\"\n")
+            .unwrap();
+        assert_eq!(c.rules.path, PathBuf::from("/etc/assignd/rules"));
+        assert_eq!(c.database_file(), PathBuf::from("/etc/assignd/state/a.db"));
+    }
+}

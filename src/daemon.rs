@@ -1,0 +1,168 @@
+//! Assembles the running daemon from a config and runs it until shutdown:
+//! the store, the one limiter, the client and the worker, plus SIGHUP reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::helpcrunch::{Client, ClientError};
+use crate::limiter::Limiter;
+use crate::rules::{self, Rules, RulesError};
+use crate::secrets::{Secret, SecretError};
+use crate::store::{Store, StoreError};
+use crate::worker::{Settings, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(
+        "no HelpCrunch API key: set the systemd credential `helpcrunch-api-key`, `[helpcrunch] api_key_file`, or HELPCRUNCH_API_KEY"
+    )]
+    NoApiKey,
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+impl DaemonError {
+    /// Whether the error is the user's input (exit 2) rather than a runtime failure.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            DaemonError::Config(_)
+                | DaemonError::Rules(_)
+                | DaemonError::Secret(_)
+                | DaemonError::NoApiKey
+                | DaemonError::Client(ClientError::BadKey)
+        )
+    }
+}
+
+/// The pieces of a running daemon.
+pub struct Runtime {
+    pub store: Store,
+    pub limiter: Arc<Limiter>,
+    pub worker: Arc<Worker>,
+}
+
+/// Opens and migrates the database and builds the worker.
+pub async fn assemble(
+    config: &Config,
+    rules: Arc<Rules>,
+    key: &Secret,
+) -> Result<Runtime, DaemonError> {
+    let store = Store::open(&config.database_file(), config.database.synchronous).await?;
+    store.migrate().await?;
+    let rl = &config.helpcrunch.rate_limit;
+    let limiter = Arc::new(Limiter::new(rl.requests, rl.per.0, rl.burst()));
+    let client = Client::new(
+        &config.helpcrunch.base_url,
+        key,
+        config.helpcrunch.timeout.0,
+        limiter.clone(),
+    )?;
+    let worker = Worker::new(store.clone(), client, rules, Settings::from(&config.worker)).await?;
+    Ok(Runtime {
+        store,
+        limiter,
+        worker,
+    })
+}
+
+/// Reads the config, its rules and its API key.
+pub fn load(config_path: &Path) -> Result<(Config, Rules, Secret), DaemonError> {
+    let config = Config::load(config_path)?;
+    let rules = rules::load_path(&config.rules.path)?;
+    let key = config.api_key()?.ok_or(DaemonError::NoApiKey)?;
+    Ok((config, rules, key))
+}
+
+/// `assignd run`: serves until SIGTERM/SIGINT; SIGHUP reloads secrets and
+/// rules, keeping the old ones if the new ones are invalid.
+pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (config, rules, key) = load(&config_path)?;
+    let runtime = assemble(&config, Arc::new(rules), &key).await?;
+    let store = runtime.store.clone();
+    let _ = store
+        .set_daemon_state("rules", &format!("loaded at {}", jiff::Timestamp::now()))
+        .await;
+    let _ = store.set_daemon_state("rules_reload_error", "").await;
+    let shutdown = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    tracing::info!(
+        database = %config.database_file().display(),
+        rules = %config.rules.path.display(),
+        limit = format!("{} per {}", config.helpcrunch.rate_limit.requests, config.helpcrunch.rate_limit.per),
+        "assignd running"
+    );
+    let worker = runtime.worker.clone();
+    let loop_task = tokio::spawn(worker.clone().run(shutdown.clone()));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&config_path, &runtime).await,
+        }
+    }
+    tracing::info!("shutting down: no new work; finishing rows in flight");
+    shutdown.cancel();
+    let _ = loop_task.await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn reload(config_path: &Path, runtime: &Runtime) {
+    match load(config_path) {
+        Ok((config, rules, key)) => {
+            match Client::new(
+                &config.helpcrunch.base_url,
+                &key,
+                config.helpcrunch.timeout.0,
+                runtime.limiter.clone(),
+            ) {
+                Ok(client) => runtime.worker.set_client(client),
+                Err(e) => tracing::error!(error = %e, "reload: keeping the old API client"),
+            }
+            let counts = format!(
+                "{} rules, {} agents, {} pools",
+                rules.rules.len(),
+                rules.agents.len(),
+                rules.pools.len()
+            );
+            runtime.worker.set_rules(Arc::new(rules));
+            tracing::info!(%counts, "reloaded config and rules");
+            let _ = runtime
+                .store
+                .set_daemon_state(
+                    "rules",
+                    &format!("loaded at {} ({counts})", jiff::Timestamp::now()),
+                )
+                .await;
+            let _ = runtime
+                .store
+                .set_daemon_state("rules_reload_error", "")
+                .await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed; keeping the old config and rules");
+            let _ = runtime
+                .store
+                .set_daemon_state("rules_reload_error", &e.to_string())
+                .await;
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The HelpCrunch REST client. Every method waits for the shared
+//! [`Limiter`] first, so no call can bypass the account's budget, and reports
+//! a 429 to it so that every caller pauses.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::error::{ApiError, parse_error_body};
+use super::types::{AgentRef, Chat, Message, NewMessage, Page};
+use crate::limiter::{Limiter, Priority};
+use crate::secrets::Secret;
+
+/// A call's result with its timings.
+#[derive(Debug)]
+pub struct Call<T> {
+    pub result: Result<T, ApiError>,
+    /// Time on the wire, from sending to the whole body read.
+    pub latency: Duration,
+    /// Time spent waiting for the limiter.
+    pub waited: Duration,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: HeaderValue,
+    timeout: Duration,
+    limiter: Arc<Limiter>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+    #[error("the API key contains characters that cannot be sent in a header")]
+    BadKey,
+}
+
+impl Client {
+    pub fn new(
+        base_url: &str,
+        key: &Secret,
+        timeout: Duration,
+        limiter: Arc<Limiter>,
+    ) -> Result<Self, ClientError> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            .map_err(|_| ClientError::BadKey)?;
+        // Keeps the value out of reqwest's Debug output.
+        auth.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("assignd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Build(e.without_url().to_string()))?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            auth,
+            timeout,
+            limiter,
+        })
+    }
+
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    /// `PUT /chats/assignee`.
+    pub async fn assign(&self, chat_id: i64, agent_id: i64) -> Call<Chat> {
+        let req = self
+            .http
+            .put(format!("{}/chats/assignee", self.base))
+            .json(&json!({ "id": chat_id, "assignee": agent_id }));
+        self.send(Priority::Assign, req).await
+    }
+
+    /// `GET /chats/{id}`.
+    pub async fn chat(&self, chat_id: i64, priority: Priority) -> Call<Chat> {
+        let req = self.http.get(format!("{}/chats/{chat_id}", self.base));
+        self.send(priority, req).await
+    }
+
+    /// `POST /messages`.
+    pub async fn post_message(&self, message: &NewMessage) -> Call<Message> {
+        let req = self
+            .http
+            .post(format!("{}/messages", self.base))
+            .json(message);
+        self.send(Priority::Background, req).await
+    }
+
+    /// `GET /agents`, every page.
+    pub async fn agents(&self) -> Result<Vec<AgentRef>, ApiError> {
+        let mut all = Vec::new();
+        loop {
+            let req = self
+                .http
+                .get(format!("{}/agents", self.base))
+                .query(&[("offset", all.len()), ("limit", 100)]);
+            let page: Page<AgentRef> = self.send(Priority::Background, req).await.result?;
+            let done =
+                page.data.len() < 100 || all.len() + page.data.len() >= page.meta.total as usize;
+            all.extend(page.data);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        priority: Priority,
+        req: reqwest::RequestBuilder,
+    ) -> Call<T> {
+        let waited = self.limiter.acquire(priority).await;
+        let started = Instant::now();
+        let result = self.exchange(req).await;
+        let latency = started.elapsed();
+        match &result {
+            Ok(_) => self.limiter.succeeded(),
+            Err(e @ ApiError::Status { status: 429, .. }) => {
+                let pause = self.limiter.pause(e.retry_after());
+                tracing::warn!(
+                    pause_ms = pause.as_millis() as u64,
+                    "HelpCrunch answered 429; all calls pause"
+                );
+            }
+            Err(_) => {}
+        }
+        Call {
+            result,
+            latency,
+            waited,
+        }
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ApiError> {
+        let resp = req
+            .header(AUTHORIZATION, self.auth.clone())
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| match self.transport_error(e) {
+                ApiError::Connection(detail) => ApiError::Unreadable { status, detail },
+                other => other,
+            })?;
+        if (200..300).contains(&status) {
+            serde_json::from_slice(&body).map_err(|e| ApiError::Unreadable {
+                status,
+                detail: e.to_string(),
+            })
+        } else {
+            Err(ApiError::Status {
+                status,
+                errors: parse_error_body(&body),
+                retry_after,
+            })
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout(self.timeout)
+        } else {
+            // Walk to the root cause; reqwest's top line says little.
+            let e = e.without_url();
+            let mut detail = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                detail = s.to_string();
+                source = s.source();
+            }
+            ApiError::Connection(detail)
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! HelpCrunch's REST API: types that accept every documented form, typed
+//! errors, and the rate-limited client.
+
+pub mod client;
+pub mod error;
+pub mod types;
+
+pub use client::{Call, Client, ClientError};
+pub use error::{ApiError, ErrorClass, ErrorEntry};

@@ -1,0 +1,19 @@
+//! assignd: rule-based auto-assignment of HelpCrunch chats.
+//!
+//! Data flows one way: a queue row is claimed by the [`worker`], its chat is
+//! matched against the [`rules`] by a pure decision function, the
+//! assignment goes to HelpCrunch through the [`helpcrunch`] client and its
+//! single [`limiter`], and the outcome is recorded by the [`store`].
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod diag;
+pub mod duration;
+pub mod helpcrunch;
+pub mod limiter;
+pub mod rules;
+pub mod sandbox;
+pub mod secrets;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,262 @@
+//! `match` conditions and how a chat is tested against them.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use regex::Regex;
+
+use super::context::{ChatContext, Text};
+use super::schedule::Schedule;
+
+/// The chat field a condition reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    /// Matches the department's name or its id.
+    Department,
+    CustomerEmail,
+    CustomerName,
+    CustomerId,
+    CustomerUserId,
+    Status,
+    CreatedWith,
+    Message,
+    Attr(String),
+}
+
+impl Field {
+    fn values<'a>(&self, chat: &'a ChatContext) -> Vec<&'a Text> {
+        let one = |t: &'a Option<Text>| t.iter().collect::<Vec<_>>();
+        match self {
+            Field::Department => chat
+                .department_name
+                .iter()
+                .chain(chat.department_id.iter())
+                .collect(),
+            Field::CustomerEmail => one(&chat.customer_email),
+            Field::CustomerName => one(&chat.customer_name),
+            Field::CustomerId => one(&chat.customer_id),
+            Field::CustomerUserId => one(&chat.customer_user_id),
+            Field::Status => one(&chat.status),
+            Field::CreatedWith => one(&chat.created_with),
+            Field::Message => one(&chat.message),
+            Field::Attr(key) => chat
+                .attrs
+                .get(key)
+                .map(|v| v.iter().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A value to compare a field with.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    /// Case-insensitive equality (stored lower-case).
+    Exact(String),
+    /// Case-insensitive with `*` and `?` (stored lower-case).
+    Glob(String),
+    Regex(Regex),
+    /// Case-insensitive substring (stored lower-case).
+    Contains(String),
+    /// `true`: the field has a value; `false`: it has none.
+    Exists(bool),
+    /// Any of these.
+    AnyOf(Vec<Pattern>),
+}
+
+impl Pattern {
+    /// A string value: a glob when it has a wildcard, else exact.
+    pub fn text(s: &str) -> Self {
+        let lower = s.to_lowercase();
+        if lower.contains(['*', '?']) {
+            Pattern::Glob(lower)
+        } else {
+            Pattern::Exact(lower)
+        }
+    }
+
+    fn holds(&self, values: &[&Text]) -> bool {
+        match self {
+            Pattern::Exists(want) => values.is_empty() != *want,
+            Pattern::AnyOf(ps) => ps.iter().any(|p| p.holds(values)),
+            _ => values.iter().any(|v| self.holds_one(v)),
+        }
+    }
+
+    fn holds_one(&self, v: &Text) -> bool {
+        match self {
+            Pattern::Exact(s) => v.lower == *s,
+            Pattern::Glob(g) => glob_match(g.as_bytes(), v.lower.as_bytes()),
+            Pattern::Regex(r) => r.is_match(&v.raw),
+            Pattern::Contains(s) => v.lower.contains(s.as_str()),
+            Pattern::Exists(want) => *want,
+            Pattern::AnyOf(ps) => ps.iter().any(|p| p.holds_one(v)),
+        }
+    }
+}
+
+/// `*` is any run of bytes, `?` one character. Iterative with one backtrack
+/// point, so it is linear in practice and never recurses.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len()
+            && (pattern[p] == text[t] || (pattern[p] == b'?' && is_char_start(text[t])))
+        {
+            if pattern[p] == b'?' {
+                t += utf8_len(text[t]);
+            } else {
+                t += 1;
+            }
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+fn is_char_start(b: u8) -> bool {
+    b & 0xC0 != 0x80
+}
+
+fn utf8_len(b: u8) -> usize {
+    match b {
+        0x00..=0x7F => 1,
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        _ => 4,
+    }
+}
+
+/// One condition of a rule's `match`.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    Field {
+        key: String,
+        field: Field,
+        pattern: Pattern,
+    },
+    /// The named schedule (index into `Rules::schedules`) is open.
+    Within { schedule: usize },
+    /// The named schedule is closed.
+    Outside { schedule: usize },
+    /// The local weekday (Monday = bit 0) is in the set.
+    Weekday { days: u8, tz: TimeZone },
+    /// Holds when any nested group holds.
+    Any(Vec<Vec<Condition>>),
+    /// Holds when no nested group holds.
+    Not(Vec<Vec<Condition>>),
+}
+
+impl Condition {
+    /// The key as written in the rules file, for explanations.
+    pub fn key(&self) -> &str {
+        match self {
+            Condition::Field { key, .. } => key,
+            Condition::Within { .. } => "within",
+            Condition::Outside { .. } => "outside",
+            Condition::Weekday { .. } => "weekday",
+            Condition::Any(_) => "any",
+            Condition::Not(_) => "not",
+        }
+    }
+
+    pub fn holds(&self, chat: &ChatContext, schedules: &[Schedule], now: Timestamp) -> bool {
+        match self {
+            Condition::Field { field, pattern, .. } => pattern.holds(&field.values(chat)),
+            Condition::Within { schedule } => schedules[*schedule].is_open(now),
+            Condition::Outside { schedule } => !schedules[*schedule].is_open(now),
+            Condition::Weekday { days, tz } => {
+                let wd = now.to_zoned(tz.clone()).weekday().to_monday_zero_offset();
+                days & (1 << wd) != 0
+            }
+            Condition::Any(groups) => groups.iter().any(|g| all_hold(g, chat, schedules, now)),
+            Condition::Not(groups) => !groups.iter().any(|g| all_hold(g, chat, schedules, now)),
+        }
+    }
+
+    /// What the chat has for this condition, for explanations.
+    pub fn seen(&self, chat: &ChatContext, schedules: &[Schedule], now: Timestamp) -> String {
+        match self {
+            Condition::Field { field, .. } => {
+                let values = field.values(chat);
+                if values.is_empty() {
+                    "no value".into()
+                } else {
+                    values
+                        .iter()
+                        .map(|v| format!("{:?}", v.raw))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                }
+            }
+            Condition::Within { schedule } | Condition::Outside { schedule } => {
+                let s = &schedules[*schedule];
+                format!(
+                    "{} is {}",
+                    s.name,
+                    if s.is_open(now) { "open" } else { "closed" }
+                )
+            }
+            Condition::Weekday { tz, .. } => now.to_zoned(tz.clone()).strftime("%a").to_string(),
+            Condition::Any(_) | Condition::Not(_) => "nested conditions".into(),
+        }
+    }
+}
+
+/// Whether every condition holds; the first that fails is returned.
+pub fn first_failing<'a>(
+    conditions: &'a [Condition],
+    chat: &ChatContext,
+    schedules: &[Schedule],
+    now: Timestamp,
+) -> Option<&'a Condition> {
+    conditions.iter().find(|c| !c.holds(chat, schedules, now))
+}
+
+fn all_hold(
+    conditions: &[Condition],
+    chat: &ChatContext,
+    schedules: &[Schedule],
+    now: Timestamp,
+) -> bool {
+    first_failing(conditions, chat, schedules, now).is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        let m = |p: &str, t: &str| glob_match(p.as_bytes(), t.as_bytes());
+        assert!(m("*@bigcorp.com", "ann@bigcorp.com"));
+        assert!(!m("*@bigcorp.com", "ann@bigcorp.com.ua"));
+        assert!(m("a?c", "abc"));
+        assert!(m("a?c", "aéc"));
+        assert!(!m("a?c", "ac"));
+        assert!(m("*", ""));
+        assert!(m("**a*", "bab"));
+        assert!(!m("", "x"));
+    }
+
+    #[test]
+    fn patterns_are_case_insensitive() {
+        let t = Text::new("Ann@BigCorp.com");
+        assert!(Pattern::text("*@bigcorp.COM").holds(&[&t]));
+        assert!(Pattern::text("ann@bigcorp.com").holds(&[&t]));
+        assert!(Pattern::Contains("bigcorp".into()).holds(&[&t]));
+        assert!(Pattern::Exists(true).holds(&[&t]));
+        assert!(Pattern::Exists(false).holds(&[]));
+        assert!(!Pattern::text("*").holds(&[]));
+        assert!(Pattern::AnyOf(vec![Pattern::text("x"), Pattern::text("ann*")]).holds(&[&t]));
+    }
+}

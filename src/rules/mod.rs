@@ -1,0 +1,153 @@
+//! Routing rules: the model, loading, matching, schedules and the pure
+//! decision function that the worker, the CLI, tests and benchmarks share.
+
+pub mod context;
+pub mod decide;
+pub mod load;
+pub mod matcher;
+pub mod schedule;
+pub mod strategy;
+
+use std::path::PathBuf;
+
+use jiff::tz::TimeZone;
+
+use crate::diag::Location;
+pub use context::ChatContext;
+pub use decide::{
+    CandidateVerdict, Decision, Observer, RoutingState, Verdict, decide, decide_observed,
+};
+pub use load::{RulesError, load_path, load_sources};
+use matcher::Condition;
+use schedule::Schedule;
+
+/// A validated, merged rule set. Agents are sorted by name, which is the
+/// order round-robin rotates in.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// The zone of the first file that names one (else UTC); used for "today".
+    pub timezone: TimeZone,
+    pub agents: Vec<Agent>,
+    pub schedules: Vec<Schedule>,
+    pub pools: Vec<Pool>,
+    pub rules: Vec<Rule>,
+    /// The files the set was loaded from, in merge order.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub name: String,
+    /// The HelpCrunch agent id.
+    pub id: i64,
+    pub skills: Vec<String>,
+    /// The agent's own shift (index into `Rules::schedules`).
+    pub schedule: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+        }
+    }
+}
+
+/// What to do when a rule's target has no candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Requeue the chat until a candidate frees up.
+    Wait,
+    /// Try the next rule.
+    Next,
+    /// Record the outcome and leave the chat unassigned.
+    Leave,
+}
+
+impl WhenFull {
+    pub fn name(self) -> &'static str {
+        match self {
+            WhenFull::Wait => "wait",
+            WhenFull::Next => "next",
+            WhenFull::Leave => "leave",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    /// Indexes into `Rules::agents`, ascending, so in name order.
+    pub members: Vec<usize>,
+    pub strategy: Strategy,
+    pub when_full: WhenFull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Agent(usize),
+    Pool(usize),
+    /// `assign = "none"`: record the decision, assign nobody.
+    Nobody,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    /// All must hold; empty matches every chat.
+    pub conditions: Vec<Condition>,
+    pub target: Target,
+    pub require_skills: Vec<String>,
+    pub location: Location,
+}
+
+impl Rules {
+    pub fn agent_by_name(&self, name: &str) -> Option<usize> {
+        self.agents
+            .binary_search_by(|a| a.name.as_str().cmp(name))
+            .ok()
+    }
+
+    pub fn agent_by_id(&self, id: i64) -> Option<usize> {
+        self.agents.iter().position(|a| a.id == id)
+    }
+
+    /// What `check` warns about: valid, but probably not what was meant.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(first) = self.rules.iter().position(|r| r.conditions.is_empty()) {
+            for later in &self.rules[first + 1..] {
+                out.push(format!(
+                    "{}: rule `{}` can never match: rule `{}` before it matches every chat",
+                    later.location, later.name, self.rules[first].name
+                ));
+            }
+        }
+        for s in &self.schedules {
+            if !s.ever_open() {
+                out.push(format!("schedule `{}` is never open", s.name));
+            }
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            let in_pool = self.pools.iter().any(|p| p.members.contains(&i));
+            let named = self.rules.iter().any(|r| r.target == Target::Agent(i));
+            if !in_pool && !named {
+                out.push(format!(
+                    "agent `{}` is in no pool and no rule assigns to it",
+                    a.name
+                ));
+            }
+        }
+        for (i, p) in self.pools.iter().enumerate() {
+            if !self.rules.iter().any(|r| r.target == Target::Pool(i)) {
+                out.push(format!("pool `{}` is used by no rule", p.name));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,392 @@
+//! All SQL lives here.
+//!
+//! One writer connection (SQLite allows one writer at a time; a pool of one
+//! makes that explicit and avoids SQLITE_BUSY between our own tasks) and a
+//! small reader pool. Every write transaction starts with `BEGIN IMMEDIATE`
+//! so it takes the write lock up front, and none is held across an HTTP call.
+
+mod rows;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+use crate::config::Synchronous;
+pub use rows::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the database directory {path}: {source}")]
+    Dir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The current time in Unix milliseconds, as stored.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+#[derive(Clone)]
+pub struct Store {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file; does not migrate.
+    pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    /// Adds chats to the queue; a chat that already has a pending or leased
+    /// row is left alone. Returns how many rows were added.
+    pub async fn enqueue(&self, items: &[NewQueueItem]) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut added = 0;
+        let now = now_ms();
+        for item in items {
+            let r = sqlx::query(
+                "INSERT INTO queue (chat_id, attrs, snapshot, priority, enqueued_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(item.chat_id)
+            .bind(
+                item.attrs
+                    .as_ref()
+                    .map(|a| serde_json::Value::Object(a.clone()).to_string()),
+            )
+            .bind(item.snapshot.as_ref().map(|s| s.to_string()))
+            .bind(item.priority)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            added += r.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Leases up to `limit` rows that are due, highest priority first, and
+    /// also takes back rows whose lease expired (their owner died). Counts an
+    /// attempt on each.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<QueueRow>, StoreError> {
+        let now = now_ms();
+        let until = now + lease.as_millis() as i64;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "UPDATE queue
+                SET state = 'leased', lease_owner = ?1, lease_until = ?2,
+                    attempts = attempts + 1, updated_at = ?3
+              WHERE id IN (
+                    SELECT id FROM queue
+                     WHERE (state = 'pending' AND next_attempt_at <= ?3)
+                        OR (state = 'leased' AND lease_until <= ?3)
+                     ORDER BY priority DESC, id
+                     LIMIT ?4)
+          RETURNING id, chat_id, attrs, snapshot, priority, attempts, enqueued_at, last_error",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut out: Vec<QueueRow> = rows.iter().map(QueueRow::from_row).collect();
+        // RETURNING gives no order guarantee.
+        out.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Settles a leased row and records what happened, in one transaction:
+    /// the outcomes, the round-robin position, and the row's new state. The
+    /// row changes only while `owner` still holds its lease; returns whether
+    /// it did (false: the lease was lost to another claimer).
+    pub async fn settle(&self, s: &Settlement<'_>) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for o in &s.outcomes {
+            insert_outcome(&mut tx, o, Some(s.queue_id), now).await?;
+        }
+        if let Some((pool, agent)) = &s.round_robin {
+            sqlx::query(
+                "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES (?, ?, ?)
+                 ON CONFLICT (pool) DO UPDATE SET last_agent = excluded.last_agent, updated_at = excluded.updated_at",
+            )
+            .bind(pool)
+            .bind(agent)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let (state, next_at, uncount) = match s.next {
+            Next::Done => ("done", 0, false),
+            Next::Dead => ("dead", 0, false),
+            Next::Retry {
+                at_ms,
+                count_attempt,
+            } => ("pending", at_ms, !count_attempt),
+        };
+        let changed = sqlx::query(
+            "UPDATE queue
+                SET state = ?1, next_attempt_at = ?2, last_error = ?3, lease_owner = NULL, lease_until = NULL,
+                    attempts = attempts - ?4, updated_at = ?5
+              WHERE id = ?6 AND state = 'leased' AND lease_owner = ?7",
+        )
+        .bind(state)
+        .bind(next_at)
+        .bind(s.last_error.as_deref())
+        .bind(uncount as i64)
+        .bind(now)
+        .bind(s.queue_id)
+        .bind(s.owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Puts every row leased by `owner` back, uncounted (shutdown).
+    pub async fn release_all(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let n = sqlx::query(
+            "UPDATE queue SET state = 'pending', lease_owner = NULL, lease_until = NULL,
+                    attempts = MAX(attempts - 1, 0), updated_at = ?
+              WHERE state = 'leased' AND lease_owner = ?",
+        )
+        .bind(now_ms())
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// When the next pending row becomes due, if any.
+    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(t) FROM (
+                SELECT MIN(next_attempt_at) AS t FROM queue WHERE state = 'pending'
+                UNION ALL SELECT MIN(lease_until) FROM queue WHERE state = 'leased')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    pub async fn load_round_robin(&self) -> Result<HashMap<String, String>, StoreError> {
+        let rows = sqlx::query("SELECT pool, last_agent FROM rr_state")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    pub async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM queue GROUP BY state ORDER BY state")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Rows that are not finished (pending or leased).
+    pub async fn active_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM queue WHERE state IN ('pending', 'leased')")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn recent_outcomes(&self, limit: u32) -> Result<Vec<OutcomeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, chat_id, queue_id, at, rule, pool, strategy, agent, agent_id, result,
+                    http_status, error_code, latency_ms, reason
+               FROM outcomes ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(OutcomeRow::from_row).collect())
+    }
+
+    /// Successful assignments per agent since `since_ms`.
+    pub async fn assignments_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent, COUNT(*) FROM outcomes WHERE result = 'assigned' AND at >= ?
+              GROUP BY agent ORDER BY agent",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Outcome counts by (result, rule), all time.
+    pub async fn outcome_counts(&self) -> Result<Vec<OutcomeCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT result, COALESCE(rule, ''), COALESCE(agent, ''), COUNT(*) FROM outcomes
+              GROUP BY result, rule, agent ORDER BY result, rule, agent",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutcomeCount {
+                    result: r.try_get(0)?,
+                    rule: r.try_get(1)?,
+                    agent: r.try_get(2)?,
+                    count: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    pub async fn set_daemon_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO daemon_state (key, value, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn daemon_state(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT key, value, updated_at FROM daemon_state ORDER BY key")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Queue rows, newest first, optionally of one state.
+    pub async fn list_queue(
+        &self,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueueListing>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, chat_id, state, attempts, next_attempt_at, last_error FROM queue
+              WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(state)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(QueueListing::from_row).collect())
+    }
+
+    /// Rows waiting for a retry or a candidate, with their reasons.
+    pub async fn waiting(&self, limit: u32) -> Result<Vec<(i64, i64, i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, chat_id, next_attempt_at, last_error FROM queue
+              WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY next_attempt_at LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}
+
+async fn insert_outcome(
+    conn: &mut SqliteConnection,
+    o: &NewOutcome,
+    queue_id: Option<i64>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outcomes (chat_id, queue_id, at, rule, pool, strategy, agent, agent_id, result,
+                               http_status, error_code, latency_ms, reason)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(o.chat_id)
+    .bind(queue_id)
+    .bind(now)
+    .bind(o.rule.as_deref())
+    .bind(o.pool.as_deref())
+    .bind(o.strategy)
+    .bind(o.agent.as_deref())
+    .bind(o.agent_id)
+    .bind(o.result.as_str())
+    .bind(o.http_status.map(i64::from))
+    .bind(o.error_code.as_deref())
+    .bind(o.latency.map(|d| d.as_secs_f64() * 1000.0))
+    .bind(o.reason.as_deref())
+    .execute(conn)
+    .await?;
+    Ok(())
+}

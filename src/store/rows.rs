@@ -1,0 +1,199 @@
+//! The shapes of rows read from and written to the database.
+
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+/// A chat to put on the queue.
+#[derive(Debug, Clone, Default)]
+pub struct NewQueueItem {
+    pub chat_id: i64,
+    pub attrs: Option<serde_json::Map<String, serde_json::Value>>,
+    pub snapshot: Option<serde_json::Value>,
+    pub priority: i64,
+}
+
+/// A leased queue row, as the worker sees it.
+#[derive(Debug, Clone)]
+pub struct QueueRow {
+    pub id: i64,
+    pub chat_id: i64,
+    /// JSON text as the producer wrote it; may be malformed.
+    pub attrs: Option<String>,
+    pub snapshot: Option<String>,
+    pub priority: i64,
+    /// Including the current one.
+    pub attempts: i64,
+    pub enqueued_at_ms: i64,
+    pub last_error: Option<String>,
+}
+
+impl QueueRow {
+    pub(crate) fn from_row(r: &SqliteRow) -> Self {
+        Self {
+            id: r.get(0),
+            chat_id: r.get(1),
+            attrs: r.get(2),
+            snapshot: r.get(3),
+            priority: r.get(4),
+            attempts: r.get(5),
+            enqueued_at_ms: r.get(6),
+            last_error: r.get(7),
+        }
+    }
+}
+
+/// The `result` column of `outcomes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeResult {
+    Assigned,
+    Skipped,
+    NoMatch,
+    NoAgent,
+    Failed,
+    Retry,
+}
+
+impl OutcomeResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeResult::Assigned => "assigned",
+            OutcomeResult::Skipped => "skipped",
+            OutcomeResult::NoMatch => "no_match",
+            OutcomeResult::NoAgent => "no_agent",
+            OutcomeResult::Failed => "failed",
+            OutcomeResult::Retry => "retry",
+        }
+    }
+}
+
+/// One row for `outcomes`.
+#[derive(Debug, Clone)]
+pub struct NewOutcome {
+    pub chat_id: i64,
+    pub rule: Option<String>,
+    pub pool: Option<String>,
+    pub strategy: Option<&'static str>,
+    pub agent: Option<String>,
+    pub agent_id: Option<i64>,
+    pub result: OutcomeResult,
+    pub http_status: Option<u16>,
+    pub error_code: Option<String>,
+    pub latency: Option<Duration>,
+    pub reason: Option<String>,
+}
+
+impl NewOutcome {
+    pub fn new(chat_id: i64, result: OutcomeResult) -> Self {
+        Self {
+            chat_id,
+            rule: None,
+            pool: None,
+            strategy: None,
+            agent: None,
+            agent_id: None,
+            result,
+            http_status: None,
+            error_code: None,
+            latency: None,
+            reason: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OutcomeRow {
+    pub id: i64,
+    pub chat_id: i64,
+    pub queue_id: Option<i64>,
+    pub at_ms: i64,
+    pub rule: Option<String>,
+    pub pool: Option<String>,
+    pub strategy: Option<String>,
+    pub agent: Option<String>,
+    pub agent_id: Option<i64>,
+    pub result: String,
+    pub http_status: Option<i64>,
+    pub error_code: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub reason: Option<String>,
+}
+
+impl OutcomeRow {
+    pub(crate) fn from_row(r: &SqliteRow) -> Self {
+        Self {
+            id: r.get(0),
+            chat_id: r.get(1),
+            queue_id: r.get(2),
+            at_ms: r.get(3),
+            rule: r.get(4),
+            pool: r.get(5),
+            strategy: r.get(6),
+            agent: r.get(7),
+            agent_id: r.get(8),
+            result: r.get(9),
+            http_status: r.get(10),
+            error_code: r.get(11),
+            latency_ms: r.get(12),
+            reason: r.get(13),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeCount {
+    pub result: String,
+    pub rule: String,
+    pub agent: String,
+    pub count: i64,
+}
+
+/// What becomes of a leased row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Done,
+    Dead,
+    /// Back to pending, due at `at_ms`; `count_attempt = false` gives back
+    /// the attempt the claim counted (429s, waiting for a candidate).
+    Retry {
+        at_ms: i64,
+        count_attempt: bool,
+    },
+}
+
+/// Everything [`super::Store::settle`] writes in one transaction.
+#[derive(Debug, Clone)]
+pub struct Settlement<'a> {
+    pub queue_id: i64,
+    pub owner: &'a str,
+    pub next: Next,
+    pub last_error: Option<String>,
+    pub outcomes: Vec<NewOutcome>,
+    /// `(pool, agent)`: the agent got the pool's latest chat.
+    pub round_robin: Option<(String, String)>,
+}
+
+/// A queue row as `queue list` and `status` show it.
+#[derive(Debug, Clone)]
+pub struct QueueListing {
+    pub id: i64,
+    pub chat_id: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<String>,
+}
+
+impl QueueListing {
+    pub(crate) fn from_row(r: &SqliteRow) -> Self {
+        Self {
+            id: r.get(0),
+            chat_id: r.get(1),
+            state: r.get(2),
+            attempts: r.get(3),
+            next_attempt_at_ms: r.get(4),
+            last_error: r.get(5),
+        }
+    }
+}

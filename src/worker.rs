@@ -1,0 +1,638 @@
+//! The processing loop: claim rows, build each chat's context, decide, call
+//! HelpCrunch, and settle the row with its outcomes in one transaction.
+//!
+//! Delivery is at least once: a row is leased, and a crash before it is
+//! settled lets the lease expire and the row be claimed again. The only
+//! state shared between tasks is the routing state (round-robin positions,
+//! unusable agents), which is decided and reserved under one lock so that
+//! concurrent tasks never pick from a stale rotation.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rand::RngExt;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{FetchChat, Worker as WorkerConfig};
+use crate::helpcrunch::types::Chat;
+use crate::helpcrunch::{ApiError, Call, Client, ErrorClass};
+use crate::limiter::Priority;
+use crate::rules::{ChatContext, Decision, RoutingState, Rules, Target, Verdict, WhenFull, decide};
+use crate::store::{NewOutcome, Next, OutcomeResult, QueueRow, Settlement, Store, now_ms};
+
+/// How long a chat waits before it is tried again when its rule's target has
+/// no available agent.
+pub const WAIT_RETRY: Duration = Duration::from_secs(5);
+/// The first retry delay after a transient failure; doubles per attempt.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+/// How long shutdown lets in-flight rows finish before releasing them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Worker settings, from `[worker]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub concurrency: u32,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub fetch_chat: FetchChat,
+    pub reassign: bool,
+}
+
+impl From<&WorkerConfig> for Settings {
+    fn from(c: &WorkerConfig) -> Self {
+        Self {
+            concurrency: c.concurrency.get(),
+            poll_interval: c.poll_interval.0,
+            lease: c.lease.0,
+            max_attempts: c.max_attempts.get(),
+            fetch_chat: c.fetch_chat,
+            reassign: c.reassign,
+        }
+    }
+}
+
+pub struct Worker {
+    store: Store,
+    client: RwLock<Client>,
+    rules: RwLock<Arc<Rules>>,
+    routing: Mutex<RoutingState>,
+    settings: Settings,
+    /// Identifies this process's leases.
+    owner: String,
+    batches: AtomicU64,
+    wake: Notify,
+    unauthorized: AtomicBool,
+}
+
+/// What processing a row decided; written by [`Store::settle`].
+struct Plan {
+    next: Next,
+    last_error: Option<String>,
+    outcomes: Vec<NewOutcome>,
+    round_robin: Option<(String, String)>,
+}
+
+impl Plan {
+    fn finish(next: Next, outcome: NewOutcome) -> Self {
+        Self {
+            next,
+            last_error: outcome.reason.clone().filter(|_| next != Next::Done),
+            outcomes: vec![outcome],
+            round_robin: None,
+        }
+    }
+}
+
+impl Worker {
+    /// Builds a worker; loads the round-robin positions from the database.
+    pub async fn new(
+        store: Store,
+        client: Client,
+        rules: Arc<Rules>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, crate::store::StoreError> {
+        let last_pick = store.load_round_robin().await?;
+        let owner = format!("{}-{}", std::process::id(), rand::rng().random::<u32>());
+        Ok(Arc::new(Self {
+            store,
+            client: RwLock::new(client),
+            rules: RwLock::new(rules),
+            routing: Mutex::new(RoutingState {
+                last_pick,
+                ..RoutingState::default()
+            }),
+            settings,
+            owner,
+            batches: AtomicU64::new(0),
+            wake: Notify::new(),
+            unauthorized: AtomicBool::new(false),
+        }))
+    }
+
+    /// Tells the loop that work may be waiting (a chat was just enqueued).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.read().expect("rules lock").clone()
+    }
+
+    /// Applies a reloaded rule set to the next decision. Agents HelpCrunch
+    /// rejected get another chance, since the reload may have fixed their ids.
+    pub fn set_rules(&self, rules: Arc<Rules>) {
+        *self.rules.write().expect("rules lock") = rules;
+        self.routing.lock().expect("routing lock").unusable.clear();
+    }
+
+    /// Replaces the API client (a reloaded key) and resumes work stopped by
+    /// a 401.
+    pub fn set_client(&self, client: Client) {
+        *self.client.write().expect("client lock") = client;
+        if self.unauthorized.swap(false, Ordering::AcqRel) {
+            tracing::info!("API key reloaded; taking work again");
+        }
+        self.wake();
+    }
+
+    /// False after HelpCrunch rejected the API key, until a reload.
+    pub fn api_authorized(&self) -> bool {
+        !self.unauthorized.load(Ordering::Acquire)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn client(&self) -> Client {
+        self.client.read().expect("client lock").clone()
+    }
+
+    /// Processes the queue until `shutdown` fires, then lets in-flight rows
+    /// finish for up to [`DRAIN_TIMEOUT`] and releases whatever is left.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency as usize));
+        let mut tasks = JoinSet::new();
+        let mut last_auth_log: Option<tokio::time::Instant> = None;
+        let mut store_backoff = self.settings.poll_interval;
+        while !shutdown.is_cancelled() {
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a row's task failed; its lease will expire and it will be retried");
+                }
+            }
+            if !self.api_authorized() {
+                if last_auth_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::error!(
+                        "HelpCrunch rejects the API key (401); not taking work until the key is fixed and assignd is reloaded (SIGHUP)"
+                    );
+                    last_auth_log = Some(tokio::time::Instant::now());
+                }
+                self.idle(&shutdown, self.settings.poll_interval).await;
+                continue;
+            }
+            // Claiming while paused would only age the leases.
+            if let Some(until) = self.client().limiter().paused_until() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+                continue;
+            }
+            let free = permits.available_permits() as u32;
+            if free == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tasks.join_next() => {}
+                }
+                continue;
+            }
+            let token = format!(
+                "{}#{}",
+                self.owner,
+                self.batches.fetch_add(1, Ordering::Relaxed)
+            );
+            match self.store.claim(&token, self.settings.lease, free).await {
+                Ok(rows) if !rows.is_empty() => {
+                    store_backoff = self.settings.poll_interval;
+                    for row in rows {
+                        let permit = permits
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore open");
+                        let worker = self.clone();
+                        let token = token.clone();
+                        tasks.spawn(async move {
+                            worker.process(row, &token).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Ok(_) => {
+                    store_backoff = self.settings.poll_interval;
+                    let wait = match self.store.next_due_ms().await {
+                        Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(1) as u64),
+                        _ => self.settings.poll_interval,
+                    };
+                    self.idle(&shutdown, wait.min(self.settings.poll_interval))
+                        .await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_ms = store_backoff.as_millis() as u64, "cannot claim work");
+                    self.idle(&shutdown, store_backoff).await;
+                    store_backoff = (store_backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while let Some(done) = tasks.join_next().await {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a row's task failed during shutdown");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                in_flight = tasks.len(),
+                "shutdown: releasing rows still in flight"
+            );
+            tasks.abort_all();
+        }
+        match self.store.release_all(&self.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "shutdown: rows put back on the queue"),
+            Err(e) => {
+                tracing::error!(error = %e, "shutdown: cannot release leased rows; their leases will expire")
+            }
+        }
+    }
+
+    async fn idle(&self, shutdown: &CancellationToken, wait: Duration) {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = self.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(chat_id = row.chat_id, queue_id = row.id))]
+    async fn process(&self, row: QueueRow, token: &str) {
+        let plan = self.plan(&row).await;
+        for o in &plan.outcomes {
+            tracing::info!(
+                result = o.result.as_str(),
+                rule = o.rule.as_deref().unwrap_or("-"),
+                agent = o.agent.as_deref().unwrap_or("-"),
+                http_status = o.http_status,
+                reason = o.reason.as_deref().unwrap_or(""),
+                "outcome"
+            );
+        }
+        let settlement = Settlement {
+            queue_id: row.id,
+            owner: token,
+            next: plan.next,
+            last_error: plan.last_error,
+            outcomes: plan.outcomes,
+            round_robin: plan.round_robin,
+        };
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..8 {
+            match self.store.settle(&settlement).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!(
+                        "lease was lost before the row was settled; another claim owns it now"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record the outcome; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::error!(
+            "giving up recording the outcome; the lease will expire and the chat will be processed again"
+        );
+    }
+
+    async fn plan(&self, row: &QueueRow) -> Plan {
+        let attrs = match row
+            .attrs
+            .as_deref()
+            .map(serde_json::from_str::<serde_json::Value>)
+        {
+            None => serde_json::Map::new(),
+            Some(Ok(serde_json::Value::Object(map))) => map,
+            Some(Ok(serde_json::Value::Null)) => serde_json::Map::new(),
+            Some(_) => {
+                let mut o = NewOutcome::new(row.chat_id, OutcomeResult::Failed);
+                o.error_code = Some("bad_attrs".into());
+                o.reason = Some("queue.attrs is not a JSON object".into());
+                return Plan::finish(Next::Dead, o);
+            }
+        };
+        let snapshot = match row.snapshot.as_deref().map(serde_json::from_str::<Chat>) {
+            Some(Ok(chat)) => Some(chat),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "queue.snapshot is not a chat object; ignoring it");
+                None
+            }
+            None => None,
+        };
+        let fetch = match self.settings.fetch_chat {
+            FetchChat::Always => true,
+            FetchChat::Auto => snapshot.is_none(),
+            FetchChat::Never => false,
+        };
+        let chat = if fetch {
+            let call = self.client().chat(row.chat_id, Priority::Assign).await;
+            match call.result {
+                Ok(chat) => Some(chat),
+                Err(e) => {
+                    return self.failed_call(
+                        row,
+                        &e,
+                        call.latency,
+                        NewOutcome::new(row.chat_id, OutcomeResult::Failed),
+                    );
+                }
+            }
+        } else {
+            snapshot
+        };
+        let context = match &chat {
+            Some(chat) => {
+                if chat.is_closed() {
+                    let mut o = NewOutcome::new(row.chat_id, OutcomeResult::Skipped);
+                    o.reason = Some("chat is closed".into());
+                    return Plan::finish(Next::Done, o);
+                }
+                if let (Some(a), false) = (&chat.assignee, self.settings.reassign) {
+                    let mut o = NewOutcome::new(row.chat_id, OutcomeResult::Skipped);
+                    o.reason = Some(format!("chat is already assigned to agent {}", a.id));
+                    return Plan::finish(Next::Done, o);
+                }
+                ChatContext::from_chat(chat, &attrs)
+            }
+            None => ChatContext::bare(row.chat_id, &attrs),
+        };
+        self.assign(row, &context).await
+    }
+
+    /// Decides and assigns; after HelpCrunch rejects an agent, decides once
+    /// more without that agent.
+    async fn assign(&self, row: &QueueRow, context: &ChatContext) -> Plan {
+        let mut outcomes = Vec::new();
+        let mut rejected_once = false;
+        loop {
+            let rules = self.rules();
+            let (decision, reserved) = self.decide_and_reserve(&rules, context);
+            let mut outcome = describe(&rules, &decision, row.chat_id);
+            let (agent_idx, pool) = match decision.verdict {
+                Verdict::Assign { agent, pool, .. } => (agent, pool),
+                Verdict::NoMatch => {
+                    outcomes.push(outcome);
+                    return Plan {
+                        next: Next::Done,
+                        last_error: None,
+                        outcomes,
+                        round_robin: None,
+                    };
+                }
+                Verdict::Nobody => {
+                    outcome.result = OutcomeResult::Skipped;
+                    outcomes.push(outcome);
+                    return Plan {
+                        next: Next::Done,
+                        last_error: None,
+                        outcomes,
+                        round_robin: None,
+                    };
+                }
+                Verdict::NoCandidate { when_full, .. } => {
+                    let reason = decision.reason(&rules);
+                    if when_full == WhenFull::Wait {
+                        let wait_reason = format!("waiting: {reason}");
+                        // One outcome when a chat starts waiting, not one per retry.
+                        if row.last_error.as_deref() != Some(&wait_reason) {
+                            outcomes.push(outcome);
+                        }
+                        return Plan {
+                            next: Next::Retry {
+                                at_ms: now_ms() + WAIT_RETRY.as_millis() as i64,
+                                count_attempt: false,
+                            },
+                            last_error: Some(wait_reason),
+                            outcomes,
+                            round_robin: None,
+                        };
+                    }
+                    outcomes.push(outcome);
+                    return Plan {
+                        next: Next::Done,
+                        last_error: None,
+                        outcomes,
+                        round_robin: None,
+                    };
+                }
+            };
+            let agent = &rules.agents[agent_idx];
+            let call: Call<Chat> = self.client().assign(row.chat_id, agent.id).await;
+            outcome.latency = Some(call.latency);
+            match call.result {
+                Ok(_) => {
+                    outcome.http_status = Some(200);
+                    outcomes.push(outcome);
+                    return Plan {
+                        next: Next::Done,
+                        last_error: None,
+                        outcomes,
+                        round_robin: pool
+                            .map(|p| (rules.pools[p].name.clone(), agent.name.clone())),
+                    };
+                }
+                Err(e) => {
+                    self.undo_reservation(reserved);
+                    if e.class() == ErrorClass::AgentRejected && !rejected_once {
+                        rejected_once = true;
+                        self.routing
+                            .lock()
+                            .expect("routing lock")
+                            .unusable
+                            .insert(agent.name.clone());
+                        tracing::warn!(agent = %agent.name, agent_id = agent.id, "HelpCrunch rejects this agent id; deciding again without it");
+                        outcome.result = OutcomeResult::Failed;
+                        outcome.http_status = e.status();
+                        outcome.error_code = e.code().map(str::to_string);
+                        outcome.reason = Some(format!(
+                            "HelpCrunch rejected agent {} ({e}); deciding again without it",
+                            agent.name
+                        ));
+                        outcomes.push(outcome);
+                        continue;
+                    }
+                    let mut plan = self.failed_call(row, &e, call.latency, outcome);
+                    let mut all = std::mem::take(&mut outcomes);
+                    all.append(&mut plan.outcomes);
+                    plan.outcomes = all;
+                    return plan;
+                }
+            }
+        }
+    }
+
+    /// Decides under the routing lock and moves the round-robin position at
+    /// once, so that concurrent tasks continue the rotation. Returns what to
+    /// restore if the assignment then fails.
+    fn decide_and_reserve(
+        &self,
+        rules: &Rules,
+        context: &ChatContext,
+    ) -> (Decision, Option<Reservation>) {
+        let mut routing = self.routing.lock().expect("routing lock");
+        let decision = decide(rules, context, &routing, Timestamp::now());
+        let reserved = match &decision.verdict {
+            Verdict::Assign {
+                agent,
+                pool: Some(p),
+                ..
+            } => {
+                let pool = rules.pools[*p].name.clone();
+                let agent = rules.agents[*agent].name.clone();
+                let previous = routing.last_pick.insert(pool.clone(), agent.clone());
+                Some(Reservation {
+                    pool,
+                    agent,
+                    previous,
+                })
+            }
+            _ => None,
+        };
+        (decision, reserved)
+    }
+
+    /// Gives back a reserved round-robin turn, unless another decision has
+    /// moved the rotation since.
+    fn undo_reservation(&self, reserved: Option<Reservation>) {
+        let Some(r) = reserved else { return };
+        let mut routing = self.routing.lock().expect("routing lock");
+        if routing.last_pick.get(&r.pool) == Some(&r.agent) {
+            match r.previous {
+                Some(prev) => routing.last_pick.insert(r.pool, prev),
+                None => routing.last_pick.remove(&r.pool),
+            };
+        }
+    }
+
+    /// The plan after a failed call, by SPEC §6.
+    fn failed_call(
+        &self,
+        row: &QueueRow,
+        e: &ApiError,
+        latency: Duration,
+        mut outcome: NewOutcome,
+    ) -> Plan {
+        outcome.http_status = e.status();
+        outcome.error_code = e.code().map(str::to_string);
+        outcome.latency = Some(latency);
+        let (next, result) = match e.class() {
+            ErrorClass::AgentRejected | ErrorClass::Permanent => {
+                (Next::Dead, OutcomeResult::Failed)
+            }
+            ErrorClass::Unauthorized => {
+                if !self.unauthorized.swap(true, Ordering::AcqRel) {
+                    tracing::error!(error = %e, "HelpCrunch rejects the API key; stopping work, every row stays pending");
+                }
+                (
+                    Next::Retry {
+                        at_ms: now_ms(),
+                        count_attempt: false,
+                    },
+                    OutcomeResult::Retry,
+                )
+            }
+            ErrorClass::RateLimited => (
+                Next::Retry {
+                    at_ms: now_ms(),
+                    count_attempt: false,
+                },
+                OutcomeResult::Retry,
+            ),
+            ErrorClass::Transient if row.attempts >= self.settings.max_attempts as i64 => {
+                (Next::Dead, OutcomeResult::Failed)
+            }
+            ErrorClass::Transient => (
+                Next::Retry {
+                    at_ms: now_ms() + retry_delay(row.attempts).as_millis() as i64,
+                    count_attempt: true,
+                },
+                OutcomeResult::Retry,
+            ),
+        };
+        outcome.result = result;
+        let why = match (e.class(), next) {
+            (ErrorClass::Transient, Next::Dead) => {
+                format!("{e} (gave up after {} attempts)", row.attempts)
+            }
+            _ => e.to_string(),
+        };
+        outcome.reason = Some(why.clone());
+        Plan {
+            next,
+            last_error: Some(why),
+            outcomes: vec![outcome],
+            round_robin: None,
+        }
+    }
+}
+
+struct Reservation {
+    pool: String,
+    agent: String,
+    previous: Option<String>,
+}
+
+/// The outcome row a decision implies, before any API call.
+fn describe(rules: &Rules, decision: &Decision, chat_id: i64) -> NewOutcome {
+    let result = match decision.verdict {
+        Verdict::Assign { .. } => OutcomeResult::Assigned,
+        Verdict::NoCandidate { .. } => OutcomeResult::NoAgent,
+        Verdict::Nobody => OutcomeResult::Skipped,
+        Verdict::NoMatch => OutcomeResult::NoMatch,
+    };
+    let mut o = NewOutcome::new(chat_id, result);
+    o.rule = decision.rule.map(|r| rules.rules[r].name.clone());
+    let pool = match (
+        &decision.verdict,
+        decision.rule.map(|r| rules.rules[r].target),
+    ) {
+        (Verdict::Assign { pool, .. }, _) | (Verdict::NoCandidate { pool, .. }, _) => *pool,
+        (_, Some(Target::Pool(p))) => Some(p),
+        _ => None,
+    };
+    if let Some(p) = pool {
+        o.pool = Some(rules.pools[p].name.clone());
+        o.strategy = Some(rules.pools[p].strategy.name());
+    }
+    if let Verdict::Assign { agent, .. } = decision.verdict {
+        o.agent = Some(rules.agents[agent].name.clone());
+        o.agent_id = Some(rules.agents[agent].id);
+    }
+    o.reason = Some(decision.reason(rules));
+    o
+}
+
+/// Exponential backoff with jitter: about 1 s, 2 s, 4 s ... capped at 5 min,
+/// each scaled by a random factor in [0.5, 1) so retries spread out.
+fn retry_delay(attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 20) as u32 - 1;
+    let base = FIRST_RETRY.saturating_mul(1 << exp.min(16)).min(MAX_RETRY);
+    base.mul_f64(rand::rng().random_range(0.5..1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_cap() {
+        for _ in 0..50 {
+            let d1 = retry_delay(1);
+            assert!(d1 >= Duration::from_millis(500) && d1 < Duration::from_secs(1));
+            let d4 = retry_delay(4);
+            assert!(d4 >= Duration::from_secs(4) && d4 < Duration::from_secs(8));
+            assert!(retry_delay(30) <= MAX_RETRY);
+        }
+    }
+}
