@@ -14,7 +14,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, MonotonicClock};
@@ -55,7 +55,14 @@ pub struct Limiter {
     pause: Mutex<Pause>,
     admitted: AtomicU64,
     waited_micros: AtomicU64,
+    /// Closed after a 401: a rejected key makes every call pointless.
+    closed: AtomicBool,
 }
+
+/// The limiter is closed because HelpCrunch rejected the API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not sent: HelpCrunch rejected the API key (401); waiting for a reload")]
+pub struct Closed;
 
 struct Pause {
     until: Option<Instant>,
@@ -94,6 +101,7 @@ impl Limiter {
             }),
             admitted: AtomicU64::new(0),
             waited_micros: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -102,13 +110,28 @@ impl Limiter {
         self.period
     }
 
-    /// Waits until a call may be made now; returns how long that took.
+    /// Stops every call until [`Limiter::reopen`]; returns whether it was open.
+    pub fn close(&self) -> bool {
+        !self.closed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Lets calls through again; returns whether it was closed.
+    pub fn reopen(&self) -> bool {
+        self.closed.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits until a call may be made now; returns how long that took, or
+    /// [`Closed`] if the limiter is closed (checked last, after the wait).
     ///
     /// Callers queue in FIFO order for their turn, and the holder of the
     /// turn sleeps until just before its slot and yields through the last
     /// millisecond: tokio's timer wakes up to a millisecond late, and with a
     /// burst of 1 every late wake-up would be budget lost for good.
-    pub async fn acquire(&self, priority: Priority) -> Duration {
+    pub async fn acquire(&self, priority: Priority) -> Result<Duration, Closed> {
         let started = Instant::now();
         let _urgent =
             (priority == Priority::Assign).then(|| UrgentGuard::new(&self.urgent_waiting));
@@ -118,13 +141,17 @@ impl Limiter {
                 continue;
             }
             let _turn = self.turn.lock().await;
-            if priority == Priority::Background && self.urgent_waiting.load(Ordering::Acquire) > 0 {
-                continue;
-            }
             loop {
+                // A background caller gives its turn up to any assignment call.
+                if priority == Priority::Background && self.urgent_waiting.load(Ordering::Acquire) > 0 {
+                    break;
+                }
                 if let Some(until) = self.paused_until() {
                     tokio::time::sleep_until(until).await;
                     continue;
+                }
+                if self.is_closed() {
+                    return Err(Closed);
                 }
                 match self.gcra.check() {
                     Ok(()) => {
@@ -132,7 +159,7 @@ impl Limiter {
                         self.admitted.fetch_add(1, Ordering::Relaxed);
                         self.waited_micros
                             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-                        return waited;
+                        return Ok(waited);
                     }
                     Err(not_until) => {
                         let wait = not_until.wait_time_from(self.clock.now());
@@ -219,7 +246,7 @@ mod tests {
     async fn admitted_times(l: &Limiter, n: usize) -> Vec<std::time::Instant> {
         let mut times = Vec::new();
         for _ in 0..n {
-            l.acquire(Priority::Assign).await;
+            l.acquire(Priority::Assign).await.unwrap();
             times.push(std::time::Instant::now());
         }
         times
@@ -260,6 +287,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_closed_limiter_admits_nothing() {
+        let l = Limiter::new(nz(10), Duration::from_secs(1), nz(1));
+        assert!(l.close());
+        assert_eq!(l.acquire(Priority::Assign).await, Err(Closed));
+        assert!(l.reopen());
+        assert!(l.acquire(Priority::Assign).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn backoff_doubles_and_resets() {
         let l = Limiter::new(nz(10), Duration::from_secs(1), nz(1));
         assert_eq!(l.pause(None), Duration::from_secs(1));
@@ -277,12 +313,12 @@ mod tests {
     async fn assignments_go_before_background_calls() {
         use std::sync::Arc;
         let l = Arc::new(Limiter::new(nz(20), Duration::from_secs(1), nz(1)));
-        l.acquire(Priority::Assign).await; // spend the burst
+        l.acquire(Priority::Assign).await.unwrap(); // spend the burst
         let order = Arc::new(Mutex::new(Vec::new()));
         let bg = {
             let (l, order) = (l.clone(), order.clone());
             tokio::spawn(async move {
-                l.acquire(Priority::Background).await;
+                l.acquire(Priority::Background).await.unwrap();
                 order.lock().unwrap().push("background");
             })
         };
@@ -291,7 +327,7 @@ mod tests {
             let (l, order) = (l.clone(), order.clone());
             tokio::spawn(async move {
                 for _ in 0..3 {
-                    l.acquire(Priority::Assign).await;
+                    l.acquire(Priority::Assign).await.unwrap();
                     order.lock().unwrap().push("assign");
                 }
             })

@@ -7,7 +7,7 @@
 //! unusable agents), which is decided and reserved under one lock so that
 //! concurrent tasks never pick from a stale rotation.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -67,7 +67,6 @@ pub struct Worker {
     owner: String,
     batches: AtomicU64,
     wake: Notify,
-    unauthorized: AtomicBool,
 }
 
 /// What processing a row decided; written by [`Store::settle`].
@@ -111,7 +110,6 @@ impl Worker {
             owner,
             batches: AtomicU64::new(0),
             wake: Notify::new(),
-            unauthorized: AtomicBool::new(false),
         }))
     }
 
@@ -134,8 +132,9 @@ impl Worker {
     /// Replaces the API client (a reloaded key) and resumes work stopped by
     /// a 401.
     pub fn set_client(&self, client: Client) {
+        let limiter = client.limiter().clone();
         *self.client.write().expect("client lock") = client;
-        if self.unauthorized.swap(false, Ordering::AcqRel) {
+        if limiter.reopen() {
             tracing::info!("API key reloaded; taking work again");
         }
         self.wake();
@@ -143,7 +142,7 @@ impl Worker {
 
     /// False after HelpCrunch rejected the API key, until a reload.
     pub fn api_authorized(&self) -> bool {
-        !self.unauthorized.load(Ordering::Acquire)
+        !self.client().limiter().is_closed()
     }
 
     pub fn store(&self) -> &Store {
@@ -161,7 +160,19 @@ impl Worker {
         let mut tasks = JoinSet::new();
         let mut last_auth_log: Option<tokio::time::Instant> = None;
         let mut store_backoff = self.settings.poll_interval;
+        let mut reported_auth: Option<bool> = None;
         while !shutdown.is_cancelled() {
+            let authorized = self.api_authorized();
+            if reported_auth != Some(authorized) {
+                let text = if authorized {
+                    "ok"
+                } else {
+                    "unauthorized (HTTP 401): not taking work until the API key is fixed and assignd is reloaded"
+                };
+                if self.store.set_daemon_state("api", text).await.is_ok() {
+                    reported_auth = Some(authorized);
+                }
+            }
             while let Some(done) = tasks.try_join_next() {
                 if let Err(e) = done {
                     tracing::error!(error = %e, "a row's task failed; its lease will expire and it will be retried");
@@ -179,6 +190,14 @@ impl Worker {
             }
             // Claiming while paused would only age the leases.
             if let Some(until) = self.client().limiter().paused_until() {
+                let resume = Timestamp::now() + (until - tokio::time::Instant::now());
+                let _ = self
+                    .store
+                    .set_daemon_state(
+                        "limiter",
+                        &format!("HelpCrunch answered 429; all calls paused until {resume:.0}"),
+                    )
+                    .await;
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep_until(until) => {}
@@ -304,6 +323,20 @@ impl Worker {
         tracing::error!(
             "giving up recording the outcome; the lease will expire and the chat will be processed again"
         );
+    }
+
+    /// The plan for a row that must wait for a reload of the API key: back
+    /// to pending, its attempt given back, no call made.
+    fn held_for_auth(&self) -> Plan {
+        Plan {
+            next: Next::Retry {
+                at_ms: now_ms(),
+                count_attempt: false,
+            },
+            last_error: Some("waiting: HelpCrunch rejected the API key (401)".into()),
+            outcomes: Vec::new(),
+            round_robin: None,
+        }
     }
 
     async fn plan(&self, row: &QueueRow) -> Plan {
@@ -523,6 +556,9 @@ impl Worker {
         latency: Duration,
         mut outcome: NewOutcome,
     ) -> Plan {
+        if matches!(e, ApiError::NotSent(_)) {
+            return self.held_for_auth();
+        }
         outcome.http_status = e.status();
         outcome.error_code = e.code().map(str::to_string);
         outcome.latency = Some(latency);
@@ -530,18 +566,13 @@ impl Worker {
             ErrorClass::AgentRejected | ErrorClass::Permanent => {
                 (Next::Dead, OutcomeResult::Failed)
             }
-            ErrorClass::Unauthorized => {
-                if !self.unauthorized.swap(true, Ordering::AcqRel) {
-                    tracing::error!(error = %e, "HelpCrunch rejects the API key; stopping work, every row stays pending");
-                }
-                (
-                    Next::Retry {
-                        at_ms: now_ms(),
-                        count_attempt: false,
-                    },
-                    OutcomeResult::Retry,
-                )
-            }
+            ErrorClass::Unauthorized => (
+                Next::Retry {
+                    at_ms: now_ms(),
+                    count_attempt: false,
+                },
+                OutcomeResult::Retry,
+            ),
             ErrorClass::RateLimited => (
                 Next::Retry {
                     at_ms: now_ms(),

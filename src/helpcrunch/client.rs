@@ -118,7 +118,16 @@ impl Client {
         priority: Priority,
         req: reqwest::RequestBuilder,
     ) -> Call<T> {
-        let waited = self.limiter.acquire(priority).await;
+        let waited = match self.limiter.acquire(priority).await {
+            Ok(w) => w,
+            Err(closed) => {
+                return Call {
+                    result: Err(closed.into()),
+                    latency: Duration::ZERO,
+                    waited: Duration::ZERO,
+                };
+            }
+        };
         let started = Instant::now();
         let result = self.exchange(req).await;
         let latency = started.elapsed();
@@ -130,6 +139,15 @@ impl Client {
                     pause_ms = pause.as_millis() as u64,
                     "HelpCrunch answered 429; all calls pause"
                 );
+            }
+            Err(ApiError::Status {
+                status: 401 | 403, ..
+            }) => {
+                if self.limiter.close() {
+                    tracing::error!(
+                        "HelpCrunch rejects the API key; no call is sent until assignd is reloaded with a valid key"
+                    );
+                }
             }
             Err(_) => {}
         }

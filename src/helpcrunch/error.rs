@@ -25,6 +25,9 @@ pub enum ApiError {
     Timeout(Duration),
     #[error("connection failed: {0}")]
     Connection(String),
+    /// Not sent: an earlier 401 closed the limiter until a reload.
+    #[error(transparent)]
+    NotSent(#[from] crate::limiter::Closed),
     /// A 2xx (or error) answer whose body could not be read.
     #[error("unreadable answer (HTTP {status}): {detail}")]
     Unreadable { status: u16, detail: String },
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::Timeout(_) => Some("timeout"),
             ApiError::Connection(_) => Some("connection"),
             ApiError::Unreadable { .. } => Some("unreadable_body"),
+            ApiError::NotSent(_) => Some("not_sent"),
         }
     }
 

@@ -1,0 +1,190 @@
+//! The binary's contract: exit codes, located errors, and secrets that never leak.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn check(app: &TestApp) -> (i32, String, String) {
+    let out = app.command(&["check"]).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn app_with_rules(rules: &str) -> TestApp {
+    TestApp::new(rules, default_agents(), None, "", "").await
+}
+
+#[tokio::test]
+async fn check_accepts_the_shipped_rules_and_warns() {
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/10-team.toml"))
+        .unwrap();
+    let app = app_with_rules(&rules).await;
+    let (code, out, err) = check(&app);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ok: 5 agents, 3 pools, 1 schedules, 4 rules"),
+        "{out}"
+    );
+    assert!(out.contains("API key: found"), "{out}");
+
+    let shadowed = format!(
+        "{THREE_AGENTS}\n[agents.zed]\nid = 1\n\n[[rule]]\nname = \"never reached\"\nmatch = {{ department = \"Sales\" }}\nassign = \"alice\"\n"
+    );
+    let app = app_with_rules(&shadowed).await;
+    let (code, out, _) = check(&app);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(
+            "rule `never reached` can never match: rule `everything` before it matches every chat"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("agent `zed` is in no pool"), "{out}");
+}
+
+/// Each invalid rules file makes `check` exit 2 with file:line:column.
+#[tokio::test]
+async fn check_rejects_bad_rules_with_file_line_and_column() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[agents]\nalice = { id = 1 }\n\n[[rule]]\nname = \"r\"\nassign = \"pool:suport\"\n",
+            ":6:10:",
+            "unknown pool `suport`",
+        ),
+        (
+            "timezone = \"Europe/Kiev-ish\"\n[agents]\nalice = { id = 1 }\n",
+            ":1:12:",
+            "unknown time zone `Europe/Kiev-ish`",
+        ),
+        (
+            "[agents]\nalice = { id = 1, skils = [\"uk\"] }\n",
+            ":2:19:",
+            "unknown field `skils`",
+        ),
+        (
+            "[agents]\nalice = { id = 1 }\nbob = { id = 1 }\n",
+            ":3:",
+            "agent id 1 of `bob` is also the id of `alice`",
+        ),
+        (
+            "[schedules.office]\nhours = { mon-fri = \"09:00-25:00\" }\n",
+            ":2:21:",
+            "not a valid time of day",
+        ),
+        (
+            "[agents]\nalice = { id = 1 }\n[[rule]]\nname = \"r\"\nmatch = { customer.email = { regex = \"(\" } }\nassign = \"alice\"\n",
+            ":5:38:",
+            "bad regex",
+        ),
+        (
+            "[agents]\nalice = { id = 1 }\n[pools.p]\nagents = []\n",
+            ":4:10:",
+            "pool `p` has no agents",
+        ),
+        (
+            "[agents]\nalice = { id = 1 }\n[[rule]]\nname = \"r\"\nmatch = { departmnt = \"x\" }\nassign = \"alice\"\n",
+            ":5:11:",
+            "unknown match key `departmnt`; did you mean `department`?",
+        ),
+        (
+            "[agents]\nalice = { id = 1 }\n[[rule]]\nname = \"r\"\nassign = \"alice\"\n[[rule]]\nname = \"R\"\nassign = \"alice\"\n",
+            ":7:8:",
+            "rule name `R` is already used",
+        ),
+    ];
+    for (rules, place, message) in cases {
+        let app = app_with_rules(rules).await;
+        let (code, out, err) = check(&app);
+        assert_eq!(code, 2, "{rules}\n{out}{err}");
+        let expected_file = app.dir.path().join("rules.toml");
+        let prefix = format!("assignd: {}{place}", expected_file.display());
+        assert!(err.starts_with(&prefix), "expected `{prefix}`, got: {err}");
+        assert!(err.contains(message), "expected `{message}` in: {err}");
+        assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+    }
+}
+
+#[tokio::test]
+async fn check_rejects_a_bad_config_with_a_suggestion() {
+    let app = app_with_rules(THREE_AGENTS).await;
+    let text = std::fs::read_to_string(&app.config_path).unwrap() + "\n[log]\nformt = \"json\"\n";
+    std::fs::write(&app.config_path, text).unwrap();
+    let (code, _, err) = check(&app);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("assignd.toml:") && err.contains("did you mean `format`?"),
+        "{err}"
+    );
+
+    let missing = app
+        .command(&["check", "--config", "/nonexistent/assignd.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn bad_usage_exits_2() {
+    let app = app_with_rules(THREE_AGENTS).await;
+    let out = app.command(&["enqueue"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = app.command(&["no-such-command"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The API key, a canary value, appears in no log line (even at trace
+/// level, even on a 401), in no database file, and not in `status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_never_leaks() {
+    const CANARY: &str = "canary-3f9a1c7e-never-print-me";
+    let app = TestApp::with_key(THREE_AGENTS, default_agents(), None, "", "", CANARY).await;
+    app.migrate().await;
+    app.insert_raw(1..=3).await;
+    let log = std::fs::File::create(app.dir.path().join("trace.log")).unwrap();
+    let mut daemon = app
+        .command(&["run"])
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    app.wait_drained(Duration::from_secs(20)).await;
+    // Now make the key fail, so the error paths log too.
+    app.sandbox.set_key_valid(false);
+    app.insert_raw([4]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app
+        .scalar("SELECT COUNT(*) FROM outcomes WHERE http_status = 401")
+        .await
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "no 401 seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
+
+    let log = app.log("trace.log");
+    assert!(
+        log.contains("outcome"),
+        "the log is really there: {}",
+        &log[..log.len().min(500)]
+    );
+    assert!(!log.contains(CANARY), "the key is in the log");
+    for f in ["assignd.db", "assignd.db-wal", "assignd.db-shm"] {
+        assert!(
+            !file_contains(&app.dir.path().join(f), CANARY.as_bytes()),
+            "the key is in {f}"
+        );
+    }
+    let status = app.command(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout).into_owned()
+        + &String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{text}");
+    assert!(text.contains("queue: pending 1"), "{text}");
+    assert!(!text.contains(CANARY));
+}

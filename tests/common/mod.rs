@@ -1,0 +1,259 @@
+//! Test harness: a sandbox on 127.0.0.1, a temporary directory with a real
+//! SQLite file, config and rules, and the daemon either in-process or as the
+//! real `assignd` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assignd::sandbox::{Sandbox, SandboxAgent, SandboxConfig, SandboxLimit};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub const THREE_AGENTS: &str = r#"
+timezone = "Europe/Kyiv"
+
+[agents]
+alice = { id = 4188 }
+bob   = { id = 4761 }
+carol = { id = 6694 }
+
+[pools.support]
+agents = ["alice", "bob", "carol"]
+strategy = "round-robin"
+
+[[rule]]
+name = "everything"
+assign = "pool:support"
+"#;
+
+pub struct TestApp {
+    pub dir: TempDir,
+    pub sandbox: Sandbox,
+    pub config_path: PathBuf,
+    pub db_path: PathBuf,
+}
+
+pub fn agents(list: &[(&str, i64)]) -> Vec<SandboxAgent> {
+    list.iter()
+        .map(|(n, id)| SandboxAgent {
+            id: *id,
+            name: n.to_string(),
+        })
+        .collect()
+}
+
+pub fn default_agents() -> Vec<SandboxAgent> {
+    agents(&[("alice", 4188), ("bob", 4761), ("carol", 6694)])
+}
+
+impl TestApp {
+    /// A sandbox with `limit` and a config pointing at it. `worker` is
+    /// extra TOML for the `[worker]` table; `rate` overrides `[helpcrunch.rate_limit]`.
+    pub async fn new(
+        rules: &str,
+        sandbox_agents: Vec<SandboxAgent>,
+        limit: Option<SandboxLimit>,
+        worker: &str,
+        rate: &str,
+    ) -> Self {
+        Self::with_key(rules, sandbox_agents, limit, worker, rate, "test-key").await
+    }
+
+    pub async fn with_key(
+        rules: &str,
+        sandbox_agents: Vec<SandboxAgent>,
+        limit: Option<SandboxLimit>,
+        worker: &str,
+        rate: &str,
+        key: &str,
+    ) -> Self {
+        let sandbox = Sandbox::start(
+            SandboxConfig {
+                api_key: key.into(),
+                agents: sandbox_agents,
+                chats: 1..=100_000,
+                rate_limit: limit,
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+        std::fs::write(dir.path().join("api-key"), format!("{key}\n")).unwrap();
+        let db_path = dir.path().join("assignd.db");
+        let rate = if rate.is_empty() {
+            "requests = 6000\nper = \"1m\""
+        } else {
+            rate
+        };
+        let config = format!(
+            "[helpcrunch]\nbase_url = \"{}\"\napi_key_file = \"api-key\"\ntimeout = \"5s\"\n\n[helpcrunch.rate_limit]\n{rate}\n\n[database]\nurl = \"sqlite://assignd.db\"\nsynchronous = \"normal\"\n\n[rules]\npath = \"rules.toml\"\n\n[worker]\npoll_interval = \"100ms\"\n{worker}\n",
+            sandbox.base_url()
+        );
+        let config_path = dir.path().join("assignd.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Self {
+            dir,
+            sandbox,
+            config_path,
+            db_path,
+        }
+    }
+
+    /// A plain connection to the database, as a producer would open it.
+    pub async fn producer(&self) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(&self.db_path)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(5));
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap()
+    }
+
+    /// Creates the schema (as `assignd migrate` does).
+    pub async fn migrate(&self) {
+        let out = self.command(&["migrate"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "migrate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `INSERT INTO queue (chat_id) VALUES (...)`, the producer contract.
+    pub async fn insert_raw(&self, chat_ids: impl IntoIterator<Item = i64>) {
+        let pool = self.producer().await;
+        for id in chat_ids {
+            sqlx::query("INSERT INTO queue (chat_id) VALUES (?)")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+
+    pub async fn scalar(&self, sql: &'static str) -> i64 {
+        let pool = self.producer().await;
+        let v: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        v
+    }
+
+    pub async fn rows(&self, sql: &'static str) -> Vec<(i64, String, Option<String>)> {
+        let pool = self.producer().await;
+        let v: Vec<(i64, String, Option<String>)> =
+            sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        v
+    }
+
+    /// Waits until no row is pending or leased.
+    pub async fn wait_drained(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let active = self
+                .scalar("SELECT COUNT(*) FROM queue WHERE state IN ('pending', 'leased')")
+                .await;
+            if active == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{active} rows still active after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs the daemon's worker in this process until the returned token is cancelled.
+    pub async fn start_in_process(&self) -> InProcess {
+        let (config, rules, key) = assignd::daemon::load(&self.config_path).unwrap();
+        let runtime = assignd::daemon::assemble(&config, std::sync::Arc::new(rules), &key)
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(runtime.worker.clone().run(shutdown.clone()));
+        InProcess {
+            runtime,
+            shutdown,
+            task,
+        }
+    }
+
+    /// The `assignd` binary with this app's config.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_assignd"));
+        c.args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env_remove("HELPCRUNCH_API_KEY")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("ASSIGND_CONFIG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Starts `assignd run`, logging to a file in the temp dir.
+    pub fn spawn_daemon(&self, log_name: &str) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(log_name)).unwrap();
+        self.command(&["run"])
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn log(&self, log_name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(log_name)).unwrap_or_default()
+    }
+}
+
+pub struct InProcess {
+    pub runtime: assignd::daemon::Runtime,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+        self.runtime.store.close().await;
+    }
+}
+
+/// Sends SIGTERM and waits for the exit status, at most `timeout`.
+pub fn terminate(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("assignd did not exit within {timeout:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    std::fs::read(path)
+        .map(|b| b.windows(needle.len()).any(|w| w == needle))
+        .unwrap_or(false)
+}

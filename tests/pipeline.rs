@@ -1,0 +1,382 @@
+//! The whole path against the sandbox on 127.0.0.1 and a real SQLite file.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use assignd::sandbox::{SandboxLimit, Window};
+use common::*;
+
+fn counts(calls: &[(i64, i64, u16)]) -> HashMap<i64, usize> {
+    let mut m = HashMap::new();
+    for (_, agent, status) in calls {
+        if *status == 200 {
+            *m.entry(*agent).or_default() += 1;
+        }
+    }
+    m
+}
+
+/// 30 chats inserted with plain SQL go 10/10/10 over a 3-agent round-robin
+/// pool, and stopping the real daemon halfway does not reset the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_raw_sql_chats_split_evenly_across_a_restart() {
+    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "concurrency = 1", "").await;
+    app.migrate().await;
+
+    app.insert_raw(1..=14).await;
+    let mut daemon = app.spawn_daemon("run1.log");
+    app.wait_drained(Duration::from_secs(30)).await;
+    let status = terminate(&mut daemon, Duration::from_secs(10));
+    assert!(status.success(), "exit {status:?}: {}", app.log("run1.log"));
+
+    let first_half = app.sandbox.assign_calls();
+    assert_eq!(first_half.len(), 14);
+
+    app.insert_raw(15..=30).await;
+    let mut daemon = app.spawn_daemon("run2.log");
+    app.wait_drained(Duration::from_secs(30)).await;
+    assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
+
+    let calls = app.sandbox.assign_calls();
+    assert_eq!(calls.len(), 30, "one PUT per chat");
+    let by_agent = counts(&calls);
+    assert_eq!(by_agent.get(&4188), Some(&10), "{by_agent:?}");
+    assert_eq!(by_agent.get(&4761), Some(&10), "{by_agent:?}");
+    assert_eq!(by_agent.get(&6694), Some(&10), "{by_agent:?}");
+    // The rotation is strict, also over the restart: a, b, c, a, b, c ...
+    let order: Vec<i64> = calls.iter().map(|c| c.1).collect();
+    for w in order.windows(2) {
+        assert_ne!(w[0], w[1], "same agent twice in a row: {order:?}");
+    }
+    assert_eq!(
+        order[13..16],
+        [4761, 6694, 4188],
+        "the 15th chat continues after the 14th"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        30
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'assigned'")
+            .await,
+        30
+    );
+    for id in 1..=30 {
+        assert!(app.sandbox.assignee(id).is_some(), "chat {id} unassigned");
+    }
+}
+
+/// A chat HelpCrunch does not know is dead after exactly one PUT, with the reason.
+#[tokio::test]
+async fn unknown_chat_is_dead_after_one_put() {
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        None,
+        "fetch_chat = \"never\"",
+        "",
+    )
+    .await;
+    let daemon = app.start_in_process().await;
+    daemon
+        .runtime
+        .store
+        .enqueue(&[assignd::store::NewQueueItem {
+            chat_id: 999_999_999,
+            ..Default::default()
+        }])
+        .await
+        .unwrap();
+    daemon.runtime.worker.wake();
+    app.wait_drained(Duration::from_secs(10)).await;
+    daemon.stop().await;
+
+    assert_eq!(app.sandbox.assign_calls().len(), 1);
+    let rows = app
+        .rows("SELECT chat_id, state, last_error FROM queue")
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].1, "dead");
+    let why = rows[0].2.clone().unwrap();
+    assert!(why.contains("404") && why.contains("not_f"), "{why}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'failed' AND http_status = 404")
+            .await,
+        1
+    );
+}
+
+/// HelpCrunch rejects an agent id (400 invalid_chat_value): the agent is
+/// dropped and the chat decided again, and that id is never sent again.
+#[tokio::test]
+async fn rejected_agent_is_not_retried_unchanged() {
+    let rules = r#"
+[agents]
+aaron = { id = 999 }
+bob   = { id = 4761 }
+
+[pools.support]
+agents = ["aaron", "bob"]
+
+[[rule]]
+name = "all"
+assign = "pool:support"
+"#;
+    let app = TestApp::new(rules, agents(&[("bob", 4761)]), None, "concurrency = 1", "").await;
+    let daemon = app.start_in_process().await;
+    app.insert_raw([11, 12, 13]).await;
+    daemon.runtime.worker.wake();
+    app.wait_drained(Duration::from_secs(10)).await;
+    daemon.stop().await;
+
+    let calls = app.sandbox.assign_calls();
+    let rejected: Vec<_> = calls.iter().filter(|c| c.1 == 999).collect();
+    assert_eq!(
+        rejected.len(),
+        1,
+        "the rejected agent was sent once: {calls:?}"
+    );
+    assert_eq!(rejected[0].2, 400);
+    assert_eq!(
+        calls.iter().filter(|c| c.1 == 4761 && c.2 == 200).count(),
+        3,
+        "{calls:?}"
+    );
+    // No (chat, agent) pair was sent twice.
+    let mut pairs: Vec<_> = calls.iter().map(|c| (c.0, c.1)).collect();
+    pairs.sort();
+    pairs.dedup();
+    assert_eq!(pairs.len(), calls.len());
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        3
+    );
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'failed' AND error_code = 'invalid_chat_value'").await, 1);
+}
+
+async fn survive_429s(retry_after: bool) {
+    // The daemon believes it may make 6000 calls a minute; the sandbox allows 5 a second.
+    let limit = SandboxLimit {
+        requests: 5,
+        per: Duration::from_secs(1),
+        window: Window::Sliding,
+        retry_after,
+    };
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        Some(limit),
+        "max_attempts = 2\nfetch_chat = \"never\"",
+        "",
+    )
+    .await;
+    let daemon = app.start_in_process().await;
+    app.insert_raw(1..=20).await;
+    daemon.runtime.worker.wake();
+    app.wait_drained(Duration::from_secs(60)).await;
+    daemon.stop().await;
+
+    assert!(app.sandbox.rejected_429() > 0, "the test must provoke 429s");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        20,
+        "no chat lost"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'dead'")
+            .await,
+        0
+    );
+    // 429s give their attempt back: every row took exactly one counted attempt.
+    assert_eq!(app.scalar("SELECT MAX(attempts) FROM queue").await, 1);
+    assert!(
+        app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'retry' AND http_status = 429")
+            .await
+            > 0
+    );
+    for id in 1..=20 {
+        assert!(app.sandbox.assignee(id).is_some(), "chat {id} unassigned");
+    }
+}
+
+#[tokio::test]
+async fn rate_limited_with_retry_after_loses_nothing() {
+    survive_429s(true).await;
+}
+
+#[tokio::test]
+async fn rate_limited_without_retry_after_loses_nothing() {
+    survive_429s(false).await;
+}
+
+/// Configured with the account's real limit, the daemon drains a backlog
+/// without a single 429, under a sliding and a fixed window, with any burst.
+async fn drain_without_429(window: Window, burst: u32) {
+    let limit = SandboxLimit {
+        requests: 30,
+        per: Duration::from_secs(2),
+        window,
+        retry_after: true,
+    };
+    let rate = format!("requests = 30\nper = \"2s\"\nburst = {burst}");
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        Some(limit),
+        "concurrency = 8",
+        &rate,
+    )
+    .await;
+    let daemon = app.start_in_process().await;
+    app.insert_raw(1..=45).await; // each needs a GET and a PUT: 90 calls, 6 windows
+    daemon.runtime.worker.wake();
+    app.wait_drained(Duration::from_secs(60)).await;
+    daemon.stop().await;
+
+    let requests = app.sandbox.requests();
+    assert_eq!(requests.len(), 90);
+    assert_eq!(app.sandbox.rejected_429(), 0, "{window:?} burst {burst}");
+    let span = (requests.last().unwrap().at - requests[0].at).as_secs_f64();
+    let rate = (requests.len() - 1) as f64 / span / 15.0;
+    // Measured, not asserted: timing bars belong to benchmarks, not tests.
+    println!(
+        "{window:?} window, burst {burst}: drained at {:.1}% of the limit",
+        rate * 100.0
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        45
+    );
+}
+
+#[tokio::test]
+async fn backlog_drains_without_429_sliding_window() {
+    drain_without_429(Window::Sliding, 1).await;
+}
+
+#[tokio::test]
+async fn backlog_drains_without_429_fixed_window_with_burst() {
+    drain_without_429(Window::Fixed, 5).await;
+}
+
+/// Enqueueing a chat that already has a pending or leased row adds no row,
+/// whether by the CLI or by plain SQL.
+#[tokio::test]
+async fn duplicates_add_no_row() {
+    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    let out = app
+        .command(&[
+            "enqueue",
+            "5",
+            "5",
+            "6",
+            "--attr",
+            "language=uk",
+            "--priority",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "enqueued 2 chat(s), 1 already queued"
+    );
+    app.insert_raw([5, 6, 7]).await;
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM queue").await, 3);
+    assert_eq!(
+        app.scalar(
+            "SELECT COUNT(*) FROM queue WHERE chat_id = 5 AND priority = 3 AND attrs LIKE '%uk%'"
+        )
+        .await,
+        1
+    );
+    // Once done, the chat may be queued again.
+    let pool = app.producer().await;
+    sqlx::query("UPDATE queue SET state = 'done' WHERE chat_id = 5")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    app.insert_raw([5]).await;
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE chat_id = 5")
+            .await,
+        2
+    );
+}
+
+/// Closed chats and chats that already have an assignee are skipped.
+#[tokio::test]
+async fn closed_and_assigned_chats_are_skipped() {
+    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    app.sandbox.update_chat(21, |c| c.status = "closed".into());
+    app.sandbox.update_chat(22, |c| c.assignee = Some(4761));
+    let daemon = app.start_in_process().await;
+    app.insert_raw([21, 22, 23]).await;
+    daemon.runtime.worker.wake();
+    app.wait_drained(Duration::from_secs(10)).await;
+    daemon.stop().await;
+    assert_eq!(app.sandbox.assign_calls().len(), 1);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'skipped'")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        3
+    );
+}
+
+/// 401: no row is consumed, work stops, and status shows why.
+#[tokio::test]
+async fn unauthorized_keeps_rows_pending() {
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        None,
+        "fetch_chat = \"never\"",
+        "",
+    )
+    .await;
+    app.sandbox.set_key_valid(false);
+    let daemon = app.start_in_process().await;
+    app.insert_raw(1..=5).await;
+    daemon.runtime.worker.wake();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while daemon.runtime.worker.api_authorized() {
+        assert!(std::time::Instant::now() < deadline, "401 not noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Calls already in flight may finish; none starts after the 401 is known.
+    let sent = app.sandbox.requests().len();
+    assert!(sent <= 4, "at most one call per worker slot: {sent}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.sandbox.requests().len(),
+        sent,
+        "calls continued after the 401"
+    );
+    daemon.stop().await;
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending' AND attempts = 0")
+            .await,
+        5
+    );
+    let status = app.command(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("api: unauthorized"), "{text}");
+}
