@@ -31,7 +31,7 @@ pub enum ConfigError {
     Secret(#[from] SecretError),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub helpcrunch: HelpCrunch,
@@ -136,22 +136,6 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     pub format: LogFormat,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            helpcrunch: HelpCrunch::default(),
-            database: Database::default(),
-            rules: Rules::default(),
-            worker: Worker::default(),
-            http: Http::default(),
-            load: Load::default(),
-            poller: Poller::default(),
-            log: Log::default(),
-            source: None,
-        }
-    }
 }
 
 impl Default for HelpCrunch {
@@ -311,10 +295,10 @@ impl Config {
                 ),
             ));
         }
-        if let Some(url) = &self.database.url {
-            if let Err(why) = database_path(url.get_ref()) {
-                return Err(SourceError::new(path, text, url.span(), why));
-            }
+        if let Some(url) = &self.database.url
+            && let Err(why) = database_path(url.get_ref())
+        {
+            return Err(SourceError::new(path, text, url.span(), why));
         }
         Ok(())
     }

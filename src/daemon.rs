@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError};
 use crate::helpcrunch::{Client, ClientError};
 use crate::limiter::Limiter;
+use crate::notify;
 use crate::rules::{self, Rules, RulesError};
 use crate::secrets::{Secret, SecretError};
 use crate::store::{Store, StoreError};
@@ -95,7 +96,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let runtime = assemble(&config, Arc::new(rules), &key).await?;
     let store = runtime.store.clone();
     let _ = store
-        .set_daemon_state("rules", &format!("loaded at {}", jiff::Timestamp::now()))
+        .set_daemon_state("rules", &format!("loaded at {:.0}", jiff::Timestamp::now()))
         .await;
     let _ = store.set_daemon_state("rules_reload_error", "").await;
     let shutdown = CancellationToken::new();
@@ -110,6 +111,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     );
     let worker = runtime.worker.clone();
     let loop_task = tokio::spawn(worker.clone().run(shutdown.clone()));
+    notify::notify("READY=1\nSTATUS=processing the queue");
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -118,6 +120,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         }
     }
     tracing::info!("shutting down: no new work; finishing rows in flight");
+    notify::notify("STOPPING=1");
     shutdown.cancel();
     let _ = loop_task.await;
     store.close().await;
@@ -126,6 +129,12 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
 }
 
 async fn reload(config_path: &Path, runtime: &Runtime) {
+    notify::reloading();
+    reload_inner(config_path, runtime).await;
+    notify::notify("READY=1");
+}
+
+async fn reload_inner(config_path: &Path, runtime: &Runtime) {
     match load(config_path) {
         Ok((config, rules, key)) => {
             match Client::new(
@@ -149,7 +158,7 @@ async fn reload(config_path: &Path, runtime: &Runtime) {
                 .store
                 .set_daemon_state(
                     "rules",
-                    &format!("loaded at {} ({counts})", jiff::Timestamp::now()),
+                    &format!("loaded at {:.0} ({counts})", jiff::Timestamp::now()),
                 )
                 .await;
             let _ = runtime

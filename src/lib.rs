@@ -12,6 +12,7 @@ pub mod diag;
 pub mod duration;
 pub mod helpcrunch;
 pub mod limiter;
+pub mod notify;
 pub mod rules;
 pub mod sandbox;
 pub mod secrets;

@@ -143,7 +143,9 @@ impl Limiter {
             let _turn = self.turn.lock().await;
             loop {
                 // A background caller gives its turn up to any assignment call.
-                if priority == Priority::Background && self.urgent_waiting.load(Ordering::Acquire) > 0 {
+                if priority == Priority::Background
+                    && self.urgent_waiting.load(Ordering::Acquire) > 0
+                {
                     break;
                 }
                 if let Some(until) = self.paused_until() {

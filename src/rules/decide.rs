@@ -224,10 +224,10 @@ fn judge(
     if state.away.contains(&a.name) {
         return CandidateVerdict::Away;
     }
-    if let Some(s) = a.schedule {
-        if !rules.schedules[s].is_open(now) {
-            return CandidateVerdict::OffShift;
-        }
+    if let Some(s) = a.schedule
+        && !rules.schedules[s].is_open(now)
+    {
+        return CandidateVerdict::OffShift;
     }
     if let Some(missing) = skills
         .iter()

@@ -132,9 +132,12 @@ impl Store {
                 SET state = 'leased', lease_owner = ?1, lease_until = ?2,
                     attempts = attempts + 1, updated_at = ?3
               WHERE id IN (
-                    SELECT id FROM queue
-                     WHERE (state = 'pending' AND next_attempt_at <= ?3)
-                        OR (state = 'leased' AND lease_until <= ?3)
+                    -- Two selects, each served by its partial index, so the
+                    -- finished rows kept for retention are never scanned.
+                    SELECT id FROM (
+                        SELECT id, priority FROM queue WHERE state = 'pending' AND next_attempt_at <= ?3
+                        UNION ALL
+                        SELECT id, priority FROM queue WHERE state = 'leased' AND lease_until <= ?3)
                      ORDER BY priority DESC, id
                      LIMIT ?4)
           RETURNING id, chat_id, attrs, snapshot, priority, attempts, enqueued_at, last_error",

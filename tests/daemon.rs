@@ -1,0 +1,152 @@
+//! The real `assignd run` process: signals, reload, systemd notifications.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn hup(pid: u32) {
+    assert!(
+        Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn recv_until(socket: &UnixDatagram, want: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        if let Ok(n) = socket.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push_str(&msg);
+            seen.push('|');
+            if msg.contains(want) {
+                return seen;
+            }
+        }
+    }
+    panic!("no `{want}` from assignd; got: {seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_rules_and_keeps_old_ones_when_invalid() {
+    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "concurrency = 1", "").await;
+    app.migrate().await;
+    let socket_path = app.dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).unwrap();
+    let log = std::fs::File::create(app.dir.path().join("run.log")).unwrap();
+    let mut daemon = app
+        .command(&["run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    recv_until(&notify, "READY=1", Duration::from_secs(10));
+
+    app.insert_raw([1]).await;
+    app.wait_drained(Duration::from_secs(10)).await;
+    assert_eq!(app.sandbox.assignee(1), Some(4188), "alice first");
+
+    // Invalid rules: the reload fails, the old rules stay, status says why.
+    std::fs::write(
+        app.dir.path().join("rules.toml"),
+        "[[rule]]\nname = \"x\"\nassign = \"pool:nobody\"\n",
+    )
+    .unwrap();
+    hup(daemon.id());
+    let seen = recv_until(&notify, "READY=1", Duration::from_secs(10));
+    assert!(seen.contains("RELOADING=1\nMONOTONIC_USEC="), "{seen}");
+    app.insert_raw([2]).await;
+    app.wait_drained(Duration::from_secs(10)).await;
+    assert_eq!(app.sandbox.assignee(2), Some(4761), "old rules: bob next");
+    let status = app.command(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("rules_reload_error:") && text.contains("unknown pool `nobody`"),
+        "{text}"
+    );
+
+    // Valid new rules apply to the next chat.
+    let carol_only =
+        "[agents]\ncarol = { id = 6694 }\n[[rule]]\nname = \"all to carol\"\nassign = \"carol\"\n";
+    std::fs::write(app.dir.path().join("rules.toml"), carol_only).unwrap();
+    hup(daemon.id());
+    recv_until(&notify, "READY=1", Duration::from_secs(10));
+    app.insert_raw([3]).await;
+    app.wait_drained(Duration::from_secs(10)).await;
+    assert_eq!(app.sandbox.assignee(3), Some(6694));
+    let status = app.command(&["status"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&status.stdout).contains("rules_reload_error"));
+
+    let code = terminate(&mut daemon, Duration::from_secs(10));
+    recv_until(&notify, "STOPPING=1", Duration::from_secs(2));
+    assert!(code.success(), "{}", app.log("run.log"));
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'leased'")
+            .await,
+        0
+    );
+}
+
+/// SIGTERM while a backlog drains: exit 0 well within 10 s, no row left leased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_cleanly() {
+    // A slow API budget keeps rows in flight when the signal comes.
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        None,
+        "concurrency = 4",
+        "requests = 20\nper = \"1s\"",
+    )
+    .await;
+    app.migrate().await;
+    app.insert_raw(1..=200).await;
+    let mut daemon = app.spawn_daemon("run.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app
+        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+        .await
+        < 5
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no progress: {}",
+            app.log("run.log")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let code = terminate(&mut daemon, Duration::from_secs(10));
+    assert!(code.success(), "{}", app.log("run.log"));
+    println!("stopped {:?} after SIGTERM", started.elapsed());
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'leased'")
+            .await,
+        0
+    );
+    let pending_with_spent_attempts = app
+        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending' AND attempts > 0")
+        .await;
+    assert_eq!(
+        pending_with_spent_attempts, 0,
+        "released rows get their attempt back"
+    );
+    let finished = app
+        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+        .await;
+    assert!(finished < 200, "the backlog was still draining");
+}

@@ -1,0 +1,235 @@
+//! The pure decision function, through the public API: same inputs, same answer.
+
+use std::path::PathBuf;
+
+use assignd::helpcrunch::types::Chat;
+use assignd::rules::{self, ChatContext, RoutingState, Rules, Verdict, decide};
+use jiff::Timestamp;
+
+const RULES: &str = r#"
+timezone = "Europe/Kyiv"
+
+[agents]
+alice = { id = 1, skills = ["billing"] }
+bob   = { id = 2, skills = ["billing", "uk"] }
+carol = { id = 3, schedule = "early" }
+dave  = { id = 4 }
+
+[schedules.office]
+hours = { mon-fri = "09:00-18:00" }
+
+[schedules.early]
+hours = { mon-fri = "06:00-15:00" }
+
+[schedules.night]
+hours = { all = "22:00-06:00" }
+
+[pools.billing]
+agents = ["alice", "bob"]
+when_full = "next"
+
+[pools.day]
+agents = ["alice", "bob", "carol"]
+
+[pools.night]
+agents = ["dave"]
+
+[[rule]]
+name = "vip"
+match = { customer.email = "*@bigcorp.com" }
+assign = "alice"
+
+[[rule]]
+name = "ukrainian billing"
+match = { department = "Billing", attr.language = ["uk", "ru"] }
+assign = "pool:billing"
+require_skills = ["uk"]
+
+[[rule]]
+name = "night"
+match = { within = "night" }
+assign = "pool:night"
+
+[[rule]]
+name = "office"
+match = { within = "office" }
+assign = "pool:day"
+
+[[rule]]
+name = "closed hours"
+match = { outside = "office" }
+assign = "none"
+"#;
+
+fn rules() -> Rules {
+    rules::load_sources(&[(PathBuf::from("rules.toml"), RULES.to_string())]).unwrap()
+}
+
+fn chat(json: &str, attrs: serde_json::Value) -> ChatContext {
+    let chat: Chat = serde_json::from_str(json).unwrap();
+    ChatContext::from_chat(&chat, attrs.as_object().unwrap())
+}
+
+fn plain() -> ChatContext {
+    chat(
+        r#"{"id": 1, "customer": {"id": 9, "email": "ann@example.com"}, "department": {"id": 7, "name": "Support"}}"#,
+        serde_json::json!({}),
+    )
+}
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn rule_name(r: &Rules, d: &assignd::rules::Decision) -> String {
+    d.rule.map(|i| r.rules[i].name.clone()).unwrap_or_default()
+}
+
+fn agent_name(r: &Rules, d: &assignd::rules::Decision) -> Option<String> {
+    match d.verdict {
+        Verdict::Assign { agent, .. } => Some(r.agents[agent].name.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn within_and_outside_on_both_sides_of_the_dst_change_in_kyiv() {
+    let r = rules();
+    let s = RoutingState::default();
+    // Friday before the change (UTC+2): 08:59 and 09:00 local.
+    assert_eq!(
+        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-27T06:59:00Z"))),
+        "closed hours"
+    );
+    assert_eq!(
+        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-27T07:00:00Z"))),
+        "office"
+    );
+    // Monday after the change (UTC+3): the same wall-clock times are an hour earlier in UTC.
+    assert_eq!(
+        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-30T05:59:00Z"))),
+        "closed hours"
+    );
+    assert_eq!(
+        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-30T06:00:00Z"))),
+        "office"
+    );
+    assert_eq!(
+        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-30T14:59:00Z"))),
+        "office"
+    );
+    assert_eq!(
+        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-30T15:00:00Z"))),
+        "closed hours"
+    );
+    // Autumn: DST ends on Sunday 2026-10-25.
+    assert_eq!(
+        rule_name(&r, &decide(&r, &plain(), &s, at("2026-10-23T15:00:00Z"))),
+        "closed hours"
+    ); // 18:00 UTC+3
+    assert_eq!(
+        rule_name(&r, &decide(&r, &plain(), &s, at("2026-10-26T15:00:00Z"))),
+        "office"
+    ); // 17:00 UTC+2
+}
+
+#[test]
+fn night_schedule_across_midnight() {
+    let r = rules();
+    let s = RoutingState::default();
+    for (t, expect) in [
+        ("2026-06-03T18:59:00Z", "closed hours"), // 21:59 local Wednesday
+        ("2026-06-03T19:00:00Z", "night"),        // 22:00
+        ("2026-06-03T21:30:00Z", "night"),        // 00:30 Thursday
+        ("2026-06-04T02:59:00Z", "night"),        // 05:59
+        ("2026-06-04T03:00:00Z", "closed hours"), // 06:00
+    ] {
+        let d = decide(&r, &plain(), &s, at(t));
+        assert_eq!(rule_name(&r, &d), expect, "at {t}");
+    }
+    let d = decide(&r, &plain(), &s, at("2026-06-03T21:30:00Z"));
+    assert_eq!(agent_name(&r, &d).as_deref(), Some("dave"));
+}
+
+#[test]
+fn first_matching_rule_wins_with_globs_lists_and_attrs() {
+    let r = rules();
+    let s = RoutingState::default();
+    let noon = at("2026-06-03T09:00:00Z"); // Wednesday 12:00 local
+    let vip = chat(
+        r#"{"id": 2, "customer": {"id": 1, "email": "CEO@BigCorp.com"}, "department": {"id": 8, "name": "Billing"}}"#,
+        serde_json::json!({"language": "uk"}),
+    );
+    let d = decide(&r, &vip, &s, noon);
+    assert_eq!(
+        (rule_name(&r, &d), agent_name(&r, &d)),
+        ("vip".into(), Some("alice".into()))
+    );
+
+    let billing_uk = chat(
+        r#"{"id": 3, "customer": {"id": 1, "email": "x@y.com"}, "department": {"id": 8, "name": "billing"}}"#,
+        serde_json::json!({"language": "UK"}),
+    );
+    let d = decide(&r, &billing_uk, &s, noon);
+    // Only bob has the `uk` skill.
+    assert_eq!(
+        (rule_name(&r, &d), agent_name(&r, &d)),
+        ("ukrainian billing".into(), Some("bob".into()))
+    );
+
+    let billing_en = chat(
+        r#"{"id": 4, "department": {"id": 8, "name": "Billing"}}"#,
+        serde_json::json!({"language": "en"}),
+    );
+    assert_eq!(rule_name(&r, &decide(&r, &billing_en, &s, noon)), "office");
+}
+
+#[test]
+fn shifts_away_and_overflow_shape_the_candidates() {
+    let r = rules();
+    let mut s = RoutingState::default();
+    // 16:00 local Wednesday: carol's early shift (06-15) is over.
+    let late = at("2026-06-03T13:00:00Z");
+    s.last_pick.insert("day".into(), "bob".into());
+    let d = decide(&r, &plain(), &s, late);
+    assert_eq!(
+        agent_name(&r, &d).as_deref(),
+        Some("alice"),
+        "carol is off shift, so after bob comes alice"
+    );
+    // 10:00 local: carol is on shift and next after bob.
+    let d = decide(&r, &plain(), &s, at("2026-06-03T07:00:00Z"));
+    assert_eq!(agent_name(&r, &d).as_deref(), Some("carol"));
+
+    // bob away: the uk billing chat finds no candidate and overflows (`next`) to the office rule.
+    s.away.insert("bob".into());
+    let billing_uk = chat(
+        r#"{"id": 3, "department": {"id": 8, "name": "Billing"}}"#,
+        serde_json::json!({"language": "uk"}),
+    );
+    let d = decide(&r, &billing_uk, &s, late);
+    assert_eq!(rule_name(&r, &d), "office");
+    assert_eq!(agent_name(&r, &d).as_deref(), Some("alice"));
+
+    // Everyone in the day pool unavailable: the default `wait`.
+    s.away.insert("alice".into());
+    let d = decide(&r, &plain(), &s, late);
+    assert!(matches!(d.verdict, Verdict::NoCandidate { .. }), "{d:?}");
+    assert!(
+        d.reason(&r)
+            .contains("pool `day` has no available agent (when_full = wait)"),
+        "{}",
+        d.reason(&r)
+    );
+}
+
+#[test]
+fn same_inputs_same_decision() {
+    let r = rules();
+    let s = RoutingState::default();
+    let t = at("2026-06-03T09:00:00Z");
+    let first = decide(&r, &plain(), &s, t);
+    for _ in 0..100 {
+        assert_eq!(decide(&r, &plain(), &s, t), first);
+    }
+}

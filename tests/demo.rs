@@ -1,0 +1,26 @@
+//! The newcomer's command: `assignd demo` works with no account and no network.
+
+use std::process::Command;
+
+#[test]
+fn demo_accounts_for_every_chat_without_a_429() {
+    let out = Command::new(env!("CARGO_BIN_EXE_assignd"))
+        .args(["demo", "--chats", "60"])
+        .env_remove("ASSIGND_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "chats: 60 enqueued -> 58 done, 2 dead, 0 unfinished (every chat accounted for)"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains(", 0 answered 429"), "{stdout}");
+    assert!(stdout.contains("chat 1060: HTTP 404"), "{stdout}");
+}
