@@ -127,11 +127,7 @@ name = "all"
 assign = "pool:support"
 "#;
     let app = TestApp::new(rules, agents(&[("bob", 4761)]), None, "concurrency = 1", "").await;
-    let daemon = app.start_in_process().await;
-    app.insert_raw([11, 12, 13]).await;
-    daemon.runtime.worker.wake();
-    app.wait_drained(Duration::from_secs(10)).await;
-    daemon.stop().await;
+    app.process_raw([11, 12, 13], Duration::from_secs(10)).await;
 
     let calls = app.sandbox.assign_calls();
     let rejected: Vec<_> = calls.iter().filter(|c| c.1 == 999).collect();
@@ -175,11 +171,7 @@ async fn survive_429s(retry_after: bool) {
         "",
     )
     .await;
-    let daemon = app.start_in_process().await;
-    app.insert_raw(1..=20).await;
-    daemon.runtime.worker.wake();
-    app.wait_drained(Duration::from_secs(60)).await;
-    daemon.stop().await;
+    app.process_raw(1..=20, Duration::from_secs(60)).await;
 
     assert!(app.sandbox.rejected_429() > 0, "the test must provoke 429s");
     assert_eq!(
@@ -323,11 +315,7 @@ async fn closed_and_assigned_chats_are_skipped() {
     let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
     app.sandbox.update_chat(21, |c| c.status = "closed".into());
     app.sandbox.update_chat(22, |c| c.assignee = Some(4761));
-    let daemon = app.start_in_process().await;
-    app.insert_raw([21, 22, 23]).await;
-    daemon.runtime.worker.wake();
-    app.wait_drained(Duration::from_secs(10)).await;
-    daemon.stop().await;
+    app.process_raw([21, 22, 23], Duration::from_secs(10)).await;
     assert_eq!(app.sandbox.assign_calls().len(), 1);
     assert_eq!(
         app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'skipped'")

@@ -188,6 +188,16 @@ impl TestApp {
         }
     }
 
+    /// Inserts `chat_ids` with plain SQL, runs the daemon in this process
+    /// until the queue is drained, and stops it.
+    pub async fn process_raw(&self, chat_ids: impl IntoIterator<Item = i64>, timeout: Duration) {
+        let daemon = self.start_in_process().await;
+        self.insert_raw(chat_ids).await;
+        daemon.runtime.worker.wake();
+        self.wait_drained(timeout).await;
+        daemon.stop().await;
+    }
+
     /// The `assignd` binary with this app's config.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_assignd"));
