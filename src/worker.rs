@@ -7,6 +7,7 @@
 //! unusable agents), which is decided and reserved under one lock so that
 //! concurrent tasks never pick from a stale rotation.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -18,11 +19,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FetchChat, Worker as WorkerConfig};
-use crate::helpcrunch::types::Chat;
+use crate::helpcrunch::types::{Chat, MessageKind, NewMessage};
 use crate::helpcrunch::{ApiError, Call, Client, ErrorClass};
 use crate::limiter::Priority;
+use crate::rules::template::{Placeholder, Template};
 use crate::rules::{ChatContext, Decision, RoutingState, Rules, Target, Verdict, WhenFull, decide};
-use crate::store::{NewOutcome, Next, OutcomeResult, QueueRow, Settlement, Store, now_ms};
+use crate::store::{
+    Assigned, NewOutcome, Next, OutboxMessage, OutboxRow, OutcomeResult, QueueRow, Settlement,
+    Store, now_ms,
+};
 
 /// How long a chat waits before it is tried again when its rule's target has
 /// no available agent.
@@ -61,12 +66,13 @@ pub struct Worker {
     store: Store,
     client: RwLock<Client>,
     rules: RwLock<Arc<Rules>>,
-    routing: Mutex<RoutingState>,
+    routing: Mutex<Routing>,
     settings: Settings,
     /// Identifies this process's leases.
     owner: String,
     batches: AtomicU64,
     wake: Notify,
+    outbox_wake: Notify,
 }
 
 /// What processing a row decided; written by [`Store::settle`].
@@ -74,7 +80,7 @@ struct Plan {
     next: Next,
     last_error: Option<String>,
     outcomes: Vec<NewOutcome>,
-    round_robin: Option<(String, String)>,
+    assigned: Option<Assigned>,
 }
 
 impl Plan {
@@ -83,7 +89,7 @@ impl Plan {
             next,
             last_error: outcome.reason.clone().filter(|_| next != Next::Done),
             outcomes: vec![outcome],
-            round_robin: None,
+            assigned: None,
         }
     }
 }
@@ -96,20 +102,28 @@ impl Worker {
         rules: Arc<Rules>,
         settings: Settings,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
-        let last_pick = store.load_round_robin().await?;
+        let stored = store.load_routing().await?;
+        let open_chats = store.open_chats().await?;
         let owner = format!("{}-{}", std::process::id(), rand::rng().random::<u32>());
         Ok(Arc::new(Self {
             store,
             client: RwLock::new(client),
             rules: RwLock::new(rules),
-            routing: Mutex::new(RoutingState {
-                last_pick,
-                ..RoutingState::default()
+            routing: Mutex::new(Routing {
+                state: RoutingState {
+                    last_pick: stored.last_pick,
+                    weights: stored.weights,
+                    open: stored.open,
+                    away: away_from_ms(stored.away),
+                    ..RoutingState::default()
+                },
+                open_chats,
             }),
             settings,
             owner,
             batches: AtomicU64::new(0),
             wake: Notify::new(),
+            outbox_wake: Notify::new(),
         }))
     }
 
@@ -126,7 +140,12 @@ impl Worker {
     /// rejected get another chance, since the reload may have fixed their ids.
     pub fn set_rules(&self, rules: Arc<Rules>) {
         *self.rules.write().expect("rules lock") = rules;
-        self.routing.lock().expect("routing lock").unusable.clear();
+        self.routing
+            .lock()
+            .expect("routing lock")
+            .state
+            .unusable
+            .clear();
     }
 
     /// Replaces the API client (a reloaded key) and resumes work stopped by
@@ -161,6 +180,7 @@ impl Worker {
         let mut last_auth_log: Option<tokio::time::Instant> = None;
         let mut store_backoff = self.settings.poll_interval;
         let mut reported_auth: Option<bool> = None;
+        let outbox = tokio::spawn(self.clone().run_outbox(shutdown.clone()));
         while !shutdown.is_cancelled() {
             let authorized = self.api_authorized();
             if reported_auth != Some(authorized) {
@@ -204,6 +224,7 @@ impl Worker {
                 }
                 continue;
             }
+            self.refresh_away().await;
             let free = permits.available_permits() as u32;
             if free == 0 {
                 tokio::select! {
@@ -265,6 +286,7 @@ impl Worker {
             );
             tasks.abort_all();
         }
+        let _ = outbox.await;
         match self.store.release_all(&self.owner).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "shutdown: rows put back on the queue"),
@@ -301,12 +323,25 @@ impl Worker {
             next: plan.next,
             last_error: plan.last_error,
             outcomes: plan.outcomes,
-            round_robin: plan.round_robin,
+            assigned: plan.assigned,
         };
         let mut delay = Duration::from_millis(100);
         for _ in 0..8 {
             match self.store.settle(&settlement).await {
-                Ok(true) => return,
+                Ok(true) => {
+                    if let Some(Assigned {
+                        opened: Some((chat, agent)),
+                        messages,
+                        ..
+                    }) = &settlement.assigned
+                    {
+                        self.opened(*chat, agent);
+                        if !messages.is_empty() {
+                            self.outbox_wake.notify_one();
+                        }
+                    }
+                    return;
+                }
                 Ok(false) => {
                     tracing::warn!(
                         "lease was lost before the row was settled; another claim owns it now"
@@ -335,7 +370,7 @@ impl Worker {
             },
             last_error: Some("waiting: HelpCrunch rejected the API key (401)".into()),
             outcomes: Vec::new(),
-            round_robin: None,
+            assigned: None,
         }
     }
 
@@ -400,6 +435,15 @@ impl Worker {
             }
             None => ChatContext::bare(row.chat_id, &attrs),
         };
+        let mut context = context;
+        if let Some(key) = context.customer_key() {
+            match self.store.customer_last_agent(&key).await {
+                Ok(agent) => context.last_agent = agent,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the customer's last agent; deciding without it")
+                }
+            }
+        }
         self.assign(row, &context).await
     }
 
@@ -412,15 +456,15 @@ impl Worker {
             let rules = self.rules();
             let (decision, reserved) = self.decide_and_reserve(&rules, context);
             let mut outcome = describe(&rules, &decision, row.chat_id);
-            let (agent_idx, pool) = match decision.verdict {
-                Verdict::Assign { agent, pool, .. } => (agent, pool),
+            let agent_idx = match decision.verdict {
+                Verdict::Assign { agent, .. } => agent,
                 Verdict::NoMatch => {
                     outcomes.push(outcome);
                     return Plan {
                         next: Next::Done,
                         last_error: None,
                         outcomes,
-                        round_robin: None,
+                        assigned: None,
                     };
                 }
                 Verdict::Nobody => {
@@ -430,7 +474,7 @@ impl Worker {
                         next: Next::Done,
                         last_error: None,
                         outcomes,
-                        round_robin: None,
+                        assigned: None,
                     };
                 }
                 Verdict::NoCandidate { when_full, .. } => {
@@ -443,12 +487,13 @@ impl Worker {
                         }
                         return Plan {
                             next: Next::Retry {
-                                at_ms: now_ms() + WAIT_RETRY.as_millis() as i64,
+                                at_ms: now_ms()
+                                    + self.wait_delay(&rules, &decision).as_millis() as i64,
                                 count_attempt: false,
                             },
                             last_error: Some(wait_reason),
                             outcomes,
-                            round_robin: None,
+                            assigned: None,
                         };
                     }
                     outcomes.push(outcome);
@@ -456,7 +501,7 @@ impl Worker {
                         next: Next::Done,
                         last_error: None,
                         outcomes,
-                        round_robin: None,
+                        assigned: None,
                     };
                 }
             };
@@ -471,8 +516,7 @@ impl Worker {
                         next: Next::Done,
                         last_error: None,
                         outcomes,
-                        round_robin: pool
-                            .map(|p| (rules.pools[p].name.clone(), agent.name.clone())),
+                        assigned: Some(effects(&rules, &decision, context)),
                     };
                 }
                 Err(e) => {
@@ -482,6 +526,7 @@ impl Worker {
                         self.routing
                             .lock()
                             .expect("routing lock")
+                            .state
                             .unusable
                             .insert(agent.name.clone());
                         tracing::warn!(agent = %agent.name, agent_id = agent.id, "HelpCrunch rejects this agent id; deciding again without it");
@@ -505,46 +550,195 @@ impl Worker {
         }
     }
 
-    /// Decides under the routing lock and moves the round-robin position at
-    /// once, so that concurrent tasks continue the rotation. Returns what to
-    /// restore if the assignment then fails.
+    /// Decides under the routing lock and applies what the decision moves
+    /// (rotation, weights, the agent's open count) at once, so that
+    /// concurrent tasks decide on current state. Returns what to give back
+    /// if the assignment then fails.
     fn decide_and_reserve(
         &self,
         rules: &Rules,
         context: &ChatContext,
     ) -> (Decision, Option<Reservation>) {
         let mut routing = self.routing.lock().expect("routing lock");
-        let decision = decide(rules, context, &routing, Timestamp::now());
-        let reserved = match &decision.verdict {
-            Verdict::Assign {
-                agent,
-                pool: Some(p),
-                ..
-            } => {
-                let pool = rules.pools[*p].name.clone();
-                let agent = rules.agents[*agent].name.clone();
-                let previous = routing.last_pick.insert(pool.clone(), agent.clone());
-                Some(Reservation {
-                    pool,
-                    agent,
-                    previous,
-                })
-            }
-            _ => None,
+        routing.state.entropy = rand::rng().random();
+        let decision = decide(rules, context, &routing.state, Timestamp::now());
+        let Verdict::Assign {
+            agent,
+            pool,
+            weights,
+            ..
+        } = &decision.verdict
+        else {
+            return (decision, None);
         };
-        (decision, reserved)
+        let agent = rules.agents[*agent].name.clone();
+        let pool = pool.map(|p| rules.pools[p].name.clone());
+        let state = &mut routing.state;
+        *state.open.entry(agent.clone()).or_default() += 1;
+        let (previous_pick, previous_weights) = match &pool {
+            Some(pool) => {
+                let previous_weights = weights.as_ref().map(|w| {
+                    let entry = state.weights.entry(pool.clone()).or_default();
+                    let before = entry.clone();
+                    entry.extend(w.iter().cloned());
+                    before
+                });
+                (
+                    state.last_pick.insert(pool.clone(), agent.clone()),
+                    previous_weights,
+                )
+            }
+            None => (None, None),
+        };
+        let reserved = Reservation {
+            pool,
+            agent,
+            previous_pick,
+            previous_weights,
+        };
+        (decision, Some(reserved))
     }
 
-    /// Gives back a reserved round-robin turn, unless another decision has
-    /// moved the rotation since.
+    /// Gives back what a decision reserved. The rotation and weights go back
+    /// only if no other decision has moved them since.
     fn undo_reservation(&self, reserved: Option<Reservation>) {
         let Some(r) = reserved else { return };
         let mut routing = self.routing.lock().expect("routing lock");
-        if routing.last_pick.get(&r.pool) == Some(&r.agent) {
-            match r.previous {
-                Some(prev) => routing.last_pick.insert(r.pool, prev),
-                None => routing.last_pick.remove(&r.pool),
+        let state = &mut routing.state;
+        if let Some(n) = state.open.get_mut(&r.agent) {
+            *n = n.saturating_sub(1);
+        }
+        let Some(pool) = r.pool else { return };
+        if state.last_pick.get(&pool) == Some(&r.agent) {
+            match r.previous_pick {
+                Some(prev) => state.last_pick.insert(pool.clone(), prev),
+                None => state.last_pick.remove(&pool),
             };
+            if let Some(w) = r.previous_weights {
+                state.weights.insert(pool, w);
+            }
+        }
+    }
+
+    /// Records in memory that `chat` is now open with `agent` (the open count
+    /// was reserved at decision time); a chat that moves from another agent
+    /// lowers that agent's count.
+    fn opened(&self, chat: i64, agent: &str) {
+        let mut routing = self.routing.lock().expect("routing lock");
+        if let Some(before) = routing.open_chats.insert(chat, agent.to_string())
+            && let Some(n) = routing.state.open.get_mut(&before)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Reads the away flags the CLI keeps in the database.
+    async fn refresh_away(&self) {
+        match self.store.load_away().await {
+            Ok(away) => self.routing.lock().expect("routing lock").state.away = away_from_ms(away),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read away flags; keeping the last known ones")
+            }
+        }
+    }
+
+    /// How long a chat waits for a candidate: [`WAIT_RETRY`], or less if a
+    /// member's shift starts sooner.
+    fn wait_delay(&self, rules: &Rules, decision: &Decision) -> Duration {
+        let now = Timestamp::now();
+        let members: Vec<usize> = match decision.rule.map(|r| rules.rules[r].target) {
+            Some(Target::Pool(p)) => rules.pools[p].members.clone(),
+            Some(Target::Agent(a)) => vec![a],
+            _ => Vec::new(),
+        };
+        members
+            .iter()
+            .filter_map(|&a| rules.agents[a].schedule)
+            .filter_map(|s| rules.schedules[s].next_open(now))
+            .filter_map(|z| Duration::try_from(z.timestamp().duration_since(now)).ok())
+            .min()
+            .map_or(WAIT_RETRY, |d| {
+                d.clamp(Duration::from_millis(50), WAIT_RETRY)
+            })
+    }
+
+    /// Sends notes and replies from the outbox, apart from the assignments:
+    /// a failed note is retried on its own and never repeats an assignment.
+    async fn run_outbox(self: Arc<Self>, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let due = match self.store.claim_outbox(self.settings.lease, 8).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    self.idle(&shutdown, self.settings.poll_interval * 4).await;
+                    continue;
+                }
+            };
+            if due.is_empty() {
+                let wait = match self.store.outbox_next_due_ms().await {
+                    Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64),
+                    _ => self.settings.poll_interval,
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = self.outbox_wake.notified() => {}
+                    _ = tokio::time::sleep(wait.min(self.settings.poll_interval)) => {}
+                }
+                continue;
+            }
+            for m in due {
+                self.send_message(m).await;
+            }
+        }
+    }
+
+    async fn send_message(&self, m: OutboxRow) {
+        let message = NewMessage {
+            chat: m.chat_id,
+            text: m.text.clone(),
+            kind: if m.kind == "private" {
+                MessageKind::Private
+            } else {
+                MessageKind::Message
+            },
+            agent: m.agent_id,
+        };
+        let call = self.client().post_message(&message).await;
+        let (state, next, uncount, error) = match &call.result {
+            Ok(_) => ("done", 0, false, None),
+            Err(e) => match e.class() {
+                ErrorClass::Unauthorized | ErrorClass::RateLimited => {
+                    ("pending", now_ms(), true, Some(e.to_string()))
+                }
+                ErrorClass::Permanent | ErrorClass::AgentRejected => {
+                    ("dead", 0, false, Some(e.to_string()))
+                }
+                ErrorClass::Transient if m.attempts >= self.settings.max_attempts as i64 => {
+                    ("dead", 0, false, Some(e.to_string()))
+                }
+                ErrorClass::Transient => (
+                    "pending",
+                    now_ms() + retry_delay(m.attempts).as_millis() as i64,
+                    false,
+                    Some(e.to_string()),
+                ),
+            },
+        };
+        match (&call.result, state) {
+            (Ok(_), _) => tracing::info!(chat_id = m.chat_id, kind = %m.kind, "message posted"),
+            (Err(e), "dead") => {
+                tracing::error!(chat_id = m.chat_id, kind = %m.kind, error = %e, "message given up")
+            }
+            (Err(e), _) => {
+                tracing::warn!(chat_id = m.chat_id, kind = %m.kind, error = %e, "message will be retried")
+            }
+        }
+        if let Err(e) = self
+            .store
+            .settle_outbox(m.id, state, next, uncount, error.as_deref())
+            .await
+        {
+            tracing::error!(error = %e, "cannot record the message; it will be sent again after its lease");
         }
     }
 
@@ -603,15 +797,79 @@ impl Worker {
             next,
             last_error: Some(why),
             outcomes: vec![outcome],
-            round_robin: None,
+            assigned: None,
         }
     }
 }
 
+/// The decision state, and which agent each open chat is with (so that a
+/// chat moving between agents moves its count).
+struct Routing {
+    state: RoutingState,
+    open_chats: HashMap<i64, String>,
+}
+
+/// What a decision changed in memory, to give back if the call fails.
 struct Reservation {
-    pool: String,
+    pool: Option<String>,
     agent: String,
-    previous: Option<String>,
+    previous_pick: Option<String>,
+    previous_weights: Option<HashMap<String, i64>>,
+}
+
+/// What a successful assignment moves: the rotation, the weights, the open
+/// chat, the customer's agent, and the rule's note and reply.
+fn effects(rules: &Rules, decision: &Decision, context: &ChatContext) -> Assigned {
+    let Verdict::Assign {
+        agent,
+        pool,
+        weights,
+        ..
+    } = &decision.verdict
+    else {
+        return Assigned::default();
+    };
+    let agent = &rules.agents[*agent];
+    let pool_name = pool.map(|p| rules.pools[p].name.clone());
+    let rule = decision.rule.map(|r| &rules.rules[r]);
+    let render = |t: &Template| {
+        t.render(|p| match p {
+            Placeholder::Agent => agent.name.clone(),
+            Placeholder::Rule => rule.map(|r| r.name.clone()).unwrap_or_default(),
+            Placeholder::Pool => pool_name.clone().unwrap_or_default(),
+            Placeholder::Chat => context.chat_id.to_string(),
+            Placeholder::Customer => context.customer_label().to_string(),
+            Placeholder::NextOpen => rule
+                .and_then(|r| r.schedule)
+                .and_then(|s| rules.schedules[s].next_open(Timestamp::now()))
+                .map(|z| z.strftime("%A %-d %B, %H:%M %Z").to_string())
+                .unwrap_or_default(),
+        })
+    };
+    let mut messages = Vec::new();
+    if let Some(note) = rule.and_then(|r| r.note.as_ref()) {
+        messages.push(OutboxMessage {
+            chat_id: context.chat_id,
+            kind: "private",
+            agent_id: Some(agent.id),
+            text: render(note),
+        });
+    }
+    if let Some(reply) = rule.and_then(|r| r.reply.as_ref()) {
+        messages.push(OutboxMessage {
+            chat_id: context.chat_id,
+            kind: "message",
+            agent_id: Some(rules.agents[reply.from].id),
+            text: render(&reply.text),
+        });
+    }
+    Assigned {
+        round_robin: pool_name.clone().map(|p| (p, agent.name.clone())),
+        weights: pool_name.zip(weights.clone()),
+        opened: Some((context.chat_id, agent.name.clone())),
+        customer: context.customer_key().map(|k| (k, agent.name.clone())),
+        messages,
+    }
 }
 
 /// The outcome row a decision implies, before any API call.
@@ -650,6 +908,17 @@ fn retry_delay(attempts: i64) -> Duration {
     let exp = attempts.clamp(1, 20) as u32 - 1;
     let base = FIRST_RETRY.saturating_mul(1 << exp.min(16)).min(MAX_RETRY);
     base.mul_f64(rand::rng().random_range(0.5..1.0))
+}
+
+fn away_from_ms(away: HashMap<String, Option<i64>>) -> HashMap<String, Option<Timestamp>> {
+    away.into_iter()
+        .map(|(agent, until)| {
+            (
+                agent,
+                until.and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

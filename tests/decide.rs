@@ -202,7 +202,7 @@ fn shifts_away_and_overflow_shape_the_candidates() {
     assert_eq!(agent_name(&r, &d).as_deref(), Some("carol"));
 
     // bob away: the uk billing chat finds no candidate and overflows (`next`) to the office rule.
-    s.away.insert("bob".into());
+    s.away.insert("bob".into(), None);
     let billing_uk = chat(
         r#"{"id": 3, "department": {"id": 8, "name": "Billing"}}"#,
         serde_json::json!({"language": "uk"}),
@@ -212,7 +212,7 @@ fn shifts_away_and_overflow_shape_the_candidates() {
     assert_eq!(agent_name(&r, &d).as_deref(), Some("alice"));
 
     // Everyone in the day pool unavailable: the default `wait`.
-    s.away.insert("alice".into());
+    s.away.insert("alice".into(), None);
     let d = decide(&r, &plain(), &s, late);
     assert!(matches!(d.verdict, Verdict::NoCandidate { .. }), "{d:?}");
     assert!(

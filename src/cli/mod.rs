@@ -50,6 +50,11 @@ enum Command {
     },
     /// Queue depth, waiting chats, recent outcomes, assignments today, API health.
     Status,
+    /// Mark an agent unavailable, or available again.
+    Agent {
+        #[command(subcommand)]
+        action: AgentAction,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Run the built-in HelpCrunch sandbox alone.
@@ -75,6 +80,19 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         chats: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum AgentAction {
+    /// Mark NAME away: no chats until marked back (or until --until).
+    Away {
+        name: String,
+        /// When the absence ends (RFC 3339, e.g. 2026-11-23T09:00:00+02:00).
+        #[arg(long)]
+        until: Option<jiff::Timestamp>,
+    },
+    /// Mark NAME available again; chats waiting for a candidate are tried at once.
+    Back { name: String },
 }
 
 fn parse_attr(s: &str) -> Result<(String, String), String> {
@@ -190,6 +208,50 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Status => {
             let config = load_config(&cli.config)?;
             status::run(&config).await?;
+        }
+        Command::Agent { action } => {
+            let config = load_config(&cli.config)?;
+            let name = match &action {
+                AgentAction::Away { name, .. } | AgentAction::Back { name } => name.clone(),
+            };
+            // Catch a typo in the name, when the rules can be read.
+            if let Ok(rules) = crate::rules::load_path(&config.rules.path)
+                && rules.agent_by_name(&name).is_none()
+            {
+                let known: Vec<&str> = rules.agents.iter().map(|a| a.name.as_str()).collect();
+                return Err(Failure::Invalid(anyhow::anyhow!(
+                    "unknown agent `{name}` (the rules have: {})",
+                    known.join(", ")
+                )));
+            }
+            let store = open_store(&config).await?;
+            match action {
+                AgentAction::Away { until, .. } => {
+                    store
+                        .set_away(&name, until.map(|t| t.as_millisecond()))
+                        .await
+                        .context("cannot mark the agent away")?;
+                    match until {
+                        Some(t) => println!("{name} is away until {t}"),
+                        None => println!("{name} is away until marked back"),
+                    }
+                }
+                AgentAction::Back { .. } => {
+                    let was = store
+                        .set_back(&name)
+                        .await
+                        .context("cannot mark the agent back")?;
+                    println!(
+                        "{name} is {}",
+                        if was {
+                            "back"
+                        } else {
+                            "not away (nothing changed)"
+                        }
+                    );
+                }
+            }
+            store.close().await;
         }
         Command::Migrate => {
             let config = load_config(&cli.config)?;

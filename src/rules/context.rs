@@ -39,6 +39,9 @@ pub struct ChatContext {
     pub attrs: BTreeMap<String, Vec<Text>>,
     /// The current assignee's id, if the chat has one.
     pub assignee: Option<i64>,
+    /// The agent who last had a chat of this customer, for `sticky`; the
+    /// caller fills it in from its history.
+    pub last_agent: Option<String>,
 }
 
 impl ChatContext {
@@ -65,6 +68,7 @@ impl ChatContext {
             message: chat.last_message_text.clone().map(Text::new),
             attrs: attrs_from_json(attrs),
             assignee: chat.assignee.as_ref().map(|a| a.id),
+            last_agent: None,
         }
     }
 
@@ -75,6 +79,15 @@ impl ChatContext {
             chat_id,
             attrs: attrs_from_json(attrs),
             ..Self::default()
+        }
+    }
+
+    /// The key under which the customer's last agent is remembered.
+    pub fn customer_key(&self) -> Option<String> {
+        match (&self.customer_id, &self.customer_email) {
+            (Some(id), _) if id.raw != "0" => Some(format!("id:{}", id.raw)),
+            (_, Some(email)) => Some(format!("email:{}", email.lower)),
+            _ => None,
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! No I/O and no clock reads happen here, so the worker, `explain`,
 //! `simulate`, tests and benchmarks all run this same code and get the same
-//! answer for the same inputs.
+//! answer for the same inputs. What a decision changes (the rotation, the
+//! weights) is returned in the [`Verdict`] for the caller to apply.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,28 +11,62 @@ use jiff::Timestamp;
 
 use super::context::ChatContext;
 use super::matcher::{Condition, first_failing};
-use super::strategy;
-use super::{Rules, Strategy, Target, WhenFull};
+use super::strategy::{self, Candidate};
+use super::{Pool, Rules, Strategy, Target, WhenFull};
 
 /// The state a decision depends on besides the chat and the clock.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingState {
     /// Pool name -> name of the agent who got the pool's last chat.
     pub last_pick: HashMap<String, String>,
-    /// Agents marked away, by name.
-    pub away: HashSet<String>,
+    /// Agents marked away, by name, with when the absence ends (`None`: until marked back).
+    pub away: HashMap<String, Option<Timestamp>>,
     /// Agents HelpCrunch rejected (`invalid_chat_value`), by name.
     pub unusable: HashSet<String>,
+    /// Open chats per agent name.
+    pub open: HashMap<String, u32>,
+    /// Pool name -> agent name -> current weight, for `weighted`.
+    pub weights: HashMap<String, HashMap<String, i64>>,
+    /// Randomness for `random`, drawn by the caller for each decision.
+    pub entropy: u64,
+}
+
+impl RoutingState {
+    pub fn is_away(&self, agent: &str, now: Timestamp) -> bool {
+        match self.away.get(agent) {
+            Some(None) => true,
+            Some(Some(until)) => *until > now,
+            None => false,
+        }
+    }
 }
 
 /// Why an agent was or was not a candidate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CandidateVerdict {
     Kept,
-    OffShift,
-    Away,
     Unusable,
+    Away,
+    OffShift,
     MissingSkill(String),
+    AtCapacity { open: u32, cap: u32 },
+}
+
+impl CandidateVerdict {
+    pub fn describe(&self) -> String {
+        match self {
+            CandidateVerdict::Kept => "candidate".into(),
+            CandidateVerdict::Unusable => {
+                "rejected by HelpCrunch (invalid agent id) since the last reload".into()
+            }
+            CandidateVerdict::Away => "away".into(),
+            CandidateVerdict::OffShift => "off shift".into(),
+            CandidateVerdict::MissingSkill(s) => format!("missing skill `{s}`"),
+            CandidateVerdict::AtCapacity { open, cap } => {
+                format!("at capacity ({open} open, max {cap})")
+            }
+        }
+    }
 }
 
 /// Receives the steps of a decision, for `explain`. The unit type ignores
@@ -39,7 +74,9 @@ pub enum CandidateVerdict {
 pub trait Observer {
     fn rule_failed(&mut self, _rule: usize, _condition: &Condition) {}
     fn rule_matched(&mut self, _rule: usize) {}
-    fn candidate(&mut self, _agent: usize, _verdict: &CandidateVerdict) {}
+    fn candidate(&mut self, _rule: usize, _agent: usize, _verdict: &CandidateVerdict) {}
+    /// How the strategy chose; built only when asked for.
+    fn picked(&mut self, _rule: usize, _explain: &dyn Fn() -> String) {}
 }
 
 impl Observer for () {}
@@ -50,8 +87,10 @@ pub enum Verdict {
     Assign {
         agent: usize,
         pool: Option<usize>,
-        /// For round-robin: the agent who had the pool's last chat.
+        /// The agent who had the pool's last chat, before this one.
         previous: Option<String>,
+        /// For `weighted`: the pool's new current weights.
+        weights: Option<Vec<(String, i64)>>,
     },
     /// The rule's target had no candidate.
     NoCandidate {
@@ -83,17 +122,21 @@ impl Decision {
                 agent,
                 pool: Some(p),
                 previous,
+                ..
             } => {
                 let pool = &rules.pools[*p];
                 let agent = &rules.agents[*agent].name;
-                match previous {
-                    Some(prev) => format!(
-                        "rule `{rule}`: {}: last was {prev} -> {agent}",
-                        pool.strategy.name()
-                    ),
-                    None => format!(
-                        "rule `{rule}`: {}: first pick -> {agent}",
-                        pool.strategy.name()
+                match (pool.strategy, previous) {
+                    (Strategy::RoundRobin, Some(prev)) => {
+                        format!("rule `{rule}`: round-robin: last was {prev} -> {agent}")
+                    }
+                    (Strategy::RoundRobin, None) => {
+                        format!("rule `{rule}`: round-robin: first pick -> {agent}")
+                    }
+                    (s, _) => format!(
+                        "rule `{rule}`: pool `{}` {} -> {agent}",
+                        pool.name,
+                        s.name()
                     ),
                 }
             }
@@ -139,7 +182,7 @@ pub fn decide_observed(
         }
         observer.rule_matched(index);
         let single: [usize; 1];
-        let (members, pool, when_full): (&[usize], Option<usize>, WhenFull) = match rule.target {
+        let (members, pool, when_full): (&[usize], Option<&Pool>, WhenFull) = match rule.target {
             Target::Nobody => {
                 return Decision {
                     rule: Some(index),
@@ -150,46 +193,56 @@ pub fn decide_observed(
                 single = [agent];
                 (&single[..], None, WhenFull::Wait)
             }
-            Target::Pool(p) => (&rules.pools[p].members, Some(p), rules.pools[p].when_full),
+            Target::Pool(p) => (
+                &rules.pools[p].members,
+                Some(&rules.pools[p]),
+                rules.pools[p].when_full,
+            ),
         };
-        let candidates: Vec<usize> = members
+        let candidates: Vec<Candidate> = members
             .iter()
-            .copied()
-            .filter(|&a| {
-                let verdict = judge(rules, a, &rule.require_skills, state, now);
-                observer.candidate(a, &verdict);
-                verdict == CandidateVerdict::Kept
+            .filter_map(|&a| {
+                let verdict = judge(rules, a, pool, &rule.require_skills, state, now);
+                observer.candidate(index, a, &verdict);
+                let agent = &rules.agents[a];
+                (verdict == CandidateVerdict::Kept).then(|| Candidate {
+                    index: a,
+                    name: &agent.name,
+                    open: state.open.get(&agent.name).copied().unwrap_or(0),
+                    weight: agent.weight,
+                })
             })
             .collect();
+        let pool_index = match rule.target {
+            Target::Pool(p) => Some(p),
+            _ => None,
+        };
         let picked = match pool {
-            None => candidates.first().map(|&a| (a, None)),
-            Some(p) => {
-                let pool = &rules.pools[p];
-                match pool.strategy {
-                    Strategy::RoundRobin => {
-                        let last = state.last_pick.get(&pool.name).map(String::as_str);
-                        strategy::round_robin(&candidates, |&a| rules.agents[a].name.as_str(), last)
-                            .map(|&a| (a, last.map(str::to_string)))
-                    }
-                }
-            }
+            None => candidates.first().map(|c| (c.index, None, None)),
+            Some(pool) => pick(pool, &candidates, chat, state).inspect(|_| {
+                observer.picked(index, &|| explain_pick(pool, &candidates, chat, state));
+            }),
         };
         match picked {
-            Some((agent, previous)) => {
+            Some((agent, previous, weights)) => {
                 return Decision {
                     rule: Some(index),
                     verdict: Verdict::Assign {
                         agent,
-                        pool,
+                        pool: pool_index,
                         previous,
+                        weights,
                     },
                 };
             }
-            None if when_full == WhenFull::Next => overflowed = Some((index, pool)),
+            None if when_full == WhenFull::Next => overflowed = Some((index, pool_index)),
             None => {
                 return Decision {
                     rule: Some(index),
-                    verdict: Verdict::NoCandidate { pool, when_full },
+                    verdict: Verdict::NoCandidate {
+                        pool: pool_index,
+                        when_full,
+                    },
                 };
             }
         }
@@ -210,9 +263,85 @@ pub fn decide_observed(
     }
 }
 
+type Pick = (usize, Option<String>, Option<Vec<(String, i64)>>);
+
+fn pick(
+    pool: &Pool,
+    candidates: &[Candidate],
+    chat: &ChatContext,
+    state: &RoutingState,
+) -> Option<Pick> {
+    let last = state.last_pick.get(&pool.name).map(String::as_str);
+    let previous = last.map(str::to_string);
+    match pool.strategy {
+        Strategy::RoundRobin => {
+            strategy::round_robin(candidates, last).map(|c| (c.index, previous, None))
+        }
+        Strategy::LeastOpen => {
+            strategy::least_open(candidates, last).map(|c| (c.index, previous, None))
+        }
+        Strategy::Weighted => strategy::weighted(candidates, state.weights.get(&pool.name))
+            .map(|(c, w)| (c.index, previous, Some(w))),
+        Strategy::Random => {
+            strategy::random(candidates, state.entropy).map(|c| (c.index, previous, None))
+        }
+        Strategy::Sticky => strategy::sticky(candidates, chat.last_agent.as_deref(), last)
+            .map(|c| (c.index, previous, None)),
+    }
+}
+
+/// The strategy's reasoning in words, for `explain`.
+fn explain_pick(
+    pool: &Pool,
+    candidates: &[Candidate],
+    chat: &ChatContext,
+    state: &RoutingState,
+) -> String {
+    let last = state.last_pick.get(&pool.name).map(String::as_str);
+    let Some((picked, _, _)) = pick(pool, candidates, chat, state) else {
+        return "no candidate".into();
+    };
+    let name = candidates
+        .iter()
+        .find(|c| c.index == picked)
+        .map_or("?", |c| c.name);
+    let last_text = last.unwrap_or("nobody yet");
+    match pool.strategy {
+        Strategy::RoundRobin => format!("round-robin: last was {last_text} -> {name}"),
+        Strategy::LeastOpen => {
+            let counts: Vec<String> = candidates
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.open))
+                .collect();
+            format!(
+                "least-open: open chats {} (ties after {last_text}) -> {name}",
+                counts.join(", ")
+            )
+        }
+        Strategy::Weighted => {
+            let weights: Vec<String> = candidates
+                .iter()
+                .map(|c| format!("{} x{}", c.name, c.weight))
+                .collect();
+            format!("weighted: {} -> {name}", weights.join(", "))
+        }
+        Strategy::Random => format!("random among {} candidates -> {name}", candidates.len()),
+        Strategy::Sticky => match chat.last_agent.as_deref() {
+            Some(prev) if prev == name => format!("sticky: the customer's last agent -> {name}"),
+            Some(prev) => format!(
+                "sticky: the customer's last agent {prev} is not a candidate; round-robin after {last_text} -> {name}"
+            ),
+            None => format!(
+                "sticky: no earlier agent for this customer; round-robin after {last_text} -> {name}"
+            ),
+        },
+    }
+}
+
 fn judge(
     rules: &Rules,
     agent: usize,
+    pool: Option<&Pool>,
     skills: &[String],
     state: &RoutingState,
     now: Timestamp,
@@ -221,7 +350,7 @@ fn judge(
     if state.unusable.contains(&a.name) {
         return CandidateVerdict::Unusable;
     }
-    if state.away.contains(&a.name) {
+    if state.is_away(&a.name, now) {
         return CandidateVerdict::Away;
     }
     if let Some(s) = a.schedule
@@ -234,6 +363,16 @@ fn judge(
         .find(|s| !a.skills.iter().any(|have| have.eq_ignore_ascii_case(s)))
     {
         return CandidateVerdict::MissingSkill(missing.clone());
+    }
+    let cap = match pool {
+        Some(p) => p.cap(a),
+        None => a.max_open,
+    };
+    if let Some(cap) = cap {
+        let open = state.open.get(&a.name).copied().unwrap_or(0);
+        if open >= cap {
+            return CandidateVerdict::AtCapacity { open, cap };
+        }
     }
     CandidateVerdict::Kept
 }

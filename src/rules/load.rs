@@ -16,7 +16,8 @@ use toml::Spanned;
 
 use super::matcher::{Condition, Field, Pattern};
 use super::schedule::{self, Schedule};
-use super::{Agent, Pool, Rule, Rules, Strategy, Target, WhenFull};
+use super::template::{Placeholder, Template};
+use super::{Agent, Pool, Reply, Rule, Rules, Strategy, Target, WhenFull};
 use crate::diag::{Location, SourceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +118,8 @@ struct RawAgent {
     #[serde(default)]
     skills: Vec<String>,
     schedule: Option<Spanned<String>>,
-    weight: Option<Spanned<toml::Value>>,
-    max_open: Option<Spanned<toml::Value>>,
+    weight: Option<Spanned<u32>>,
+    max_open: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -144,7 +145,7 @@ struct RawPool {
     agents: Spanned<Vec<Spanned<String>>>,
     strategy: Option<Spanned<String>>,
     when_full: Option<Spanned<String>>,
-    max_open: Option<Spanned<toml::Value>>,
+    max_open: Option<u32>,
     reassign_after: Option<Spanned<toml::Value>>,
     max_reassign: Option<Spanned<toml::Value>>,
 }
@@ -158,8 +159,15 @@ struct RawRule {
     assign: Spanned<String>,
     #[serde(default)]
     require_skills: Vec<String>,
-    note: Option<Spanned<toml::Value>>,
-    reply: Option<Spanned<toml::Value>>,
+    note: Option<Spanned<String>>,
+    reply: Option<Spanned<RawReply>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReply {
+    from: Spanned<String>,
+    text: Spanned<String>,
 }
 
 /// A `match` value with the position of every part, for precise errors.
@@ -287,10 +295,10 @@ fn compile(files: &[File]) -> Result<Rules, SourceError> {
     for f in files {
         for (name, raw) in &f.raw.agents {
             let raw = raw.get_ref();
-            for (key, v) in [("weight", &raw.weight), ("max_open", &raw.max_open)] {
-                if let Some(v) = v {
-                    return Err(not_yet(f, key, v.span()));
-                }
+            if let Some(w) = &raw.weight
+                && *w.get_ref() == 0
+            {
+                return Err(f.err(w.span(), "weight must be at least 1"));
             }
             let id = *raw.id.get_ref();
             if id <= 0 {
@@ -319,6 +327,8 @@ fn compile(files: &[File]) -> Result<Rules, SourceError> {
                 id,
                 skills: raw.skills.clone(),
                 schedule,
+                weight: raw.weight.as_ref().map_or(1, |w| *w.get_ref()),
+                max_open: raw.max_open,
             });
         }
     }
@@ -354,11 +364,6 @@ fn compile(files: &[File]) -> Result<Rules, SourceError> {
                     ),
                 ));
             }
-            for (key, v) in [("note", &raw.note), ("reply", &raw.reply)] {
-                if let Some(v) = v {
-                    return Err(not_yet(f, key, v.span()));
-                }
-            }
             let conditions =
                 match &raw.matches {
                     Some(m) => match m.get_ref() {
@@ -371,11 +376,45 @@ fn compile(files: &[File]) -> Result<Rules, SourceError> {
                     None => Vec::new(),
                 };
             let target = compile_target(f, &raw.assign, &names)?;
+            let note = raw.note.as_ref().map(|n| template(f, n)).transpose()?;
+            let reply = match &raw.reply {
+                Some(r) => {
+                    let r = r.get_ref();
+                    Some(Reply {
+                        from: lookup(f, &r.from, &names.agents, "agent")?,
+                        text: template(f, &r.text)?,
+                    })
+                }
+                None => None,
+            };
+            let schedule = conditions.iter().find_map(|c| match c {
+                Condition::Within { schedule } | Condition::Outside { schedule } => Some(*schedule),
+                _ => None,
+            });
+            let uses_next_open = note
+                .iter()
+                .chain(reply.iter().map(|r| &r.text))
+                .any(|t| t.uses(Placeholder::NextOpen));
+            if uses_next_open && schedule.is_none() {
+                let span = raw
+                    .note
+                    .as_ref()
+                    .map(|n| n.span())
+                    .or(raw.reply.as_ref().map(|r| r.span()))
+                    .unwrap_or(0..0);
+                return Err(f.err(
+                    span,
+                    "`{next_open}` needs the rule to match `within` or `outside` a schedule",
+                ));
+            }
             rules.push(Rule {
                 name: raw.name.get_ref().clone(),
                 conditions,
                 target,
                 require_skills: raw.require_skills.clone(),
+                note,
+                reply,
+                schedule,
                 location: here,
             });
         }
@@ -396,6 +435,15 @@ fn not_yet(f: &File, key: &str, span: Range<usize>) -> SourceError {
         span,
         format!("`{key}` is not supported by this version of assignd"),
     )
+}
+
+/// Parses a template, locating errors inside the string. The offset is
+/// exact for strings without escapes, which templates rarely have.
+fn template(f: &File, text: &Spanned<String>) -> Result<Template, SourceError> {
+    Template::parse(text.get_ref()).map_err(|e| {
+        let start = text.span().start + 1 + e.offset;
+        f.err(start..start, e.message)
+    })
 }
 
 fn zone(f: &File, name: &Spanned<String>) -> Result<TimeZone, SourceError> {
@@ -475,7 +523,6 @@ fn compile_schedule(
 
 fn compile_pool(f: &File, name: &str, raw: &RawPool, names: &Names) -> Result<Pool, SourceError> {
     for (key, v) in [
-        ("max_open", &raw.max_open),
         ("reassign_after", &raw.reassign_after),
         ("max_reassign", &raw.max_reassign),
     ] {
@@ -496,15 +543,17 @@ fn compile_pool(f: &File, name: &str, raw: &RawPool, names: &Names) -> Result<Po
     members.sort_unstable();
     let strategy = match &raw.strategy {
         None => Strategy::RoundRobin,
-        Some(s) => match s.get_ref().as_str() {
-            "round-robin" => Strategy::RoundRobin,
-            "least-open" | "weighted" | "random" | "sticky" => {
-                return Err(f.err(s.span(), format!("strategy `{}` is not supported by this version of assignd (use round-robin)", s.get_ref())));
-            }
-            other => {
+        Some(s) => match Strategy::ALL.iter().find(|st| st.name() == s.get_ref()) {
+            Some(st) => *st,
+            None => {
+                let known: Vec<&str> = Strategy::ALL.iter().map(|st| st.name()).collect();
                 return Err(f.err(
                     s.span(),
-                    format!("unknown strategy `{other}` (use round-robin)"),
+                    format!(
+                        "unknown strategy `{}` (use {})",
+                        s.get_ref(),
+                        known.join(", ")
+                    ),
                 ));
             }
         },
@@ -528,6 +577,7 @@ fn compile_pool(f: &File, name: &str, raw: &RawPool, names: &Names) -> Result<Po
         members,
         strategy,
         when_full,
+        max_open: raw.max_open,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod load;
 pub mod matcher;
 pub mod schedule;
 pub mod strategy;
+pub mod template;
 
 use std::path::PathBuf;
 
@@ -20,6 +21,7 @@ pub use decide::{
 pub use load::{RulesError, load_path, load_sources};
 use matcher::Condition;
 use schedule::Schedule;
+use template::Template;
 
 /// A validated, merged rule set. Agents are sorted by name, which is the
 /// order round-robin rotates in.
@@ -43,17 +45,37 @@ pub struct Agent {
     pub skills: Vec<String>,
     /// The agent's own shift (index into `Rules::schedules`).
     pub schedule: Option<usize>,
+    /// For the `weighted` strategy; default 1.
+    pub weight: u32,
+    /// The agent's own cap on open chats; wins over the pool's.
+    pub max_open: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     RoundRobin,
+    LeastOpen,
+    Weighted,
+    Random,
+    Sticky,
 }
 
 impl Strategy {
+    pub const ALL: [Strategy; 5] = [
+        Strategy::RoundRobin,
+        Strategy::LeastOpen,
+        Strategy::Weighted,
+        Strategy::Random,
+        Strategy::Sticky,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Strategy::RoundRobin => "round-robin",
+            Strategy::LeastOpen => "least-open",
+            Strategy::Weighted => "weighted",
+            Strategy::Random => "random",
+            Strategy::Sticky => "sticky",
         }
     }
 }
@@ -86,6 +108,15 @@ pub struct Pool {
     pub members: Vec<usize>,
     pub strategy: Strategy,
     pub when_full: WhenFull,
+    /// Default cap on open chats per member.
+    pub max_open: Option<u32>,
+}
+
+impl Pool {
+    /// An agent's cap in this pool: their own `max_open`, else the pool's.
+    pub fn cap(&self, agent: &Agent) -> Option<u32> {
+        agent.max_open.or(self.max_open)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +134,20 @@ pub struct Rule {
     pub conditions: Vec<Condition>,
     pub target: Target,
     pub require_skills: Vec<String>,
+    /// A private note posted after a successful assignment.
+    pub note: Option<Template>,
+    /// A message the customer sees, posted after a successful assignment.
+    pub reply: Option<Reply>,
+    /// The schedule named by the rule's `within`/`outside`, for `{next_open}`.
+    pub schedule: Option<usize>,
     pub location: Location,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The agent the message is posted as (index into `Rules::agents`).
+    pub from: usize,
+    pub text: Template,
 }
 
 impl Rules {

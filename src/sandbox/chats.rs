@@ -12,6 +12,7 @@ pub struct SandboxChat {
     pub id: i64,
     pub status: String,
     pub department: Option<(i64, String)>,
+    pub customer_id: i64,
     pub customer_email: String,
     pub customer_name: String,
     pub assignee: Option<i64>,
@@ -29,6 +30,7 @@ impl SandboxChat {
             id,
             status: "new".into(),
             department: (id % 7 != 0).then(|| (dept_id, dept.to_string())),
+            customer_id: id + 500_000,
             customer_email: if id % 10 == 0 {
                 format!("boss{id}@bigcorp.com")
             } else {
@@ -76,7 +78,7 @@ impl SandboxChat {
             "readByCustomer": true,
             // One documented example shows a single object: use it for one agent.
             "agents": if communicated.len() == 1 { communicated[0].clone() } else { Value::Array(communicated) },
-            "customer": {"id": self.id + 500_000, "name": self.customer_name, "email": self.customer_email, "userId": format!("u{}", self.id)},
+            "customer": {"id": self.customer_id, "name": self.customer_name, "email": self.customer_email, "userId": format!("u{}", self.id)},
             "assignee": self.assignee.map(agent),
             "department": self.department.as_ref().map(|(id, name)| json!({"id": id, "name": name})),
         })

@@ -165,7 +165,56 @@ impl Store {
         for o in &s.outcomes {
             insert_outcome(&mut tx, o, Some(s.queue_id), now).await?;
         }
-        if let Some((pool, agent)) = &s.round_robin {
+        let assigned = s.assigned.clone().unwrap_or_default();
+        if let Some((pool, weights)) = &assigned.weights {
+            for (agent, current) in weights {
+                sqlx::query(
+                    "INSERT INTO wrr_state (pool, agent, current) VALUES (?, ?, ?)
+                     ON CONFLICT (pool, agent) DO UPDATE SET current = excluded.current",
+                )
+                .bind(pool)
+                .bind(agent)
+                .bind(current)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some((chat_id, agent)) = &assigned.opened {
+            sqlx::query(
+                "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES (?, ?, ?)
+                 ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at",
+            )
+            .bind(chat_id)
+            .bind(agent)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((customer, agent)) = &assigned.customer {
+            sqlx::query(
+                "INSERT INTO customer_agent (customer, agent, at) VALUES (?, ?, ?)
+                 ON CONFLICT (customer) DO UPDATE SET agent = excluded.agent, at = excluded.at",
+            )
+            .bind(customer)
+            .bind(agent)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for m in &assigned.messages {
+            sqlx::query(
+                "INSERT INTO outbox (chat_id, queue_id, kind, agent_id, text, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(m.chat_id)
+            .bind(s.queue_id)
+            .bind(m.kind)
+            .bind(m.agent_id)
+            .bind(&m.text)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((pool, agent)) = &assigned.round_robin {
             sqlx::query(
                 "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES (?, ?, ?)
                  ON CONFLICT (pool) DO UPDATE SET last_agent = excluded.last_agent, updated_at = excluded.updated_at",
@@ -233,14 +282,169 @@ impl Store {
         Ok(row.try_get::<Option<i64>, _>(0)?)
     }
 
-    pub async fn load_round_robin(&self) -> Result<HashMap<String, String>, StoreError> {
-        let rows = sqlx::query("SELECT pool, last_agent FROM rr_state")
+    /// Everything the decision needs from the database.
+    pub async fn load_routing(&self) -> Result<StoredRouting, StoreError> {
+        let mut out = StoredRouting::default();
+        for r in sqlx::query("SELECT pool, last_agent FROM rr_state")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            out.last_pick.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        for r in sqlx::query("SELECT pool, agent, current FROM wrr_state")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            out.weights
+                .entry(r.try_get(0)?)
+                .or_default()
+                .insert(r.try_get(1)?, r.try_get(2)?);
+        }
+        for r in sqlx::query("SELECT agent, COUNT(*) FROM open_chats GROUP BY agent")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            out.open
+                .insert(r.try_get(0)?, r.try_get::<i64, _>(1)? as u32);
+        }
+        out.away = self.load_away().await?;
+        Ok(out)
+    }
+
+    /// Which agent each open chat is with.
+    pub async fn open_chats(&self) -> Result<HashMap<i64, String>, StoreError> {
+        let rows = sqlx::query("SELECT chat_id, agent FROM open_chats")
             .fetch_all(&self.reader)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
+    }
+
+    /// Agents marked away, with the end of their absence (Unix ms).
+    pub async fn load_away(&self) -> Result<HashMap<String, Option<i64>>, StoreError> {
+        let rows = sqlx::query("SELECT agent, until FROM agent_away")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Marks an agent away (until `until_ms`, or until marked back).
+    pub async fn set_away(&self, agent: &str, until_ms: Option<i64>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_away (agent, until, since) VALUES (?, ?, ?)
+             ON CONFLICT (agent) DO UPDATE SET until = excluded.until, since = excluded.since",
+        )
+        .bind(agent)
+        .bind(until_ms)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks an agent back and makes every waiting chat due now, so it is
+    /// tried again at once rather than at its next timed retry. Returns
+    /// whether the agent was away.
+    pub async fn set_back(&self, agent: &str) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let was = sqlx::query("DELETE FROM agent_away WHERE agent = ?")
+            .bind(agent)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        wake_waiting(&mut tx).await?;
+        tx.commit().await?;
+        Ok(was)
+    }
+
+    /// Makes every chat that waits for a candidate due now.
+    pub async fn wake_waiting(&self) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let n = wake_waiting(&mut tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The agent who last had a chat of this customer.
+    pub async fn customer_last_agent(&self, customer: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT agent FROM customer_agent WHERE customer = ?")
+                .bind(customer)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
+    /// Takes up to `limit` due outbox messages, oldest first, counting an attempt.
+    pub async fn claim_outbox(
+        &self,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        // The lease is the retry time: a crash mid-send retries after it.
+        let rows = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1
+              WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3)
+          RETURNING id, chat_id, kind, agent_id, text, attempts",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut out: Vec<OutboxRow> = rows
+            .iter()
+            .map(|r| OutboxRow {
+                id: r.get(0),
+                chat_id: r.get(1),
+                kind: r.get(2),
+                agent_id: r.get(3),
+                text: r.get(4),
+                attempts: r.get(5),
+            })
+            .collect();
+        out.sort_by_key(|m| m.id);
+        Ok(out)
+    }
+
+    /// Records a send: `state` is `done`, `dead`, or `pending` due at `next_ms`.
+    pub async fn settle_outbox(
+        &self,
+        id: i64,
+        state: &str,
+        next_ms: i64,
+        uncount: bool,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET state = ?, next_attempt_at = ?, attempts = attempts - ?, last_error = ? WHERE id = ?",
+        )
+        .bind(state)
+        .bind(next_ms)
+        .bind(uncount as i64)
+        .bind(error)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// When the next outbox message is due, if any.
+    pub async fn outbox_next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(&self.reader)
+                .await?,
+        )
     }
 
     pub async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -363,6 +567,18 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }
+}
+
+/// Rows waiting for a candidate say so in `last_error` (see the worker).
+async fn wake_waiting(conn: &mut SqliteConnection) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE queue SET next_attempt_at = ? WHERE state = 'pending' AND last_error LIKE 'waiting:%' AND next_attempt_at > ?",
+    )
+    .bind(now_ms())
+    .bind(now_ms())
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 async fn insert_outcome(

@@ -170,8 +170,53 @@ pub struct Settlement<'a> {
     pub next: Next,
     pub last_error: Option<String>,
     pub outcomes: Vec<NewOutcome>,
+    /// What a successful assignment changes besides the row.
+    pub assigned: Option<Assigned>,
+}
+
+/// The state a successful assignment moves, written with its outcome.
+#[derive(Debug, Clone, Default)]
+pub struct Assigned {
     /// `(pool, agent)`: the agent got the pool's latest chat.
     pub round_robin: Option<(String, String)>,
+    /// For `weighted`: the pool and its members' new current weights.
+    pub weights: Option<(String, Vec<(String, i64)>)>,
+    /// The chat is now open with this agent.
+    pub opened: Option<(i64, String)>,
+    /// `(customer key, agent)`: remembered for `sticky`.
+    pub customer: Option<(String, String)>,
+    /// Notes and replies to post now that the chat is assigned.
+    pub messages: Vec<OutboxMessage>,
+}
+
+/// A note or reply waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub chat_id: i64,
+    /// `"private"` (a note) or `"message"` (the customer sees it).
+    pub kind: &'static str,
+    pub agent_id: Option<i64>,
+    pub text: String,
+}
+
+/// An outbox row claimed for sending.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub chat_id: i64,
+    pub kind: String,
+    pub agent_id: Option<i64>,
+    pub text: String,
+    pub attempts: i64,
+}
+
+/// The routing state kept in the database.
+#[derive(Debug, Clone, Default)]
+pub struct StoredRouting {
+    pub last_pick: std::collections::HashMap<String, String>,
+    pub weights: std::collections::HashMap<String, std::collections::HashMap<String, i64>>,
+    pub open: std::collections::HashMap<String, u32>,
+    pub away: std::collections::HashMap<String, Option<i64>>,
 }
 
 /// A queue row as `queue list` and `status` show it.

@@ -1,0 +1,222 @@
+//! The routing language end to end: capacity and waiting, away flags,
+//! sticky customers, and notes and replies posted after an assignment.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CAPACITY: &str = r#"
+[agents]
+alice = { id = 4188, max_open = 1 }
+bob   = { id = 4761 }
+
+[pools.support]
+agents = ["alice", "bob"]
+strategy = "least-open"
+max_open = 5
+
+[[rule]]
+name = "all"
+assign = "pool:support"
+"#;
+
+async fn assignee_within(app: &TestApp, chat: i64, timeout: Duration) -> Option<i64> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(a) = app.sandbox.assignee(chat) {
+            return Some(a);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// alice is full and bob is away: the chat waits, visibly; `agent back bob`
+/// wakes it at once, well before the wait's timed retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_chat_is_assigned_as_soon_as_an_agent_comes_back() {
+    let app = TestApp::new(CAPACITY, default_agents(), None, "concurrency = 1", "").await;
+    app.migrate().await;
+    let out = app.command(&["agent", "away", "bob"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = app.command(&["agent", "away", "bobby"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a typo is caught");
+
+    let daemon = app.start_in_process().await;
+    app.insert_raw([1]).await;
+    daemon.runtime.worker.wake();
+    assert_eq!(
+        assignee_within(&app, 1, Duration::from_secs(10)).await,
+        Some(4188)
+    );
+
+    app.insert_raw([2]).await;
+    daemon.runtime.worker.wake();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = app.scalar("SELECT COUNT(*) FROM queue WHERE chat_id = 2 AND state = 'pending' AND last_error LIKE 'waiting:%'").await;
+        if waiting == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "chat 2 never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = app.command(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("chat 2 (row 2)") && text.contains("pool `support` has no available agent"),
+        "{text}"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outcomes WHERE chat_id = 2 AND result = 'no_agent'")
+            .await,
+        1
+    );
+
+    let back = Instant::now();
+    let out = app.command(&["agent", "back", "bob"]).output().unwrap();
+    assert!(out.status.success());
+    let assigned = assignee_within(&app, 2, assignd::worker::WAIT_RETRY).await;
+    println!("assigned {:?} after `agent back`", back.elapsed());
+    assert_eq!(
+        assigned,
+        Some(4761),
+        "woken by the event, before the timed retry"
+    );
+    daemon.stop().await;
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM open_chats").await, 2);
+}
+
+const MESSAGES: &str = r#"
+[agents]
+alice = { id = 4188 }
+dave  = { id = 2533 }
+
+[pools.support]
+agents = ["alice"]
+
+[[rule]]
+name = "greeted"
+assign = "pool:support"
+note = "Routed to {agent} by rule {rule} (pool {pool}, chat {chat})"
+reply = { from = "dave", text = "Thanks {customer}, {agent} will answer shortly." }
+"#;
+
+#[tokio::test]
+async fn notes_and_replies_are_posted_after_the_assignment() {
+    let app = TestApp::new(
+        MESSAGES,
+        agents(&[("alice", 4188), ("dave", 2533)]),
+        None,
+        "",
+        "",
+    )
+    .await;
+    let daemon = app.start_in_process().await;
+    app.insert_raw([7]).await;
+    daemon.runtime.worker.wake();
+    app.wait_drained(Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.sandbox.messages().len() < 2 {
+        assert!(Instant::now() < deadline, "messages not posted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.stop().await;
+
+    let requests = app.sandbox.requests();
+    let put = requests.iter().position(|r| r.method == "PUT").unwrap();
+    let first_post = requests.iter().position(|r| r.method == "POST").unwrap();
+    assert!(put < first_post, "messages only after the assignment");
+    let messages = app.sandbox.messages();
+    let note = messages.iter().find(|m| m["type"] == "private").unwrap();
+    assert_eq!(
+        note["text"],
+        "Routed to alice by rule greeted (pool support, chat 7)"
+    );
+    assert_eq!(note["agent"]["id"], 4188);
+    let reply = messages.iter().find(|m| m["type"] == "message").unwrap();
+    assert_eq!(
+        reply["text"],
+        "Thanks Customer 7, alice will answer shortly."
+    );
+    assert_eq!(reply["agent"]["id"], 2533);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE state = 'done'")
+            .await,
+        2
+    );
+}
+
+/// A note that fails is retried on its own; the assignment is not repeated.
+#[tokio::test]
+async fn a_failed_note_never_repeats_the_assignment() {
+    // dave is unknown to the sandbox: the reply is rejected (400), the note goes through.
+    let app = TestApp::new(MESSAGES, agents(&[("alice", 4188)]), None, "", "").await;
+    app.process_raw([8], Duration::from_secs(10)).await;
+    let daemon = app.start_in_process().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app
+        .scalar("SELECT COUNT(*) FROM outbox WHERE state != 'pending'")
+        .await
+        < 2
+    {
+        assert!(Instant::now() < deadline, "outbox not settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.stop().await;
+    assert_eq!(app.sandbox.assign_calls().len(), 1);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE state = 'dead' AND last_error LIKE '%400%'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE state = 'done'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn sticky_sends_a_returning_customer_to_the_same_agent() {
+    let rules = r#"
+[agents]
+alice = { id = 4188 }
+bob   = { id = 4761 }
+carol = { id = 6694 }
+
+[pools.support]
+agents = ["alice", "bob", "carol"]
+strategy = "sticky"
+
+[[rule]]
+name = "all"
+assign = "pool:support"
+"#;
+    let app = TestApp::new(rules, default_agents(), None, "concurrency = 1", "").await;
+    // Chats 1, 2 and 4 are one customer's; 3 is someone else's.
+    for chat in [2, 4] {
+        app.sandbox.update_chat(chat, |c| c.customer_id = 500_001);
+    }
+    app.process_raw([1], Duration::from_secs(10)).await;
+    app.process_raw([3], Duration::from_secs(10)).await;
+    app.process_raw([2, 4], Duration::from_secs(10)).await;
+    assert_eq!(app.sandbox.assignee(1), Some(4188));
+    assert_eq!(
+        app.sandbox.assignee(3),
+        Some(4761),
+        "a new customer: round-robin"
+    );
+    assert_eq!(
+        app.sandbox.assignee(2),
+        Some(4188),
+        "the same customer: the same agent"
+    );
+    assert_eq!(app.sandbox.assignee(4), Some(4188));
+}
