@@ -16,5 +16,6 @@ pub mod notify;
 pub mod rules;
 pub mod sandbox;
 pub mod secrets;
+pub mod simulate;
 pub mod store;
 pub mod worker;

@@ -4,6 +4,8 @@
 
 mod check;
 mod demo;
+mod explain;
+mod simulate;
 mod status;
 
 use std::net::SocketAddr;
@@ -47,6 +49,41 @@ enum Command {
         /// Higher is taken first.
         #[arg(long, default_value_t = 0)]
         priority: i64,
+    },
+    /// Print the decision for one chat, step by step, without assigning it.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["chat_id", "chat"])))]
+    Explain {
+        /// The chat to fetch with GET /chats/{id}.
+        chat_id: Option<i64>,
+        /// A chat object (as GET /chats/{id} returns it) from a file, or `-` for stdin.
+        #[arg(long)]
+        chat: Option<String>,
+        /// Decide as at this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<jiff::Timestamp>,
+        /// An enqueue-time attribute, KEY=VALUE; repeatable.
+        #[arg(long = "attr", value_parser = parse_attr)]
+        attrs: Vec<(String, String)>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay chats (JSON lines) through the rules offline; compare two rule sets.
+    Simulate {
+        /// One chat object per line; optional `at` and `attrs` fields.
+        #[arg(long)]
+        chats: PathBuf,
+        /// Rules to use instead of the config's.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// A second rule set to compare with.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// Decide chats without `at` as at this instant (default: now).
+        #[arg(long)]
+        at: Option<jiff::Timestamp>,
+        #[arg(long)]
+        json: bool,
     },
     /// Queue depth, waiting chats, recent outcomes, assignments today, API health.
     Status,
@@ -205,6 +242,41 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 }
             );
         }
+        Command::Explain {
+            chat_id,
+            chat,
+            at,
+            attrs,
+            json,
+        } => {
+            let args = explain::Args {
+                chat_id,
+                chat_file: chat,
+                at,
+                json,
+                attrs: attrs
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect(),
+            };
+            explain::run(&cli.config, args).await?;
+        }
+        Command::Simulate {
+            chats,
+            rules,
+            against,
+            at,
+            json,
+        } => simulate::run(
+            &cli.config,
+            simulate::Args {
+                chats,
+                rules,
+                against,
+                at,
+                json,
+            },
+        )?,
         Command::Status => {
             let config = load_config(&cli.config)?;
             status::run(&config).await?;

@@ -169,6 +169,17 @@ impl Condition {
         }
     }
 
+    /// Whether this condition (or one nested in it) reads schedule `index`.
+    pub fn uses_schedule(&self, index: usize) -> bool {
+        match self {
+            Condition::Within { schedule } | Condition::Outside { schedule } => *schedule == index,
+            Condition::Any(groups) | Condition::Not(groups) => {
+                groups.iter().flatten().any(|c| c.uses_schedule(index))
+            }
+            _ => false,
+        }
+    }
+
     pub fn holds(&self, chat: &ChatContext, schedules: &[Schedule], now: Timestamp) -> bool {
         match self {
             Condition::Field { field, pattern, .. } => pattern.holds(&field.values(chat)),

@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod decide;
+pub mod explain;
 pub mod load;
 pub mod matcher;
 pub mod schedule;
@@ -172,9 +173,17 @@ impl Rules {
                 ));
             }
         }
-        for s in &self.schedules {
+        for (i, s) in self.schedules.iter().enumerate() {
             if !s.ever_open() {
                 out.push(format!("schedule `{}` is never open", s.name));
+            }
+            let by_agent = self.agents.iter().any(|a| a.schedule == Some(i));
+            let by_rule = self
+                .rules
+                .iter()
+                .any(|r| r.conditions.iter().any(|c| c.uses_schedule(i)));
+            if !by_agent && !by_rule {
+                out.push(format!("schedule `{}` is used by no rule or agent", s.name));
             }
         }
         for (i, a) in self.agents.iter().enumerate() {

@@ -1,0 +1,184 @@
+//! Offline replay of chats through the rules, with in-memory state that
+//! moves exactly as the worker moves it after each successful assignment.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::helpcrunch::types::{Chat, timestamp_from_value};
+use crate::rules::{ChatContext, RoutingState, Rules, Verdict, decide};
+
+/// One chat to replay: a chat object as `GET /chats/{id}` returns it, plus
+/// optional `at` (when to decide; RFC 3339 or Unix seconds) and `attrs`.
+#[derive(Debug, Clone)]
+pub struct SimChat {
+    pub chat: Chat,
+    pub at: Option<Timestamp>,
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl SimChat {
+    /// Parses one JSON line.
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let at = match value.get("at") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) if s.contains('-') => {
+                Some(s.parse::<Timestamp>().map_err(|e| format!("`at`: {e}"))?)
+            }
+            Some(v) => timestamp_from_value(v).map_err(|e| format!("`at`: {e}"))?,
+        };
+        let attrs = match value.get("attrs") {
+            Some(serde_json::Value::Object(m)) => m.clone(),
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(_) => return Err("`attrs` must be an object".into()),
+        };
+        let chat: Chat = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        Ok(Self { chat, at, attrs })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SimOutcome {
+    pub chat_id: i64,
+    pub result: &'static str,
+    pub rule: Option<String>,
+    pub agent: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolFairness {
+    pub pool: String,
+    pub max: u32,
+    pub min: u32,
+    /// Jain's fairness index over the pool's members: 1 is perfectly even.
+    pub jain: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Replay {
+    pub chats: usize,
+    pub outcomes: Vec<SimOutcome>,
+    pub per_rule: BTreeMap<String, u32>,
+    pub per_agent: BTreeMap<String, u32>,
+    pub per_result: BTreeMap<String, u32>,
+    pub fairness: Vec<PoolFairness>,
+}
+
+/// Replays `chats` in order. `default_at` is used for chats without `at`.
+pub fn replay(rules: &Rules, chats: &[SimChat], default_at: Timestamp) -> Replay {
+    let mut state = RoutingState::default();
+    let mut customers: HashMap<String, String> = HashMap::new();
+    let mut outcomes = Vec::new();
+    for (i, c) in chats.iter().enumerate() {
+        let mut context = ChatContext::from_chat(&c.chat, &c.attrs);
+        let key = context.customer_key();
+        context.last_agent = key.as_ref().and_then(|k| customers.get(k).cloned());
+        // A fixed seed per position keeps `random` repeatable.
+        state.entropy = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let skip = if c.chat.is_closed() {
+            Some("chat is closed")
+        } else if c.chat.assignee.is_some() {
+            Some("chat is already assigned")
+        } else {
+            None
+        };
+        if let Some(why) = skip {
+            outcomes.push(SimOutcome {
+                chat_id: c.chat.id,
+                result: "skipped",
+                rule: None,
+                agent: None,
+                reason: why.into(),
+            });
+            continue;
+        }
+        let d = decide(rules, &context, &state, c.at.unwrap_or(default_at));
+        let (result, agent) = match &d.verdict {
+            Verdict::Assign {
+                agent,
+                pool,
+                weights,
+                ..
+            } => {
+                let name = rules.agents[*agent].name.clone();
+                if let Some(p) = pool {
+                    let pool = rules.pools[*p].name.clone();
+                    state.last_pick.insert(pool.clone(), name.clone());
+                    if let Some(w) = weights {
+                        state
+                            .weights
+                            .entry(pool)
+                            .or_default()
+                            .extend(w.iter().cloned());
+                    }
+                }
+                *state.open.entry(name.clone()).or_default() += 1;
+                if let Some(k) = key {
+                    customers.insert(k, name.clone());
+                }
+                ("assigned", Some(name))
+            }
+            Verdict::NoCandidate { .. } => ("no_agent", None),
+            Verdict::Nobody => ("skipped", None),
+            Verdict::NoMatch => ("no_match", None),
+        };
+        outcomes.push(SimOutcome {
+            chat_id: c.chat.id,
+            result,
+            rule: d.rule.map(|r| rules.rules[r].name.clone()),
+            agent,
+            reason: d.reason(rules),
+        });
+    }
+    summarize(rules, chats.len(), outcomes)
+}
+
+fn summarize(rules: &Rules, chats: usize, outcomes: Vec<SimOutcome>) -> Replay {
+    let mut per_rule = BTreeMap::new();
+    let mut per_agent: BTreeMap<String, u32> =
+        rules.agents.iter().map(|a| (a.name.clone(), 0)).collect();
+    let mut per_result = BTreeMap::new();
+    for o in &outcomes {
+        *per_result.entry(o.result.to_string()).or_default() += 1;
+        if let Some(r) = &o.rule {
+            *per_rule.entry(r.clone()).or_default() += 1;
+        }
+        if let Some(a) = &o.agent {
+            *per_agent.entry(a.clone()).or_default() += 1;
+        }
+    }
+    let fairness = rules
+        .pools
+        .iter()
+        .map(|p| {
+            let counts: Vec<u32> = p
+                .members
+                .iter()
+                .map(|&a| per_agent[&rules.agents[a].name])
+                .collect();
+            let sum: f64 = counts.iter().map(|&c| c as f64).sum();
+            let squares: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
+            PoolFairness {
+                pool: p.name.clone(),
+                max: counts.iter().copied().max().unwrap_or(0),
+                min: counts.iter().copied().min().unwrap_or(0),
+                jain: if squares == 0.0 {
+                    1.0
+                } else {
+                    sum * sum / (counts.len() as f64 * squares)
+                },
+            }
+        })
+        .collect();
+    Replay {
+        chats,
+        outcomes,
+        per_rule,
+        per_agent,
+        per_result,
+        fairness,
+    }
+}

@@ -1,0 +1,351 @@
+//! `explain`, `simulate` and `check` on a fixture rule set that uses every feature.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A config pointing at the fixture rules and a database that does not exist.
+fn config(dir: &tempfile::TempDir) -> PathBuf {
+    let path = dir.path().join("assignd.toml");
+    let text = format!(
+        "[rules]\npath = \"{}\"\n[database]\nurl = \"sqlite://{}\"\n",
+        fixture("rules").display(),
+        dir.path().join("none.db").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn assignd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_assignd"))
+        .args(args)
+        .env_remove("ASSIGND_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn chat_line(id: i64) -> String {
+    let text = std::fs::read_to_string(fixture("chats.jsonl")).unwrap();
+    text.lines()
+        .find(|l| serde_json::from_str::<Value>(l).unwrap()["id"] == id)
+        .unwrap()
+        .to_string()
+}
+
+fn explain(id: i64, at: &str, extra: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir);
+    let file = dir.path().join("chat.json");
+    std::fs::write(&file, chat_line(id)).unwrap();
+    let mut args = vec![
+        "explain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--chat",
+        file.to_str().unwrap(),
+        "--at",
+        at,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = assignd(&args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+const NOON_KYIV: &str = "2026-06-03T09:00:00Z"; // Wednesday 12:00 in Kyiv
+const NIGHT_KYIV: &str = "2026-06-03T20:00:00Z"; // Wednesday 23:00
+
+#[test]
+fn explain_says_which_key_failed_and_what_it_saw() {
+    let e = explain(9, NIGHT_KYIV, &[]);
+    assert_eq!(e["chat_id"], 9);
+    assert_eq!(e["at"], NIGHT_KYIV);
+    let rules = e["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 8);
+    assert_eq!(rules[0]["name"], "vip");
+    assert_eq!(rules[0]["status"], "failed");
+    assert_eq!(rules[0]["failed_key"], "customer.email");
+    assert_eq!(rules[0]["seen"], "\"h@example.com\"");
+    assert!(
+        rules[0]["location"]
+            .as_str()
+            .unwrap()
+            .ends_with("20-routes.toml:2:8"),
+        "{}",
+        rules[0]["location"]
+    );
+    assert_eq!(rules[2]["failed_key"], "attr.language");
+    assert_eq!(rules[2]["seen"], "no value");
+    assert_eq!(rules[3]["failed_key"], "department");
+    assert_eq!(rules[6]["name"], "after-hours");
+    assert_eq!(rules[6]["status"], "matched");
+    assert_eq!(rules[6]["candidates"][0]["agent"], "dave");
+    assert_eq!(rules[6]["candidates"][0]["kept"], true);
+    assert!(
+        rules[6]["pick"]
+            .as_str()
+            .unwrap()
+            .starts_with("sticky: no earlier agent")
+    );
+    assert_eq!(rules[7]["status"], "not evaluated");
+    let d = &e["decision"];
+    assert_eq!(d["result"], "assigned");
+    assert_eq!(d["rule"], "after-hours");
+    assert_eq!(d["pool"], "night");
+    assert_eq!(d["agent"], "dave");
+    assert_eq!(d["agent_id"], 2533);
+    assert_eq!(e["skip"], Value::Null);
+}
+
+#[test]
+fn explain_shows_dropped_candidates_and_the_strategy() {
+    // Billing in Ukrainian at noon: least-open between alice and bob.
+    let e = explain(3, NOON_KYIV, &[]);
+    let billing = &e["rules"][2];
+    assert_eq!(billing["status"], "matched");
+    assert_eq!(billing["target"], "pool:billing (least-open)");
+    assert!(
+        billing["pick"]
+            .as_str()
+            .unwrap()
+            .starts_with("least-open: open chats alice 0, bob 0"),
+        "{}",
+        billing["pick"]
+    );
+    assert_eq!(e["decision"]["agent"], "alice");
+
+    // At night carol is off shift: the executives rule keeps only alice and bob.
+    let e = explain(6, NIGHT_KYIV, &[]);
+    let exec = &e["rules"][4];
+    let carol = exec["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["agent"] == "carol")
+        .unwrap();
+    assert_eq!(carol["kept"], false);
+    assert_eq!(carol["why"], "off shift");
+    assert!(
+        exec["pick"]
+            .as_str()
+            .unwrap()
+            .starts_with("round-robin: last was nobody yet -> alice")
+    );
+
+    // Spam is recorded, not assigned.
+    let e = explain(2, NOON_KYIV, &[]);
+    assert_eq!(e["decision"]["result"], "skipped");
+    assert_eq!(e["decision"]["reason"], "rule `spam` assigns none");
+
+    // An attribute given on the command line.
+    let e = explain(11, NIGHT_KYIV, &["--attr", "tier=gold"]);
+    assert_eq!(e["decision"]["rule"], "after-hours");
+    let e = explain(11, NIGHT_KYIV, &[]);
+    assert_eq!(e["decision"]["rule"], "everything else");
+    assert_eq!(e["rules"][6]["failed_key"], "any");
+}
+
+#[test]
+fn explain_text_reads_like_a_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir);
+    let file = dir.path().join("chat.json");
+    std::fs::write(&file, chat_line(1)).unwrap();
+    let (code, out, _) = assignd(&[
+        "explain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--chat",
+        file.to_str().unwrap(),
+        "--at",
+        NOON_KYIV,
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("1. vip -> alice: MATCH"), "{out}");
+    assert!(out.contains("2. spam -> none: not evaluated"), "{out}");
+    assert!(
+        out.contains("decision: assigned alice (id 4188): rule `vip` assigns alice"),
+        "{out}"
+    );
+}
+
+#[test]
+fn simulate_counts_rules_agents_and_fairness() {
+    let (code, out, err) = assignd(&[
+        "simulate",
+        "--rules",
+        fixture("rules").to_str().unwrap(),
+        "--chats",
+        fixture("chats.jsonl").to_str().unwrap(),
+        "--at",
+        NOON_KYIV,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let r = &v["result"];
+    assert_eq!(r["chats"], 12);
+    assert_eq!(r["per_result"]["assigned"], 11);
+    assert_eq!(r["per_result"]["skipped"], 1);
+    assert_eq!(r["per_rule"]["vip"], 1);
+    assert_eq!(r["per_rule"]["billing in Ukrainian"], 2);
+    assert_eq!(r["per_rule"]["sales on weekdays"], 2);
+    assert_eq!(r["per_rule"]["after-hours"], 2);
+    assert_eq!(r["per_rule"]["everything else"], 2);
+    assert_eq!(
+        r["per_agent"]["dave"].as_u64().unwrap() + r["per_agent"]["erin"].as_u64().unwrap(),
+        4
+    );
+    let outcomes = r["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes[0]["agent"], "alice", "vip");
+    assert_eq!(
+        outcomes[2]["agent"], "bob",
+        "least-open: alice already has the VIP chat open"
+    );
+    assert_eq!(
+        outcomes[3]["agent"], "alice",
+        "least-open: one each, a tie goes to the next in rotation after bob"
+    );
+    assert_eq!(
+        outcomes[4]["agent"], "carol",
+        "weighted, equal weights: the first in name order"
+    );
+    assert_eq!(outcomes[11]["agent"], "erin", "weighted: then the other");
+    let sales = r["fairness"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["pool"] == "sales")
+        .unwrap();
+    assert_eq!(sales["max"], 1);
+    assert_eq!(sales["min"], 1);
+    assert_eq!(sales["jain"], 1.0);
+}
+
+#[test]
+fn simulate_compares_two_rule_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, common::THREE_AGENTS).unwrap();
+    let (code, out, err) = assignd(&[
+        "simulate",
+        "--rules",
+        fixture("rules").to_str().unwrap(),
+        "--chats",
+        fixture("chats.jsonl").to_str().unwrap(),
+        "--against",
+        other.to_str().unwrap(),
+        "--at",
+        NOON_KYIV,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(A) against"), "{out}");
+    assert!(out.contains("chats decided differently:"), "{out}");
+    assert!(
+        out.contains("  vip                       1      0  *"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_summarises_the_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir);
+    let (code, out, err) = assignd(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ok: 5 agents, 5 pools, 3 schedules, 8 rules"),
+        "{out}"
+    );
+    assert!(
+        out.contains("schedule `night` is used by no rule or agent"),
+        "{out}"
+    );
+}
+
+/// The worker and `simulate` make the same choices for the same chats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_reproduces_the_workers_choices() {
+    let rules = std::fs::read_to_string(fixture("rules/10-team.toml")).unwrap()
+        + &std::fs::read_to_string(fixture("rules/20-routes.toml")).unwrap();
+    let agents = common::agents(&[
+        ("alice", 4188),
+        ("bob", 4761),
+        ("carol", 6694),
+        ("dave", 2533),
+        ("erin", 7012),
+    ]);
+    let app = common::TestApp::new(&rules, agents, None, "concurrency = 1", "").await;
+    // Chats without a fixed time, so that both decide at (about) now.
+    let lines: Vec<String> = std::fs::read_to_string(fixture("chats.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"at\""))
+        .map(String::from)
+        .collect();
+    let daemon = app.start_in_process().await;
+    let items: Vec<assignd::store::NewQueueItem> = lines
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assignd::store::NewQueueItem {
+                chat_id: v["id"].as_i64().unwrap(),
+                attrs: v.get("attrs").and_then(|a| a.as_object().cloned()),
+                snapshot: Some(v),
+                priority: 0,
+            }
+        })
+        .collect();
+    daemon.runtime.store.enqueue(&items).await.unwrap();
+    daemon.runtime.worker.wake();
+    app.wait_drained(Duration::from_secs(20)).await;
+    daemon.stop().await;
+
+    let chats_file = app.dir.path().join("chats.jsonl");
+    std::fs::write(&chats_file, lines.join("\n")).unwrap();
+    let (code, out, err) = assignd(&[
+        "simulate",
+        "--rules",
+        app.dir.path().join("rules.toml").to_str().unwrap(),
+        "--chats",
+        chats_file.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let pool = app.producer().await;
+    let mut compared = 0;
+    for o in v["result"]["outcomes"].as_array().unwrap() {
+        if o["rule"] == "api chats" {
+            continue; // `random`: the worker draws its own randomness
+        }
+        let chat = o["chat_id"].as_i64().unwrap();
+        let (result, agent): (String, Option<String>) = sqlx::query_as(
+            "SELECT result, agent FROM outcomes WHERE chat_id = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(chat)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(o["result"].as_str().unwrap(), result, "chat {chat}");
+        assert_eq!(o["agent"].as_str().map(String::from), agent, "chat {chat}");
+        compared += 1;
+    }
+    assert!(compared >= 8, "{compared}");
+}
