@@ -220,3 +220,84 @@ assign = "pool:support"
     );
     assert_eq!(app.sandbox.assignee(4), Some(4188));
 }
+
+/// `reassign_after`: the unanswered chat moves to the next agent, the
+/// answered one stays, and after the last hop a private note says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_chat_moves_on_and_an_answered_one_stays() {
+    let rules = r#"
+[agents]
+alice = { id = 4188 }
+bob   = { id = 4761 }
+carol = { id = 6694 }
+
+[pools.support]
+agents = ["alice", "bob", "carol"]
+reassign_after = "400ms"
+max_reassign = 1
+
+[[rule]]
+name = "all"
+assign = "pool:support"
+"#;
+    let app = TestApp::new(rules, default_agents(), None, "concurrency = 1", "").await;
+    let daemon = app.start_in_process().await;
+    app.insert_raw([1, 2]).await;
+    daemon.runtime.worker.wake();
+    assert_eq!(
+        assignee_within(&app, 2, Duration::from_secs(5)).await,
+        Some(4761)
+    );
+    assert_eq!(app.sandbox.assignee(1), Some(4188));
+    // bob answers chat 2; alice never answers chat 1.
+    app.sandbox.update_chat(2, |c| c.agents = vec![4761]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.sandbox.messages().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no note after the last hop: {:?}",
+            app.sandbox.assign_calls()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.stop().await;
+
+    let calls = app.sandbox.assign_calls();
+    let chat1: Vec<i64> = calls.iter().filter(|c| c.0 == 1).map(|c| c.1).collect();
+    let chat2: Vec<i64> = calls.iter().filter(|c| c.0 == 2).map(|c| c.1).collect();
+    assert_eq!(
+        chat1,
+        vec![4188, 6694],
+        "alice, then the next in rotation after bob: carol"
+    );
+    assert_eq!(chat2, vec![4761], "an answered chat is left alone");
+    let note = &app.sandbox.messages()[0];
+    assert_eq!(note["type"], "private");
+    assert_eq!(note["chat"], 1);
+    assert_eq!(
+        note["text"],
+        "Nobody answered within 400ms after 1 reassignment(s); the chat stays with carol."
+    );
+    let hops = app
+        .rows("SELECT chat_id, result, reason FROM outcomes WHERE chat_id = 1 ORDER BY id")
+        .await;
+    assert_eq!(hops.len(), 3, "{hops:?}");
+    assert_eq!(hops[1].1, "assigned");
+    assert!(
+        hops[1]
+            .2
+            .as_deref()
+            .unwrap()
+            .starts_with("reassigned: alice did not answer within 400ms -> carol (hop 1 of 1)"),
+        "{hops:?}"
+    );
+    assert_eq!(hops[2].1, "skipped");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM followups").await, 0);
+    // The open chat moved from alice to carol.
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM open_chats WHERE agent = 'carol' AND chat_id = 1")
+            .await,
+        1
+    );
+}

@@ -204,13 +204,7 @@ pub fn decide_observed(
             .filter_map(|&a| {
                 let verdict = judge(rules, a, pool, &rule.require_skills, state, now);
                 observer.candidate(index, a, &verdict);
-                let agent = &rules.agents[a];
-                (verdict == CandidateVerdict::Kept).then(|| Candidate {
-                    index: a,
-                    name: &agent.name,
-                    open: state.open.get(&agent.name).copied().unwrap_or(0),
-                    weight: agent.weight,
-                })
+                (verdict == CandidateVerdict::Kept).then(|| candidate(rules, a, state))
             })
             .collect();
         let pool_index = match rule.target {
@@ -264,6 +258,40 @@ pub fn decide_observed(
 }
 
 type Pick = (usize, Option<String>, Option<Vec<(String, i64)>>);
+
+/// The next agent for a chat nobody answered: the pool's strategy among its
+/// candidates, leaving out the agents who already had the chat. Returns the
+/// agent and, for `weighted`, the pool's new weights.
+pub fn reassign_pick(
+    rules: &Rules,
+    pool: usize,
+    chat: &ChatContext,
+    state: &RoutingState,
+    now: Timestamp,
+    require_skills: &[String],
+    exclude: &[String],
+) -> Option<(usize, Option<Vec<(String, i64)>>)> {
+    let p = &rules.pools[pool];
+    let candidates: Vec<Candidate> = p
+        .members
+        .iter()
+        .copied()
+        .filter(|&a| !exclude.contains(&rules.agents[a].name))
+        .filter(|&a| judge(rules, a, Some(p), require_skills, state, now) == CandidateVerdict::Kept)
+        .map(|a| candidate(rules, a, state))
+        .collect();
+    pick(p, &candidates, chat, state).map(|(agent, _, weights)| (agent, weights))
+}
+
+fn candidate<'r>(rules: &'r Rules, a: usize, state: &RoutingState) -> Candidate<'r> {
+    let agent = &rules.agents[a];
+    Candidate {
+        index: a,
+        name: &agent.name,
+        open: state.open.get(&agent.name).copied().unwrap_or(0),
+        weight: agent.weight,
+    }
+}
 
 fn pick(
     pool: &Pool,

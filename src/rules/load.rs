@@ -19,6 +19,7 @@ use super::schedule::{self, Schedule};
 use super::template::{Placeholder, Template};
 use super::{Agent, Pool, Reply, Rule, Rules, Strategy, Target, WhenFull};
 use crate::diag::{Location, SourceError};
+use crate::duration::HumanDuration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
@@ -146,8 +147,8 @@ struct RawPool {
     strategy: Option<Spanned<String>>,
     when_full: Option<Spanned<String>>,
     max_open: Option<u32>,
-    reassign_after: Option<Spanned<toml::Value>>,
-    max_reassign: Option<Spanned<toml::Value>>,
+    reassign_after: Option<Spanned<HumanDuration>>,
+    max_reassign: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -430,13 +431,6 @@ fn compile(files: &[File]) -> Result<Rules, SourceError> {
     })
 }
 
-fn not_yet(f: &File, key: &str, span: Range<usize>) -> SourceError {
-    f.err(
-        span,
-        format!("`{key}` is not supported by this version of assignd"),
-    )
-}
-
 /// Parses a template, locating errors inside the string. The offset is
 /// exact for strings without escapes, which templates rarely have.
 fn template(f: &File, text: &Spanned<String>) -> Result<Template, SourceError> {
@@ -522,13 +516,13 @@ fn compile_schedule(
 }
 
 fn compile_pool(f: &File, name: &str, raw: &RawPool, names: &Names) -> Result<Pool, SourceError> {
-    for (key, v) in [
-        ("reassign_after", &raw.reassign_after),
-        ("max_reassign", &raw.max_reassign),
-    ] {
-        if let Some(v) = v {
-            return Err(not_yet(f, key, v.span()));
-        }
+    if let (Some(m), None) = (&raw.max_reassign, &raw.reassign_after) {
+        return Err(f.err(m.span(), "`max_reassign` needs `reassign_after`"));
+    }
+    if let Some(r) = &raw.reassign_after
+        && r.get_ref().0.is_zero()
+    {
+        return Err(f.err(r.span(), "`reassign_after` must be longer than zero"));
     }
     if raw.agents.get_ref().is_empty() {
         return Err(f.err(raw.agents.span(), format!("pool `{name}` has no agents")));
@@ -578,6 +572,8 @@ fn compile_pool(f: &File, name: &str, raw: &RawPool, names: &Names) -> Result<Po
         strategy,
         when_full,
         max_open: raw.max_open,
+        reassign_after: raw.reassign_after.as_ref().map(|r| r.get_ref().0),
+        max_reassign: raw.max_reassign.as_ref().map_or(1, |m| *m.get_ref()),
     })
 }
 

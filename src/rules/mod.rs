@@ -18,6 +18,7 @@ use crate::diag::Location;
 pub use context::ChatContext;
 pub use decide::{
     CandidateVerdict, Decision, Observer, RoutingState, Verdict, decide, decide_observed,
+    reassign_pick,
 };
 pub use load::{RulesError, load_path, load_sources};
 use matcher::Condition;
@@ -111,6 +112,10 @@ pub struct Pool {
     pub when_full: WhenFull,
     /// Default cap on open chats per member.
     pub max_open: Option<u32>,
+    /// Unanswered for this long after an assignment: the next candidate gets the chat.
+    pub reassign_after: Option<std::time::Duration>,
+    /// How many times a chat may be moved on for lack of an answer.
+    pub max_reassign: u32,
 }
 
 impl Pool {
@@ -156,6 +161,10 @@ impl Rules {
         self.agents
             .binary_search_by(|a| a.name.as_str().cmp(name))
             .ok()
+    }
+
+    pub fn pool_by_name(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.name == name)
     }
 
     pub fn agent_by_id(&self, id: i64) -> Option<usize> {

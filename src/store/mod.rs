@@ -165,65 +165,8 @@ impl Store {
         for o in &s.outcomes {
             insert_outcome(&mut tx, o, Some(s.queue_id), now).await?;
         }
-        let assigned = s.assigned.clone().unwrap_or_default();
-        if let Some((pool, weights)) = &assigned.weights {
-            for (agent, current) in weights {
-                sqlx::query(
-                    "INSERT INTO wrr_state (pool, agent, current) VALUES (?, ?, ?)
-                     ON CONFLICT (pool, agent) DO UPDATE SET current = excluded.current",
-                )
-                .bind(pool)
-                .bind(agent)
-                .bind(current)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        if let Some((chat_id, agent)) = &assigned.opened {
-            sqlx::query(
-                "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES (?, ?, ?)
-                 ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at",
-            )
-            .bind(chat_id)
-            .bind(agent)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some((customer, agent)) = &assigned.customer {
-            sqlx::query(
-                "INSERT INTO customer_agent (customer, agent, at) VALUES (?, ?, ?)
-                 ON CONFLICT (customer) DO UPDATE SET agent = excluded.agent, at = excluded.at",
-            )
-            .bind(customer)
-            .bind(agent)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for m in &assigned.messages {
-            sqlx::query(
-                "INSERT INTO outbox (chat_id, queue_id, kind, agent_id, text, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(m.chat_id)
-            .bind(s.queue_id)
-            .bind(m.kind)
-            .bind(m.agent_id)
-            .bind(&m.text)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some((pool, agent)) = &assigned.round_robin {
-            sqlx::query(
-                "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES (?, ?, ?)
-                 ON CONFLICT (pool) DO UPDATE SET last_agent = excluded.last_agent, updated_at = excluded.updated_at",
-            )
-            .bind(pool)
-            .bind(agent)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(assigned) = &s.assigned {
+            apply_assigned(&mut tx, assigned, Some(s.queue_id), now).await?;
         }
         let (state, next_at, uncount) = match s.next {
             Next::Done => ("done", 0, false),
@@ -309,6 +252,89 @@ impl Store {
         }
         out.away = self.load_away().await?;
         Ok(out)
+    }
+
+    /// Takes up to `limit` follow-ups that are due, moving each one's due
+    /// time on by `lease` so that a crash mid-check retries it later.
+    pub async fn claim_followups(
+        &self,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Followup>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "UPDATE followups SET due_at = ?1
+              WHERE chat_id IN (SELECT chat_id FROM followups WHERE due_at <= ?2 ORDER BY due_at LIMIT ?3)
+          RETURNING chat_id, pool, rule, agent, hops, tried, due_at",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|r| Followup {
+                chat_id: r.get(0),
+                pool: r.get(1),
+                rule: r.get(2),
+                agent: r.get(3),
+                hops: r.get::<i64, _>(4) as u32,
+                tried: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
+                due_at_ms: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Records a follow-up check in one transaction: its outcomes, what a
+    /// reassignment moved (with the next follow-up), notes; then, unless a
+    /// reassignment replaced it, the follow-up is put off to `next_due_ms`
+    /// or, with `None`, ended.
+    pub async fn settle_followup(
+        &self,
+        chat_id: i64,
+        outcomes: &[NewOutcome],
+        assigned: Option<&Assigned>,
+        next_due_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for o in outcomes {
+            insert_outcome(&mut tx, o, None, now).await?;
+        }
+        if let Some(a) = assigned {
+            apply_assigned(&mut tx, a, None, now).await?;
+        }
+        // A reassignment wrote the next follow-up above; otherwise the check
+        // is either put off or over.
+        if assigned.is_none_or(|a| a.followup.is_none()) {
+            match next_due_ms {
+                Some(due) => {
+                    sqlx::query("UPDATE followups SET due_at = ? WHERE chat_id = ?")
+                        .bind(due)
+                        .bind(chat_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM followups WHERE chat_id = ?")
+                        .bind(chat_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// When the next follow-up is due, if any.
+    pub async fn followup_next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM followups")
+            .fetch_one(&self.reader)
+            .await?)
     }
 
     /// Which agent each open chat is with.
@@ -567,6 +593,97 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }
+}
+
+/// Writes what a successful assignment moves: rotation, weights, the open
+/// chat, the customer's agent, notes and replies, and the next follow-up.
+async fn apply_assigned(
+    conn: &mut SqliteConnection,
+    assigned: &Assigned,
+    queue_id: Option<i64>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if let Some((pool, weights)) = &assigned.weights {
+        for (agent, current) in weights {
+            sqlx::query(
+                "INSERT INTO wrr_state (pool, agent, current) VALUES (?, ?, ?)
+                     ON CONFLICT (pool, agent) DO UPDATE SET current = excluded.current",
+            )
+            .bind(pool)
+            .bind(agent)
+            .bind(current)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if let Some((chat_id, agent)) = &assigned.opened {
+        sqlx::query(
+                "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES (?, ?, ?)
+                 ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at",
+            )
+            .bind(chat_id)
+            .bind(agent)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some((customer, agent)) = &assigned.customer {
+        sqlx::query(
+            "INSERT INTO customer_agent (customer, agent, at) VALUES (?, ?, ?)
+                 ON CONFLICT (customer) DO UPDATE SET agent = excluded.agent, at = excluded.at",
+        )
+        .bind(customer)
+        .bind(agent)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for m in &assigned.messages {
+        sqlx::query(
+                "INSERT INTO outbox (chat_id, queue_id, kind, agent_id, text, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(m.chat_id)
+            .bind(queue_id)
+            .bind(m.kind)
+            .bind(m.agent_id)
+            .bind(&m.text)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(f) = &assigned.followup {
+        upsert_followup(conn, f).await?;
+    }
+    if let Some((pool, agent)) = &assigned.round_robin {
+        sqlx::query(
+                "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES (?, ?, ?)
+                 ON CONFLICT (pool) DO UPDATE SET last_agent = excluded.last_agent, updated_at = excluded.updated_at",
+            )
+            .bind(pool)
+            .bind(agent)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn upsert_followup(conn: &mut SqliteConnection, f: &Followup) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO followups (chat_id, pool, rule, agent, hops, tried, due_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (chat_id) DO UPDATE SET pool = excluded.pool, rule = excluded.rule, agent = excluded.agent,
+             hops = excluded.hops, tried = excluded.tried, due_at = excluded.due_at, answered_at = NULL",
+    )
+    .bind(f.chat_id)
+    .bind(&f.pool)
+    .bind(f.rule.as_deref())
+    .bind(&f.agent)
+    .bind(f.hops as i64)
+    .bind(serde_json::to_string(&f.tried).unwrap_or_else(|_| "[]".into()))
+    .bind(f.due_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Rows waiting for a candidate say so in `last_error` (see the worker).

@@ -187,6 +187,20 @@ pub struct Assigned {
     pub customer: Option<(String, String)>,
     /// Notes and replies to post now that the chat is assigned.
     pub messages: Vec<OutboxMessage>,
+    /// When to check that the assignee answered (`reassign_after`).
+    pub followup: Option<Followup>,
+}
+
+/// A pending check that a chat's assignee answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Followup {
+    pub chat_id: i64,
+    pub pool: String,
+    pub rule: Option<String>,
+    pub agent: String,
+    pub hops: u32,
+    pub tried: Vec<String>,
+    pub due_at_ms: i64,
 }
 
 /// A note or reply waiting in the outbox.

@@ -19,15 +19,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FetchChat, Worker as WorkerConfig};
-use crate::helpcrunch::types::{Chat, MessageKind, NewMessage};
+use crate::helpcrunch::types::Chat;
 use crate::helpcrunch::{ApiError, Call, Client, ErrorClass};
 use crate::limiter::Priority;
 use crate::rules::template::{Placeholder, Template};
 use crate::rules::{ChatContext, Decision, RoutingState, Rules, Target, Verdict, WhenFull, decide};
 use crate::store::{
-    Assigned, NewOutcome, Next, OutboxMessage, OutboxRow, OutcomeResult, QueueRow, Settlement,
+    Assigned, Followup, NewOutcome, Next, OutboxMessage, OutcomeResult, QueueRow, Settlement,
     Store, now_ms,
 };
+
+mod outbox;
+mod reassign;
 
 /// How long a chat waits before it is tried again when its rule's target has
 /// no available agent.
@@ -181,6 +184,7 @@ impl Worker {
         let mut store_backoff = self.settings.poll_interval;
         let mut reported_auth: Option<bool> = None;
         let outbox = tokio::spawn(self.clone().run_outbox(shutdown.clone()));
+        let followups = tokio::spawn(self.clone().run_followups(shutdown.clone()));
         while !shutdown.is_cancelled() {
             let authorized = self.api_authorized();
             if reported_auth != Some(authorized) {
@@ -287,6 +291,7 @@ impl Worker {
             tasks.abort_all();
         }
         let _ = outbox.await;
+        let _ = followups.await;
         match self.store.release_all(&self.owner).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "shutdown: rows put back on the queue"),
@@ -573,29 +578,7 @@ impl Worker {
         };
         let agent = rules.agents[*agent].name.clone();
         let pool = pool.map(|p| rules.pools[p].name.clone());
-        let state = &mut routing.state;
-        *state.open.entry(agent.clone()).or_default() += 1;
-        let (previous_pick, previous_weights) = match &pool {
-            Some(pool) => {
-                let previous_weights = weights.as_ref().map(|w| {
-                    let entry = state.weights.entry(pool.clone()).or_default();
-                    let before = entry.clone();
-                    entry.extend(w.iter().cloned());
-                    before
-                });
-                (
-                    state.last_pick.insert(pool.clone(), agent.clone()),
-                    previous_weights,
-                )
-            }
-            None => (None, None),
-        };
-        let reserved = Reservation {
-            pool,
-            agent,
-            previous_pick,
-            previous_weights,
-        };
+        let reserved = reserve(&mut routing.state, agent, pool, weights.as_deref());
         (decision, Some(reserved))
     }
 
@@ -660,86 +643,6 @@ impl Worker {
             .map_or(WAIT_RETRY, |d| {
                 d.clamp(Duration::from_millis(50), WAIT_RETRY)
             })
-    }
-
-    /// Sends notes and replies from the outbox, apart from the assignments:
-    /// a failed note is retried on its own and never repeats an assignment.
-    async fn run_outbox(self: Arc<Self>, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            let due = match self.store.claim_outbox(self.settings.lease, 8).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the outbox");
-                    self.idle(&shutdown, self.settings.poll_interval * 4).await;
-                    continue;
-                }
-            };
-            if due.is_empty() {
-                let wait = match self.store.outbox_next_due_ms().await {
-                    Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64),
-                    _ => self.settings.poll_interval,
-                };
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = self.outbox_wake.notified() => {}
-                    _ = tokio::time::sleep(wait.min(self.settings.poll_interval)) => {}
-                }
-                continue;
-            }
-            for m in due {
-                self.send_message(m).await;
-            }
-        }
-    }
-
-    async fn send_message(&self, m: OutboxRow) {
-        let message = NewMessage {
-            chat: m.chat_id,
-            text: m.text.clone(),
-            kind: if m.kind == "private" {
-                MessageKind::Private
-            } else {
-                MessageKind::Message
-            },
-            agent: m.agent_id,
-        };
-        let call = self.client().post_message(&message).await;
-        let (state, next, uncount, error) = match &call.result {
-            Ok(_) => ("done", 0, false, None),
-            Err(e) => match e.class() {
-                ErrorClass::Unauthorized | ErrorClass::RateLimited => {
-                    ("pending", now_ms(), true, Some(e.to_string()))
-                }
-                ErrorClass::Permanent | ErrorClass::AgentRejected => {
-                    ("dead", 0, false, Some(e.to_string()))
-                }
-                ErrorClass::Transient if m.attempts >= self.settings.max_attempts as i64 => {
-                    ("dead", 0, false, Some(e.to_string()))
-                }
-                ErrorClass::Transient => (
-                    "pending",
-                    now_ms() + retry_delay(m.attempts).as_millis() as i64,
-                    false,
-                    Some(e.to_string()),
-                ),
-            },
-        };
-        match (&call.result, state) {
-            (Ok(_), _) => tracing::info!(chat_id = m.chat_id, kind = %m.kind, "message posted"),
-            (Err(e), "dead") => {
-                tracing::error!(chat_id = m.chat_id, kind = %m.kind, error = %e, "message given up")
-            }
-            (Err(e), _) => {
-                tracing::warn!(chat_id = m.chat_id, kind = %m.kind, error = %e, "message will be retried")
-            }
-        }
-        if let Err(e) = self
-            .store
-            .settle_outbox(m.id, state, next, uncount, error.as_deref())
-            .await
-        {
-            tracing::error!(error = %e, "cannot record the message; it will be sent again after its lease");
-        }
     }
 
     /// The plan after a failed call, by SPEC §6.
@@ -817,6 +720,38 @@ struct Reservation {
     previous_weights: Option<HashMap<String, i64>>,
 }
 
+/// Moves the in-memory state as an assignment of `agent` (through `pool`)
+/// would, and returns what to give back if the call fails.
+fn reserve(
+    state: &mut RoutingState,
+    agent: String,
+    pool: Option<String>,
+    weights: Option<&[(String, i64)]>,
+) -> Reservation {
+    *state.open.entry(agent.clone()).or_default() += 1;
+    let (previous_pick, previous_weights) = match &pool {
+        Some(pool) => {
+            let previous_weights = weights.map(|w| {
+                let entry = state.weights.entry(pool.clone()).or_default();
+                let before = entry.clone();
+                entry.extend(w.iter().cloned());
+                before
+            });
+            (
+                state.last_pick.insert(pool.clone(), agent.clone()),
+                previous_weights,
+            )
+        }
+        None => (None, None),
+    };
+    Reservation {
+        pool,
+        agent,
+        previous_pick,
+        previous_weights,
+    }
+}
+
 /// What a successful assignment moves: the rotation, the weights, the open
 /// chat, the customer's agent, and the rule's note and reply.
 fn effects(rules: &Rules, decision: &Decision, context: &ChatContext) -> Assigned {
@@ -863,7 +798,20 @@ fn effects(rules: &Rules, decision: &Decision, context: &ChatContext) -> Assigne
             text: render(&reply.text),
         });
     }
+    let followup = pool.and_then(|p| {
+        let pool = &rules.pools[p];
+        pool.reassign_after.map(|after| Followup {
+            chat_id: context.chat_id,
+            pool: pool.name.clone(),
+            rule: rule.map(|r| r.name.clone()),
+            agent: agent.name.clone(),
+            hops: 0,
+            tried: vec![agent.name.clone()],
+            due_at_ms: now_ms() + after.as_millis() as i64,
+        })
+    });
     Assigned {
+        followup,
         round_robin: pool_name.clone().map(|p| (p, agent.name.clone())),
         weights: pool_name.zip(weights.clone()),
         opened: Some((context.chat_id, agent.name.clone())),

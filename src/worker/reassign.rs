@@ -1,0 +1,300 @@
+//! `reassign_after`: when an assignee has not answered in time, the chat
+//! moves on to the pool's next candidate, at most `max_reassign` times; then
+//! a private note says so. Each hop is an outcome row.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rand::RngExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{Worker, reserve};
+use crate::helpcrunch::types::Chat;
+use crate::helpcrunch::{ApiError, ErrorClass};
+use crate::limiter::Priority;
+use crate::rules::{ChatContext, Rules, reassign_pick};
+use crate::store::{Assigned, Followup, NewOutcome, OutboxMessage, OutcomeResult, now_ms};
+
+/// How soon a check that could not be made (429, 401, a network error) is tried again.
+const CHECK_RETRY: Duration = Duration::from_secs(5);
+
+/// What a follow-up check concluded.
+enum Step {
+    /// Nothing more to watch (answered, closed, taken over, or gone).
+    Done(Option<NewOutcome>),
+    /// Check again at this time.
+    Later(i64),
+    /// The chat moved to another agent.
+    Moved(NewOutcome, Assigned),
+    /// Give up moving it: record, leave a note, stop watching.
+    GiveUp(NewOutcome, OutboxMessage),
+}
+
+/// Whether `agent_id` has written in the chat.
+fn answered(chat: &Chat, agent_id: i64) -> bool {
+    chat.last_communicated_agent_id == Some(agent_id)
+        || chat.agents.iter().any(|a| a.id == agent_id)
+}
+
+impl Worker {
+    pub(super) async fn run_followups(self: Arc<Self>, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let due = match self.store.claim_followups(self.settings.lease, 8).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read follow-ups");
+                    self.idle(&shutdown, self.settings.poll_interval * 4).await;
+                    continue;
+                }
+            };
+            if due.is_empty() {
+                let wait = match self.store.followup_next_due_ms().await {
+                    Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64),
+                    _ => self.settings.poll_interval,
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(wait.min(self.settings.poll_interval)) => {}
+                }
+                continue;
+            }
+            for f in due {
+                let chat_id = f.chat_id;
+                let step = self.check(&f).await;
+                let (outcomes, assigned, next) = match step {
+                    Step::Done(o) => (o.into_iter().collect(), None, None),
+                    Step::Later(at) => (Vec::new(), None, Some(at)),
+                    Step::Moved(o, a) => (vec![o], Some(a), None),
+                    Step::GiveUp(o, note) => (
+                        vec![o],
+                        Some(Assigned {
+                            messages: vec![note],
+                            ..Assigned::default()
+                        }),
+                        None,
+                    ),
+                };
+                for o in &outcomes {
+                    tracing::info!(
+                        chat_id,
+                        result = o.result.as_str(),
+                        agent = o.agent.as_deref().unwrap_or("-"),
+                        reason = o.reason.as_deref().unwrap_or(""),
+                        "follow-up"
+                    );
+                }
+                let moved = assigned.as_ref().and_then(|a| a.opened.clone());
+                let result = self
+                    .store
+                    .settle_followup(chat_id, &outcomes, assigned.as_ref(), next)
+                    .await;
+                match result {
+                    Ok(()) => {
+                        if let Some((chat, agent)) = moved {
+                            self.opened(chat, &agent);
+                        }
+                        if assigned.is_some_and(|a| !a.messages.is_empty()) {
+                            self.outbox_wake.notify_one();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(chat_id, error = %e, "cannot record the follow-up; it will be checked again")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn check(&self, f: &Followup) -> Step {
+        let rules = self.rules();
+        let Some(p) = rules.pool_by_name(&f.pool) else {
+            return Step::Done(None); // the pool was removed by a reload
+        };
+        let pool = &rules.pools[p];
+        let (Some(after), Some(current)) = (pool.reassign_after, rules.agent_by_name(&f.agent))
+        else {
+            return Step::Done(None);
+        };
+        let call = self.client().chat(f.chat_id, Priority::Assign).await;
+        let chat = match call.result {
+            Ok(chat) => chat,
+            Err(e) => return self.check_failed(&e),
+        };
+        if chat.is_closed()
+            || chat.assignee.as_ref().map(|a| a.id) != Some(rules.agents[current].id)
+        {
+            return Step::Done(None); // closed, or someone took it over
+        }
+        if answered(&chat, rules.agents[current].id) {
+            return Step::Done(None);
+        }
+        let waited = humanize(after);
+        let mut outcome = NewOutcome::new(f.chat_id, OutcomeResult::Skipped);
+        outcome.rule = f.rule.clone();
+        outcome.pool = Some(pool.name.clone());
+        outcome.strategy = Some(pool.strategy.name());
+        if f.hops >= pool.max_reassign {
+            outcome.agent = Some(f.agent.clone());
+            outcome.agent_id = Some(rules.agents[current].id);
+            outcome.reason = Some(format!(
+                "{} did not answer within {waited}; stopped after {} reassignment(s)",
+                f.agent, f.hops
+            ));
+            return Step::GiveUp(
+                outcome,
+                give_up_note(
+                    &rules,
+                    f,
+                    current,
+                    &format!(
+                        "Nobody answered within {waited} after {} reassignment(s); the chat stays with {}.",
+                        f.hops, f.agent
+                    ),
+                ),
+            );
+        }
+        self.move_on(&rules, p, f, &chat, outcome, &waited).await
+    }
+
+    async fn move_on(
+        &self,
+        rules: &Rules,
+        p: usize,
+        f: &Followup,
+        chat: &Chat,
+        mut outcome: NewOutcome,
+        waited: &str,
+    ) -> Step {
+        let pool = &rules.pools[p];
+        let current = rules
+            .agent_by_name(&f.agent)
+            .expect("checked by the caller");
+        let context = ChatContext::from_chat(chat, &serde_json::Map::new());
+        let skills = f
+            .rule
+            .as_ref()
+            .and_then(|r| rules.rules.iter().find(|x| &x.name == r))
+            .map(|r| r.require_skills.clone())
+            .unwrap_or_default();
+        let (picked, reserved) = {
+            let mut routing = self.routing.lock().expect("routing lock");
+            routing.state.entropy = rand::rng().random();
+            match reassign_pick(
+                rules,
+                p,
+                &context,
+                &routing.state,
+                Timestamp::now(),
+                &skills,
+                &f.tried,
+            ) {
+                Some((agent, weights)) => {
+                    let name = rules.agents[agent].name.clone();
+                    let r = reserve(
+                        &mut routing.state,
+                        name,
+                        Some(pool.name.clone()),
+                        weights.as_deref(),
+                    );
+                    (Some((agent, weights)), Some(r))
+                }
+                None => (None, None),
+            }
+        };
+        let Some((next, weights)) = picked else {
+            outcome.agent = Some(f.agent.clone());
+            outcome.reason = Some(format!(
+                "{} did not answer within {waited}, and no other agent of pool `{}` is available",
+                f.agent, pool.name
+            ));
+            return Step::GiveUp(
+                outcome,
+                give_up_note(
+                    rules,
+                    f,
+                    current,
+                    &format!(
+                        "Nobody answered within {waited} and no other agent is available; the chat stays with {}.",
+                        f.agent
+                    ),
+                ),
+            );
+        };
+        let agent = &rules.agents[next];
+        let call = self.client().assign(f.chat_id, agent.id).await;
+        outcome.latency = Some(call.latency);
+        outcome.agent = Some(agent.name.clone());
+        outcome.agent_id = Some(agent.id);
+        match call.result {
+            Ok(_) => {
+                outcome.result = OutcomeResult::Assigned;
+                outcome.http_status = Some(200);
+                outcome.reason = Some(format!(
+                    "reassigned: {} did not answer within {waited} -> {} (hop {} of {})",
+                    f.agent,
+                    agent.name,
+                    f.hops + 1,
+                    pool.max_reassign
+                ));
+                let mut tried = f.tried.clone();
+                tried.push(agent.name.clone());
+                let assigned = Assigned {
+                    round_robin: Some((pool.name.clone(), agent.name.clone())),
+                    weights: weights.map(|w| (pool.name.clone(), w)),
+                    opened: Some((f.chat_id, agent.name.clone())),
+                    customer: context.customer_key().map(|k| (k, agent.name.clone())),
+                    messages: Vec::new(),
+                    followup: Some(Followup {
+                        agent: agent.name.clone(),
+                        hops: f.hops + 1,
+                        tried,
+                        due_at_ms: now_ms()
+                            + pool.reassign_after.unwrap_or_default().as_millis() as i64,
+                        ..f.clone()
+                    }),
+                };
+                Step::Moved(outcome, assigned)
+            }
+            Err(e) => {
+                self.undo_reservation(reserved);
+                outcome.result = OutcomeResult::Failed;
+                outcome.http_status = e.status();
+                outcome.error_code = e.code().map(str::to_string);
+                outcome.reason = Some(format!("reassignment to {} failed: {e}", agent.name));
+                match e.class() {
+                    ErrorClass::Permanent | ErrorClass::AgentRejected => Step::Done(Some(outcome)),
+                    _ => Step::Later(now_ms() + CHECK_RETRY.as_millis() as i64),
+                }
+            }
+        }
+    }
+
+    fn check_failed(&self, e: &ApiError) -> Step {
+        match e.class() {
+            // The chat is gone: nothing to watch.
+            ErrorClass::Permanent | ErrorClass::AgentRejected => Step::Done(None),
+            _ => Step::Later(now_ms() + CHECK_RETRY.as_millis() as i64),
+        }
+    }
+}
+
+fn give_up_note(rules: &Rules, f: &Followup, current: usize, text: &str) -> OutboxMessage {
+    OutboxMessage {
+        chat_id: f.chat_id,
+        kind: "private",
+        agent_id: Some(rules.agents[current].id),
+        text: text.to_string(),
+    }
+}
+
+/// "5m", "90s", "500ms": the duration as the rules would write it.
+fn humanize(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1000 == 0 => format!("{}s", m / 1000),
+        m => format!("{m}ms"),
+    }
+}
