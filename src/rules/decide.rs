@@ -41,6 +41,9 @@ impl RoutingState {
     }
 }
 
+/// A pool's current weights for `weighted`, as `(agent, current)`.
+pub type Weights = Vec<(String, i64)>;
+
 /// Why an agent was or was not a candidate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CandidateVerdict {
@@ -90,7 +93,7 @@ pub enum Verdict {
         /// The agent who had the pool's last chat, before this one.
         previous: Option<String>,
         /// For `weighted`: the pool's new current weights.
-        weights: Option<Vec<(String, i64)>>,
+        weights: Option<Weights>,
     },
     /// The rule's target had no candidate.
     NoCandidate {
@@ -257,7 +260,7 @@ pub fn decide_observed(
     }
 }
 
-type Pick = (usize, Option<String>, Option<Vec<(String, i64)>>);
+type Pick = (usize, Option<String>, Option<Weights>);
 
 /// The next agent for a chat nobody answered: the pool's strategy among its
 /// candidates, leaving out the agents who already had the chat. Returns the
@@ -270,7 +273,7 @@ pub fn reassign_pick(
     now: Timestamp,
     require_skills: &[String],
     exclude: &[String],
-) -> Option<(usize, Option<Vec<(String, i64)>>)> {
+) -> Option<(usize, Option<Weights>)> {
     let p = &rules.pools[pool];
     let candidates: Vec<Candidate> = p
         .members

@@ -26,7 +26,7 @@ enum Step {
     /// Check again at this time.
     Later(i64),
     /// The chat moved to another agent.
-    Moved(NewOutcome, Assigned),
+    Moved(NewOutcome, Box<Assigned>),
     /// Give up moving it: record, leave a note, stop watching.
     GiveUp(NewOutcome, OutboxMessage),
 }
@@ -65,7 +65,7 @@ impl Worker {
                 let (outcomes, assigned, next) = match step {
                     Step::Done(o) => (o.into_iter().collect(), None, None),
                     Step::Later(at) => (Vec::new(), None, Some(at)),
-                    Step::Moved(o, a) => (vec![o], Some(a), None),
+                    Step::Moved(o, a) => (vec![o], Some(*a), None),
                     Step::GiveUp(o, note) => (
                         vec![o],
                         Some(Assigned {
@@ -254,7 +254,7 @@ impl Worker {
                         ..f.clone()
                     }),
                 };
-                Step::Moved(outcome, assigned)
+                Step::Moved(outcome, Box::new(assigned))
             }
             Err(e) => {
                 self.undo_reservation(reserved);
