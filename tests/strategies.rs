@@ -34,6 +34,8 @@ fn rules(agents: Vec<Agent>, members: Vec<usize>, strategy: Strategy, skills: &[
             strategy,
             when_full: WhenFull::Wait,
             max_open: None,
+            reassign_after: None,
+            max_reassign: 1,
         }],
         rules: vec![Rule {
             name: "all".into(),
