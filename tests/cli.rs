@@ -96,6 +96,52 @@ async fn check_rejects_bad_rules_with_file_line_and_column() {
             ":7:8:",
             "rule name `R` is already used",
         ),
+        ("[agents\nalice = 1", ":1:8:", "unclosed table"),
+        (
+            "[agents]\nalice = { id = 1 }\n[pools.p]\nagents = [\"alice\", \"zed\"]",
+            ":4:20:",
+            "unknown agent `zed`",
+        ),
+        (
+            "[agents]\nalice = { id = 1, schedule = \"nite\" }",
+            ":2:30:",
+            "unknown schedule `nite`",
+        ),
+        (
+            "[schedules.s]\nhours = { mon = \"09:00-10:00\" }\nholidays = [\"2026-13-01\"]",
+            ":3:13:",
+            "holiday `2026-13-01` is not a date",
+        ),
+        (
+            "[schedules.s]\nhours = { funday = \"09:00-10:00\" }",
+            ":2:11:",
+            "`funday` is not a day",
+        ),
+        (
+            "[agents]\nalice = { id = 1 }\n[[rule]]\nname = \"r\"\nassign = \"alice\"\nnote = \"Hi {agnet}\"",
+            ":6:12:",
+            "unknown placeholder `{agnet}`",
+        ),
+        (
+            "[agents]\nalice = { id = 1 }\n[[rule]]\nname = \"r\"\nassign = \"alice\"\nreply = { from = \"bobo\", text = \"hi\" }",
+            ":6:18:",
+            "unknown agent `bobo`",
+        ),
+        (
+            "[agents]\nalice = { id = 1 }\n[[rule]]\nname = \"r\"\nassign = \"alice\"\nnote = \"back at {next_open}\"",
+            ":6:8:",
+            "`{next_open}` needs the rule to match `within` or `outside`",
+        ),
+        (
+            "[agents]\nalice = { id = 1 }\n[pools.p]\nagents = [\"alice\"]\nmax_reassign = 2",
+            ":5:16:",
+            "`max_reassign` needs `reassign_after`",
+        ),
+        (
+            "[agents]\nalice = { id = 1 }\n[[rule]]\nname = \"r\"\nmatch = { weekday = \"someday\" }\nassign = \"alice\"",
+            ":5:21:",
+            "`someday` is not a day",
+        ),
     ];
     for (rules, place, message) in cases {
         let app = app_with_rules(rules).await;

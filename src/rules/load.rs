@@ -793,3 +793,78 @@ fn compile_pattern(f: &File, value: &Spanned<RawValue>) -> Result<Pattern, Sourc
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(files: &[(&str, &str)]) -> Result<Rules, RulesError> {
+        let sources: Vec<(PathBuf, String)> = files
+            .iter()
+            .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+            .collect();
+        load_sources(&sources)
+    }
+
+    #[test]
+    fn files_merge_in_order_and_refer_to_each_other() {
+        let r = load(&[
+            ("10-agents.toml", "timezone = \"Europe/Kyiv\"\n[agents]\nbob = { id = 2 }\nalice = { id = 1 }\n[pools.p]\nagents = [\"bob\", \"alice\"]\n"),
+            ("20-rules.toml", "[[rule]]\nname = \"first\"\nassign = \"pool:p\"\n[[rule]]\nname = \"second\"\nassign = \"bob\"\n"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = r.agents.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"], "agents sorted by name");
+        assert_eq!(r.pools[0].members, vec![0, 1]);
+        assert_eq!(r.rules[1].location.to_string(), "20-rules.toml:5:8");
+        assert_eq!(r.timezone.iana_name(), Some("Europe/Kyiv"));
+    }
+
+    #[test]
+    fn a_name_defined_twice_across_files_names_both_places() {
+        let err = load(&[
+            ("10-a.toml", "[agents]\nalice = { id = 1 }\n"),
+            ("20-b.toml", "\n[agents]\nalice = { id = 2 }\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "20-b.toml:3:1: agent `alice` is already defined at 10-a.toml:2:1"
+        );
+    }
+
+    #[test]
+    fn every_match_value_form_compiles() {
+        let r = load(&[(
+            "r.toml",
+            r#"
+[agents]
+a = { id = 1 }
+[schedules.s]
+hours = { all = "00:00-24:00" }
+[[rule]]
+name = "all forms"
+match = { department = 7, customer.email = ["x@y.z", "*@corp.com"], customer.name = { contains = "CEO" }, customer.user_id = { exists = true }, message = { regex = "(?i)refund" }, "attr.tier" = "gold", weekday = ["mon", "sat-sun"], within = "s", any = { status = "new", created_with = "public_api" }, not = [{ customer.id = 5 }] }
+assign = "a"
+"#,
+        )])
+        .unwrap();
+        let keys: Vec<&str> = r.rules[0].conditions.iter().map(|c| c.key()).collect();
+        assert_eq!(
+            keys,
+            [
+                "department",
+                "customer.email",
+                "customer.name",
+                "customer.user_id",
+                "message",
+                "attr.tier",
+                "weekday",
+                "within",
+                "any",
+                "not"
+            ]
+        );
+    }
+}
