@@ -90,8 +90,9 @@ fn explain_says_which_key_failed_and_what_it_saw() {
         "{}",
         rules[0]["location"]
     );
-    assert_eq!(rules[2]["failed_key"], "attr.language");
-    assert_eq!(rules[2]["seen"], "no value");
+    // Conditions are tried in the order written: `department` comes first.
+    assert_eq!(rules[2]["failed_key"], "department");
+    assert_eq!(rules[2]["seen"], "\"Support\" / \"1\"");
     assert_eq!(rules[3]["failed_key"], "department");
     assert_eq!(rules[6]["name"], "after-hours");
     assert_eq!(rules[6]["status"], "matched");
