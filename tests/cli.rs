@@ -234,3 +234,33 @@ async fn the_api_key_never_leaks() {
     assert!(text.contains("queue: pending 1"), "{text}");
     assert!(!text.contains(CANARY));
 }
+
+/// `check --online` finds agent ids the account does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_reports_unknown_agent_ids() {
+    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    let out = app.command(&["check", "--online"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("online: the account has 3 agents"), "{text}");
+
+    let app = TestApp::new(
+        THREE_AGENTS,
+        agents(&[("alice", 4188), ("bob", 4761)]),
+        None,
+        "",
+        "",
+    )
+    .await;
+    let out = app.command(&["check", "--online"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("agent ids not in the HelpCrunch account: `carol` (id 6694)"),
+        "{err}"
+    );
+}

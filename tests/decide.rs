@@ -233,3 +233,45 @@ fn same_inputs_same_decision() {
         assert_eq!(decide(&r, &plain(), &s, t), first);
     }
 }
+
+#[test]
+fn check_reports_the_hours_a_routed_pool_has_nobody_on_shift() {
+    let text = r#"
+timezone = "Europe/Kyiv"
+[agents]
+carol = { id = 3, schedule = "early" }
+erin  = { id = 5, schedule = "late" }
+[schedules.early]
+hours = { mon-fri = "06:00-15:00" }
+[schedules.late]
+hours = { mon-fri = "14:00-22:00" }
+[pools.day]
+agents = ["carol", "erin"]
+[[rule]]
+name = "all"
+assign = "pool:day"
+"#;
+    let r = rules::load_sources(&[(PathBuf::from("r.toml"), text.to_string())]).unwrap();
+    let monday: jiff::Zoned = "2026-06-01T00:00:00+03:00[Europe/Kyiv]".parse().unwrap();
+    let gaps = r.uncovered_hours(0, &monday);
+    assert_eq!(
+        gaps.len(),
+        5 * 8 + 2 * 24,
+        "22:00-06:00 on weekdays, all weekend"
+    );
+    let warnings = r.warnings_for_week(&monday);
+    let w = warnings
+        .iter()
+        .find(|w| w.starts_with("pool `day`"))
+        .unwrap();
+    assert!(
+        w.starts_with(
+            "pool `day` has no agent on shift mon 00:00-06:00, mon 22:00-24:00, tue 00:00-06:00"
+        ),
+        "{w}"
+    );
+    assert!(
+        w.contains("sat 00:00-24:00, sun 00:00-24:00 (rule `all` routes to it)"),
+        "{w}"
+    );
+}

@@ -6,7 +6,7 @@ use super::Failure;
 use crate::config::Config;
 use crate::rules::{self, Target};
 
-pub(super) fn run(config_path: &Path) -> Result<(), Failure> {
+pub(super) async fn run(config_path: &Path, online: bool) -> Result<(), Failure> {
     let config = Config::load(config_path).map_err(|e| Failure::Invalid(e.into()))?;
     let rules = rules::load_path(&config.rules.path).map_err(|e| Failure::Invalid(e.into()))?;
     println!("config {}: ok", config_path.display());
@@ -72,9 +72,20 @@ pub(super) fn run(config_path: &Path) -> Result<(), Failure> {
         ),
         Err(e) => println!("warning: {e}"),
     }
-    let warnings = rules.warnings();
+    // Shift coverage over the current week, in the rules' zone.
+    let today = jiff::Timestamp::now()
+        .to_zoned(rules.timezone.clone())
+        .date();
+    let monday = today
+        .checked_sub(jiff::Span::new().days(today.weekday().to_monday_zero_offset() as i64))
+        .and_then(|d| d.to_zoned(rules.timezone.clone()))
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot compute this week: {e}")))?;
+    let warnings = rules.warnings_for_week(&monday);
     for w in &warnings {
         println!("warning: {w}");
+    }
+    if online {
+        check_online(&config, &rules).await?;
     }
     println!(
         "ok: {} agents, {} pools, {} schedules, {} rules, {} warning(s)",
@@ -85,4 +96,47 @@ pub(super) fn run(config_path: &Path) -> Result<(), Failure> {
         warnings.len()
     );
     Ok(())
+}
+
+/// `--online`: every agent id in the rules must exist in the account.
+async fn check_online(config: &Config, rules: &rules::Rules) -> Result<(), Failure> {
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+    let key = config
+        .api_key()
+        .map_err(|e| Failure::Invalid(e.into()))?
+        .ok_or_else(|| {
+            Failure::Invalid(anyhow::anyhow!("--online needs the HelpCrunch API key"))
+        })?;
+    // A handful of calls: a limiter of its own, at a tenth of the account's pace.
+    let limiter = Arc::new(crate::limiter::Limiter::new(
+        NonZeroU32::new(12).expect("nonzero"),
+        std::time::Duration::from_secs(60),
+        NonZeroU32::new(5).expect("nonzero"),
+    ));
+    let client = crate::helpcrunch::Client::new(
+        &config.helpcrunch.base_url,
+        &key,
+        config.helpcrunch.timeout.0,
+        limiter,
+    )
+    .map_err(|e| Failure::Invalid(e.into()))?;
+    let team = client
+        .agents()
+        .await
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot list the account's agents: {e}")))?;
+    println!("online: the account has {} agents", team.len());
+    let missing: Vec<String> = rules
+        .agents
+        .iter()
+        .filter(|a| !team.iter().any(|t| t.id == a.id))
+        .map(|a| format!("`{}` (id {})", a.name, a.id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::Invalid(anyhow::anyhow!(
+        "agent ids not in the HelpCrunch account: {}",
+        missing.join(", ")
+    )))
 }

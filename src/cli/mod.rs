@@ -38,7 +38,11 @@ enum Command {
     /// Run the daemon until SIGTERM/SIGINT; SIGHUP reloads.
     Run,
     /// Validate the configuration and rules, print a summary and warnings.
-    Check,
+    Check {
+        /// Also ask HelpCrunch (GET /agents) whether every agent id exists.
+        #[arg(long)]
+        online: bool,
+    },
     /// Put chats on the queue.
     Enqueue {
         #[arg(required = true)]
@@ -208,7 +212,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             init_logging(config.log.format, "info");
             daemon::run(cli.config).await?;
         }
-        Command::Check => check::run(&cli.config)?,
+        Command::Check { online } => check::run(&cli.config, online).await?,
         Command::Enqueue {
             chat_ids,
             attrs,

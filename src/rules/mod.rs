@@ -171,7 +171,54 @@ impl Rules {
         self.agents.iter().position(|a| a.id == id)
     }
 
+    /// The hours of the week starting `monday` (local midnight) at which no
+    /// member of `pool` is on shift, as `(weekday 0 = Monday, hour)`.
+    /// Members without a schedule are always on shift.
+    pub fn uncovered_hours(&self, pool: usize, monday: &jiff::Zoned) -> Vec<(usize, u8)> {
+        let members = &self.pools[pool].members;
+        let mut out = Vec::new();
+        for day in 0..7 {
+            for hour in 0..24u8 {
+                let Ok(at) = monday.checked_add(jiff::SignedDuration::from_mins(
+                    day as i64 * 1440 + hour as i64 * 60 + 30,
+                )) else {
+                    continue;
+                };
+                let t = at.timestamp();
+                let covered = members.iter().any(|&a| match self.agents[a].schedule {
+                    None => true,
+                    Some(s) => self.schedules[s].is_open(t),
+                });
+                if !covered {
+                    out.push((day, hour));
+                }
+            }
+        }
+        out
+    }
+
     /// What `check` warns about: valid, but probably not what was meant.
+    /// Shift coverage is judged over the week that starts `monday`.
+    pub fn warnings_for_week(&self, monday: &jiff::Zoned) -> Vec<String> {
+        let mut out = self.warnings();
+        for (i, p) in self.pools.iter().enumerate() {
+            let Some(rule) = self.rules.iter().find(|r| r.target == Target::Pool(i)) else {
+                continue;
+            };
+            let gaps = self.uncovered_hours(i, monday);
+            if !gaps.is_empty() {
+                out.push(format!(
+                    "pool `{}` has no agent on shift {} (rule `{}` routes to it)",
+                    p.name,
+                    describe_hours(&gaps),
+                    rule.name
+                ));
+            }
+        }
+        out
+    }
+
+    /// What `check` warns about that needs no calendar.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(first) = self.rules.iter().position(|r| r.conditions.is_empty()) {
@@ -212,4 +259,21 @@ impl Rules {
         }
         out
     }
+}
+
+/// `[(0, 0), (0, 1), (0, 2), (2, 23)]` -> "mon 00:00-03:00, wed 23:00-24:00".
+fn describe_hours(hours: &[(usize, u8)]) -> String {
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let mut spans: Vec<(usize, u8, u8)> = Vec::new();
+    for &(day, hour) in hours {
+        match spans.last_mut() {
+            Some((d, _, end)) if *d == day && *end == hour => *end = hour + 1,
+            _ => spans.push((day, hour, hour + 1)),
+        }
+    }
+    spans
+        .iter()
+        .map(|(d, a, b)| format!("{} {a:02}:00-{b:02}:00", DAYS[*d]))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
