@@ -23,10 +23,12 @@ fn every_rules_example_loads() {
         for (i, block) in toml_blocks(&text).into_iter().enumerate() {
             // Config examples are checked as config, rules examples as rules.
             if block.contains("[helpcrunch") || block.contains("[worker]") {
-                assignd::config::Config::parse(&root.join(doc), &block).unwrap_or_else(|e| panic!("{doc} block {i}: {e}"));
+                assignd::config::Config::parse(&root.join(doc), &block)
+                    .unwrap_or_else(|e| panic!("{doc} block {i}: {e}"));
             } else {
                 let name = root.join(format!("{doc}#{i}"));
-                assignd::rules::load_sources(&[(name, block)]).unwrap_or_else(|e| panic!("{doc} block {i}: {e}"));
+                assignd::rules::load_sources(&[(name, block)])
+                    .unwrap_or_else(|e| panic!("{doc} block {i}: {e}"));
             }
             checked += 1;
         }

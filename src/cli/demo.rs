@@ -188,7 +188,12 @@ pub(super) async fn run(rules_path: Option<PathBuf>, chats: u32) -> Result<(), F
             .active_count()
             .await
             .context("cannot read the queue")?;
-        if active == 0 || Instant::now() > deadline {
+        let unsent = runtime
+            .store
+            .outbox_pending()
+            .await
+            .context("cannot read the outbox")?;
+        if (active == 0 && unsent == 0) || Instant::now() > deadline {
             break;
         }
     }
@@ -279,9 +284,23 @@ async fn report(
     let requests = sandbox.requests();
     let gets = requests.iter().filter(|r| r.method == "GET").count();
     let puts = requests.iter().filter(|r| r.method == "PUT").count();
+    let posts = requests.iter().filter(|r| r.method == "POST").count();
     let rejected = sandbox.rejected_429();
+    let messages = sandbox.messages();
+    let notes = messages.iter().filter(|m| m["type"] == "private").count();
     println!(
-        "API: {} calls ({gets} GET /chats/{{id}}, {puts} PUT /chats/assignee), {rejected} answered 429",
+        "messages: {notes} private notes, {} replies to customers (each after its assignment)",
+        messages.len() - notes
+    );
+    if let Some(reply) = messages.iter().find(|m| m["type"] == "message") {
+        println!(
+            "  e.g. to chat {}: {}",
+            reply["chat"],
+            reply["text"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "API: {} calls ({gets} GET /chats/{{id}}, {puts} PUT /chats/assignee, {posts} POST /messages), {rejected} answered 429",
         requests.len()
     );
     let times: Vec<Duration> = requests.iter().map(|r| r.at).collect();

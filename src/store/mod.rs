@@ -464,6 +464,15 @@ impl Store {
         Ok(())
     }
 
+    /// Outbox messages not yet sent or given up.
+    pub async fn outbox_pending(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
     /// When the next outbox message is due, if any.
     pub async fn outbox_next_due_ms(&self) -> Result<Option<i64>, StoreError> {
         Ok(
