@@ -22,27 +22,44 @@ pub enum Field {
     Attr(String),
 }
 
+/// The values a field has in a chat, borrowed: matching allocates nothing.
+#[derive(Clone, Copy)]
+pub struct Values<'a> {
+    first: Option<&'a Text>,
+    rest: &'a [Text],
+}
+
+impl<'a> Values<'a> {
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+    fn iter(&self) -> impl Iterator<Item = &'a Text> + use<'a> {
+        self.first.into_iter().chain(self.rest.iter())
+    }
+}
+
 impl Field {
-    fn values<'a>(&self, chat: &'a ChatContext) -> Vec<&'a Text> {
-        let one = |t: &'a Option<Text>| t.iter().collect::<Vec<_>>();
+    fn values<'a>(&self, chat: &'a ChatContext) -> Values<'a> {
+        let only = |t: &'a Option<Text>| Values {
+            first: None,
+            rest: t.as_slice(),
+        };
         match self {
-            Field::Department => chat
-                .department_name
-                .iter()
-                .chain(chat.department_id.iter())
-                .collect(),
-            Field::CustomerEmail => one(&chat.customer_email),
-            Field::CustomerName => one(&chat.customer_name),
-            Field::CustomerId => one(&chat.customer_id),
-            Field::CustomerUserId => one(&chat.customer_user_id),
-            Field::Status => one(&chat.status),
-            Field::CreatedWith => one(&chat.created_with),
-            Field::Message => one(&chat.message),
-            Field::Attr(key) => chat
-                .attrs
-                .get(key)
-                .map(|v| v.iter().collect())
-                .unwrap_or_default(),
+            Field::Department => Values {
+                first: chat.department_name.as_ref(),
+                rest: chat.department_id.as_slice(),
+            },
+            Field::CustomerEmail => only(&chat.customer_email),
+            Field::CustomerName => only(&chat.customer_name),
+            Field::CustomerId => only(&chat.customer_id),
+            Field::CustomerUserId => only(&chat.customer_user_id),
+            Field::Status => only(&chat.status),
+            Field::CreatedWith => only(&chat.created_with),
+            Field::Message => only(&chat.message),
+            Field::Attr(key) => Values {
+                first: None,
+                rest: chat.attrs.get(key).map_or(&[][..], Vec::as_slice),
+            },
         }
     }
 }
@@ -53,7 +70,7 @@ pub enum Pattern {
     /// Case-insensitive equality (stored lower-case).
     Exact(String),
     /// Case-insensitive with `*` and `?` (stored lower-case).
-    Glob(String),
+    Glob(Glob),
     Regex(Regex),
     /// Case-insensitive substring (stored lower-case).
     Contains(String),
@@ -68,13 +85,13 @@ impl Pattern {
     pub fn text(s: &str) -> Self {
         let lower = s.to_lowercase();
         if lower.contains(['*', '?']) {
-            Pattern::Glob(lower)
+            Pattern::Glob(Glob::new(lower))
         } else {
             Pattern::Exact(lower)
         }
     }
 
-    fn holds(&self, values: &[&Text]) -> bool {
+    fn holds(&self, values: Values) -> bool {
         match self {
             Pattern::Exists(want) => values.is_empty() != *want,
             Pattern::AnyOf(ps) => ps.iter().any(|p| p.holds(values)),
@@ -85,11 +102,53 @@ impl Pattern {
     fn holds_one(&self, v: &Text) -> bool {
         match self {
             Pattern::Exact(s) => v.lower == *s,
-            Pattern::Glob(g) => glob_match(g.as_bytes(), v.lower.as_bytes()),
+            Pattern::Glob(g) => g.matches(&v.lower),
             Pattern::Regex(r) => r.is_match(&v.raw),
             Pattern::Contains(s) => v.lower.contains(s.as_str()),
             Pattern::Exists(want) => *want,
             Pattern::AnyOf(ps) => ps.iter().any(|p| p.holds_one(v)),
+        }
+    }
+}
+
+/// A lower-case glob, compiled at load: the common shapes (`*@corp.com`,
+/// `vip-*`, `*refund*`, `a*z`) become plain string tests; anything else
+/// runs the general matcher.
+#[derive(Debug, Clone)]
+pub enum Glob {
+    Suffix(String),
+    Prefix(String),
+    Contains(String),
+    PrefixSuffix(String, String),
+    General(String),
+}
+
+impl Glob {
+    pub fn new(pattern: String) -> Self {
+        if pattern.contains('?') {
+            return Glob::General(pattern);
+        }
+        let parts: Vec<&str> = pattern.split('*').collect();
+        match parts.as_slice() {
+            ["", s] => Glob::Suffix(s.to_string()),
+            [p, ""] => Glob::Prefix(p.to_string()),
+            ["", m, ""] => Glob::Contains(m.to_string()),
+            [p, s] => Glob::PrefixSuffix(p.to_string(), s.to_string()),
+            _ => Glob::General(pattern),
+        }
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        match self {
+            Glob::Suffix(s) => text.ends_with(s.as_str()),
+            Glob::Prefix(p) => text.starts_with(p.as_str()),
+            Glob::Contains(m) => text.contains(m.as_str()),
+            Glob::PrefixSuffix(p, s) => {
+                text.len() >= p.len() + s.len()
+                    && text.starts_with(p.as_str())
+                    && text.ends_with(s.as_str())
+            }
+            Glob::General(g) => glob_match(g.as_bytes(), text.as_bytes()),
         }
     }
 }
@@ -182,7 +241,7 @@ impl Condition {
 
     pub fn holds(&self, chat: &ChatContext, schedules: &[Schedule], now: Timestamp) -> bool {
         match self {
-            Condition::Field { field, pattern, .. } => pattern.holds(&field.values(chat)),
+            Condition::Field { field, pattern, .. } => pattern.holds(field.values(chat)),
             Condition::Within { schedule } => schedules[*schedule].is_open(now),
             Condition::Outside { schedule } => !schedules[*schedule].is_open(now),
             Condition::Weekday { days, tz } => {
@@ -260,14 +319,58 @@ mod tests {
     }
 
     #[test]
+    fn compiled_globs_agree_with_the_general_matcher() {
+        let texts = [
+            "",
+            "a",
+            "ann@bigcorp.com",
+            "vip-ann",
+            "my refund please",
+            "az",
+            "abcz",
+            "zza",
+            "a*b",
+        ];
+        for p in [
+            "*@bigcorp.com",
+            "vip-*",
+            "*refund*",
+            "a*z",
+            "*",
+            "**",
+            "a*b*c",
+            "?nn*",
+            "*a",
+            "a*",
+        ] {
+            let g = Glob::new(p.to_string());
+            for t in texts {
+                assert_eq!(
+                    g.matches(t),
+                    glob_match(p.as_bytes(), t.as_bytes()),
+                    "{p} on {t:?} ({g:?})"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn patterns_are_case_insensitive() {
-        let t = Text::new("Ann@BigCorp.com");
-        assert!(Pattern::text("*@bigcorp.COM").holds(&[&t]));
-        assert!(Pattern::text("ann@bigcorp.com").holds(&[&t]));
-        assert!(Pattern::Contains("bigcorp".into()).holds(&[&t]));
-        assert!(Pattern::Exists(true).holds(&[&t]));
-        assert!(Pattern::Exists(false).holds(&[]));
-        assert!(!Pattern::text("*").holds(&[]));
-        assert!(Pattern::AnyOf(vec![Pattern::text("x"), Pattern::text("ann*")]).holds(&[&t]));
+        let t = [Text::new("Ann@BigCorp.com")];
+        let one = Values {
+            first: None,
+            rest: &t,
+        };
+        let none = Values {
+            first: None,
+            rest: &[],
+        };
+        assert!(Pattern::text("*@bigcorp.COM").holds(one));
+        assert!(Pattern::text("ann@bigcorp.com").holds(one));
+        assert!(Pattern::Contains("bigcorp".into()).holds(one));
+        assert!(Pattern::Exists(true).holds(one));
+        assert!(Pattern::Exists(false).holds(none));
+        assert!(!Pattern::text("*").holds(none));
+        assert!(Pattern::AnyOf(vec![Pattern::text("x"), Pattern::text("ann*")]).holds(one));
     }
 }
