@@ -350,3 +350,55 @@ async fn simulate_reproduces_the_workers_choices() {
     }
     assert!(compared >= 8, "{compared}");
 }
+
+/// Each of the dozen fixture chats, at its own time (or noon in Kyiv):
+/// where it goes and the rule that sends it there. Run on a fresh state, so
+/// each decision stands alone.
+#[test]
+fn explain_sends_every_fixture_chat_where_it_should() {
+    let expected: [(i64, &str, &str, Option<&str>); 12] = [
+        (1, "assigned", "vip", Some("alice")),
+        (2, "skipped", "spam", None),
+        (3, "assigned", "billing in Ukrainian", Some("alice")),
+        (4, "assigned", "billing in Ukrainian", Some("alice")),
+        (5, "assigned", "sales on weekdays", Some("carol")),
+        (6, "assigned", "executives", Some("alice")),
+        (7, "assigned", "api chats", None), // random: dave or erin
+        (8, "assigned", "everything else", Some("alice")),
+        (9, "assigned", "after-hours", Some("dave")),
+        (10, "assigned", "after-hours", Some("dave")),
+        (11, "assigned", "everything else", Some("alice")),
+        (12, "assigned", "sales on weekdays", Some("carol")),
+    ];
+    for (chat, result, rule, agent) in expected {
+        let e = explain(chat, NOON_KYIV, &[]);
+        let at = serde_json::from_str::<Value>(&chat_line(chat)).unwrap()["at"]
+            .as_str()
+            .map(String::from);
+        let e = match at {
+            Some(at) => explain(chat, &at, &[]),
+            None => e,
+        };
+        let d = &e["decision"];
+        assert_eq!(d["result"], result, "chat {chat}: {e:#}");
+        assert_eq!(d["rule"], rule, "chat {chat}");
+        match agent {
+            Some(a) => assert_eq!(d["agent"], a, "chat {chat}"),
+            None if result == "assigned" => assert!(
+                d["agent"] == "dave" || d["agent"] == "erin",
+                "chat {chat}: {d}"
+            ),
+            None => assert_eq!(d["agent"], Value::Null),
+        }
+        // Every rule before the deciding one says why it failed.
+        let rules = e["rules"].as_array().unwrap();
+        let decided = rules.iter().position(|r| r["name"] == rule).unwrap();
+        for r in &rules[..decided] {
+            assert_eq!(r["status"], "failed", "chat {chat}: {r}");
+            assert!(
+                r["failed_key"].is_string() && r["seen"].is_string(),
+                "chat {chat}: {r}"
+            );
+        }
+    }
+}

@@ -298,6 +298,23 @@ mod tests {
     }
 
     #[test]
+    fn dst_overlap_hours_are_open_both_times_round() {
+        // New York falls back at 02:00 on 2026-11-01: 01:00-02:00 happens twice.
+        let s = schedule("America/New_York", &[("sun", "01:30-01:45")], &[]);
+        assert!(s.is_open(at("2026-11-01T05:35:00Z"))); // 01:35 EDT
+        assert!(s.is_open(at("2026-11-01T06:35:00Z"))); // 01:35 EST, the second time
+        assert!(!s.is_open(at("2026-11-01T06:50:00Z")));
+        // The next opening in the overlap is the earlier of the two instants.
+        let next = s.next_open(at("2026-11-01T04:00:00Z")).unwrap(); // 00:00 EDT
+        assert_eq!(next.timestamp(), at("2026-11-01T05:30:00Z"));
+        // Kyiv falls back at 04:00 on 2026-10-25: a night range spans the longer night.
+        let night = schedule("Europe/Kyiv", &[("all", "22:00-06:00")], &[]);
+        assert!(night.is_open(at("2026-10-25T00:30:00Z"))); // 03:30 EEST
+        assert!(night.is_open(at("2026-10-25T01:30:00Z"))); // 03:30 EET
+        assert!(!night.is_open(at("2026-10-25T04:00:00Z"))); // 06:00 EET
+    }
+
+    #[test]
     fn next_open_in_a_dst_gap_moves_forward() {
         // New York springs forward at 02:00 on 2026-03-08; a 02:30 opening does not exist.
         let s = schedule("America/New_York", &[("sun", "02:30-05:00")], &[]);
