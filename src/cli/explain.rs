@@ -9,14 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use jiff::Timestamp;
 
-use super::Failure;
+use super::{Failure, open_store};
 use crate::config::Config;
 use crate::helpcrunch::Client;
 use crate::helpcrunch::types::Chat;
 use crate::limiter::{Limiter, Priority};
 use crate::rules::{self, ChatContext, RoutingState};
 use crate::simulate::SimChat;
-use crate::store::Store;
 
 pub(super) struct Args {
     pub chat_id: Option<i64>,
@@ -94,17 +93,10 @@ async fn routing_state(
     config: &Config,
     context: &mut ChatContext,
 ) -> Result<RoutingState, Failure> {
-    let path = config.database_file();
-    if !path.exists() {
+    if !config.database_file().exists() {
         return Ok(RoutingState::default());
     }
-    let store = Store::open(&path, config.database.synchronous)
-        .await
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
-    store
-        .migrate()
-        .await
-        .context("cannot migrate the database")?;
+    let store = open_store(config).await?;
     let stored = store
         .load_routing()
         .await
@@ -116,17 +108,7 @@ async fn routing_state(
             .context("cannot read the customer's agent")?;
     }
     store.close().await;
-    Ok(RoutingState {
-        last_pick: stored.last_pick,
-        weights: stored.weights,
-        open: stored.open,
-        away: stored
-            .away
-            .into_iter()
-            .map(|(a, until)| (a, until.and_then(|ms| Timestamp::from_millisecond(ms).ok())))
-            .collect(),
-        ..RoutingState::default()
-    })
+    Ok(stored.into_state())
 }
 
 /// One `GET /chats/{id}`: a single call, well inside any budget.

@@ -193,6 +193,7 @@ fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure::Invalid(e.into()))
 }
 
+/// Opens and migrates the configured database.
 async fn open_store(config: &Config) -> Result<Store, Failure> {
     let path = config.database_file();
     let store = Store::open(&path, config.database.synchronous)

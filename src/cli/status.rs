@@ -3,10 +3,10 @@
 use anyhow::Context;
 use jiff::Timestamp;
 
-use super::Failure;
+use super::{Failure, open_store};
 use crate::config::Config;
 use crate::rules;
-use crate::store::{Store, now_ms};
+use crate::store::now_ms;
 
 pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     let path = config.database_file();
@@ -16,13 +16,7 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
             path.display()
         )));
     }
-    let store = Store::open(&path, config.database.synchronous)
-        .await
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
-    store
-        .migrate()
-        .await
-        .context("cannot migrate the database")?;
+    let store = open_store(config).await?;
 
     let depth = store.queue_depth().await.context("cannot read the queue")?;
     let count = |s: &str| depth.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);

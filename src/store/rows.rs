@@ -256,3 +256,30 @@ impl QueueListing {
         }
     }
 }
+
+/// Away flags as stored (Unix ms) to the decision's form.
+pub fn away_from_ms(
+    away: std::collections::HashMap<String, Option<i64>>,
+) -> std::collections::HashMap<String, Option<jiff::Timestamp>> {
+    away.into_iter()
+        .map(|(agent, until)| {
+            (
+                agent,
+                until.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
+            )
+        })
+        .collect()
+}
+
+impl StoredRouting {
+    /// The decision's state, as the database holds it.
+    pub fn into_state(self) -> crate::rules::RoutingState {
+        crate::rules::RoutingState {
+            last_pick: self.last_pick,
+            weights: self.weights,
+            open: self.open,
+            away: away_from_ms(self.away),
+            ..crate::rules::RoutingState::default()
+        }
+    }
+}

@@ -26,7 +26,7 @@ use crate::rules::template::{Placeholder, Template};
 use crate::rules::{ChatContext, Decision, RoutingState, Rules, Target, Verdict, WhenFull, decide};
 use crate::store::{
     Assigned, Followup, NewOutcome, Next, OutboxMessage, OutcomeResult, QueueRow, Settlement,
-    Store, now_ms,
+    Store, away_from_ms, now_ms,
 };
 
 mod outbox;
@@ -113,13 +113,7 @@ impl Worker {
             client: RwLock::new(client),
             rules: RwLock::new(rules),
             routing: Mutex::new(Routing {
-                state: RoutingState {
-                    last_pick: stored.last_pick,
-                    weights: stored.weights,
-                    open: stored.open,
-                    away: away_from_ms(stored.away),
-                    ..RoutingState::default()
-                },
+                state: stored.into_state(),
                 open_chats,
             }),
             settings,
@@ -856,17 +850,6 @@ fn retry_delay(attempts: i64) -> Duration {
     let exp = attempts.clamp(1, 20) as u32 - 1;
     let base = FIRST_RETRY.saturating_mul(1 << exp.min(16)).min(MAX_RETRY);
     base.mul_f64(rand::rng().random_range(0.5..1.0))
-}
-
-fn away_from_ms(away: HashMap<String, Option<i64>>) -> HashMap<String, Option<Timestamp>> {
-    away.into_iter()
-        .map(|(agent, until)| {
-            (
-                agent,
-                until.and_then(|ms| Timestamp::from_millisecond(ms).ok()),
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]
