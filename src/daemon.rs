@@ -72,7 +72,11 @@ pub async fn assemble(
         config.helpcrunch.timeout.0,
         limiter.clone(),
     )?;
-    let worker = Worker::new(store.clone(), client, rules, Settings::from(&config.worker)).await?;
+    let settings = Settings {
+        retention: config.database.retention.0,
+        ..Settings::from(&config.worker)
+    };
+    let worker = Worker::new(store.clone(), client, rules, settings).await?;
     Ok(Runtime {
         store,
         limiter,

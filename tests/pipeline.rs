@@ -368,3 +368,66 @@ async fn unauthorized_keeps_rows_pending() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("api: unauthorized"), "{text}");
 }
+
+/// Dead letters are listed with their reasons and can be put back; pruning
+/// removes old finished rows and outcomes, never pending or dead ones.
+#[tokio::test]
+async fn dead_letters_are_listed_retried_and_never_pruned() {
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        None,
+        "fetch_chat = \"never\"",
+        "",
+    )
+    .await;
+    app.process_raw([999_999_991, 5], Duration::from_secs(10))
+        .await;
+    let out = app
+        .command(&["queue", "list", "--state", "dead"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("999999991") && text.contains("dead") && text.contains("HTTP 404"),
+        "{text}"
+    );
+    assert!(!text.contains("   5 "), "only dead rows: {text}");
+
+    // Pruning: everything is "old" with a cut-off in the future.
+    let pool = app.producer().await;
+    sqlx::query("INSERT INTO queue (chat_id) VALUES (77)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let store = assignd::store::Store::open(&app.db_path, assignd::config::Synchronous::Normal)
+        .await
+        .unwrap();
+    let (rows, outcomes) = store
+        .prune(assignd::store::now_ms() + 60_000)
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!((rows, outcomes), (1, 2), "the done row and both outcomes");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'dead'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending'")
+            .await,
+        1
+    );
+
+    let out = app.command(&["queue", "retry", "--dead"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 dead row(s) put back on the queue"
+    );
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending' AND attempts = 0 AND last_error IS NULL").await, 2);
+    let out = app.command(&["queue", "retry"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "ids or --dead");
+}

@@ -91,6 +91,11 @@ enum Command {
     },
     /// Queue depth, waiting chats, recent outcomes, assignments today, API health.
     Status,
+    /// Inspect the queue; put dead rows back.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
     /// Mark an agent unavailable, or available again.
     Agent {
         #[command(subcommand)]
@@ -120,6 +125,24 @@ enum Command {
         /// How many sample chats to enqueue.
         #[arg(long, default_value_t = 200)]
         chats: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Rows, newest first, with their reasons.
+    List {
+        #[arg(long, value_parser = ["pending", "leased", "done", "dead"])]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Put dead rows back on the queue: the given row ids, or all with --dead.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "dead"])))]
+    Retry {
+        ids: Vec<i64>,
+        #[arg(long)]
+        dead: bool,
     },
 }
 
@@ -285,6 +308,41 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Status => {
             let config = load_config(&cli.config)?;
             status::run(&config).await?;
+        }
+        Command::Queue { action } => {
+            let config = load_config(&cli.config)?;
+            let store = open_store(&config).await?;
+            match action {
+                QueueAction::List { state, limit } => {
+                    let rows = store
+                        .list_queue(state.as_deref(), limit)
+                        .await
+                        .context("cannot read the queue")?;
+                    println!(
+                        "{:>8} {:>12} {:<8} {:>8}  reason",
+                        "row", "chat", "state", "attempts"
+                    );
+                    for r in rows {
+                        println!(
+                            "{:>8} {:>12} {:<8} {:>8}  {}",
+                            r.id,
+                            r.chat_id,
+                            r.state,
+                            r.attempts,
+                            r.last_error.as_deref().unwrap_or("")
+                        );
+                    }
+                }
+                QueueAction::Retry { ids, dead } => {
+                    let which = (!dead).then_some(ids.as_slice());
+                    let n = store
+                        .retry_dead(which)
+                        .await
+                        .context("cannot put rows back")?;
+                    println!("{n} dead row(s) put back on the queue");
+                }
+            }
+            store.close().await;
         }
         Command::Agent { action } => {
             let config = load_config(&cli.config)?;

@@ -588,6 +588,61 @@ impl Store {
         Ok(rows.iter().map(QueueListing::from_row).collect())
     }
 
+    /// Puts dead rows back on the queue as new: all of them, or those in
+    /// `ids`. A row whose chat already has an active row stays dead (the
+    /// active one will do). Returns how many came back.
+    pub async fn retry_dead(&self, ids: Option<&[i64]>) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let now = now_ms();
+        let mut revived = 0;
+        let targets: Vec<i64> = match ids {
+            Some(ids) => ids.to_vec(),
+            None => {
+                sqlx::query_scalar("SELECT id FROM queue WHERE state = 'dead' ORDER BY id")
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        for id in targets {
+            revived += sqlx::query(
+                "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL,
+                        lease_owner = NULL, lease_until = NULL, updated_at = ?1
+                  WHERE id = ?2 AND state = 'dead'
+                    AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.chat_id = queue.chat_id AND q.state IN ('pending', 'leased'))",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(revived)
+    }
+
+    /// Deletes what is older than `before_ms` and finished: `done` queue
+    /// rows, outcomes, and sent or abandoned messages. Pending, leased and
+    /// dead rows are never pruned. Returns (rows, outcomes) deleted.
+    pub async fn prune(&self, before_ms: i64) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query("DELETE FROM queue WHERE state = 'done' AND updated_at < ?")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let outcomes = sqlx::query("DELETE FROM outcomes WHERE at < ?")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM outbox WHERE state != 'pending' AND created_at < ?")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((rows, outcomes))
+    }
+
     /// Rows waiting for a retry or a candidate, with their reasons.
     pub async fn waiting(&self, limit: u32) -> Result<Vec<(i64, i64, i64, String)>, StoreError> {
         let rows = sqlx::query(

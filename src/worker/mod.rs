@@ -40,6 +40,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 /// How long shutdown lets in-flight rows finish before releasing them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+/// How often finished rows past the retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Worker settings, from `[worker]`.
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ pub struct Settings {
     pub max_attempts: u32,
     pub fetch_chat: FetchChat,
     pub reassign: bool,
+    /// Finished rows and outcomes older than this are pruned.
+    pub retention: Duration,
 }
 
 impl From<&WorkerConfig> for Settings {
@@ -61,6 +65,7 @@ impl From<&WorkerConfig> for Settings {
             max_attempts: c.max_attempts.get(),
             fetch_chat: c.fetch_chat,
             reassign: c.reassign,
+            retention: Duration::from_secs(30 * 86400),
         }
     }
 }
@@ -179,6 +184,7 @@ impl Worker {
         let mut reported_auth: Option<bool> = None;
         let outbox = tokio::spawn(self.clone().run_outbox(shutdown.clone()));
         let followups = tokio::spawn(self.clone().run_followups(shutdown.clone()));
+        let mut next_prune = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             let authorized = self.api_authorized();
             if reported_auth != Some(authorized) {
@@ -223,6 +229,10 @@ impl Worker {
                 continue;
             }
             self.refresh_away().await;
+            if tokio::time::Instant::now() >= next_prune {
+                self.prune().await;
+                next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+            }
             let free = permits.available_permits() as u32;
             if free == 0 {
                 tokio::select! {
@@ -606,6 +616,20 @@ impl Worker {
             && let Some(n) = routing.state.open.get_mut(&before)
         {
             *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Deletes finished rows and outcomes older than the retention.
+    async fn prune(&self) {
+        let before = now_ms() - self.settings.retention.as_millis() as i64;
+        match self.store.prune(before).await {
+            Ok((0, 0)) => {}
+            Ok((rows, outcomes)) => tracing::info!(
+                rows,
+                outcomes,
+                "pruned finished rows and outcomes past the retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot prune old rows; will try again later"),
         }
     }
 
