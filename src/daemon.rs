@@ -64,6 +64,13 @@ pub async fn assemble(
 ) -> Result<Runtime, DaemonError> {
     let store = Store::open(&config.database_file(), config.database.synchronous).await?;
     store.migrate().await?;
+    let orphans = store.release_orphans(process_alive).await?;
+    if orphans > 0 {
+        tracing::warn!(
+            rows = orphans,
+            "took back rows leased by a process that no longer runs"
+        );
+    }
     let rl = &config.helpcrunch.rate_limit;
     let limiter = Arc::new(Limiter::new(rl.requests, rl.per.0, rl.burst()));
     let client = Client::new(
@@ -82,6 +89,16 @@ pub async fn assemble(
         limiter,
         worker,
     })
+}
+
+/// Whether a process with this id runs (signal 0 checks without sending).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Reads the config, its rules and its API key.

@@ -49,6 +49,23 @@ pub struct SandboxLimit {
     pub retry_after: bool,
 }
 
+/// Faults the sandbox injects, each drawn per request at the given share.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Answer 502/503 instead of doing the work.
+    pub server_error: f64,
+    /// With `server_error`: answer with an HTML page, as a proxy would.
+    pub html_errors: bool,
+    /// Do the work, then answer after `slow_for` (past a client's timeout).
+    pub slow: f64,
+    pub slow_for: Duration,
+    /// Do the work, then drop the connection in the middle of the body.
+    pub drop_connection: f64,
+    /// Do the work, then wait this long before answering: widens the window
+    /// between HelpCrunch applying an assignment and the daemon's commit.
+    pub delay: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     pub api_key: String,
@@ -96,6 +113,7 @@ struct Shared {
     chats: Mutex<HashMap<i64, SandboxChat>>,
     messages: Mutex<Vec<Value>>,
     log: Mutex<Vec<Recorded>>,
+    faults: Mutex<Faults>,
 }
 
 /// A running sandbox; stops when dropped or on [`Sandbox::stop`].
@@ -122,6 +140,7 @@ impl Sandbox {
             chats: Mutex::new(HashMap::new()),
             messages: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            faults: Mutex::new(Faults::default()),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let shutdown = CancellationToken::new();
@@ -207,6 +226,10 @@ impl Sandbox {
         self.shared.key_valid.store(valid, Ordering::SeqCst);
     }
 
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.lock().expect("faults lock") = faults;
+    }
+
     pub fn set_rate_limit(&self, limit: Option<SandboxLimit>) {
         *self.shared.limit.lock().expect("limit lock") = limit;
         self.shared.accepted.lock().expect("accepted lock").clear();
@@ -261,7 +284,14 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let body_json: Option<Value> = serde_json::from_slice(&body).ok();
-    let response = answer(&s, &method, &uri, &headers, body_json.as_ref());
+    let faults = *s.faults.lock().expect("faults lock");
+    let roll = |share: f64| share > 0.0 && rand::random::<f64>() < share;
+    let injected_error = roll(faults.server_error);
+    let response = if injected_error {
+        server_error(faults.html_errors)
+    } else {
+        answer(&s, &method, &uri, &headers, body_json.as_ref())
+    };
     s.log.lock().expect("log lock").push(Recorded {
         method: method.to_string(),
         path: uri.path().to_string(),
@@ -269,7 +299,53 @@ async fn handle(
         status: response.status().as_u16(),
         at: s.started.elapsed(),
     });
+    if injected_error {
+        return response;
+    }
+    // The work is done; now the answer may be late, or never arrive whole.
+    if !faults.delay.is_zero() {
+        tokio::time::sleep(faults.delay).await;
+    }
+    if roll(faults.slow) {
+        tokio::time::sleep(faults.slow_for).await;
+    }
+    if roll(faults.drop_connection) {
+        return dropped(response);
+    }
     response
+}
+
+fn server_error(html: bool) -> Response {
+    if html {
+        let page = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>";
+        (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "text/html")],
+            page,
+        )
+            .into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &[("service_unavailable", "Service temporarily unavailable")],
+        )
+    }
+}
+
+/// The answer's head, then a body that breaks off: the connection drops.
+fn dropped(response: Response) -> Response {
+    let (parts, _) = response.into_parts();
+    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(Bytes::from_static(b"{\"id\": ")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected drop",
+        )),
+    ];
+    Response::from_parts(
+        parts,
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
 }
 
 fn answer(

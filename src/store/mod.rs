@@ -196,6 +196,39 @@ impl Store {
         Ok(changed == 1)
     }
 
+    /// Puts back the rows leased by processes that no longer run, so they
+    /// need not wait for their leases to expire. Owners are
+    /// `<pid>-<random>#<batch>`; `alive` says whether a pid runs. The
+    /// attempt they spent stays counted: a row that kills its process must
+    /// still reach `max_attempts`.
+    pub async fn release_orphans(&self, alive: impl Fn(u32) -> bool) -> Result<u64, StoreError> {
+        let owners: Vec<String> = sqlx::query_scalar("SELECT DISTINCT lease_owner FROM queue WHERE state = 'leased' AND lease_owner IS NOT NULL")
+            .fetch_all(&self.reader)
+            .await?;
+        let mut released = 0;
+        for owner in owners {
+            let pid = owner
+                .split(['-', '#'])
+                .next()
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(&alive) {
+                continue;
+            }
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            released += sqlx::query(
+                "UPDATE queue SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = ?
+                  WHERE state = 'leased' AND lease_owner = ?",
+            )
+            .bind(now_ms())
+            .bind(&owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+        }
+        Ok(released)
+    }
+
     /// Puts every row leased by `owner` back, uncounted (shutdown).
     pub async fn release_all(&self, owner: &str) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;

@@ -1,0 +1,231 @@
+//! Nothing lost, nothing doubled, never stuck: real processes, real
+//! signals, real SQLite files, and a sandbox that misbehaves on purpose.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use assignd::sandbox::{Faults, SandboxLimit, Window};
+use common::*;
+use rand::RngExt;
+
+fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn puts_per_chat(app: &TestApp) -> HashMap<i64, usize> {
+    let mut m = HashMap::new();
+    for (chat, _, _) in app.sandbox.assign_calls() {
+        *m.entry(chat).or_default() += 1;
+    }
+    m
+}
+
+/// SIGKILL at random moments, also while HelpCrunch has applied an
+/// assignment but the daemon has not committed it, twenty times over; then
+/// every chat is done, and no chat got more PUTs than 1 + the kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing() {
+    const CHATS: i64 = 200;
+    const KILLS: usize = 20;
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        None,
+        "concurrency = 4\nfetch_chat = \"never\"\nlease = \"2s\"",
+        "",
+    )
+    .await;
+    app.sandbox.set_faults(Faults {
+        delay: Duration::from_millis(150),
+        ..Faults::default()
+    });
+    app.migrate().await;
+    app.insert_raw(1..=CHATS).await;
+    let mut rng = rand::rng();
+    for i in 0..KILLS {
+        let mut daemon = app.spawn_daemon(&format!("run{i}.log"));
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..450)));
+        signal(daemon.id(), "-KILL");
+        daemon.wait().unwrap();
+    }
+    let done_before_last = app
+        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+        .await;
+    assert!(
+        done_before_last < CHATS,
+        "the kills must land while work is in flight"
+    );
+    let mut daemon = app.spawn_daemon("final.log");
+    app.wait_drained(Duration::from_secs(60)).await;
+    assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
+
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue").await,
+        CHATS,
+        "no chat lost or doubled in the queue"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        CHATS
+    );
+    let puts = puts_per_chat(&app);
+    assert_eq!(puts.len() as i64, CHATS, "every chat was assigned");
+    let repeats: usize = puts.values().map(|n| n - 1).sum();
+    let worst = *puts.values().max().unwrap();
+    println!(
+        "{KILLS} kills: {repeats} repeated PUTs in all, at most {worst} PUTs for one chat ({done_before_last} chats done before the last start)"
+    );
+    assert!(worst <= 1 + KILLS, "{worst}");
+    assert!(
+        repeats <= KILLS * 4,
+        "at most one repeat per kill per row in flight: {repeats}"
+    );
+    for id in 1..=CHATS {
+        assert!(app.sandbox.assignee(id).is_some(), "chat {id}");
+    }
+}
+
+/// 10% 5xx (some as HTML pages), 5% slow past the timeout, 2% dropped
+/// connections and a 429 burst: every chat is assigned, max_attempts holds,
+/// and nothing is sent while a 429 pause holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_and_a_429_burst_lose_nothing() {
+    const CHATS: i64 = 60;
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        None,
+        "concurrency = 4\nmax_attempts = 10",
+        "",
+    )
+    .await;
+    // The client gives up after 1 s; slow answers take 1.5 s.
+    let config = std::fs::read_to_string(&app.config_path)
+        .unwrap()
+        .replace("timeout = \"5s\"", "timeout = \"1s\"");
+    std::fs::write(&app.config_path, config).unwrap();
+    app.sandbox.set_faults(Faults {
+        server_error: 0.10,
+        html_errors: true,
+        slow: 0.05,
+        slow_for: Duration::from_millis(1500),
+        drop_connection: 0.02,
+        delay: Duration::ZERO,
+    });
+    // A burst of 429s first: 3 calls a second, with Retry-After.
+    app.sandbox.set_rate_limit(Some(SandboxLimit {
+        requests: 3,
+        per: Duration::from_secs(1),
+        window: Window::Sliding,
+        retry_after: true,
+    }));
+    let daemon = app.start_in_process().await;
+    app.insert_raw(1..=CHATS).await;
+    daemon.runtime.worker.wake();
+    let burst_ends = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < burst_ends {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.sandbox.set_rate_limit(None);
+    app.wait_drained(Duration::from_secs(120)).await;
+    daemon.stop().await;
+
+    let requests = app.sandbox.requests();
+    let rejected: Vec<_> = requests.iter().filter(|r| r.status == 429).collect();
+    assert!(!rejected.is_empty(), "the burst must provoke 429s");
+    // After a 429 with Retry-After: 1, nothing new arrives for that second,
+    // except calls that were already on their way (100 ms grace).
+    for r in &rejected {
+        let quiet = requests
+            .iter()
+            .filter(|x| {
+                x.at > r.at + Duration::from_millis(100) && x.at < r.at + Duration::from_millis(900)
+            })
+            .count();
+        assert_eq!(
+            quiet, 0,
+            "requests during the pause after the 429 at {:?}",
+            r.at
+        );
+    }
+    assert!(
+        requests.iter().any(|r| r.status == 502),
+        "faults were injected"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        CHATS,
+        "every chat assigned"
+    );
+    assert!(app.scalar("SELECT MAX(attempts) FROM queue").await <= 10);
+    for id in 1..=CHATS {
+        assert!(app.sandbox.assignee(id).is_some(), "chat {id}");
+    }
+    let retries = app
+        .scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'retry'")
+        .await;
+    println!(
+        "{} requests, {} answered 429, {retries} retries recorded",
+        requests.len(),
+        rejected.len()
+    );
+}
+
+/// A 401 stops the work with every row kept; SIGHUP with a fixed key resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_until_a_reload_with_a_good_key() {
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        None,
+        "fetch_chat = \"never\"",
+        "",
+    )
+    .await;
+    std::fs::write(app.dir.path().join("api-key"), "wrong-key\n").unwrap();
+    app.migrate().await;
+    app.insert_raw(1..=5).await;
+    let mut daemon = app.spawn_daemon("run.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = app.command(&["status"]).output().unwrap();
+        if String::from_utf8_lossy(&status.stdout).contains("api: unauthorized") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "401 not reported: {}",
+            app.log("run.log")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending' AND attempts = 0")
+            .await,
+        5
+    );
+
+    std::fs::write(app.dir.path().join("api-key"), "test-key\n").unwrap();
+    signal(daemon.id(), "-HUP");
+    app.wait_drained(Duration::from_secs(10)).await;
+    assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        5
+    );
+    let status = app.command(&["status"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("api: ok"));
+}
