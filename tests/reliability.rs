@@ -35,8 +35,22 @@ fn puts_per_chat(app: &TestApp) -> HashMap<i64, usize> {
 /// every chat is done, and no chat got more PUTs than 1 + the kills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing() {
-    const CHATS: i64 = 200;
-    const KILLS: usize = 20;
+    kill_9(200, 20).await;
+}
+
+/// The long variant, outside the default suite:
+/// `ASSIGND_KILLS=1000 cargo test --release --test reliability -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: run by hand, see the README"]
+async fn kill_9_many_times() {
+    let kills = std::env::var("ASSIGND_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(1000);
+    kill_9((kills as i64 * 10).max(200), kills).await;
+}
+
+async fn kill_9(chats: i64, kills: usize) {
     let app = TestApp::new(
         THREE_AGENTS,
         default_agents(),
@@ -50,9 +64,9 @@ async fn kill_9_loses_nothing() {
         ..Faults::default()
     });
     app.migrate().await;
-    app.insert_raw(1..=CHATS).await;
+    app.insert_raw(1..=chats).await;
     let mut rng = rand::rng();
-    for i in 0..KILLS {
+    for i in 0..kills {
         let mut daemon = app.spawn_daemon(&format!("run{i}.log"));
         std::thread::sleep(Duration::from_millis(rng.random_range(150..450)));
         signal(daemon.id(), "-KILL");
@@ -62,36 +76,37 @@ async fn kill_9_loses_nothing() {
         .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
         .await;
     assert!(
-        done_before_last < CHATS,
+        done_before_last < chats,
         "the kills must land while work is in flight"
     );
     let mut daemon = app.spawn_daemon("final.log");
-    app.wait_drained(Duration::from_secs(60)).await;
+    app.wait_drained(Duration::from_secs(60 + chats as u64 / 10))
+        .await;
     assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
 
     assert_eq!(
         app.scalar("SELECT COUNT(*) FROM queue").await,
-        CHATS,
+        chats,
         "no chat lost or doubled in the queue"
     );
     assert_eq!(
         app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
             .await,
-        CHATS
+        chats
     );
     let puts = puts_per_chat(&app);
-    assert_eq!(puts.len() as i64, CHATS, "every chat was assigned");
+    assert_eq!(puts.len() as i64, chats, "every chat was assigned");
     let repeats: usize = puts.values().map(|n| n - 1).sum();
     let worst = *puts.values().max().unwrap();
     println!(
-        "{KILLS} kills: {repeats} repeated PUTs in all, at most {worst} PUTs for one chat ({done_before_last} chats done before the last start)"
+        "{kills} kills: {repeats} repeated PUTs in all, at most {worst} PUTs for one chat ({done_before_last} chats done before the last start)"
     );
-    assert!(worst <= 1 + KILLS, "{worst}");
+    assert!(worst <= 1 + kills, "{worst}");
     assert!(
-        repeats <= KILLS * 4,
+        repeats <= kills * 4,
         "at most one repeat per kill per row in flight: {repeats}"
     );
-    for id in 1..=CHATS {
+    for id in 1..=chats {
         assert!(app.sandbox.assignee(id).is_some(), "chat {id}");
     }
 }
