@@ -244,3 +244,57 @@ async fn unauthorized_until_a_reload_with_a_good_key() {
     let status = app.command(&["status"]).output().unwrap();
     assert!(String::from_utf8_lossy(&status.stdout).contains("api: ok"));
 }
+
+/// Another process holds the database locked for longer than the busy
+/// timeout: the worker backs off instead of failing, loses nothing, and
+/// finishes by itself once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_is_waited_out() {
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        None,
+        "concurrency = 2\nfetch_chat = \"never\"",
+        "",
+    )
+    .await;
+    app.sandbox.set_faults(Faults {
+        delay: Duration::from_millis(50),
+        ..Faults::default()
+    });
+    let daemon = app.start_in_process().await;
+    app.insert_raw(1..=40).await;
+    daemon.runtime.worker.wake();
+    while app
+        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+        .await
+        < 5
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An exclusive lock for 7 s: longer than the 5 s busy timeout.
+    let locker = app.producer().await;
+    let mut conn = locker.acquire().await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    locker.close().await;
+
+    app.wait_drained(Duration::from_secs(60)).await;
+    daemon.stop().await;
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        40
+    );
+    let puts = puts_per_chat(&app);
+    assert_eq!(puts.len(), 40);
+    println!(
+        "repeated PUTs after the lock: {}",
+        puts.values().map(|n| n - 1).sum::<usize>()
+    );
+}
