@@ -11,7 +11,7 @@ use crate::helpcrunch::{Client, ClientError};
 use crate::limiter::Limiter;
 use crate::notify;
 use crate::rules::{self, Rules, RulesError};
-use crate::secrets::{Secret, SecretError};
+use crate::secrets::{self, Secret, SecretError};
 use crate::store::{Store, StoreError};
 use crate::worker::{Settings, Worker};
 
@@ -33,6 +33,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot listen on [http] listen: {0}")]
+    Listen(std::io::Error),
 }
 
 impl DaemonError {
@@ -132,6 +134,28 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     );
     let worker = runtime.worker.clone();
     let loop_task = tokio::spawn(worker.clone().run(shutdown.clone()));
+    let http = match config.http.listen {
+        Some(addr) => {
+            let listener = crate::http::Listener {
+                store: store.clone(),
+                worker: worker.clone(),
+                webhook_key: secrets::load(
+                    secrets::WEBHOOK_KEY,
+                    config.http.webhook_key_file.as_deref(),
+                )?,
+                intake_token: secrets::load(
+                    secrets::INTAKE_TOKEN,
+                    config.http.intake_token_file.as_deref(),
+                )?,
+            };
+            let (bound, task) = crate::http::serve(listener, addr, shutdown.clone())
+                .await
+                .map_err(DaemonError::Listen)?;
+            tracing::info!(%bound, "HTTP listener ready");
+            Some(task)
+        }
+        None => None,
+    };
     notify::notify("READY=1\nSTATUS=processing the queue");
     loop {
         tokio::select! {
@@ -144,6 +168,9 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     notify::notify("STOPPING=1");
     shutdown.cancel();
     let _ = loop_task.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod diag;
 pub mod duration;
 pub mod helpcrunch;
+pub mod http;
 pub mod limiter;
 pub mod notify;
 pub mod rules;

@@ -296,6 +296,10 @@ impl Store {
     ) -> Result<Vec<Followup>, StoreError> {
         let now = now_ms();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        // An answer seen by webhook settles the follow-up without a call.
+        sqlx::query("DELETE FROM followups WHERE answered_at IS NOT NULL")
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(
             "UPDATE followups SET due_at = ?1
               WHERE chat_id IN (SELECT chat_id FROM followups WHERE due_at <= ?2 ORDER BY due_at LIMIT ?3)
@@ -368,6 +372,91 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM followups")
             .fetch_one(&self.reader)
             .await?)
+    }
+
+    /// Applies a webhook event once: returns `false` for an id seen before
+    /// (nothing is changed then). The id and the effect commit together, so
+    /// a 2xx is only ever answered for an event that is durably stored.
+    pub async fn apply_webhook(
+        &self,
+        id: &str,
+        event: &str,
+        effect: &WebhookEffect,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let new = sqlx::query(
+            "INSERT OR IGNORE INTO webhook_events (id, event, received_at) VALUES (?, ?, ?)",
+        )
+        .bind(id)
+        .bind(event)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !new {
+            return Ok(false);
+        }
+        match effect {
+            WebhookEffect::Enqueue(item) => {
+                sqlx::query("INSERT INTO queue (chat_id, snapshot, enqueued_at, updated_at) VALUES (?, ?, ?, ?)")
+                    .bind(item.chat_id)
+                    .bind(&item.snapshot)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            WebhookEffect::Assigned {
+                chat_id,
+                agent: Some(agent),
+            } => {
+                sqlx::query(
+                    "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES (?, ?, ?)
+                     ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at",
+                )
+                .bind(chat_id)
+                .bind(agent)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            WebhookEffect::Assigned {
+                chat_id,
+                agent: None,
+            }
+            | WebhookEffect::Closed { chat_id } => {
+                sqlx::query("DELETE FROM open_chats WHERE chat_id = ?")
+                    .bind(chat_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if matches!(effect, WebhookEffect::Closed { .. }) {
+                    sqlx::query("DELETE FROM followups WHERE chat_id = ?")
+                        .bind(chat_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                // A seat may have freed up.
+                wake_waiting(&mut tx).await?;
+            }
+            WebhookEffect::Answered { chat_id } => {
+                sqlx::query("UPDATE followups SET answered_at = ? WHERE chat_id = ?")
+                    .bind(now)
+                    .bind(chat_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            WebhookEffect::Ignored => {}
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Whether the database answers a query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
     }
 
     /// Which agent each open chat is with.
@@ -670,6 +759,11 @@ impl Store {
             .rows_affected();
         sqlx::query("DELETE FROM outbox WHERE state != 'pending' AND created_at < ?")
             .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        // Event ids are kept at least 7 days, longer than HelpCrunch retries.
+        sqlx::query("DELETE FROM webhook_events WHERE received_at < ?")
+            .bind(before_ms.min(now_ms() - 7 * 86_400_000))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -283,3 +283,26 @@ impl StoredRouting {
         }
     }
 }
+
+/// What a webhook event changes, applied with its id in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookEffect {
+    /// `chat.new`: queue the chat with the event's chat as its snapshot.
+    Enqueue(NewQueueItemJson),
+    /// `chat.assigned`: the chat is now open with this agent (by name), or
+    /// with nobody we route to (`None`).
+    Assigned { chat_id: i64, agent: Option<String> },
+    /// `chat.closed` (or a status update to closed): no longer open.
+    Closed { chat_id: i64 },
+    /// `message.chat.agent`: an agent answered.
+    Answered { chat_id: i64 },
+    /// An event that changes nothing here; its id is still recorded.
+    Ignored,
+}
+
+/// A chat to enqueue from a webhook: its id and the chat object as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewQueueItemJson {
+    pub chat_id: i64,
+    pub snapshot: String,
+}

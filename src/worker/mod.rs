@@ -633,6 +633,34 @@ impl Worker {
         }
     }
 
+    /// A webhook said which agent `chat` is open with now (`None`: nobody we
+    /// route to, or closed). Already stored; this moves the in-memory
+    /// counts, and a freed seat wakes the waiting chats.
+    pub fn note_open(&self, chat: i64, agent: Option<&str>) {
+        let freed = {
+            let mut routing = self.routing.lock().expect("routing lock");
+            let previous = match agent {
+                Some(a) => routing.open_chats.insert(chat, a.to_string()),
+                None => routing.open_chats.remove(&chat),
+            };
+            if previous.as_deref() == agent {
+                return;
+            }
+            if let Some(prev) = &previous
+                && let Some(n) = routing.state.open.get_mut(prev)
+            {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(a) = agent {
+                *routing.state.open.entry(a.to_string()).or_default() += 1;
+            }
+            previous.is_some()
+        };
+        if freed {
+            self.wake();
+        }
+    }
+
     /// Reads the away flags the CLI keeps in the database.
     async fn refresh_away(&self) {
         match self.store.load_away().await {

@@ -1,0 +1,192 @@
+//! The HTTP listener (`[http] listen`): HelpCrunch webhooks, the enqueue
+//! API, and health and readiness for the service manager.
+//!
+//! Every request is checked before anything is parsed or stored: a bad
+//! signature or token gets 401, an oversize body 413, malformed JSON 400, and
+//! a rejected request stores nothing. A 2xx is answered only after the
+//! effect is committed.
+
+mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::secrets::Secret;
+use crate::store::{NewQueueItem, Store};
+use crate::worker::Worker;
+
+/// The largest body accepted (1 MiB); larger ones get 413.
+pub const MAX_BODY: usize = 1 << 20;
+
+pub struct Listener {
+    pub store: Store,
+    pub worker: Arc<Worker>,
+    pub webhook_key: Option<Secret>,
+    pub intake_token: Option<Secret>,
+}
+
+/// Serves on `addr` until `shutdown`; returns the bound address at once.
+pub async fn serve(
+    listener: Listener,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let socket = tokio::net::TcpListener::bind(addr).await?;
+    let bound = socket.local_addr()?;
+    let app = router(Arc::new(listener));
+    let task = tokio::spawn(async move {
+        let served = axum::serve(socket, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "the HTTP listener failed");
+        }
+    });
+    Ok((bound, task))
+}
+
+fn router(state: Arc<Listener>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/webhooks/helpcrunch", post(webhook::receive))
+        .route("/v1/enqueue", post(enqueue))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// A JSON error answer: `{"error": "..."}`.
+pub(crate) fn reject(status: StatusCode, why: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": why.into() }))).into_response()
+}
+
+/// Ready: the database answers, rules are loaded, and HelpCrunch has not
+/// rejected the API key.
+async fn readyz(State(s): State<Arc<Listener>>) -> Response {
+    if let Err(e) = s.store.ping().await {
+        return reject(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
+    }
+    if !s.worker.api_authorized() {
+        return reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "HelpCrunch rejects the API key (401); fix it and reload",
+        );
+    }
+    let rules = s.worker.rules();
+    (
+        StatusCode::OK,
+        format!(
+            "ready: {} rules, {} agents\n",
+            rules.rules.len(),
+            rules.agents.len()
+        ),
+    )
+        .into_response()
+}
+
+/// Compares secrets in time independent of where they differ.
+pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use hmac::Mac;
+    // HMAC both under a fixed key and compare the tags in constant time:
+    // lengths and contents leak nothing.
+    let tag = |v: &[u8]| {
+        let mut m =
+            hmac::Hmac::<sha1::Sha1>::new_from_slice(b"assignd-compare").expect("any key length");
+        m.update(v);
+        m.finalize().into_bytes()
+    };
+    let mut check =
+        hmac::Hmac::<sha1::Sha1>::new_from_slice(b"assignd-compare").expect("any key length");
+    check.update(given);
+    check.verify_slice(&tag(expected)).is_ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnqueueItem {
+    chat_id: i64,
+    #[serde(default)]
+    attrs: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    priority: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EnqueueBody {
+    One(EnqueueItem),
+    Many(Vec<EnqueueItem>),
+}
+
+/// `POST /v1/enqueue` with `Authorization: Bearer <intake token>`.
+async fn enqueue(State(s): State<Arc<Listener>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(token) = &s.intake_token else {
+        return reject(
+            StatusCode::UNAUTHORIZED,
+            "no intake token is configured, so the enqueue API is closed",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !same_secret(given.as_bytes(), token.expose().as_bytes()) {
+        return reject(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let items = match serde_json::from_slice::<EnqueueBody>(&body) {
+        Ok(EnqueueBody::One(i)) => vec![i],
+        Ok(EnqueueBody::Many(v)) => v,
+        Err(e) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "expected {{\"chat_id\": N, \"attrs\": {{...}}, \"priority\": N}} or a list of them: {e}"
+                ),
+            );
+        }
+    };
+    if let Some(bad) = items.iter().find(|i| i.chat_id <= 0) {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            format!("chat_id {} is not a HelpCrunch chat id", bad.chat_id),
+        );
+    }
+    let rows: Vec<NewQueueItem> = items
+        .into_iter()
+        .map(|i| NewQueueItem {
+            chat_id: i.chat_id,
+            attrs: i.attrs,
+            snapshot: None,
+            priority: i.priority,
+        })
+        .collect();
+    match s.store.enqueue(&rows).await {
+        Ok(added) => {
+            s.worker.wake();
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(
+                    json!({ "enqueued": added, "already_queued": rows.len() as u64 - added }),
+                ),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot enqueue");
+            reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the queue cannot be written right now; try again",
+            )
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `POST /webhooks/helpcrunch`: signed events from HelpCrunch.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hmac::Mac;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Listener, reject};
+use crate::store::{NewQueueItemJson, WebhookEffect};
+
+/// The header that carries the lowercase hex HMAC-SHA1 of the raw body.
+pub const SIGNATURE_HEADER: &str = "x-helpcrunch-signature";
+
+#[derive(Deserialize)]
+struct Envelope {
+    event: String,
+    #[serde(rename = "eventData")]
+    event_data: Value,
+    id: String,
+}
+
+/// Checks the signature over the raw bytes, before any parsing, in constant time.
+fn signature_ok(key: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex) = header else { return false };
+    let Some(given) = decode_hex(hex.trim()) else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 40 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+pub(super) async fn receive(
+    State(s): State<Arc<Listener>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(key) = &s.webhook_key else {
+        return reject(
+            StatusCode::UNAUTHORIZED,
+            "no webhook key is configured, so webhooks are refused",
+        );
+    };
+    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    if !signature_ok(key.expose().as_bytes(), &body, header) {
+        return reject(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-HelpCrunch-Signature",
+        );
+    }
+    let envelope: Envelope = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                format!("not a HelpCrunch event: {e}"),
+            );
+        }
+    };
+    let effect = match effect_of(&s, &envelope) {
+        Ok(effect) => effect,
+        Err(why) => return reject(StatusCode::BAD_REQUEST, why),
+    };
+    match s
+        .store
+        .apply_webhook(&envelope.id, &envelope.event, &effect)
+        .await
+    {
+        Ok(false) => (StatusCode::OK, "duplicate event; already applied\n").into_response(),
+        Ok(true) => {
+            match &effect {
+                WebhookEffect::Enqueue(_) => s.worker.wake(),
+                WebhookEffect::Assigned { chat_id, agent } => {
+                    s.worker.note_open(*chat_id, agent.as_deref())
+                }
+                WebhookEffect::Closed { chat_id } => s.worker.note_open(*chat_id, None),
+                WebhookEffect::Answered { .. } | WebhookEffect::Ignored => {}
+            }
+            tracing::info!(event = %envelope.event, id = %envelope.id, "webhook applied");
+            (StatusCode::OK, "ok\n").into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a webhook event");
+            // HelpCrunch retries; nothing was stored.
+            reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event cannot be stored right now; retry",
+            )
+        }
+    }
+}
+
+fn id_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// What an event means here. `chat.assigned` never triggers a decision: it
+/// fires for the daemon's own assignments too, and only moves open counts.
+fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
+    let data = &e.event_data;
+    let chat_id = || {
+        data.get("id")
+            .or_else(|| data.get("chat_id"))
+            .and_then(id_of)
+            .ok_or_else(|| format!("`{}` without a chat id", e.event))
+    };
+    Ok(match e.event.as_str() {
+        "chat.new" => WebhookEffect::Enqueue(NewQueueItemJson {
+            chat_id: chat_id()?,
+            snapshot: data.to_string(),
+        }),
+        "chat.assigned" => {
+            let rules = s.worker.rules();
+            let agent = data
+                .get("assignee")
+                .and_then(|a| a.get("id"))
+                .and_then(id_of)
+                .and_then(|id| rules.agent_by_id(id))
+                .map(|a| rules.agents[a].name.clone());
+            WebhookEffect::Assigned {
+                chat_id: chat_id()?,
+                agent,
+            }
+        }
+        "chat.closed" => WebhookEffect::Closed {
+            chat_id: chat_id()?,
+        },
+        "chat.status_updated" if data.get("status").and_then(Value::as_str) == Some("closed") => {
+            WebhookEffect::Closed {
+                chat_id: chat_id()?,
+            }
+        }
+        "message.chat.agent" => WebhookEffect::Answered {
+            chat_id: data
+                .get("chat_id")
+                .or_else(|| data.get("chat").and_then(|c| c.get("id")))
+                .and_then(id_of)
+                .ok_or("`message.chat.agent` without a chat id")?,
+        },
+        _ => WebhookEffect::Ignored,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_checked_over_raw_bytes() {
+        let body = br#"{"event":"chat.new"}"#;
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(b"k").unwrap();
+        mac.update(body);
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(signature_ok(b"k", body, Some(&hex)));
+        assert!(!signature_ok(b"other", body, Some(&hex)));
+        assert!(!signature_ok(b"k", br#"{"event": "chat.new"}"#, Some(&hex)));
+        assert!(!signature_ok(b"k", body, None));
+        assert!(!signature_ok(b"k", body, Some("zz")));
+    }
+}

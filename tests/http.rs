@@ -1,0 +1,246 @@
+//! The HTTP listener: signed webhooks, the enqueue API, health and readiness.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use assignd::secrets::Secret;
+use common::*;
+use serde_json::{Value, json};
+
+const WEBHOOK_KEY: &str = "whk-test-key";
+const INTAKE_TOKEN: &str = "intake-test-token";
+
+/// HMAC-SHA1 hex by an independent implementation (Python's hmac module).
+fn sign(body: &[u8]) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.stdin.buffer.read(), hashlib.sha1).hexdigest())", WEBHOOK_KEY])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(body)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+struct Served {
+    app: TestApp,
+    daemon: InProcess,
+    base: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    http: reqwest::Client,
+}
+
+async fn serve(rules: &str) -> Served {
+    let app = TestApp::new(rules, default_agents(), None, "concurrency = 1", "").await;
+    let daemon = app.start_in_process().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let listener = assignd::http::Listener {
+        store: daemon.runtime.store.clone(),
+        worker: daemon.runtime.worker.clone(),
+        webhook_key: Some(Secret::new(WEBHOOK_KEY)),
+        intake_token: Some(Secret::new(INTAKE_TOKEN)),
+    };
+    let (addr, _task) =
+        assignd::http::serve(listener, "127.0.0.1:0".parse().unwrap(), shutdown.clone())
+            .await
+            .unwrap();
+    Served {
+        app,
+        daemon,
+        base: format!("http://{addr}"),
+        shutdown,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Served {
+    async fn webhook(&self, body: &[u8], signature: Option<&str>) -> (u16, String) {
+        let mut req = self
+            .http
+            .post(format!("{}/webhooks/helpcrunch", self.base))
+            .body(body.to_vec());
+        if let Some(s) = signature {
+            req = req.header("X-HelpCrunch-Signature", s);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.daemon.stop().await;
+    }
+}
+
+fn event(id: &str, event: &str, data: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"event": event, "eventData": data, "attempts": 0, "lastAttemptAt": 1638953588, "createdAt": 1638953588, "id": id})).unwrap()
+}
+
+fn new_chat(id: i64) -> Value {
+    json!({"id": id, "status": "new", "createdAt": "1607540767.414", "customer": {"id": 9, "email": "x@example.com"}, "assignee": null, "department": {"id": 1, "name": "Support"}, "communicatedAgents": []})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_chat_new_is_enqueued_once_however_often_delivered() {
+    let s = serve(THREE_AGENTS).await;
+    let body = event("6f1c-1", "chat.new", new_chat(31));
+    for _ in 0..3 {
+        let (status, _) = s.webhook(&body, Some(&sign(&body))).await;
+        assert_eq!(status, 200);
+    }
+    s.app.wait_drained(Duration::from_secs(10)).await;
+    assert_eq!(
+        s.app
+            .scalar("SELECT COUNT(*) FROM queue WHERE chat_id = 31")
+            .await,
+        1
+    );
+    assert_eq!(s.app.scalar("SELECT COUNT(*) FROM webhook_events").await, 1);
+    assert_eq!(s.app.sandbox.assign_calls().len(), 1);
+    // The snapshot saved the GET.
+    assert!(s.app.sandbox.requests().iter().all(|r| r.method != "GET"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_webhooks_are_rejected_and_store_nothing() {
+    let s = serve(THREE_AGENTS).await;
+    let body = event("e-2", "chat.new", new_chat(32));
+    let good = sign(&body);
+    assert_eq!(
+        s.webhook(&body, Some("0000000000000000000000000000000000000000"))
+            .await
+            .0,
+        401,
+        "wrong signature"
+    );
+    assert_eq!(s.webhook(&body, None).await.0, 401, "no signature");
+    // Signed over the same JSON re-serialized with other spacing: not the raw body.
+    let reserialized =
+        serde_json::to_vec_pretty(&serde_json::from_slice::<Value>(&body).unwrap()).unwrap();
+    assert_eq!(
+        s.webhook(&reserialized, Some(&good)).await.0,
+        401,
+        "signature of other bytes"
+    );
+    let big = vec![b' '; assignd::http::MAX_BODY + 1];
+    assert_eq!(s.webhook(&big, Some(&sign(&big))).await.0, 413, "oversize");
+    let broken = b"{\"event\": \"chat.new\", \"eventData\": ".to_vec();
+    let (status, text) = s.webhook(&broken, Some(&sign(&broken))).await;
+    assert_eq!(status, 400, "malformed JSON");
+    assert!(text.contains("not a HelpCrunch event"), "{text}");
+    assert_eq!(s.app.scalar("SELECT COUNT(*) FROM webhook_events").await, 0);
+    assert_eq!(s.app.scalar("SELECT COUNT(*) FROM queue").await, 0);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enqueue_api_needs_the_token_and_ignores_duplicates() {
+    let s = serve(THREE_AGENTS).await;
+    let url = format!("{}/v1/enqueue", s.base);
+    let r = s
+        .http
+        .post(&url)
+        .json(&json!({"chat_id": 41}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = s
+        .http
+        .post(&url)
+        .bearer_auth("wrong")
+        .json(&json!({"chat_id": 41}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(s.app.scalar("SELECT COUNT(*) FROM queue").await, 0);
+
+    let list = json!([{"chat_id": 41, "attrs": {"language": "uk"}, "priority": 5}, {"chat_id": 42}, {"chat_id": 41}]);
+    let r = s
+        .http
+        .post(&url)
+        .bearer_auth(INTAKE_TOKEN)
+        .json(&list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!({"enqueued": 2, "already_queued": 1}));
+    let r = s
+        .http
+        .post(&url)
+        .bearer_auth(INTAKE_TOKEN)
+        .body("{\"chat\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    s.app.wait_drained(Duration::from_secs(10)).await;
+    assert_eq!(s.app.sandbox.assign_calls().len(), 2);
+    s.stop().await;
+}
+
+/// `chat.closed` frees a seat, so a chat waiting for capacity is assigned;
+/// `chat.assigned` for the daemon's own assignment changes nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_chat_frees_a_seat_for_a_waiting_one() {
+    let rules = "[agents]\nalice = { id = 4188, max_open = 1 }\n[pools.p]\nagents = [\"alice\"]\n[[rule]]\nname = \"all\"\nassign = \"pool:p\"\n";
+    let s = serve(rules).await;
+    s.app.insert_raw([51, 52]).await;
+    s.daemon.runtime.worker.wake();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s
+        .app
+        .scalar("SELECT COUNT(*) FROM queue WHERE chat_id = 52 AND last_error LIKE 'waiting:%'")
+        .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "chat 52 never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // HelpCrunch reports the daemon's own assignment: no new decision.
+    let assigned = event(
+        "e-a",
+        "chat.assigned",
+        json!({"id": 51, "assignee": {"id": 4188}}),
+    );
+    assert_eq!(s.webhook(&assigned, Some(&sign(&assigned))).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.app.sandbox.assign_calls().len(), 1);
+    assert_eq!(s.app.scalar("SELECT COUNT(*) FROM queue").await, 2);
+
+    let closed = event("e-c", "chat.closed", json!({"id": 51, "status": "closed"}));
+    let sent = Instant::now();
+    assert_eq!(s.webhook(&closed, Some(&sign(&closed))).await.0, 200);
+    s.app.wait_drained(Duration::from_secs(4)).await;
+    println!(
+        "the waiting chat was assigned {:?} after chat.closed",
+        sent.elapsed()
+    );
+    assert_eq!(s.app.sandbox.assignee(52), Some(4188));
+    assert_eq!(s.app.scalar("SELECT COUNT(*) FROM open_chats").await, 1);
+
+    let r = s
+        .http
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s
+        .http
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    s.stop().await;
+}
