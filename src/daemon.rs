@@ -216,6 +216,7 @@ async fn reload_inner(config_path: &Path, runtime: &Runtime) {
         }
         Err(e) => {
             tracing::error!(error = %e, "reload failed; keeping the old config and rules");
+            crate::metrics::metrics().reload_failures.inc();
             let _ = runtime
                 .store
                 .set_daemon_state("rules_reload_error", &e.to_string())

@@ -13,6 +13,7 @@ pub mod duration;
 pub mod helpcrunch;
 pub mod http;
 pub mod limiter;
+pub mod metrics;
 pub mod notify;
 pub mod rules;
 pub mod sandbox;

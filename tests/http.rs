@@ -244,3 +244,74 @@ async fn closing_a_chat_frees_a_seat_for_a_waiting_one() {
     assert_eq!(r.status().as_u16(), 200);
     s.stop().await;
 }
+
+fn scrape(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format")
+}
+
+fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_move_as_chats_are_processed() {
+    let s = serve(THREE_AGENTS).await;
+    let get = || async {
+        s.http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape(&get().await);
+    let assigned_before = sample(&before, "assignd_outcomes_total", &[("result", "assigned")]);
+    let puts_before = sample(
+        &before,
+        "assignd_api_calls_total",
+        &[("endpoint", "PUT /chats/assignee"), ("status", "200")],
+    );
+
+    s.app.insert_raw([61, 62, 63]).await;
+    s.daemon.runtime.worker.wake();
+    s.app.wait_drained(Duration::from_secs(10)).await;
+
+    let text = get().await;
+    let after = scrape(&text);
+    // The registry is per process and tests share it: counters only grow.
+    assert!(
+        sample(&after, "assignd_outcomes_total", &[("result", "assigned")])
+            >= assigned_before + 3.0,
+        "{text}"
+    );
+    assert!(
+        sample(
+            &after,
+            "assignd_api_calls_total",
+            &[("endpoint", "PUT /chats/assignee"), ("status", "200")]
+        ) >= puts_before + 3.0
+    );
+    assert!(sample(&after, "assignd_queue_rows", &[("state", "done")]) >= 3.0);
+    assert!(sample(&after, "assignd_open_chats", &[]) >= 3.0);
+    assert!(text.contains("assignd_build_info{version=\""), "{text}");
+    for h in [
+        "assignd_decision_seconds",
+        "assignd_limiter_wait_seconds",
+        "assignd_enqueue_to_assigned_seconds",
+    ] {
+        assert!(text.contains(&format!("# TYPE {h} histogram")), "{h}");
+    }
+    s.stop().await;
+}

@@ -77,13 +77,14 @@ impl Client {
             .http
             .put(format!("{}/chats/assignee", self.base))
             .json(&json!({ "id": chat_id, "assignee": agent_id }));
-        self.send(Priority::Assign, req).await
+        self.send("PUT /chats/assignee", Priority::Assign, req)
+            .await
     }
 
     /// `GET /chats/{id}`.
     pub async fn chat(&self, chat_id: i64, priority: Priority) -> Call<Chat> {
         let req = self.http.get(format!("{}/chats/{chat_id}", self.base));
-        self.send(priority, req).await
+        self.send("GET /chats/{id}", priority, req).await
     }
 
     /// `POST /messages`.
@@ -92,7 +93,7 @@ impl Client {
             .http
             .post(format!("{}/messages", self.base))
             .json(message);
-        self.send(Priority::Background, req).await
+        self.send("POST /messages", Priority::Background, req).await
     }
 
     /// `GET /agents`, every page.
@@ -103,7 +104,10 @@ impl Client {
                 .http
                 .get(format!("{}/agents", self.base))
                 .query(&[("offset", all.len()), ("limit", 100)]);
-            let page: Page<AgentRef> = self.send(Priority::Background, req).await.result?;
+            let page: Page<AgentRef> = self
+                .send("GET /agents", Priority::Background, req)
+                .await
+                .result?;
             let done =
                 page.data.len() < 100 || all.len() + page.data.len() >= page.meta.total as usize;
             all.extend(page.data);
@@ -113,7 +117,36 @@ impl Client {
         }
     }
 
+    /// Sends through the limiter and counts the call by endpoint and status.
     async fn send<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        priority: Priority,
+        req: reqwest::RequestBuilder,
+    ) -> Call<T> {
+        let call = self.send_unmeasured(priority, req).await;
+        let m = crate::metrics::metrics();
+        let status = match &call.result {
+            Ok(_) => "200".to_string(),
+            Err(e) => e.status().map_or_else(
+                || e.code().unwrap_or("error").to_string(),
+                |s| s.to_string(),
+            ),
+        };
+        m.api_calls
+            .get_or_create(&vec![
+                ("endpoint", endpoint.to_string()),
+                ("status", status),
+            ])
+            .inc();
+        m.limiter_wait.observe(call.waited.as_secs_f64());
+        if matches!(&call.result, Err(ApiError::Status { status: 429, .. })) {
+            m.rate_limited.inc();
+        }
+        call
+    }
+
+    async fn send_unmeasured<T: DeserializeOwned>(
         &self,
         priority: Priority,
         req: reqwest::RequestBuilder,

@@ -58,6 +58,7 @@ fn router(state: Arc<Listener>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/webhooks/helpcrunch", post(webhook::receive))
         .route("/v1/enqueue", post(enqueue))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -89,6 +90,35 @@ async fn readyz(State(s): State<Arc<Listener>>) -> Response {
             rules.rules.len(),
             rules.agents.len()
         ),
+    )
+        .into_response()
+}
+
+/// Prometheus text; queue rows and open chats are read now.
+async fn metrics(State(s): State<Arc<Listener>>) -> Response {
+    let m = crate::metrics::metrics();
+    if let Ok(depth) = s.store.queue_depth().await {
+        for state in ["pending", "leased", "done", "dead"] {
+            let n = depth
+                .iter()
+                .find(|(k, _)| k == state)
+                .map_or(0, |(_, n)| *n);
+            m.queue_rows
+                .get_or_create(&vec![("state", state.to_string())])
+                .set(n);
+        }
+    }
+    for (agent, n) in s.worker.open_counts() {
+        m.open_chats
+            .get_or_create(&vec![("agent", agent)])
+            .set(n as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render(),
     )
         .into_response()
 }

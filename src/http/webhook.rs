@@ -50,6 +50,21 @@ pub(super) async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let response = handle(&s, &headers, &body).await;
+    let outcome = match response.status().as_u16() {
+        200 => "accepted",
+        401 => "unauthorized",
+        400 => "bad_request",
+        _ => "failed",
+    };
+    crate::metrics::metrics()
+        .webhooks
+        .get_or_create(&vec![("outcome", outcome.to_string())])
+        .inc();
+    response
+}
+
+async fn handle(s: &Listener, headers: &HeaderMap, body: &Bytes) -> Response {
     let Some(key) = &s.webhook_key else {
         return reject(
             StatusCode::UNAUTHORIZED,
@@ -57,13 +72,13 @@ pub(super) async fn receive(
         );
     };
     let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if !signature_ok(key.expose().as_bytes(), &body, header) {
+    if !signature_ok(key.expose().as_bytes(), body, header) {
         return reject(
             StatusCode::UNAUTHORIZED,
             "missing or wrong X-HelpCrunch-Signature",
         );
     }
-    let envelope: Envelope = match serde_json::from_slice(&body) {
+    let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) => {
             return reject(
@@ -72,7 +87,7 @@ pub(super) async fn receive(
             );
         }
     };
-    let effect = match effect_of(&s, &envelope) {
+    let effect = match effect_of(s, &envelope) {
         Ok(effect) => effect,
         Err(why) => return reject(StatusCode::BAD_REQUEST, why),
     };

@@ -338,6 +338,7 @@ impl Worker {
         for _ in 0..8 {
             match self.store.settle(&settlement).await {
                 Ok(true) => {
+                    record_metrics(&settlement.outcomes, Some(row.enqueued_at_ms));
                     if let Some(Assigned {
                         opened: Some((chat, agent)),
                         messages,
@@ -570,7 +571,11 @@ impl Worker {
     ) -> (Decision, Option<Reservation>) {
         let mut routing = self.routing.lock().expect("routing lock");
         routing.state.entropy = rand::rng().random();
+        let started = std::time::Instant::now();
         let decision = decide(rules, context, &routing.state, Timestamp::now());
+        crate::metrics::metrics()
+            .decision
+            .observe(started.elapsed().as_secs_f64());
         let Verdict::Assign {
             agent,
             pool,
@@ -659,6 +664,19 @@ impl Worker {
         if freed {
             self.wake();
         }
+    }
+
+    /// Open chats per agent, as the decisions see them.
+    pub fn open_counts(&self) -> Vec<(String, u32)> {
+        let routing = self.routing.lock().expect("routing lock");
+        let mut v: Vec<(String, u32)> = routing
+            .state
+            .open
+            .iter()
+            .map(|(a, n)| (a.clone(), *n))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Reads the away flags the CLI keeps in the database.
@@ -764,6 +782,23 @@ struct Reservation {
     agent: String,
     previous_pick: Option<String>,
     previous_weights: Option<HashMap<String, i64>>,
+}
+
+/// Counts recorded outcomes; for an assignment, the time since the chat
+/// was enqueued.
+fn record_metrics(outcomes: &[NewOutcome], enqueued_at_ms: Option<i64>) {
+    let m = crate::metrics::metrics();
+    for o in outcomes {
+        let labels = vec![
+            ("result", o.result.as_str().to_string()),
+            ("rule", o.rule.clone().unwrap_or_default()),
+        ];
+        m.outcomes.get_or_create(&labels).inc();
+        if let (OutcomeResult::Assigned, Some(at)) = (o.result, enqueued_at_ms) {
+            m.enqueue_to_assigned
+                .observe((now_ms() - at).max(0) as f64 / 1000.0);
+        }
+    }
 }
 
 /// Moves the in-memory state as an assignment of `agent` (through `pool`)

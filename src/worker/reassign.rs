@@ -91,6 +91,7 @@ impl Worker {
                     .await;
                 match result {
                     Ok(()) => {
+                        super::record_metrics(&outcomes, None);
                         if let Some((chat, agent)) = moved {
                             self.opened(chat, &agent);
                         }
