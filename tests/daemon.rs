@@ -49,6 +49,7 @@ async fn sighup_reloads_rules_and_keeps_old_ones_when_invalid() {
     let mut daemon = app
         .command(&["run"])
         .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -59,6 +60,16 @@ async fn sighup_reloads_rules_and_keeps_old_ones_when_invalid() {
     app.insert_raw([1]).await;
     app.wait_drained(Duration::from_secs(10)).await;
     assert_eq!(app.sandbox.assignee(1), Some(4188), "alice first");
+    // The processing loop pings the watchdog at half WATCHDOG_USEC, with a status.
+    let seen = recv_until(
+        &notify,
+        "last: chat 1 assigned alice",
+        Duration::from_secs(5),
+    );
+    assert!(
+        seen.contains("WATCHDOG=1\nSTATUS=queue: 0 pending, 0 leased, 0 dead"),
+        "{seen}"
+    );
 
     // Invalid rules: the reload fails, the old rules stay, status says why.
     std::fs::write(
@@ -149,4 +160,66 @@ async fn sigterm_under_load_exits_cleanly() {
         .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
         .await;
     assert!(finished < 200, "the backlog was still draining");
+}
+
+/// The shipped unit: `systemd-analyze verify` prints nothing and
+/// `systemd-analyze security` rates it 1.5 or lower, when the tool exists.
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        println!("skipped: systemd-analyze is not installed on this machine");
+        return;
+    };
+    if !version.status.success() {
+        println!("skipped: systemd-analyze does not run here");
+        return;
+    }
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/assignd.service"
+    ))
+    .unwrap();
+    // Point the unit at the binary this test built, so verify can check it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("assignd.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/assignd", env!("CARGO_BIN_EXE_assignd")),
+    )
+    .unwrap();
+
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout).into_owned()
+        + &String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=15"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&security.stdout);
+    assert!(
+        security.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&security.stderr)
+    );
+    let level: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for assignd.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    println!("systemd-analyze security: exposure {level}");
+    assert!(level <= 1.5, "exposure {level}");
 }

@@ -81,6 +81,8 @@ pub struct Worker {
     batches: AtomicU64,
     wake: Notify,
     outbox_wake: Notify,
+    /// The last outcome, for systemd's STATUS= line.
+    last_outcome: Mutex<Option<String>>,
 }
 
 /// What processing a row decided; written by [`Store::settle`].
@@ -126,6 +128,7 @@ impl Worker {
             batches: AtomicU64::new(0),
             wake: Notify::new(),
             outbox_wake: Notify::new(),
+            last_outcome: Mutex::new(None),
         }))
     }
 
@@ -185,6 +188,9 @@ impl Worker {
         let outbox = tokio::spawn(self.clone().run_outbox(shutdown.clone()));
         let followups = tokio::spawn(self.clone().run_followups(shutdown.clone()));
         let mut next_prune = tokio::time::Instant::now();
+        // systemd's watchdog: pinged from this loop, so a hung loop is restarted.
+        let watchdog = watchdog_interval();
+        let mut last_ping: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
             let authorized = self.api_authorized();
             if reported_auth != Some(authorized) {
@@ -227,6 +233,12 @@ impl Worker {
                     _ = tokio::time::sleep_until(until) => {}
                 }
                 continue;
+            }
+            if let Some(every) = watchdog
+                && last_ping.is_none_or(|t| t.elapsed() >= every)
+            {
+                crate::notify::notify(&format!("WATCHDOG=1\nSTATUS={}", self.status_line().await));
+                last_ping = Some(tokio::time::Instant::now());
             }
             self.refresh_away().await;
             if tokio::time::Instant::now() >= next_prune {
@@ -339,6 +351,18 @@ impl Worker {
             match self.store.settle(&settlement).await {
                 Ok(true) => {
                     record_metrics(&settlement.outcomes, Some(row.enqueued_at_ms));
+                    if let Some(o) = settlement.outcomes.last() {
+                        *self.last_outcome.lock().expect("status lock") = Some(
+                            format!(
+                                "chat {} {} {}",
+                                o.chat_id,
+                                o.result.as_str(),
+                                o.agent.as_deref().unwrap_or("")
+                            )
+                            .trim_end()
+                            .to_string(),
+                        );
+                    }
                     if let Some(Assigned {
                         opened: Some((chat, agent)),
                         messages,
@@ -666,6 +690,24 @@ impl Worker {
         }
     }
 
+    /// One line for systemd's STATUS=: queue depth and the last outcome.
+    async fn status_line(&self) -> String {
+        let depth = self.store.queue_depth().await.unwrap_or_default();
+        let count = |s: &str| depth.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+        let last = self
+            .last_outcome
+            .lock()
+            .expect("status lock")
+            .clone()
+            .unwrap_or_else(|| "none yet".into());
+        format!(
+            "queue: {} pending, {} leased, {} dead; last: {last}",
+            count("pending"),
+            count("leased"),
+            count("dead")
+        )
+    }
+
     /// Open chats per agent, as the decisions see them.
     pub fn open_counts(&self) -> Vec<(String, u32)> {
         let routing = self.routing.lock().expect("routing lock");
@@ -782,6 +824,19 @@ struct Reservation {
     agent: String,
     previous_pick: Option<String>,
     previous_weights: Option<HashMap<String, i64>>,
+}
+
+/// Half of systemd's `WATCHDOG_USEC`, if the watchdog is on for this process.
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        && pid != std::process::id()
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
 /// Counts recorded outcomes; for an assignment, the time since the chat
