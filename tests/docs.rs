@@ -18,11 +18,14 @@ fn toml_blocks(doc: &str) -> Vec<String> {
 fn every_rules_example_loads() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut checked = 0;
-    for doc in ["docs/rules.md", "README.md"] {
+    for doc in ["docs/rules.md", "docs/deploy.md", "README.md"] {
         let text = std::fs::read_to_string(root.join(doc)).unwrap();
         for (i, block) in toml_blocks(&text).into_iter().enumerate() {
             // Config examples are checked as config, rules examples as rules.
-            if block.contains("[helpcrunch") || block.contains("[worker]") {
+            if ["[helpcrunch", "[worker]", "[http]", "[database]"]
+                .iter()
+                .any(|t| block.contains(t))
+            {
                 assignd::config::Config::parse(&root.join(doc), &block)
                     .unwrap_or_else(|e| panic!("{doc} block {i}: {e}"));
             } else {
