@@ -93,6 +93,20 @@ pub async fn assemble(
     })
 }
 
+/// The webhook key and intake token, by the secrets' lookup order.
+fn listener_secrets_of(config: &Config) -> Result<(Option<Secret>, Option<Secret>), DaemonError> {
+    Ok((
+        secrets::load(
+            secrets::WEBHOOK_KEY,
+            config.http.webhook_key_file.as_deref(),
+        )?,
+        secrets::load(
+            secrets::INTAKE_TOKEN,
+            config.http.intake_token_file.as_deref(),
+        )?,
+    ))
+}
+
 /// Whether a process with this id runs (signal 0 checks without sending).
 fn process_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
@@ -134,19 +148,14 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     );
     let worker = runtime.worker.clone();
     let loop_task = tokio::spawn(worker.clone().run(shutdown.clone()));
+    let (webhook_key, intake_token) = listener_secrets_of(&config)?;
+    let listener_secrets = crate::http::ListenerSecrets::new(webhook_key, intake_token);
     let http = match config.http.listen {
         Some(addr) => {
             let listener = crate::http::Listener {
                 store: store.clone(),
                 worker: worker.clone(),
-                webhook_key: secrets::load(
-                    secrets::WEBHOOK_KEY,
-                    config.http.webhook_key_file.as_deref(),
-                )?,
-                intake_token: secrets::load(
-                    secrets::INTAKE_TOKEN,
-                    config.http.intake_token_file.as_deref(),
-                )?,
+                secrets: listener_secrets.clone(),
             };
             let (bound, task) = crate::http::serve(listener, addr, shutdown.clone())
                 .await
@@ -161,7 +170,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&config_path, &runtime).await,
+            _ = hup.recv() => reload(&config_path, &runtime, &listener_secrets).await,
         }
     }
     tracing::info!("shutting down: no new work; finishing rows in flight");
@@ -176,15 +185,20 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     Ok(())
 }
 
-async fn reload(config_path: &Path, runtime: &Runtime) {
+async fn reload(config_path: &Path, runtime: &Runtime, listener: &crate::http::ListenerSecrets) {
     notify::reloading();
-    reload_inner(config_path, runtime).await;
+    reload_inner(config_path, runtime, listener).await;
     notify::notify("READY=1");
 }
 
-async fn reload_inner(config_path: &Path, runtime: &Runtime) {
-    match load(config_path) {
-        Ok((config, rules, key)) => {
+async fn reload_inner(
+    config_path: &Path,
+    runtime: &Runtime,
+    listener: &crate::http::ListenerSecrets,
+) {
+    match load(config_path).and_then(|(c, r, k)| listener_secrets_of(&c).map(|s| (c, r, k, s))) {
+        Ok((config, rules, key, (webhook_key, intake_token))) => {
+            listener.replace(webhook_key, intake_token);
             match Client::new(
                 &config.helpcrunch.base_url,
                 &key,

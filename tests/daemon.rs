@@ -223,3 +223,56 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     println!("systemd-analyze security: exposure {level}");
     assert!(level <= 1.5, "exposure {level}");
 }
+
+/// `assignd run` with `[http] listen`: the enqueue API works with the
+/// token from its file, and SIGHUP rotates the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_serves_and_sighup_rotates_its_token() {
+    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    std::fs::write(app.dir.path().join("intake-token"), "first-token\n").unwrap();
+    let config = std::fs::read_to_string(&app.config_path).unwrap()
+        + "\n[http]\nlisten = \"127.0.0.1:0\"\nintake_token_file = \"intake-token\"\n";
+    std::fs::write(&app.config_path, config).unwrap();
+    let mut daemon = app.spawn_daemon("run.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        let log = app.log("run.log");
+        if let Some(rest) = log.split("HTTP listener ready bound=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no listener: {log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let http = reqwest::Client::new();
+    let post = |token: &'static str| {
+        let http = http.clone();
+        let url = format!("http://{addr}/v1/enqueue");
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"chat_id": 71}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post("first-token").await, 202);
+    app.wait_drained(Duration::from_secs(10)).await;
+    assert_eq!(app.sandbox.assignee(71), Some(4188));
+
+    std::fs::write(app.dir.path().join("intake-token"), "second-token\n").unwrap();
+    hup(daemon.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while post("first-token").await != 401 {
+        assert!(Instant::now() < deadline, "the old token still works");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(post("second-token").await, 202);
+    assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
+    assert!(
+        !app.log("run.log").contains("second-token"),
+        "a secret in the log"
+    );
+}

@@ -42,8 +42,10 @@ async fn serve(rules: &str) -> Served {
     let listener = assignd::http::Listener {
         store: daemon.runtime.store.clone(),
         worker: daemon.runtime.worker.clone(),
-        webhook_key: Some(Secret::new(WEBHOOK_KEY)),
-        intake_token: Some(Secret::new(INTAKE_TOKEN)),
+        secrets: assignd::http::ListenerSecrets::new(
+            Some(Secret::new(WEBHOOK_KEY)),
+            Some(Secret::new(INTAKE_TOKEN)),
+        ),
     };
     let (addr, _task) =
         assignd::http::serve(listener, "127.0.0.1:0".parse().unwrap(), shutdown.clone())

@@ -31,8 +31,30 @@ pub const MAX_BODY: usize = 1 << 20;
 pub struct Listener {
     pub store: Store,
     pub worker: Arc<Worker>,
-    pub webhook_key: Option<Secret>,
-    pub intake_token: Option<Secret>,
+    pub secrets: Arc<ListenerSecrets>,
+}
+
+/// The listener's secrets, replaced as a whole on reload.
+#[derive(Default)]
+pub struct ListenerSecrets {
+    inner: std::sync::RwLock<(Option<Secret>, Option<Secret>)>,
+}
+
+impl ListenerSecrets {
+    pub fn new(webhook_key: Option<Secret>, intake_token: Option<Secret>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: std::sync::RwLock::new((webhook_key, intake_token)),
+        })
+    }
+    pub fn replace(&self, webhook_key: Option<Secret>, intake_token: Option<Secret>) {
+        *self.inner.write().expect("secrets lock") = (webhook_key, intake_token);
+    }
+    pub fn webhook_key(&self) -> Option<Secret> {
+        self.inner.read().expect("secrets lock").0.clone()
+    }
+    pub fn intake_token(&self) -> Option<Secret> {
+        self.inner.read().expect("secrets lock").1.clone()
+    }
 }
 
 /// Serves on `addr` until `shutdown`; returns the bound address at once.
@@ -159,7 +181,7 @@ enum EnqueueBody {
 
 /// `POST /v1/enqueue` with `Authorization: Bearer <intake token>`.
 async fn enqueue(State(s): State<Arc<Listener>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(token) = &s.intake_token else {
+    let Some(token) = s.secrets.intake_token() else {
         return reject(
             StatusCode::UNAUTHORIZED,
             "no intake token is configured, so the enqueue API is closed",

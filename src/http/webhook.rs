@@ -65,7 +65,7 @@ pub(super) async fn receive(
 }
 
 async fn handle(s: &Listener, headers: &HeaderMap, body: &Bytes) -> Response {
-    let Some(key) = &s.webhook_key else {
+    let Some(key) = s.secrets.webhook_key() else {
         return reject(
             StatusCode::UNAUTHORIZED,
             "no webhook key is configured, so webhooks are refused",
