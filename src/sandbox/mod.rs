@@ -100,6 +100,8 @@ pub struct Recorded {
     pub status: u16,
     /// When it arrived, since the sandbox started.
     pub at: Duration,
+    /// When it arrived, on this process's monotonic clock.
+    pub received: Instant,
 }
 
 struct Shared {
@@ -298,6 +300,7 @@ async fn handle(
         body: body_json,
         status: response.status().as_u16(),
         at: s.started.elapsed(),
+        received: Instant::now(),
     });
     if injected_error {
         return response;
