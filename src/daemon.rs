@@ -83,6 +83,8 @@ pub async fn assemble(
     )?;
     let settings = Settings {
         retention: config.database.retention.0,
+        load_refresh: config.load.refresh.0,
+        poll_new_chats: config.poller.enabled.then_some(config.poller.interval.0),
         ..Settings::from(&config.worker)
     };
     let worker = Worker::new(store.clone(), client, rules, settings).await?;

@@ -301,3 +301,80 @@ assign = "pool:support"
         1
     );
 }
+
+fn append_config(app: &TestApp, extra: &str) {
+    let text = std::fs::read_to_string(&app.config_path).unwrap() + extra;
+    std::fs::write(&app.config_path, text).unwrap();
+}
+
+/// Without webhooks, `[load] refresh` learns from POST /chats/search that a
+/// chat was closed, and the chat waiting for that seat is assigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_refresh_frees_seats_that_webhooks_never_reported() {
+    let rules = "[agents]\nalice = { id = 4188, max_open = 1 }\n[pools.p]\nagents = [\"alice\"]\n[[rule]]\nname = \"all\"\nassign = \"pool:p\"\n";
+    let app = TestApp::new(rules, default_agents(), None, "concurrency = 1", "").await;
+    append_config(&app, "\n[load]\nrefresh = \"300ms\"\n");
+    let daemon = app.start_in_process().await;
+    app.insert_raw([81]).await;
+    daemon.runtime.worker.wake();
+    assert_eq!(
+        assignee_within(&app, 81, Duration::from_secs(5)).await,
+        Some(4188)
+    );
+    app.insert_raw([82]).await;
+    daemon.runtime.worker.wake();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.sandbox.assignee(82), None, "alice is full");
+    // Closed in HelpCrunch, and no webhook says so.
+    app.sandbox.update_chat(81, |c| c.status = "closed".into());
+    assert_eq!(
+        assignee_within(&app, 82, Duration::from_secs(5)).await,
+        Some(4188)
+    );
+    daemon.stop().await;
+    assert!(
+        app.sandbox
+            .requests()
+            .iter()
+            .any(|r| r.path == "/v1/chats/search")
+    );
+}
+
+/// `[poller]`: new unassigned chats are found with POST /chats/search and
+/// enqueued with their snapshot; assigned or closed ones are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poller_enqueues_new_unassigned_chats() {
+    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    append_config(&app, "\n[poller]\nenabled = true\ninterval = \"200ms\"\n");
+    let daemon = app.start_in_process().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for id in [91, 92, 93] {
+        app.sandbox.create_chat(id, |_| {});
+    }
+    app.sandbox.create_chat(94, |c| c.assignee = Some(6694));
+    app.sandbox.create_chat(95, |c| c.status = "closed".into());
+    for id in [91, 92, 93] {
+        assert!(
+            assignee_within(&app, id, Duration::from_secs(10))
+                .await
+                .is_some(),
+            "chat {id}"
+        );
+    }
+    app.wait_drained(Duration::from_secs(5)).await;
+    daemon.stop().await;
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue").await,
+        3,
+        "only the unassigned, open ones"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE snapshot IS NOT NULL")
+            .await,
+        3
+    );
+    assert!(
+        app.sandbox.requests().iter().all(|r| r.method != "GET"),
+        "snapshots saved the GETs"
+    );
+}

@@ -96,6 +96,30 @@ impl Client {
         self.send("POST /messages", Priority::Background, req).await
     }
 
+    /// `POST /chats/search`, one page: `filter` as HelpCrunch takes it
+    /// (`[{"field", "operator", "value"}]`), oldest first. The chats come as
+    /// JSON, so that a caller can keep one as a snapshot.
+    pub async fn search_chats(
+        &self,
+        filter: serde_json::Value,
+        offset: usize,
+    ) -> Call<Page<serde_json::Value>> {
+        let body = json!({
+            "filter": filter,
+            "comparison": "AND",
+            "sort": "chats.createdAt",
+            "order": "asc",
+            "offset": offset,
+            "limit": 100,
+        });
+        let req = self
+            .http
+            .post(format!("{}/chats/search", self.base))
+            .json(&body);
+        self.send("POST /chats/search", Priority::Background, req)
+            .await
+    }
+
     /// `GET /agents`, every page.
     pub async fn agents(&self) -> Result<Vec<AgentRef>, ApiError> {
         let mut all = Vec::new();

@@ -237,6 +237,15 @@ impl Sandbox {
         self.shared.accepted.lock().expect("accepted lock").clear();
     }
 
+    /// Makes a chat exist now (as a customer starting it would), so that
+    /// `POST /chats/search` finds it; `f` may set it up.
+    pub fn create_chat(&self, chat_id: i64, f: impl FnOnce(&mut SandboxChat)) {
+        self.update_chat(chat_id, |c| {
+            c.created_at = jiff::Timestamp::now().as_second();
+            f(c)
+        });
+    }
+
     /// Puts a chat into a given state before the daemon sees it.
     pub fn update_chat(&self, chat_id: i64, f: impl FnOnce(&mut SandboxChat)) {
         let mut chats = self.shared.chats.lock().expect("chats lock");
@@ -390,6 +399,7 @@ fn answer(
             Err(_) => error(StatusCode::NOT_FOUND, &[("not_found", "Not found")]),
         },
         ("GET", ["agents"]) => agents(s, uri),
+        ("POST", ["chats", "search"]) => search(s, body),
         ("POST", ["messages"]) => post_message(s, body),
         _ => error(StatusCode::NOT_FOUND, &[("not_found", "Not found")]),
     }
@@ -595,4 +605,105 @@ fn post_message(s: &Shared, body: Option<&Value>) -> Response {
     });
     messages.push(message.clone());
     axum::Json(message).into_response()
+}
+
+/// `POST /chats/search` over the chats that exist so far (created or
+/// touched): `=`, `!=`, `>`, `>=`, `<`, `<=` on `chats.assignee`,
+/// `chats.status` and `chats.createdAt`, joined by AND or OR.
+fn search(s: &Shared, body: Option<&Value>) -> Response {
+    let bad = |field: &str, why: &str| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &[("invalid_request", "Invalid request"), (field, why)],
+        )
+    };
+    let Some(body) = body else {
+        return bad("filter", "This value should not be blank.");
+    };
+    let filters = body
+        .get("filter")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let any = body.get("comparison").and_then(Value::as_str) == Some("OR");
+    let mut tests: Vec<Box<dyn Fn(&SandboxChat) -> bool>> = Vec::new();
+    for (i, f) in filters.iter().enumerate() {
+        let field = f.get("field").and_then(Value::as_str).unwrap_or("");
+        let op = f
+            .get("operator")
+            .and_then(Value::as_str)
+            .unwrap_or("=")
+            .to_string();
+        let value = f.get("value").cloned().unwrap_or(Value::Null);
+        let cmp = move |have: Option<i64>, want: i64| -> bool {
+            match (op.as_str(), have) {
+                ("=", h) => h == Some(want),
+                ("!=", h) => h != Some(want),
+                (">", Some(h)) => h > want,
+                (">=", Some(h)) => h >= want,
+                ("<", Some(h)) => h < want,
+                ("<=", Some(h)) => h <= want,
+                _ => false,
+            }
+        };
+        let key = format!("filter[{i}].value");
+        match field {
+            "chats.assignee" | "chats.createdAt" => {
+                let Some(want) = value.as_i64() else {
+                    return bad(&key, "This value should be of type numeric.");
+                };
+                let by_assignee = field == "chats.assignee";
+                tests.push(Box::new(move |c: &SandboxChat| {
+                    cmp(
+                        if by_assignee {
+                            c.assignee
+                        } else {
+                            Some(c.created_at)
+                        },
+                        want,
+                    )
+                }));
+            }
+            "chats.status" => {
+                let Some(want) = value.as_str().map(str::to_string) else {
+                    return bad(&key, "This value should be of type string.");
+                };
+                let negate = f.get("operator").and_then(Value::as_str) == Some("!=");
+                tests.push(Box::new(move |c: &SandboxChat| {
+                    (c.status == want) != negate
+                }));
+            }
+            _ => return bad(&format!("filter[{i}].field"), "This value is not valid."),
+        }
+    }
+    let offset = body.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let limit = body
+        .get("limit")
+        .and_then(Value::as_u64)
+        .unwrap_or(100)
+        .min(100) as usize;
+    let chats = s.chats.lock().expect("chats lock");
+    let mut found: Vec<&SandboxChat> = chats
+        .values()
+        .filter(|c| {
+            tests.is_empty()
+                || if any {
+                    tests.iter().any(|t| t(c))
+                } else {
+                    tests.iter().all(|t| t(c))
+                }
+        })
+        .collect();
+    found.sort_by_key(|c| (c.created_at, c.id));
+    if body.get("order").and_then(Value::as_str) == Some("desc") {
+        found.reverse();
+    }
+    let total = found.len();
+    let data: Vec<Value> = found
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|c| c.to_json(&s.agents))
+        .collect();
+    axum::Json(json!({"data": data, "meta": {"total": total}})).into_response()
 }

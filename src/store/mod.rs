@@ -459,6 +459,40 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the open chats recorded for `agent` with `chats`, as
+    /// HelpCrunch reports them; a freed seat wakes the waiting chats.
+    pub async fn replace_open_chats(&self, agent: &str, chats: &[i64]) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM open_chats WHERE agent = ?")
+            .bind(agent)
+            .execute(&mut *tx)
+            .await?;
+        for chat in chats {
+            sqlx::query(
+                "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES (?, ?, ?)
+                 ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent",
+            )
+            .bind(chat)
+            .bind(agent)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        wake_waiting(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn daemon_state_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM daemon_state WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
     /// Which agent each open chat is with.
     pub async fn open_chats(&self) -> Result<HashMap<i64, String>, StoreError> {
         let rows = sqlx::query("SELECT chat_id, agent FROM open_chats")

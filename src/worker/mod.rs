@@ -31,6 +31,7 @@ use crate::store::{
 
 mod outbox;
 mod reassign;
+mod reconcile;
 
 /// How long a chat waits before it is tried again when its rule's target has
 /// no available agent.
@@ -54,6 +55,10 @@ pub struct Settings {
     pub reassign: bool,
     /// Finished rows and outcomes older than this are pruned.
     pub retention: Duration,
+    /// How often open chats per agent are reconciled with HelpCrunch.
+    pub load_refresh: Duration,
+    /// How often to look for new unassigned chats, if at all.
+    pub poll_new_chats: Option<Duration>,
 }
 
 impl From<&WorkerConfig> for Settings {
@@ -66,6 +71,8 @@ impl From<&WorkerConfig> for Settings {
             fetch_chat: c.fetch_chat,
             reassign: c.reassign,
             retention: Duration::from_secs(30 * 86400),
+            load_refresh: Duration::from_secs(300),
+            poll_new_chats: None,
         }
     }
 }
@@ -187,6 +194,11 @@ impl Worker {
         let mut reported_auth: Option<bool> = None;
         let outbox = tokio::spawn(self.clone().run_outbox(shutdown.clone()));
         let followups = tokio::spawn(self.clone().run_followups(shutdown.clone()));
+        let reconcile = tokio::spawn(self.clone().run_reconcile(shutdown.clone()));
+        let poller = self
+            .settings
+            .poll_new_chats
+            .map(|every| tokio::spawn(self.clone().run_poller(every, shutdown.clone())));
         let mut next_prune = tokio::time::Instant::now();
         // systemd's watchdog: pinged from this loop, so a hung loop is restarted.
         let watchdog = watchdog_interval();
@@ -308,6 +320,10 @@ impl Worker {
         }
         let _ = outbox.await;
         let _ = followups.await;
+        let _ = reconcile.await;
+        if let Some(p) = poller {
+            let _ = p.await;
+        }
         match self.store.release_all(&self.owner).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "shutdown: rows put back on the queue"),
