@@ -607,6 +607,9 @@ fn post_message(s: &Shared, body: Option<&Value>) -> Response {
     axum::Json(message).into_response()
 }
 
+/// One search filter, as a test of a chat.
+type ChatTest = Box<dyn Fn(&SandboxChat) -> bool>;
+
 /// `POST /chats/search` over the chats that exist so far (created or
 /// touched): `=`, `!=`, `>`, `>=`, `<`, `<=` on `chats.assignee`,
 /// `chats.status` and `chats.createdAt`, joined by AND or OR.
@@ -626,7 +629,7 @@ fn search(s: &Shared, body: Option<&Value>) -> Response {
         .cloned()
         .unwrap_or_default();
     let any = body.get("comparison").and_then(Value::as_str) == Some("OR");
-    let mut tests: Vec<Box<dyn Fn(&SandboxChat) -> bool>> = Vec::new();
+    let mut tests: Vec<ChatTest> = Vec::new();
     for (i, f) in filters.iter().enumerate() {
         let field = f.get("field").and_then(Value::as_str).unwrap_or("");
         let op = f
