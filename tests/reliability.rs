@@ -298,3 +298,72 @@ async fn a_locked_database_is_waited_out() {
         puts.values().map(|n| n - 1).sum::<usize>()
     );
 }
+
+/// After a 429 pause, how fast the backlog drains again: measured over the
+/// two windows after the pause ends and printed (rates belong to
+/// benchmarks, not assertions); asserted: no chat lost, no 429 afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_429_pause_the_rate_comes_back() {
+    let per = Duration::from_secs(2);
+    let limit = SandboxLimit {
+        requests: 30,
+        per,
+        window: Window::Sliding,
+        retry_after: true,
+    };
+    let app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        Some(limit),
+        "concurrency = 4\nfetch_chat = \"never\"",
+        "requests = 30\nper = \"2s\"",
+    )
+    .await;
+    let daemon = app.start_in_process().await;
+    app.insert_raw(1..=150).await;
+    daemon.runtime.worker.wake();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Another client eats the budget for a moment: HelpCrunch answers 429.
+    app.sandbox.set_rate_limit(Some(SandboxLimit {
+        requests: 1,
+        ..limit
+    }));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.sandbox.set_rate_limit(Some(limit));
+    app.wait_drained(Duration::from_secs(60)).await;
+    daemon.stop().await;
+
+    let requests = app.sandbox.requests();
+    let last_429 = requests
+        .iter()
+        .rev()
+        .find(|r| r.status == 429)
+        .expect("the burst provoked a 429");
+    let resumed = requests
+        .iter()
+        .find(|r| r.at > last_429.at && r.status == 200)
+        .expect("work resumed")
+        .at;
+    let window_end = resumed + per * 2;
+    let after = requests
+        .iter()
+        .filter(|r| r.at >= resumed && r.at < window_end && r.status == 200)
+        .count();
+    println!(
+        "after the 429 pause: {after} calls in the next two {per:?} windows = {:.1}% of the limit",
+        100.0 * after as f64 / 60.0
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.at > resumed && r.status == 429)
+            .count(),
+        0,
+        "no 429 after resuming"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        150
+    );
+}
