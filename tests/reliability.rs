@@ -280,6 +280,12 @@ async fn a_locked_database_is_waited_out() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(7)).await;
+    // Past the busy timeout, the worker knows: not ready.
+    let why = daemon.runtime.worker.storage_error();
+    assert!(
+        why.as_deref().is_some_and(|w| w.contains("locked")),
+        "{why:?}"
+    );
     sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
     drop(conn);
     locker.close().await;

@@ -98,6 +98,9 @@ async fn readyz(State(s): State<Arc<Listener>>) -> Response {
     if let Err(e) = s.store.ping().await {
         return reject(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
     }
+    if let Some(e) = s.worker.storage_error() {
+        return reject(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
+    }
     if !s.worker.api_authorized() {
         return reject(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -90,6 +90,8 @@ pub struct Worker {
     outbox_wake: Notify,
     /// The last outcome, for systemd's STATUS= line.
     last_outcome: Mutex<Option<String>>,
+    /// The last database failure, until the next success: not ready meanwhile.
+    storage_error: Mutex<Option<String>>,
 }
 
 /// What processing a row decided; written by [`Store::settle`].
@@ -136,6 +138,7 @@ impl Worker {
             wake: Notify::new(),
             outbox_wake: Notify::new(),
             last_outcome: Mutex::new(None),
+            storage_error: Mutex::new(None),
         }))
     }
 
@@ -270,7 +273,9 @@ impl Worker {
                 self.owner,
                 self.batches.fetch_add(1, Ordering::Relaxed)
             );
-            match self.store.claim(&token, self.settings.lease, free).await {
+            let claimed = self.store.claim(&token, self.settings.lease, free).await;
+            self.storage_result(&claimed);
+            match claimed {
                 Ok(rows) if !rows.is_empty() => {
                     store_backoff = self.settings.poll_interval;
                     for row in rows {
@@ -364,7 +369,9 @@ impl Worker {
         };
         let mut delay = Duration::from_millis(100);
         for _ in 0..8 {
-            match self.store.settle(&settlement).await {
+            let settled = self.store.settle(&settlement).await;
+            self.storage_result(&settled);
+            match settled {
                 Ok(true) => {
                     record_metrics(&settlement.outcomes, Some(row.enqueued_at_ms));
                     if let Some(o) = settlement.outcomes.last() {
@@ -704,6 +711,16 @@ impl Worker {
         if freed {
             self.wake();
         }
+    }
+
+    /// Why the database cannot be used right now, if it cannot.
+    pub fn storage_error(&self) -> Option<String> {
+        self.storage_error.lock().expect("storage lock").clone()
+    }
+
+    fn storage_result<T>(&self, result: &Result<T, crate::store::StoreError>) {
+        let mut e = self.storage_error.lock().expect("storage lock");
+        *e = result.as_ref().err().map(|err| err.to_string());
     }
 
     /// One line for systemd's STATUS=: queue depth and the last outcome.
