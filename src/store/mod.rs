@@ -412,15 +412,7 @@ impl Store {
                 chat_id,
                 agent: Some(agent),
             } => {
-                sqlx::query(
-                    "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES (?, ?, ?)
-                     ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at",
-                )
-                .bind(chat_id)
-                .bind(agent)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                upsert_open_chat(&mut tx, *chat_id, agent, now).await?;
             }
             WebhookEffect::Assigned {
                 chat_id,
@@ -469,15 +461,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         for chat in chats {
-            sqlx::query(
-                "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES (?, ?, ?)
-                 ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent",
-            )
-            .bind(chat)
-            .bind(agent)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            upsert_open_chat(&mut tx, *chat, agent, now).await?;
         }
         wake_waiting(&mut tx).await?;
         tx.commit().await?;
@@ -842,15 +826,7 @@ async fn apply_assigned(
         }
     }
     if let Some((chat_id, agent)) = &assigned.opened {
-        sqlx::query(
-                "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES (?, ?, ?)
-                 ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at",
-            )
-            .bind(chat_id)
-            .bind(agent)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+        upsert_open_chat(conn, *chat_id, agent, now).await?;
     }
     if let Some((customer, agent)) = &assigned.customer {
         sqlx::query(
@@ -890,6 +866,25 @@ async fn apply_assigned(
             .execute(&mut *conn)
             .await?;
     }
+    Ok(())
+}
+
+/// Records that `chat_id` is open with `agent`, moving it from whoever had it.
+async fn upsert_open_chat(
+    conn: &mut SqliteConnection,
+    chat_id: i64,
+    agent: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES (?, ?, ?)
+         ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at",
+    )
+    .bind(chat_id)
+    .bind(agent)
+    .bind(now)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
