@@ -76,6 +76,27 @@ impl Store {
         Ok(Self { writer, reader })
     }
 
+    /// Starts a write transaction with `BEGIN IMMEDIATE` on the one writer
+    /// connection.
+    ///
+    /// When a COMMIT fails (a full disk, say), SQLite rolls the transaction
+    /// back itself, sqlx's own ROLLBACK then fails, and sqlx keeps counting
+    /// the connection as inside a transaction: it could never begin again.
+    /// Such a connection is closed here and a fresh one takes its place, so
+    /// the daemon recovers by itself when the fault clears.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        match self.writer.begin_with("BEGIN IMMEDIATE").await {
+            Err(sqlx::Error::InvalidSavePointStatement | sqlx::Error::BeginFailed) => {
+                tracing::warn!(
+                    "the database writer connection is stuck after a failed commit; opening a new one"
+                );
+                self.writer.acquire().await?.close().await?;
+                self.writer.begin_with("BEGIN IMMEDIATE").await
+            }
+            other => other,
+        }
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.writer).await?;
         Ok(())
@@ -89,7 +110,7 @@ impl Store {
     /// Adds chats to the queue; a chat that already has a pending or leased
     /// row is left alone. Returns how many rows were added.
     pub async fn enqueue(&self, items: &[NewQueueItem]) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut added = 0;
         let now = now_ms();
         for item in items {
@@ -126,7 +147,7 @@ impl Store {
     ) -> Result<Vec<QueueRow>, StoreError> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
             "UPDATE queue
                 SET state = 'leased', lease_owner = ?1, lease_until = ?2,
@@ -161,7 +182,7 @@ impl Store {
     /// it did (false: the lease was lost to another claimer).
     pub async fn settle(&self, s: &Settlement<'_>) -> Result<bool, StoreError> {
         let now = now_ms();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         for o in &s.outcomes {
             insert_outcome(&mut tx, o, Some(s.queue_id), now).await?;
         }
@@ -214,7 +235,7 @@ impl Store {
             if pid.is_some_and(&alive) {
                 continue;
             }
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.begin_write().await?;
             released += sqlx::query(
                 "UPDATE queue SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = ?
                   WHERE state = 'leased' AND lease_owner = ?",
@@ -231,7 +252,7 @@ impl Store {
 
     /// Puts every row leased by `owner` back, uncounted (shutdown).
     pub async fn release_all(&self, owner: &str) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE queue SET state = 'pending', lease_owner = NULL, lease_until = NULL,
                     attempts = MAX(attempts - 1, 0), updated_at = ?
@@ -295,7 +316,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Followup>, StoreError> {
         let now = now_ms();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         // An answer seen by webhook settles the follow-up without a call.
         sqlx::query("DELETE FROM followups WHERE answered_at IS NOT NULL")
             .execute(&mut *tx)
@@ -337,7 +358,7 @@ impl Store {
         next_due_ms: Option<i64>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         for o in outcomes {
             insert_outcome(&mut tx, o, None, now).await?;
         }
@@ -384,7 +405,7 @@ impl Store {
         effect: &WebhookEffect,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let new = sqlx::query(
             "INSERT OR IGNORE INTO webhook_events (id, event, received_at) VALUES (?, ?, ?)",
         )
@@ -455,7 +476,7 @@ impl Store {
     /// HelpCrunch reports them; a freed seat wakes the waiting chats.
     pub async fn replace_open_chats(&self, agent: &str, chats: &[i64]) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM open_chats WHERE agent = ?")
             .bind(agent)
             .execute(&mut *tx)
@@ -517,7 +538,7 @@ impl Store {
     /// tried again at once rather than at its next timed retry. Returns
     /// whether the agent was away.
     pub async fn set_back(&self, agent: &str) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let was = sqlx::query("DELETE FROM agent_away WHERE agent = ?")
             .bind(agent)
             .execute(&mut *tx)
@@ -531,7 +552,7 @@ impl Store {
 
     /// Makes every chat that waits for a candidate due now.
     pub async fn wake_waiting(&self) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let n = wake_waiting(&mut tx).await?;
         tx.commit().await?;
         Ok(n)
@@ -554,7 +575,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let now = now_ms();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         // The lease is the retry time: a crash mid-send retries after it.
         let rows = sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1
@@ -732,7 +753,7 @@ impl Store {
     /// `ids`. A row whose chat already has an active row stays dead (the
     /// active one will do). Returns how many came back.
     pub async fn retry_dead(&self, ids: Option<&[i64]>) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let now = now_ms();
         let mut revived = 0;
         let targets: Vec<i64> = match ids {
@@ -764,7 +785,7 @@ impl Store {
     /// rows, outcomes, and sent or abandoned messages. Pending, leased and
     /// dead rows are never pruned. Returns (rows, outcomes) deleted.
     pub async fn prune(&self, before_ms: i64) -> Result<(u64, u64), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query("DELETE FROM queue WHERE state = 'done' AND updated_at < ?")
             .bind(before_ms)
             .execute(&mut *tx)

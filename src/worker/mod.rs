@@ -304,7 +304,7 @@ impl Worker {
                 Err(e) => {
                     tracing::error!(error = %e, retry_in_ms = store_backoff.as_millis() as u64, "cannot claim work");
                     self.idle(&shutdown, store_backoff).await;
-                    store_backoff = (store_backoff * 2).min(Duration::from_secs(30));
+                    store_backoff = (store_backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -348,6 +348,14 @@ impl Worker {
 
     #[tracing::instrument(skip_all, fields(chat_id = row.chat_id, queue_id = row.id))]
     async fn process(&self, row: QueueRow, token: &str) {
+        // The lease runs from the claim, just before this; the commit is
+        // retried while it holds, so a passing storage fault costs no repeat.
+        let lease_ends = tokio::time::Instant::now()
+            + self
+                .settings
+                .lease
+                .saturating_sub(Duration::from_secs(2))
+                .max(Duration::from_secs(1));
         let plan = self.plan(&row).await;
         for o in &plan.outcomes {
             tracing::info!(
@@ -368,7 +376,7 @@ impl Worker {
             assigned: plan.assigned,
         };
         let mut delay = Duration::from_millis(100);
-        for _ in 0..8 {
+        loop {
             let settled = self.store.settle(&settlement).await;
             self.storage_result(&settled);
             match settled {
@@ -406,15 +414,16 @@ impl Worker {
                     return;
                 }
                 Err(e) => {
+                    if tokio::time::Instant::now() + delay >= lease_ends {
+                        tracing::error!(error = %e, "giving up recording the outcome: the lease ends, and the chat will be processed again");
+                        return;
+                    }
                     tracing::error!(error = %e, "cannot record the outcome; trying again");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        tracing::error!(
-            "giving up recording the outcome; the lease will expire and the chat will be processed again"
-        );
     }
 
     /// The plan for a row that must wait for a reload of the API key: back
