@@ -58,7 +58,10 @@ impl Worker {
             _ => (now_ms() - every.as_millis() as i64) / 1000,
         };
         loop {
-            let filter = json!([{"field": "chats.createdAt", "operator": ">", "value": since}]);
+            // Timestamps are whole seconds: `>=` so that a chat created in the
+            // same second as the last one seen is not missed. One seen again is
+            // assigned or closed by now (and filtered), or already queued.
+            let filter = json!([{"field": "chats.createdAt", "operator": ">=", "value": since}]);
             if let Some(chats) = self.search_all(filter, &shutdown).await {
                 let latest = chats
                     .iter()
