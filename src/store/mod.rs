@@ -500,24 +500,18 @@ impl Store {
 
     /// Which agent each open chat is with.
     pub async fn open_chats(&self) -> Result<HashMap<i64, String>, StoreError> {
-        let rows = sqlx::query("SELECT chat_id, agent FROM open_chats")
+        let rows = sqlx::query_as("SELECT chat_id, agent FROM open_chats")
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(rows.into_iter().collect())
     }
 
     /// Agents marked away, with the end of their absence (Unix ms).
     pub async fn load_away(&self) -> Result<HashMap<String, Option<i64>>, StoreError> {
-        let rows = sqlx::query("SELECT agent, until FROM agent_away")
+        let rows = sqlx::query_as("SELECT agent, until FROM agent_away")
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(rows.into_iter().collect())
     }
 
     /// Marks an agent away (until `until_ms`, or until marked back).
@@ -644,13 +638,11 @@ impl Store {
     }
 
     pub async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM queue GROUP BY state ORDER BY state")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        let rows =
+            sqlx::query_as("SELECT state, COUNT(*) FROM queue GROUP BY state ORDER BY state")
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Rows that are not finished (pending or leased).
@@ -675,17 +667,14 @@ impl Store {
 
     /// Successful assignments per agent since `since_ms`.
     pub async fn assignments_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT agent, COUNT(*) FROM outcomes WHERE result = 'assigned' AND at >= ?
               GROUP BY agent ORDER BY agent",
         )
         .bind(since_ms)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(rows.into_iter().collect())
     }
 
     /// Outcome counts by (result, rule), all time.
@@ -723,13 +712,10 @@ impl Store {
     }
 
     pub async fn daemon_state(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT key, value, updated_at FROM daemon_state ORDER BY key")
+        let rows = sqlx::query_as("SELECT key, value, updated_at FROM daemon_state ORDER BY key")
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(rows.into_iter().collect())
     }
 
     /// Queue rows, newest first, optionally of one state.
@@ -811,17 +797,14 @@ impl Store {
 
     /// Rows waiting for a retry or a candidate, with their reasons.
     pub async fn waiting(&self, limit: u32) -> Result<Vec<(i64, i64, i64, String)>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT id, chat_id, next_attempt_at, last_error FROM queue
               WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY next_attempt_at LIMIT ?",
         )
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(rows.into_iter().collect())
     }
 }
 
