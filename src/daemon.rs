@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -65,13 +66,9 @@ pub async fn assemble(
     key: &Secret,
 ) -> Result<Runtime, DaemonError> {
     let store = Store::open(&config.database_file(), config.database.synchronous).await?;
-    store.migrate().await?;
-    let orphans = store.release_orphans(process_alive).await?;
-    if orphans > 0 {
-        tracing::warn!(
-            rows = orphans,
-            "took back rows leased by a process that no longer runs"
-        );
+    if let Err(e) = prepare(&store).await {
+        store.close().await;
+        return Err(e.into());
     }
     let rl = &config.helpcrunch.rate_limit;
     let limiter = Arc::new(Limiter::new(rl.requests, rl.per.0, rl.burst()));
@@ -93,6 +90,62 @@ pub async fn assemble(
         limiter,
         worker,
     })
+}
+
+/// Migrates the schema and takes back rows leased by dead processes.
+async fn prepare(store: &Store) -> Result<(), StoreError> {
+    store.migrate().await?;
+    let orphans = store.release_orphans(process_alive).await?;
+    if orphans > 0 {
+        tracing::warn!(
+            rows = orphans,
+            "took back rows leased by a process that no longer runs"
+        );
+    }
+    Ok(())
+}
+
+/// The longest wait between two attempts to open the database at start.
+const STORAGE_RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// [`assemble`], retried while the database cannot be used (read-only,
+/// locked, full, missing its directory): exiting would only make systemd
+/// start us again and again, while waiting says why in the log and in
+/// `systemctl status`, and starts working as soon as the fault clears.
+/// Returns None if SIGTERM/SIGINT arrives first.
+async fn assemble_when_possible(
+    config: &Config,
+    rules: Arc<Rules>,
+    key: &Secret,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Option<Runtime>, DaemonError> {
+    tokio::pin!(stop);
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match assemble(config, rules.clone(), key).await {
+            Ok(runtime) => return Ok(Some(runtime)),
+            Err(DaemonError::Store(e)) => {
+                tracing::error!(
+                    error = %e,
+                    database = %config.database_file().display(),
+                    retry_in_s = wait.as_secs(),
+                    "waiting for the database"
+                );
+                // Not ready yet; keep systemd's start timeout and watchdog
+                // from killing a daemon that is waiting on purpose.
+                notify::notify(&format!(
+                    "STATUS=waiting for the database: {e}\nEXTEND_TIMEOUT_USEC={}\nWATCHDOG=1",
+                    (wait + Duration::from_secs(30)).as_micros()
+                ));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = &mut stop => return Ok(None),
+                }
+                wait = (wait * 2).min(STORAGE_RETRY_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The webhook key and intake token, by the secrets' lookup order.
@@ -132,16 +185,25 @@ pub fn load(config_path: &Path) -> Result<(Config, Rules, Secret), DaemonError> 
 pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let (config, rules, key) = load(&config_path)?;
-    let runtime = assemble(&config, Arc::new(rules), &key).await?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let stop = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    let Some(runtime) = assemble_when_possible(&config, Arc::new(rules), &key, stop).await? else {
+        tracing::info!("stopped before the database could be opened");
+        return Ok(());
+    };
     let store = runtime.store.clone();
     let _ = store
         .set_daemon_state("rules", &format!("loaded at {:.0}", jiff::Timestamp::now()))
         .await;
     let _ = store.set_daemon_state("rules_reload_error", "").await;
     let shutdown = CancellationToken::new();
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     tracing::info!(
         database = %config.database_file().display(),
         rules = %config.rules.path.display(),

@@ -264,3 +264,21 @@ async fn check_online_reports_unknown_agent_ids() {
         "{err}"
     );
 }
+
+/// A database that cannot be opened: exit 1, with the path and SQLite's
+/// reason said once, not once per layer of error.
+#[tokio::test]
+async fn an_unopenable_database_is_one_clear_line() {
+    let app = app_with_rules(THREE_AGENTS).await;
+    // A directory where the database file should be.
+    std::fs::create_dir(&app.db_path).unwrap();
+    let out = app.command(&["migrate"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&app.db_path.display().to_string()), "{err}");
+    assert_eq!(
+        err.matches("unable to open database file").count(),
+        1,
+        "{err}"
+    );
+}

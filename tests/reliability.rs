@@ -389,22 +389,18 @@ async fn after_a_429_pause_the_rate_comes_back() {
     );
 }
 
-/// Unmounts the test's tmpfs however the test ends.
-struct Mounted(std::path::PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// The disk fills up under the running daemon: it backs off and reports
 /// not-ready without losing claimed work, and finishes by itself once space
 /// is freed. Needs a small tmpfs, so it is skipped where mounting is not allowed.
+///
+/// The tmpfs is 16 MiB, not smaller: the WAL grows to about 4 MiB (1,000
+/// pages) before its first checkpoint, and a checkpoint needs room in the
+/// database file. On a disk smaller than that, the WAL itself eats every byte
+/// that is freed and SQLite can never checkpoint again: a disk too small for
+/// the database, not a full one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure: after the space is freed, the writer keeps answering SQLITE_FULL; see the open reliability issue"]
 async fn a_full_disk_is_waited_out() {
-    let app = TestApp::new(
+    let mut app = TestApp::new(
         THREE_AGENTS,
         default_agents(),
         None,
@@ -412,21 +408,9 @@ async fn a_full_disk_is_waited_out() {
         "",
     )
     .await;
-    let disk = app.dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&disk)
-        .output();
-    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
-        println!("skipped: cannot mount a tmpfs here ({mounted:?})");
+    let Some(disk) = app.database_on_tmpfs("16m") else {
         return;
-    }
-    let _guard = Mounted(disk.clone());
-    let config = std::fs::read_to_string(&app.config_path)
-        .unwrap()
-        .replace("sqlite://assignd.db", "sqlite://disk/assignd.db");
-    std::fs::write(&app.config_path, config).unwrap();
+    };
     app.sandbox.set_faults(Faults {
         delay: Duration::from_millis(20),
         ..Faults::default()
@@ -452,7 +436,7 @@ async fn a_full_disk_is_waited_out() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Fill the disk to the last byte.
-    let filler = disk.join("filler");
+    let filler = disk.0.join("filler");
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&filler).unwrap();
@@ -494,4 +478,69 @@ async fn a_full_disk_is_waited_out() {
     daemon.stop().await;
     let puts = puts_per_chat(&app);
     assert_eq!(puts.len(), 200, "every chat assigned");
+}
+
+/// The database's file system is read-only when the daemon starts (a disk
+/// remounted read-only after errors, a restore gone wrong): the daemon does
+/// not exit and come back over and over; it waits, says why, keeps every row
+/// pending, and starts working by itself once the file system is writable.
+/// Needs a tmpfs, so it is skipped where mounting is not allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_is_waited_out() {
+    let mut app = TestApp::new(
+        THREE_AGENTS,
+        default_agents(),
+        None,
+        "concurrency = 2\nfetch_chat = \"never\"",
+        "",
+    )
+    .await;
+    let Some(disk) = app.database_on_tmpfs("16m") else {
+        return;
+    };
+    app.migrate().await;
+    app.insert_raw(1..=30).await;
+    disk.remount("ro");
+
+    let mut child = app.spawn_daemon("read-only.log");
+    let started = Instant::now();
+    while !app
+        .log("read-only.log")
+        .contains("waiting for the database")
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "assignd exited on a read-only database: {}",
+            app.log("read-only.log")
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no word about the database: {}",
+            app.log("read-only.log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Still there a few retries later, and nothing was sent.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "assignd gave up");
+    assert_eq!(app.sandbox.assign_calls().len(), 0);
+
+    disk.remount("rw");
+    app.wait_drained(Duration::from_secs(60)).await;
+    let status = terminate(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
+            .await,
+        30
+    );
+    let log = app.log("read-only.log");
+    println!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("database"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

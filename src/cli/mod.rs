@@ -202,14 +202,32 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Invalid(e)) => {
-            eprintln!("assignd: {e:#}");
+            eprintln!("assignd: {}", describe(&e));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("assignd: {e:#}");
+            eprintln!("assignd: {}", describe(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line, like `{:#}`, but without a cause
+/// whose text the message above it already contains: our error types quote
+/// their source, and saying it three times helps nobody.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, Failure> {

@@ -222,6 +222,28 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Moves the database onto a fresh tmpfs of `size` (as `mount -o
+    /// size=`), so a test can fill it or make it read-only. None where
+    /// mounting is not allowed (not root): the caller skips.
+    pub fn database_on_tmpfs(&mut self, size: &str) -> Option<Tmpfs> {
+        let disk = self.dir.path().join("disk");
+        std::fs::create_dir(&disk).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&disk)
+            .output();
+        if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+            println!("skipped: cannot mount a tmpfs here ({mounted:?})");
+            return None;
+        }
+        let config = std::fs::read_to_string(&self.config_path)
+            .unwrap()
+            .replace("sqlite://assignd.db", "sqlite://disk/assignd.db");
+        std::fs::write(&self.config_path, config).unwrap();
+        self.db_path = disk.join("assignd.db");
+        Some(Tmpfs(disk))
+    }
+
     pub fn log(&self, log_name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(log_name)).unwrap_or_default()
     }
@@ -266,4 +288,30 @@ pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
     std::fs::read(path)
         .map(|b| b.windows(needle.len()).any(|w| w == needle))
         .unwrap_or(false)
+}
+
+/// A tmpfs mounted for one test; unmounted however the test ends.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// `mount -o remount,OPTION`: `ro` fails while a file on it is open
+    /// for writing, so a read-only fault is made while the daemon is down.
+    pub fn remount(&self, option: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{option}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remount {option}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
