@@ -73,6 +73,22 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    let one = {
+        let mut r = rules.clone();
+        r.rules.drain(..49);
+        r.reindex();
+        r
+    };
+    c.bench_function("decide: the catch-all alone (the pool pick)", |b| {
+        b.iter(|| {
+            decide(
+                std::hint::black_box(&one),
+                std::hint::black_box(&chat),
+                &state,
+                now,
+            )
+        })
+    });
     let vip = {
         let mut v = chat.clone();
         v.customer_email = Some(assignd::rules::context::Text::new("ann@corp1.example"));

@@ -48,6 +48,7 @@ fn rules(agents: Vec<Agent>, members: Vec<usize>, strategy: Strategy, skills: &[
             location: Location::at(Path::new("t.toml"), "", 0),
         }],
         files: Vec::new(),
+        index: Default::default(),
     }
 }
 

@@ -75,6 +75,9 @@ impl CandidateVerdict {
 /// Receives the steps of a decision, for `explain`. The unit type ignores
 /// them at no cost, which is what the worker uses.
 pub trait Observer {
+    /// Whether every rule must be tried and reported. When false, the rules
+    /// the index rules out are skipped unseen, which changes no decision.
+    const SEES_EVERY_RULE: bool = true;
     fn rule_failed(&mut self, _rule: usize, _condition: &Condition) {}
     fn rule_matched(&mut self, _rule: usize) {}
     fn candidate(&mut self, _rule: usize, _agent: usize, _verdict: &CandidateVerdict) {}
@@ -82,7 +85,9 @@ pub trait Observer {
     fn picked(&mut self, _rule: usize, _explain: &dyn Fn() -> String) {}
 }
 
-impl Observer for () {}
+impl Observer for () {
+    const SEES_EVERY_RULE: bool = false;
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -169,16 +174,26 @@ pub fn decide(rules: &Rules, chat: &ChatContext, state: &RoutingState, now: Time
 }
 
 /// [`decide`], reporting each step to `observer`.
-pub fn decide_observed(
+pub fn decide_observed<O: Observer>(
     rules: &Rules,
     chat: &ChatContext,
     state: &RoutingState,
     now: Timestamp,
-    observer: &mut impl Observer,
+    observer: &mut O,
 ) -> Decision {
     // A `when_full = "next"` rule that fell through, reported if nothing later decides.
     let mut overflowed: Option<(usize, Option<usize>)> = None;
+    let may_match = if O::SEES_EVERY_RULE {
+        None
+    } else {
+        rules.index.candidates(rules.rules.len(), chat)
+    };
     for (index, rule) in rules.rules.iter().enumerate() {
+        if let Some(bits) = &may_match
+            && !super::index::contains(bits, index)
+        {
+            continue;
+        }
         if let Some(failed) = first_failing(&rule.conditions, chat, &rules.schedules, now) {
             observer.rule_failed(index, failed);
             continue;
@@ -202,14 +217,15 @@ pub fn decide_observed(
                 rules.pools[p].when_full,
             ),
         };
-        let candidates: Vec<Candidate> = members
-            .iter()
-            .filter_map(|&a| {
-                let verdict = judge(rules, a, pool, &rule.require_skills, state, now);
-                observer.candidate(index, a, &verdict);
-                (verdict == CandidateVerdict::Kept).then(|| candidate(rules, a, state))
-            })
-            .collect();
+        // Sized once: growing it from a filter costs two reallocations.
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(members.len());
+        for &a in members {
+            let verdict = judge(rules, a, pool, &rule.require_skills, state, now);
+            observer.candidate(index, a, &verdict);
+            if verdict == CandidateVerdict::Kept {
+                candidates.push(candidate(rules, a, state));
+            }
+        }
         let pool_index = match rule.target {
             Target::Pool(p) => Some(p),
             _ => None,

@@ -9,12 +9,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
-use regex::Regex;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
-use super::matcher::{Condition, Field, Pattern};
+use super::matcher::{Condition, Field, Pattern, RegexPattern, Substring};
 use super::schedule::{self, Schedule};
 use super::template::{Placeholder, Template};
 use super::{Agent, Pool, Reply, Rule, Rules, Strategy, Target, WhenFull};
@@ -426,6 +425,7 @@ fn compile(files: &[File]) -> Result<Rules, SourceError> {
         agents,
         schedules,
         pools,
+        index: super::index::RuleIndex::build(&rules),
         rules,
         files: files.iter().map(|f| f.path.to_path_buf()).collect(),
     })
@@ -769,13 +769,17 @@ fn compile_pattern(f: &File, value: &Spanned<RawValue>) -> Result<Pattern, Sourc
                 ));
             };
             match (k.get_ref().as_str(), v.get_ref()) {
-                ("regex", RawValue::Str(r)) => Regex::new(r).map(Pattern::Regex).map_err(|e| {
-                    f.err(
-                        v.span(),
-                        format!("bad regex: {}", e.to_string().lines().last().unwrap_or("")),
-                    )
-                }),
-                ("contains", RawValue::Str(s)) => Ok(Pattern::Contains(s.to_lowercase())),
+                ("regex", RawValue::Str(r)) => {
+                    RegexPattern::new(r).map(Pattern::Regex).map_err(|e| {
+                        f.err(
+                            v.span(),
+                            format!("bad regex: {}", e.to_string().lines().last().unwrap_or("")),
+                        )
+                    })
+                }
+                ("contains", RawValue::Str(s)) => {
+                    Ok(Pattern::Contains(Substring::new(&s.to_lowercase())))
+                }
                 ("exists", RawValue::Bool(b)) => Ok(Pattern::Exists(*b)),
                 ("regex" | "contains", _) => {
                     Err(f.err(v.span(), format!("`{}` takes a string", k.get_ref())))

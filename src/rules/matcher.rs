@@ -33,13 +33,13 @@ impl<'a> Values<'a> {
     fn is_empty(&self) -> bool {
         self.first.is_none() && self.rest.is_empty()
     }
-    fn iter(&self) -> impl Iterator<Item = &'a Text> + use<'a> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a Text> + use<'a> {
         self.first.into_iter().chain(self.rest.iter())
     }
 }
 
 impl Field {
-    fn values<'a>(&self, chat: &'a ChatContext) -> Values<'a> {
+    pub(crate) fn values<'a>(&self, chat: &'a ChatContext) -> Values<'a> {
         let only = |t: &'a Option<Text>| Values {
             first: None,
             rest: t.as_slice(),
@@ -71,9 +71,9 @@ pub enum Pattern {
     Exact(String),
     /// Case-insensitive with `*` and `?` (stored lower-case).
     Glob(Glob),
-    Regex(Regex),
+    Regex(RegexPattern),
     /// Case-insensitive substring (stored lower-case).
-    Contains(String),
+    Contains(Substring),
     /// `true`: the field has a value; `false`: it has none.
     Exists(bool),
     /// Any of these.
@@ -103,8 +103,8 @@ impl Pattern {
         match self {
             Pattern::Exact(s) => v.lower == *s,
             Pattern::Glob(g) => g.matches(&v.lower),
-            Pattern::Regex(r) => r.is_match(&v.raw),
-            Pattern::Contains(s) => v.lower.contains(s.as_str()),
+            Pattern::Regex(r) => r.is_match(v),
+            Pattern::Contains(s) => s.is_in(&v.lower),
             Pattern::Exists(want) => *want,
             Pattern::AnyOf(ps) => ps.iter().any(|p| p.holds_one(v)),
         }
@@ -118,7 +118,7 @@ impl Pattern {
 pub enum Glob {
     Suffix(String),
     Prefix(String),
-    Contains(String),
+    Contains(Substring),
     PrefixSuffix(String, String),
     General(String),
 }
@@ -132,7 +132,7 @@ impl Glob {
         match parts.as_slice() {
             ["", s] => Glob::Suffix(s.to_string()),
             [p, ""] => Glob::Prefix(p.to_string()),
-            ["", m, ""] => Glob::Contains(m.to_string()),
+            ["", m, ""] => Glob::Contains(Substring::new(m)),
             [p, s] => Glob::PrefixSuffix(p.to_string(), s.to_string()),
             _ => Glob::General(pattern),
         }
@@ -142,7 +142,7 @@ impl Glob {
         match self {
             Glob::Suffix(s) => text.ends_with(s.as_str()),
             Glob::Prefix(p) => text.starts_with(p.as_str()),
-            Glob::Contains(m) => text.contains(m.as_str()),
+            Glob::Contains(m) => m.is_in(text),
             Glob::PrefixSuffix(p, s) => {
                 text.len() >= p.len() + s.len()
                     && text.starts_with(p.as_str())
@@ -151,6 +151,108 @@ impl Glob {
             Glob::General(g) => glob_match(g.as_bytes(), text.as_bytes()),
         }
     }
+}
+
+/// A substring to look for, with its searcher built once at load rather
+/// than on every test (boxed: a searcher is a few hundred bytes).
+#[derive(Debug, Clone)]
+pub struct Substring(Box<memchr::memmem::Finder<'static>>);
+
+impl Substring {
+    pub fn new(needle: &str) -> Self {
+        Self(Box::new(
+            memchr::memmem::Finder::new(needle.as_bytes()).into_owned(),
+        ))
+    }
+
+    pub fn is_in(&self, text: &str) -> bool {
+        self.0.find(text.as_bytes()).is_some()
+    }
+
+    pub fn needle(&self) -> &[u8] {
+        self.0.needle()
+    }
+}
+
+/// A regex, with literals found at load that every match must contain.
+///
+/// Running a regex costs far more than looking for a short literal, and
+/// most chats fail most regex conditions, so the literals are checked
+/// first: when the text holds none of them, the regex cannot match and is
+/// not run. The check is used only on ASCII texts, where lower-casing is
+/// plain ASCII case mapping and agrees with the regex's case folding.
+#[derive(Debug, Clone)]
+pub struct RegexPattern {
+    regex: Regex,
+    /// Lower-case ASCII; empty when no such literals could be found.
+    needles: Vec<Substring>,
+}
+
+/// At most this many different literals are worth checking before the regex.
+const MAX_NEEDLES: usize = 8;
+
+impl RegexPattern {
+    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
+        let regex = Regex::new(pattern)?;
+        Ok(Self {
+            needles: required_literals(pattern),
+            regex,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.regex.as_str()
+    }
+
+    /// Lower-case literals, one of which every match in an ASCII text
+    /// contains; empty when there are none to rely on.
+    pub fn needles(&self) -> impl Iterator<Item = &[u8]> {
+        self.needles.iter().map(Substring::needle)
+    }
+
+    fn is_match(&self, text: &Text) -> bool {
+        if !self.needles.is_empty()
+            && text.raw.is_ascii()
+            && !self.needles.iter().any(|n| n.is_in(&text.lower))
+        {
+            return false;
+        }
+        self.regex.is_match(&text.raw)
+    }
+}
+
+/// The prefixes every match of `pattern` starts with, lower-cased and
+/// deduplicated, keeping only those that can occur in an ASCII text (a
+/// literal with other bytes cannot). Empty when there is no such finite
+/// set, or when the empty string is one of them (then every text qualifies).
+fn required_literals(pattern: &str) -> Vec<Substring> {
+    use regex_syntax::hir::literal::Extractor;
+    let Ok(hir) = regex_syntax::parse(pattern) else {
+        return Vec::new();
+    };
+    let seq = Extractor::new().extract(&hir);
+    let Some(literals) = seq.literals() else {
+        return Vec::new();
+    };
+    let mut lower: Vec<String> = Vec::new();
+    for literal in literals {
+        let bytes = literal.as_bytes();
+        if bytes.is_empty() {
+            return Vec::new();
+        }
+        if !bytes.is_ascii() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+        if !lower.contains(&text) {
+            lower.push(text);
+        }
+    }
+    // No ASCII literal at all: leave the regex to decide on its own.
+    if lower.is_empty() || lower.len() > MAX_NEEDLES {
+        return Vec::new();
+    }
+    lower.iter().map(|l| Substring::new(l)).collect()
 }
 
 /// `*` is any run of bytes, `?` one character. Iterative with one backtrack
@@ -245,7 +347,7 @@ impl Condition {
             Condition::Within { schedule } => schedules[*schedule].is_open(now),
             Condition::Outside { schedule } => !schedules[*schedule].is_open(now),
             Condition::Weekday { days, tz } => {
-                let wd = now.to_zoned(tz.clone()).weekday().to_monday_zero_offset();
+                let wd = tz.to_datetime(now).weekday().to_monday_zero_offset();
                 days & (1 << wd) != 0
             }
             Condition::Any(groups) => groups.iter().any(|g| all_hold(g, chat, schedules, now)),
@@ -354,6 +456,71 @@ mod tests {
         }
     }
 
+    /// The literal check before a regex never changes the answer.
+    #[test]
+    fn regex_literals_never_change_the_answer() {
+        let patterns = [
+            r"(?i)order #5\d+",
+            r"order #5\d+",
+            r"(?i)(refund|return)s?",
+            r"(?i)straße",
+            r"(?i)kelvin k",
+            r"(?i)^vip",
+            r"colou?r",
+            r"\d{3}-\d{4}",
+            r"(?i)s",
+            r"a|",
+            r"(?i)[a-c]x",
+            r"(?i)ſ",
+            r"(?i)\bbilling\b",
+            r"(?i)café",
+        ];
+        let texts = [
+            "",
+            "Order #512 is late",
+            "ORDER #5x",
+            "I want REFUNDS",
+            "returns please",
+            "Strasse",
+            "STRASSE",
+            "Kelvin \u{212A}",
+            "KELVIN K",
+            "vip customer",
+            "a VIP",
+            "color and colour",
+            "call 555-1234",
+            "S",
+            "ſ",
+            "Bx",
+            "billing question",
+            "rebilling",
+            "CAFÉ",
+            "cafe",
+            "plain text",
+        ];
+        for p in patterns {
+            let compiled = RegexPattern::new(p).unwrap();
+            for t in texts {
+                let text = Text::new(t);
+                assert_eq!(
+                    compiled.is_match(&text),
+                    compiled.regex.is_match(t),
+                    "{p} on {t:?} (needles {:?})",
+                    compiled.needles
+                );
+            }
+        }
+        // The checks exist where they should.
+        assert!(
+            !RegexPattern::new(r"(?i)order #5\d+")
+                .unwrap()
+                .needles
+                .is_empty()
+        );
+        assert!(RegexPattern::new(r"a|").unwrap().needles.is_empty());
+        assert!(RegexPattern::new(r"\d+").unwrap().needles.is_empty());
+    }
+
     #[test]
     fn patterns_are_case_insensitive() {
         let t = [Text::new("Ann@BigCorp.com")];
@@ -367,7 +534,7 @@ mod tests {
         };
         assert!(Pattern::text("*@bigcorp.COM").holds(one));
         assert!(Pattern::text("ann@bigcorp.com").holds(one));
-        assert!(Pattern::Contains("bigcorp".into()).holds(one));
+        assert!(Pattern::Contains(Substring::new("bigcorp")).holds(one));
         assert!(Pattern::Exists(true).holds(one));
         assert!(Pattern::Exists(false).holds(none));
         assert!(!Pattern::text("*").holds(none));

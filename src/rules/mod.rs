@@ -4,6 +4,7 @@
 pub mod context;
 pub mod decide;
 pub mod explain;
+pub mod index;
 pub mod load;
 pub mod matcher;
 pub mod schedule;
@@ -37,6 +38,9 @@ pub struct Rules {
     pub rules: Vec<Rule>,
     /// The files the set was loaded from, in merge order.
     pub files: Vec<PathBuf>,
+    /// Finds the rules a chat cannot match; call [`Rules::reindex`] after
+    /// changing `rules` (until then it is ignored, never wrong).
+    pub index: index::RuleIndex,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +161,11 @@ pub struct Reply {
 }
 
 impl Rules {
+    /// Rebuilds the index after `rules` changed.
+    pub fn reindex(&mut self) {
+        self.index = index::RuleIndex::build(&self.rules);
+    }
+
     pub fn agent_by_name(&self, name: &str) -> Option<usize> {
         self.agents
             .binary_search_by(|a| a.name.as_str().cmp(name))

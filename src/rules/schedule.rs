@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use jiff::civil::{Date, Time};
+use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 
@@ -99,7 +99,7 @@ pub fn parse_days(key: &str) -> Result<Vec<usize>, String> {
 }
 
 impl Schedule {
-    fn minute_of(t: &Zoned) -> u16 {
+    fn minute_of(t: &DateTime) -> u16 {
         t.hour() as u16 * 60 + t.minute() as u16
     }
 
@@ -109,7 +109,8 @@ impl Schedule {
 
     /// Whether the schedule is open at instant `t`.
     pub fn is_open(&self, t: Timestamp) -> bool {
-        let local = t.to_zoned(self.tz.clone());
+        // A civil date-time, not a Zoned: no clone of the zone per call.
+        let local = self.tz.to_datetime(t);
         let date = local.date();
         let minute = Self::minute_of(&local);
         if !self.holidays.contains(&date) {
