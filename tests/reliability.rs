@@ -524,6 +524,17 @@ async fn a_read_only_database_is_waited_out() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(child.try_wait().unwrap().is_none(), "assignd gave up");
     assert_eq!(app.sandbox.assign_calls().len(), 0);
+    // A daemon that is waiting stops at once on SIGTERM, with 0.
+    let mut second = app.spawn_daemon("read-only-2.log");
+    while !app
+        .log("read-only-2.log")
+        .contains("waiting for the database")
+    {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = terminate(&mut second, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
 
     disk.remount("rw");
     app.wait_drained(Duration::from_secs(60)).await;
