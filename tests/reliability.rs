@@ -22,6 +22,18 @@ fn signal(pid: u32, sig: &str) {
     );
 }
 
+/// Waits until the worker reports a storage fault (not ready), at most `limit`.
+async fn storage_fault_reported(daemon: &InProcess, limit: Duration, fault: &str) -> String {
+    let since = Instant::now();
+    loop {
+        if let Some(why) = daemon.runtime.worker.storage_error() {
+            return why;
+        }
+        assert!(since.elapsed() < limit, "the worker never noticed {fault}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn puts_per_chat(app: &TestApp) -> HashMap<i64, usize> {
     let mut m = HashMap::new();
     for (chat, _, _) in app.sandbox.assign_calls() {
@@ -281,16 +293,7 @@ async fn a_locked_database_is_waited_out() {
         .await
         .unwrap();
     let locked = Instant::now();
-    let why = loop {
-        if let Some(why) = daemon.runtime.worker.storage_error() {
-            break why;
-        }
-        assert!(
-            locked.elapsed() < Duration::from_secs(20),
-            "the worker never noticed the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let why = storage_fault_reported(&daemon, Duration::from_secs(20), "the lock").await;
     assert!(why.contains("locked"), "{why}");
     assert!(
         locked.elapsed() >= Duration::from_secs(4),
@@ -446,17 +449,7 @@ async fn a_full_disk_is_waited_out() {
         while f.write_all(&small).is_ok() {}
         let _ = f.sync_all();
     }
-    let full = Instant::now();
-    let why = loop {
-        if let Some(why) = daemon.runtime.worker.storage_error() {
-            break why;
-        }
-        assert!(
-            full.elapsed() < Duration::from_secs(30),
-            "the worker never noticed the full disk"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let why = storage_fault_reported(&daemon, Duration::from_secs(30), "the full disk").await;
     println!("not ready while the disk is full: {why}");
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
