@@ -1,4 +1,6 @@
-//! The HelpCrunch client against the sandbox: every endpoint, every answer shape.
+//! The HelpCrunch client against the sandbox: every endpoint, every answer
+//! shape, and answers that try to fool it (redirects, absurd or dated
+//! `Retry-After`, error pages that echo the key).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -7,13 +9,21 @@ use std::time::Duration;
 use assignd::helpcrunch::types::{MessageKind, NewMessage};
 use assignd::helpcrunch::{ApiError, Client, ErrorClass};
 use assignd::limiter::{Limiter, Priority};
-use assignd::sandbox::{Sandbox, SandboxAgent, SandboxConfig};
+use assignd::sandbox::{DateForm, Sandbox, SandboxAgent, SandboxConfig, Trick};
 use assignd::secrets::Secret;
+use reqwest::header::HeaderValue;
 
+/// A sandbox that expects `right-key`, and a client that sends `key`.
 async fn setup(agents: usize, key: &str) -> (Sandbox, Client) {
+    start("right-key", agents, key).await
+}
+
+/// A sandbox that expects `sandbox_key`, with agents `agent1`..`agent{agents}`
+/// and chats 1..=1000, and a client that sends `key`.
+async fn start(sandbox_key: &str, agents: usize, key: &str) -> (Sandbox, Client) {
     let sandbox = Sandbox::start(
         SandboxConfig {
-            api_key: "right-key".into(),
+            api_key: sandbox_key.into(),
             agents: (1..=agents as i64)
                 .map(|id| SandboxAgent {
                     id,
@@ -27,19 +37,18 @@ async fn setup(agents: usize, key: &str) -> (Sandbox, Client) {
     )
     .await
     .unwrap();
+    let client = client(&sandbox.base_url(), key, Duration::from_secs(5));
+    (sandbox, client)
+}
+
+/// A client whose limiter never holds a test back (6000 a minute).
+fn client(base_url: &str, key: &str, timeout: Duration) -> Client {
     let limiter = Arc::new(Limiter::new(
         NonZeroU32::new(6000).unwrap(),
         Duration::from_secs(60),
         NonZeroU32::MIN,
     ));
-    let client = Client::new(
-        &sandbox.base_url(),
-        &Secret::new(key),
-        Duration::from_secs(5),
-        limiter,
-    )
-    .unwrap();
-    (sandbox, client)
+    Client::new(base_url, &Secret::new(key), timeout, limiter).unwrap()
 }
 
 #[tokio::test]
@@ -127,24 +136,108 @@ async fn a_wrong_key_closes_the_limiter() {
 
 #[tokio::test]
 async fn connection_refused_is_transient() {
-    let limiter = Arc::new(Limiter::new(
-        NonZeroU32::new(6000).unwrap(),
-        Duration::from_secs(60),
-        NonZeroU32::MIN,
-    ));
     // Bind and drop to find a port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let client = Client::new(
+    let client = client(
         &format!("http://127.0.0.1:{port}/v1"),
-        &Secret::new("k"),
+        "k",
         Duration::from_secs(2),
-        limiter,
-    )
-    .unwrap();
+    );
     let e = client.assign(1, 1).await.result.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+}
+
+/// A client with `key` against a sandbox that knows it, for the tricks.
+async fn tricked(key: &str) -> (Sandbox, Client) {
+    start(key, 1, key).await
+}
+
+#[tokio::test]
+async fn redirects_are_refused_not_followed() {
+    let (sandbox, client) = tricked("right-key").await;
+    let elsewhere = Sandbox::start(SandboxConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    elsewhere.set_trick(Some(Trick::AcceptAll));
+    for status in [301, 302, 303, 307, 308] {
+        sandbox.set_trick(Some(Trick::Redirect {
+            status,
+            to: format!("http://{}", elsewhere.addr()),
+        }));
+        let e = client.assign(7, 1).await.result.unwrap_err();
+        assert!(matches!(e, ApiError::Redirect { .. }), "{e:?}");
+        assert_eq!(e.class(), ErrorClass::Transient);
+        assert_eq!(e.status(), Some(status));
+        let text = e.to_string();
+        let target = format!("redirect to http://{}/v1/chats/assignee", elsewhere.addr());
+        assert!(text.contains(&target), "{text}");
+        assert!(text.contains("follows no redirects"), "{text}");
+    }
+    assert!(elsewhere.requests().is_empty(), "a redirect was followed");
+    assert_eq!(sandbox.assignee(7), None);
+}
+
+#[tokio::test]
+async fn absurd_retry_after_values_are_capped_and_never_panic() {
+    let cap = assignd::helpcrunch::retry_after::MAX_RETRY_AFTER;
+    let values: [(&[u8], Option<Duration>); 9] = [
+        (b"99999999999999999999", Some(cap)),
+        (b"18446744073709551616.5", Some(cap)),
+        (b"Thu, 31 Dec 9998 23:59:59 GMT", Some(cap)),
+        (b"1e400", None),
+        (b"-1", None),
+        (b"NaN", None),
+        (b"", None),
+        (b"\xff\xfe", None),
+        (b"Thu, 01 Jan 1970 00:00:00 GMT", None),
+    ];
+    for (value, want) in values {
+        // A fresh client each time: the last one stays paused.
+        let (sandbox, client) = tricked("right-key").await;
+        let header = HeaderValue::from_bytes(value).unwrap();
+        sandbox.set_trick(Some(Trick::RetryAfter(header)));
+        let e = client.assign(7, 1).await.result.unwrap_err();
+        assert_eq!(e.class(), ErrorClass::RateLimited);
+        assert_eq!(e.retry_after(), want, "{value:?}");
+        let paused = client.limiter().paused_until().unwrap();
+        assert!(paused <= tokio::time::Instant::now() + cap, "{value:?}");
+    }
+}
+
+#[tokio::test]
+async fn retry_after_dates_in_every_form_are_honoured() {
+    for form in [DateForm::ImfFixdate, DateForm::Rfc850, DateForm::Asctime] {
+        let (sandbox, client) = tricked("right-key").await;
+        sandbox.set_trick(Some(Trick::RetryAt {
+            lead: Duration::from_secs(30),
+            form,
+        }));
+        let e = client.assign(7, 1).await.result.unwrap_err();
+        let date = sandbox.retry_date().unwrap();
+        let want = date.duration_since(jiff::Timestamp::now());
+        let got = e.retry_after().expect("a pause from the date");
+        let off = (got.as_secs_f64() - want.as_secs_f64()).abs();
+        assert!(off < 2.0, "{form:?}: {got:?} for a date {want:?} away");
+    }
+}
+
+#[tokio::test]
+async fn echoed_credentials_never_reach_an_error() {
+    const KEY: &str = "canary-SECRET-7f3a9c";
+    let (sandbox, client) = tricked(KEY).await;
+    for (status, json) in [(400, true), (400, false), (502, false), (502, true)] {
+        sandbox.set_trick(Some(Trick::EchoHeaders { status, json }));
+        let e = client.assign(7, 1).await.result.unwrap_err();
+        assert_eq!(e.status(), Some(status));
+        let shown = format!("{e} {e:?} {:?}", e.code());
+        assert!(!shown.contains("canary-S"), "{shown}");
+        assert!(
+            shown.contains("***"),
+            "the echo is visible, redacted: {shown}"
+        );
+    }
 }

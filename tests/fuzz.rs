@@ -64,23 +64,32 @@ fn located(message: &str, file: &str) -> bool {
     matches!((line, column), (Some(l), Some(c)) if l >= 1 && c >= 1)
 }
 
+/// A load of `text` from `file` either succeeds or says where it failed.
+fn assert_located<T, E: std::fmt::Display>(
+    loaded: Result<T, E>,
+    file: &str,
+    text: &str,
+) -> Result<(), TestCaseError> {
+    if let Err(e) = loaded {
+        let message = e.to_string();
+        prop_assert!(located(&message, file), "{message}\n--- input:\n{text}");
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
     fn rules_loading_never_panics_and_locates_every_error(text in tomlish()) {
-        if let Err(e) = load_sources(&[(PathBuf::from("fuzz.toml"), text.clone())]) {
-            let message = e.to_string();
-            prop_assert!(located(&message, "fuzz.toml"), "{message}\n--- input:\n{text}");
-        }
+        let loaded = load_sources(&[(PathBuf::from("fuzz.toml"), text.clone())]);
+        assert_located(loaded, "fuzz.toml", &text)?;
     }
 
     #[test]
     fn config_parsing_never_panics_and_locates_every_error(text in tomlish()) {
-        if let Err(e) = Config::parse(Path::new("/etc/assignd/assignd.toml"), &text) {
-            let message = e.to_string();
-            prop_assert!(located(&message, "/etc/assignd/assignd.toml"), "{message}\n--- input:\n{text}");
-        }
+        let parsed = Config::parse(Path::new("/etc/assignd/assignd.toml"), &text);
+        assert_located(parsed, "/etc/assignd/assignd.toml", &text)?;
     }
 
     #[test]

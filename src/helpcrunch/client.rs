@@ -1,15 +1,23 @@
 //! The HelpCrunch REST client. Every method waits for the shared
 //! [`Limiter`] first, so no call can bypass the account's budget, and reports
 //! a 429 to it so that every caller pauses.
+//!
+//! Nothing an answer says is trusted further than it must be: redirects are
+//! never followed (only a 2xx from the configured host counts), `Retry-After`
+//! is bounded whatever it holds, and every piece of an answer kept as text
+//! (error bodies, `Location`, transport errors) is stripped of the API key
+//! before it can reach a log, the database or `status`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::error::{ApiError, parse_error_body};
+use super::error::{ApiError, parse_error_body_redacted};
+use super::redact::{excerpt, redact};
+use super::retry_after;
 use super::types::{AgentRef, Chat, Message, NewMessage, Page};
 use crate::limiter::{Limiter, Priority};
 use crate::secrets::Secret;
@@ -29,6 +37,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     auth: HeaderValue,
+    /// Only to redact it from what answers echo back.
+    key: Secret,
     timeout: Duration,
     limiter: Arc<Limiter>,
 }
@@ -56,12 +66,15 @@ impl Client {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("assignd/", env!("CARGO_PKG_VERSION")))
+            // Another host's 200 must never pass for HelpCrunch's.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Build(e.without_url().to_string()))?;
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_string(),
             auth,
+            key: key.clone(),
             timeout,
             limiter,
         })
@@ -225,13 +238,16 @@ impl Client {
             .await
             .map_err(|e| self.transport_error(e))?;
         let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            return Err(ApiError::Redirect {
+                status,
+                location: self.location(resp.headers()),
+            });
+        }
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            .and_then(|v| retry_after::parse(v.as_bytes(), jiff::Timestamp::now()));
         let body = resp
             .bytes()
             .await
@@ -240,17 +256,32 @@ impl Client {
                 other => other,
             })?;
         if (200..300).contains(&status) {
+            // serde's message may quote the body.
             serde_json::from_slice(&body).map_err(|e| ApiError::Unreadable {
                 status,
-                detail: e.to_string(),
+                detail: self.clean(&e.to_string()),
             })
         } else {
             Err(ApiError::Status {
                 status,
-                errors: parse_error_body(&body),
+                errors: parse_error_body_redacted(&body, self.key.expose()),
                 retry_after,
             })
         }
+    }
+
+    /// A redirect's target, for the reason shown to operators: redacted,
+    /// printable and short.
+    fn location(&self, headers: &HeaderMap) -> String {
+        match headers.get(LOCATION) {
+            None => "(no Location)".into(),
+            Some(v) => self.clean(&String::from_utf8_lossy(v.as_bytes())),
+        }
+    }
+
+    /// Text taken from an answer, fit to keep: no key, one line, bounded.
+    fn clean(&self, text: &str) -> String {
+        excerpt(&redact(text, self.key.expose()), 200)
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ApiError {
@@ -265,7 +296,7 @@ impl Client {
                 detail = s.to_string();
                 source = s.source();
             }
-            ApiError::Connection(detail)
+            ApiError::Connection(self.clean(&detail))
         }
     }
 }

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::redact::{excerpt, redact};
+
 /// One entry of HelpCrunch's `{"errors": [{"code", "message"}]}` body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -21,6 +23,12 @@ pub enum ApiError {
         errors: Vec<ErrorEntry>,
         retry_after: Option<Duration>,
     },
+    /// A 3xx: never followed, as another host's 200 would pass for
+    /// HelpCrunch's (and the key would travel with the request).
+    #[error(
+        "HTTP {status} redirect to {location} refused: assignd follows no redirects (check helpcrunch.base_url)"
+    )]
+    Redirect { status: u16, location: String },
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("connection failed: {0}")]
@@ -53,13 +61,18 @@ pub enum ErrorClass {
     /// 429: the account's limit was hit.
     RateLimited,
     /// 5xx, timeouts, connection errors, unreadable bodies: try again later.
+    /// Also a refused 3xx redirect: it means a wrong `base_url` or a proxy
+    /// in the way, which an operator fixes; retrying with backoff (then
+    /// `dead` with the reason after `max_attempts`) loses no chat meanwhile.
     Transient,
 }
 
 impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
-            ApiError::Status { status, .. } | ApiError::Unreadable { status, .. } => Some(*status),
+            ApiError::Status { status, .. }
+            | ApiError::Unreadable { status, .. }
+            | ApiError::Redirect { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -74,6 +87,7 @@ impl ApiError {
                 .find(|e| e.code != "invalid_request")
                 .or(errors.first())
                 .map(|e| e.code.as_str()),
+            ApiError::Redirect { .. } => Some("redirect_refused"),
             ApiError::Timeout(_) => Some("timeout"),
             ApiError::Connection(_) => Some("connection"),
             ApiError::Unreadable { .. } => Some("unreadable_body"),
@@ -109,29 +123,52 @@ impl ApiError {
     }
 }
 
+/// At most this many entries of an error body are kept.
+const MAX_ENTRIES: usize = 10;
+/// The longest code kept (codes go to the database and to metrics).
+const MAX_CODE: usize = 64;
+/// The longest message kept.
+const MAX_MESSAGE: usize = 300;
+/// The longest excerpt of a body that is not HelpCrunch's error JSON.
+const MAX_EXCERPT: usize = 120;
+
 /// Parses an error body; anything unreadable becomes one entry holding a
-/// short, printable excerpt (an HTML error page, say).
+/// short, printable excerpt (an HTML error page, say). Only `Bearer` and
+/// `Authorization` values are redacted: the client uses
+/// [`parse_error_body_redacted`], which also knows the key.
 pub fn parse_error_body(body: &[u8]) -> Vec<ErrorEntry> {
+    parse_error_body_redacted(body, "")
+}
+
+/// [`parse_error_body`], with every trace of `key` redacted from the whole
+/// body before anything is cut, so that no excerpt can keep part of it.
+pub fn parse_error_body_redacted(body: &[u8], key: &str) -> Vec<ErrorEntry> {
     #[derive(Deserialize)]
     struct Body {
         errors: Vec<ErrorEntry>,
     }
+    let clean = |text: &str, max: usize| excerpt(&redact(text, key), max);
     match serde_json::from_slice::<Body>(body) {
-        Ok(b) if !b.errors.is_empty() => b.errors,
-        _ => {
-            let text = String::from_utf8_lossy(body);
-            let excerpt: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
-            vec![ErrorEntry {
-                code: "unparsed_error_body".into(),
-                message: excerpt,
-            }]
-        }
+        Ok(b) if !b.errors.is_empty() => b
+            .errors
+            .iter()
+            .take(MAX_ENTRIES)
+            .map(|e| ErrorEntry {
+                code: clean(&e.code, MAX_CODE),
+                message: clean(&e.message, MAX_MESSAGE),
+            })
+            .collect(),
+        _ => vec![ErrorEntry {
+            code: "unparsed_error_body".into(),
+            message: clean(&String::from_utf8_lossy(body), MAX_EXCERPT),
+        }],
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::helpcrunch::redact::MIN_PREFIX;
 
     fn status(status: u16, codes: &[&str]) -> ApiError {
         ApiError::Status {
@@ -192,5 +229,94 @@ mod tests {
         let html = parse_error_body(b"<html><body>502 Bad Gateway</body></html>");
         assert_eq!(html[0].code, "unparsed_error_body");
         assert!(html[0].message.contains("502"));
+    }
+
+    const KEY: &str = "canary-SECRET-7f3a9c";
+
+    #[test]
+    fn echoed_keys_are_redacted_before_the_excerpt_is_cut() {
+        // The key straddles the excerpt's end: cutting first would keep
+        // "canary-SECRET" even though the whole key is never in the excerpt.
+        for pad in 100..MAX_EXCERPT + 5 {
+            let page = format!("{}token {KEY} and more", "x".repeat(pad));
+            let e = parse_error_body_redacted(page.as_bytes(), KEY);
+            assert!(
+                !e[0].message.contains("canary-S"),
+                "{pad}: {}",
+                e[0].message
+            );
+        }
+        let json =
+            format!(r#"{{"errors":[{{"code":"{KEY}","message":"Authorization: Bearer {KEY}"}}]}}"#);
+        let e = parse_error_body_redacted(json.as_bytes(), KEY);
+        assert_eq!(e[0].code, "***");
+        assert_eq!(e[0].message, "Authorization: Bearer ***");
+    }
+
+    #[test]
+    fn bodies_are_bounded() {
+        let entry = format!(
+            r#"{{"code":"{}","message":"{}"}}"#,
+            "c".repeat(500),
+            "m".repeat(5000)
+        );
+        let json = format!(r#"{{"errors":[{}]}}"#, vec![entry; 50].join(","));
+        let e = parse_error_body(json.as_bytes());
+        assert_eq!(e.len(), MAX_ENTRIES);
+        assert_eq!(e[0].code.chars().count(), MAX_CODE);
+        assert_eq!(e[0].message.chars().count(), MAX_MESSAGE);
+    }
+
+    #[test]
+    fn a_redirect_is_transient_and_says_why() {
+        let e = ApiError::Redirect {
+            status: 301,
+            location: "http://elsewhere.example/v1/chats/assignee".into(),
+        };
+        assert_eq!(e.class(), ErrorClass::Transient);
+        assert_eq!(e.status(), Some(301));
+        assert_eq!(e.code(), Some("redirect_refused"));
+        let text = e.to_string();
+        assert!(
+            text.contains("HTTP 301 redirect to http://elsewhere.example"),
+            "{text}"
+        );
+        assert!(text.contains("follows no redirects"), "{text}");
+    }
+
+    fn key() -> impl proptest::strategy::Strategy<Value = String> {
+        "[A-Za-z0-9._~+/=-]{8,40}"
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Any bytes, with the key dropped in anywhere, never panic and
+        /// never leave the key or the start of it in what is kept.
+        #[test]
+        fn no_body_leaks_the_key(
+            key in key(),
+            before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            after in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            cut in 0usize..48,
+            json in proptest::prelude::any::<bool>(),
+        ) {
+            let keep = &key[..cut.min(key.len())];
+            let body = if json {
+                let (b, a) = (String::from_utf8_lossy(&before), String::from_utf8_lossy(&after));
+                serde_json::to_vec(&serde_json::json!({"errors": [
+                    {"code": format!("{keep}{b}"), "message": format!("{b}{key}{a}{keep}")},
+                ]}))
+                .unwrap()
+            } else {
+                [&before[..], key.as_bytes(), &after, keep.as_bytes()].concat()
+            };
+            let prefix = &key[..MIN_PREFIX];
+            for e in parse_error_body_redacted(&body, &key) {
+                proptest::prop_assert!(!e.code.contains(prefix), "{:?}", e);
+                proptest::prop_assert!(!e.message.contains(prefix), "{:?}", e);
+                proptest::prop_assert!(e.message.chars().count() <= MAX_MESSAGE);
+            }
+        }
     }
 }

@@ -55,8 +55,8 @@ impl SandboxChat {
             }
         };
         let agent = |id: i64| {
-            let name = agents.iter().find(|a| a.id == id).map(|a| a.name.clone());
-            json!({"id": id, "name": name, "email": null, "role": "agent"})
+            let name = agents.iter().find(|a| a.id == id).map(|a| a.name.as_str());
+            agent_json(id, name)
         };
         let communicated: Vec<Value> = self.agents.iter().map(|&a| agent(a)).collect();
         json!({
@@ -83,4 +83,9 @@ impl SandboxChat {
             "department": self.department.as_ref().map(|(id, name)| json!({"id": id, "name": name})),
         })
     }
+}
+
+/// An agent as a chat or a message embeds one, without an email.
+pub(super) fn agent_json(id: i64, name: Option<&str>) -> Value {
+    json!({"id": id, "name": name, "email": null, "role": "agent"})
 }

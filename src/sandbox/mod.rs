@@ -5,7 +5,10 @@
 //! fixed window, with or without `Retry-After`) and records every request so
 //! that tests can assert on what the daemon really sent.
 
+mod answers;
 mod chats;
+mod faults;
+mod search;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -23,7 +26,9 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use answers::{BadRequest, chat_not_found, error, invalid, no_body, not_found, too_many_requests};
 pub use chats::SandboxChat;
+pub use faults::{DateForm, Faults, Trick};
 
 /// A team member the sandbox knows.
 #[derive(Debug, Clone)]
@@ -47,23 +52,6 @@ pub struct SandboxLimit {
     pub window: Window,
     /// Whether 429 answers carry `Retry-After`.
     pub retry_after: bool,
-}
-
-/// Faults the sandbox injects, each drawn per request at the given share.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Faults {
-    /// Answer 502/503 instead of doing the work.
-    pub server_error: f64,
-    /// With `server_error`: answer with an HTML page, as a proxy would.
-    pub html_errors: bool,
-    /// Do the work, then answer after `slow_for` (past a client's timeout).
-    pub slow: f64,
-    pub slow_for: Duration,
-    /// Do the work, then drop the connection in the middle of the body.
-    pub drop_connection: f64,
-    /// Do the work, then wait this long before answering: widens the window
-    /// between HelpCrunch applying an assignment and the daemon's commit.
-    pub delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +90,8 @@ pub struct Recorded {
     pub at: Duration,
     /// When it arrived, on this process's monotonic clock.
     pub received: Instant,
+    /// When it arrived, on the wall clock (to compare with HTTP dates).
+    pub time: jiff::Timestamp,
 }
 
 struct Shared {
@@ -116,6 +106,7 @@ struct Shared {
     messages: Mutex<Vec<Value>>,
     log: Mutex<Vec<Recorded>>,
     faults: Mutex<Faults>,
+    tricks: faults::Tricks,
 }
 
 /// A running sandbox; stops when dropped or on [`Sandbox::stop`].
@@ -143,6 +134,7 @@ impl Sandbox {
             messages: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
+            tricks: faults::Tricks::default(),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let shutdown = CancellationToken::new();
@@ -213,9 +205,7 @@ impl Sandbox {
 
     /// The chat object as `GET /chats/{id}` would return it now.
     pub fn chat_json(&self, chat_id: i64) -> Option<Value> {
-        let mut chats = self.shared.chats.lock().expect("chats lock");
-        chat_entry(&mut chats, &self.shared.chat_ids, chat_id)
-            .map(|c| c.to_json(&self.shared.agents))
+        self.shared.chat_json(chat_id)
     }
 
     /// Messages posted with `POST /messages`.
@@ -230,6 +220,16 @@ impl Sandbox {
 
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().expect("faults lock") = faults;
+    }
+
+    /// Answers every request with `trick` (until set to `None`).
+    pub fn set_trick(&self, trick: Option<Trick>) {
+        self.shared.tricks.set(trick);
+    }
+
+    /// The date a [`Trick::RetryAt`] put in `Retry-After`, once it answered.
+    pub fn retry_date(&self) -> Option<jiff::Timestamp> {
+        self.shared.tricks.retry_date()
     }
 
     pub fn set_rate_limit(&self, limit: Option<SandboxLimit>) {
@@ -248,10 +248,7 @@ impl Sandbox {
 
     /// Puts a chat into a given state before the daemon sees it.
     pub fn update_chat(&self, chat_id: i64, f: impl FnOnce(&mut SandboxChat)) {
-        let mut chats = self.shared.chats.lock().expect("chats lock");
-        if let Some(c) = chat_entry(&mut chats, &self.shared.chat_ids, chat_id) {
-            f(c);
-        }
+        self.shared.with_chat(chat_id, f);
     }
 
     pub async fn stop(mut self) {
@@ -268,23 +265,22 @@ impl Drop for Sandbox {
     }
 }
 
-fn chat_entry<'a>(
-    chats: &'a mut HashMap<i64, SandboxChat>,
-    ids: &RangeInclusive<i64>,
-    id: i64,
-) -> Option<&'a mut SandboxChat> {
-    if !ids.contains(&id) {
-        return None;
+impl Shared {
+    /// Runs `f` on the chat if its id is in range, generating it the first
+    /// time it is touched (so that any id in range exists without seeding).
+    fn with_chat<T>(&self, id: i64, f: impl FnOnce(&mut SandboxChat) -> T) -> Option<T> {
+        if !self.chat_ids.contains(&id) {
+            return None;
+        }
+        let mut chats = self.chats.lock().expect("chats lock");
+        Some(f(chats
+            .entry(id)
+            .or_insert_with(|| SandboxChat::generate(id))))
     }
-    Some(chats.entry(id).or_insert_with(|| SandboxChat::generate(id)))
-}
 
-fn error(status: StatusCode, entries: &[(&str, &str)]) -> Response {
-    let errors: Vec<Value> = entries
-        .iter()
-        .map(|(c, m)| json!({"code": c, "message": m}))
-        .collect();
-    (status, axum::Json(json!({ "errors": errors }))).into_response()
+    fn chat_json(&self, id: i64) -> Option<Value> {
+        self.with_chat(id, |c| c.to_json(&self.agents))
+    }
 }
 
 async fn handle(
@@ -297,11 +293,12 @@ async fn handle(
     let body_json: Option<Value> = serde_json::from_slice(&body).ok();
     let faults = *s.faults.lock().expect("faults lock");
     let roll = |share: f64| share > 0.0 && rand::random::<f64>() < share;
-    let injected_error = roll(faults.server_error);
-    let response = if injected_error {
-        server_error(faults.html_errors)
-    } else {
-        answer(&s, &method, &uri, &headers, body_json.as_ref())
+    let tricked = s.tricks.answer(&method, &uri, &headers);
+    let injected_error = tricked.is_some() || roll(faults.server_error);
+    let response = match tricked {
+        Some(r) => r,
+        None if injected_error => faults::server_error(faults.html_errors),
+        None => answer(&s, &method, &uri, &headers, body_json.as_ref()),
     };
     s.log.lock().expect("log lock").push(Recorded {
         method: method.to_string(),
@@ -310,6 +307,7 @@ async fn handle(
         status: response.status().as_u16(),
         at: s.started.elapsed(),
         received: Instant::now(),
+        time: jiff::Timestamp::now(),
     });
     if injected_error {
         return response;
@@ -322,42 +320,9 @@ async fn handle(
         tokio::time::sleep(faults.slow_for).await;
     }
     if roll(faults.drop_connection) {
-        return dropped(response);
+        return faults::dropped(response);
     }
     response
-}
-
-fn server_error(html: bool) -> Response {
-    if html {
-        let page = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>";
-        (
-            StatusCode::BAD_GATEWAY,
-            [(header::CONTENT_TYPE, "text/html")],
-            page,
-        )
-            .into_response()
-    } else {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &[("service_unavailable", "Service temporarily unavailable")],
-        )
-    }
-}
-
-/// The answer's head, then a body that breaks off: the connection drops.
-fn dropped(response: Response) -> Response {
-    let (parts, _) = response.into_parts();
-    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-        Ok(Bytes::from_static(b"{\"id\": ")),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "injected drop",
-        )),
-    ];
-    Response::from_parts(
-        parts,
-        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
-    )
 }
 
 fn answer(
@@ -392,16 +357,16 @@ fn answer(
     match (method.as_str(), segments.as_slice()) {
         ("PUT", ["chats", "assignee"]) => put_assignee(s, body),
         ("GET", ["chats", id]) => match id.parse::<i64>() {
-            Ok(id) => match chat_entry(&mut s.chats.lock().expect("chats lock"), &s.chat_ids, id) {
-                Some(c) => axum::Json(c.to_json(&s.agents)).into_response(),
+            Ok(id) => match s.chat_json(id) {
+                Some(chat) => axum::Json(chat).into_response(),
                 None => chat_not_found(id),
             },
-            Err(_) => error(StatusCode::NOT_FOUND, &[("not_found", "Not found")]),
+            Err(_) => not_found(),
         },
         ("GET", ["agents"]) => agents(s, uri),
-        ("POST", ["chats", "search"]) => search(s, body),
+        ("POST", ["chats", "search"]) => search::search(s, body),
         ("POST", ["messages"]) => post_message(s, body),
-        _ => error(StatusCode::NOT_FOUND, &[("not_found", "Not found")]),
+        _ => not_found(),
     }
 }
 
@@ -439,52 +404,19 @@ fn rate_limited(s: &Shared) -> Option<Response> {
             None
         }
         Some(wait) => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                &[
-                    ("invalid_request", "Invalid request"),
-                    ("too_many_requests", "You have exceeded your requests limit"),
-                ],
-            );
-            if limit.retry_after {
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                r.headers_mut().insert(header::RETRY_AFTER, secs.into());
-            }
-            Some(r)
+            // `Retry-After` takes whole seconds: round up, and never say 0.
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            Some(too_many_requests(limit.retry_after.then(|| secs.into())))
         }
-    }
-}
-
-fn chat_not_found(id: i64) -> Response {
-    // The documentation shows both forms; answer with each in turn.
-    if id % 2 == 0 {
-        error(
-            StatusCode::NOT_FOUND,
-            &[("chat_not_found", "Chat is missing")],
-        )
-    } else {
-        error(
-            StatusCode::NOT_FOUND,
-            &[("not_fount", &format!("Chat for ID \"{id}\" was not found"))],
-        )
     }
 }
 
 fn put_assignee(s: &Shared, body: Option<&Value>) -> Response {
     let Some(body) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &[("invalid_request", "Invalid request")],
-        );
+        return no_body();
     };
     let Some(chat_id) = body.get("id").and_then(Value::as_i64) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &[
-                ("invalid_request", "Invalid request"),
-                ("id", "This value should be of type numeric."),
-            ],
-        );
+        return invalid("id", "This value should be of type numeric.");
     };
     let assignee = match body.get("assignee") {
         Some(Value::Null) => None,
@@ -497,22 +429,14 @@ fn put_assignee(s: &Shared, body: Option<&Value>) -> Response {
                 );
             }
         },
-        None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &[
-                    ("invalid_request", "Invalid request"),
-                    ("assignee", "This value should not be blank."),
-                ],
-            );
-        }
+        None => return invalid("assignee", "This value should not be blank."),
     };
-    let mut chats = s.chats.lock().expect("chats lock");
-    match chat_entry(&mut chats, &s.chat_ids, chat_id) {
-        Some(c) => {
-            c.assignee = assignee;
-            axum::Json(c.to_json(&s.agents)).into_response()
-        }
+    let assigned = s.with_chat(chat_id, |c| {
+        c.assignee = assignee;
+        c.to_json(&s.agents)
+    });
+    match assigned {
+        Some(chat) => axum::Json(chat).into_response(),
         None => chat_not_found(chat_id),
     }
 }
@@ -544,169 +468,65 @@ fn agents(s: &Shared, uri: &Uri) -> Response {
     axum::Json(json!({"data": data, "meta": {"total": s.agents.len()}})).into_response()
 }
 
+/// A message as `POST /messages` accepts it.
+struct NewMessage<'a> {
+    chat_id: i64,
+    text: &'a str,
+    kind: &'a str,
+    agent: Option<SandboxAgent>,
+}
+
 fn post_message(s: &Shared, body: Option<&Value>) -> Response {
-    let Some(body) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &[("invalid_request", "Invalid request")],
-        );
+    let m = match new_message(s, body) {
+        Ok(m) => m,
+        Err(bad) => return bad.into_response(),
     };
-    let chat_id = body.get("chat").and_then(Value::as_i64);
-    let text = body.get("text").and_then(Value::as_str);
-    let kind = body.get("type").and_then(Value::as_str);
-    let (Some(chat_id), Some(text), Some(kind @ ("message" | "private"))) = (chat_id, text, kind)
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &[
-                ("invalid_request", "Invalid request"),
-                ("chat", "This value should be of type numeric."),
-            ],
-        );
-    };
-    let agent = match body.get("agent") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_i64().and_then(|a| s.agents.iter().find(|x| x.id == a)) {
-            Some(a) => Some(a.clone()),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &[
-                        ("invalid_request", "Invalid request"),
-                        ("agent", "Agent not found."),
-                    ],
-                );
-            }
-        },
-    };
-    if chat_entry(
-        &mut s.chats.lock().expect("chats lock"),
-        &s.chat_ids,
-        chat_id,
-    )
-    .is_none()
-    {
-        return chat_not_found(chat_id);
+    if s.with_chat(m.chat_id, |_| ()).is_none() {
+        return chat_not_found(m.chat_id);
     }
     let mut messages = s.messages.lock().expect("messages lock");
     let now = jiff::Timestamp::now().as_second();
     let message = json!({
         "id": messages.len() + 1,
-        "agent": agent.as_ref().map(|a| json!({"id": a.id, "name": a.name, "email": null, "role": "agent"})),
-        "type": kind,
-        "text": text,
+        "agent": m.agent.as_ref().map(|a| chats::agent_json(a.id, Some(&a.name))),
+        "type": m.kind,
+        "text": m.text,
         "read": false,
         "createdAt": now,
         "updatedAt": now,
         "edited": false,
         "broadcastType": null,
-        "chat": chat_id,
-        "from": if agent.is_some() { "agent" } else { "customer" },
+        "chat": m.chat_id,
+        "from": if m.agent.is_some() { "agent" } else { "customer" },
     });
     messages.push(message.clone());
     axum::Json(message).into_response()
 }
 
-/// One search filter, as a test of a chat.
-type ChatTest = Box<dyn Fn(&SandboxChat) -> bool>;
-
-/// `POST /chats/search` over the chats that exist so far (created or
-/// touched): `=`, `!=`, `>`, `>=`, `<`, `<=` on `chats.assignee`,
-/// `chats.status` and `chats.createdAt`, joined by AND or OR.
-fn search(s: &Shared, body: Option<&Value>) -> Response {
-    let bad = |field: &str, why: &str| {
-        error(
-            StatusCode::BAD_REQUEST,
-            &[("invalid_request", "Invalid request"), (field, why)],
-        )
+/// The body's message, or the 400 HelpCrunch gives for it.
+fn new_message<'a>(s: &Shared, body: Option<&'a Value>) -> Result<NewMessage<'a>, BadRequest> {
+    let body = body.ok_or(BadRequest::NoBody)?;
+    let chat_id = body.get("chat").and_then(Value::as_i64);
+    let text = body.get("text").and_then(Value::as_str);
+    let kind = body.get("type").and_then(Value::as_str);
+    let (Some(chat_id), Some(text), Some(kind @ ("message" | "private"))) = (chat_id, text, kind)
+    else {
+        return Err(BadRequest::field(
+            "chat",
+            "This value should be of type numeric.",
+        ));
     };
-    let Some(body) = body else {
-        return bad("filter", "This value should not be blank.");
+    let agent = match body.get("agent") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64().and_then(|a| s.agents.iter().find(|x| x.id == a)) {
+            Some(a) => Some(a.clone()),
+            None => return Err(BadRequest::field("agent", "Agent not found.")),
+        },
     };
-    let filters = body
-        .get("filter")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let any = body.get("comparison").and_then(Value::as_str) == Some("OR");
-    let mut tests: Vec<ChatTest> = Vec::new();
-    for (i, f) in filters.iter().enumerate() {
-        let field = f.get("field").and_then(Value::as_str).unwrap_or("");
-        let op = f
-            .get("operator")
-            .and_then(Value::as_str)
-            .unwrap_or("=")
-            .to_string();
-        let value = f.get("value").cloned().unwrap_or(Value::Null);
-        let cmp = move |have: Option<i64>, want: i64| -> bool {
-            match (op.as_str(), have) {
-                ("=", h) => h == Some(want),
-                ("!=", h) => h != Some(want),
-                (">", Some(h)) => h > want,
-                (">=", Some(h)) => h >= want,
-                ("<", Some(h)) => h < want,
-                ("<=", Some(h)) => h <= want,
-                _ => false,
-            }
-        };
-        let key = format!("filter[{i}].value");
-        match field {
-            "chats.assignee" | "chats.createdAt" => {
-                let Some(want) = value.as_i64() else {
-                    return bad(&key, "This value should be of type numeric.");
-                };
-                let by_assignee = field == "chats.assignee";
-                tests.push(Box::new(move |c: &SandboxChat| {
-                    cmp(
-                        if by_assignee {
-                            c.assignee
-                        } else {
-                            Some(c.created_at)
-                        },
-                        want,
-                    )
-                }));
-            }
-            "chats.status" => {
-                let Some(want) = value.as_str().map(str::to_string) else {
-                    return bad(&key, "This value should be of type string.");
-                };
-                let negate = f.get("operator").and_then(Value::as_str) == Some("!=");
-                tests.push(Box::new(move |c: &SandboxChat| {
-                    (c.status == want) != negate
-                }));
-            }
-            _ => return bad(&format!("filter[{i}].field"), "This value is not valid."),
-        }
-    }
-    let offset = body.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
-    let limit = body
-        .get("limit")
-        .and_then(Value::as_u64)
-        .unwrap_or(100)
-        .min(100) as usize;
-    let chats = s.chats.lock().expect("chats lock");
-    let mut found: Vec<&SandboxChat> = chats
-        .values()
-        .filter(|c| {
-            tests.is_empty()
-                || if any {
-                    tests.iter().any(|t| t(c))
-                } else {
-                    tests.iter().all(|t| t(c))
-                }
-        })
-        .collect();
-    found.sort_by_key(|c| (c.created_at, c.id));
-    if body.get("order").and_then(Value::as_str) == Some("desc") {
-        found.reverse();
-    }
-    let total = found.len();
-    let data: Vec<Value> = found
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(|c| c.to_json(&s.agents))
-        .collect();
-    axum::Json(json!({"data": data, "meta": {"total": total}})).into_response()
+    Ok(NewMessage {
+        chat_id,
+        text,
+        kind,
+        agent,
+    })
 }
