@@ -6,13 +6,15 @@
 //! a rejected request stores nothing. A 2xx is answered only after the
 //! effect is committed.
 
+mod body;
+mod ready;
+mod server;
 mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,14 +25,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::secrets::Secret;
 use crate::store::{NewQueueItem, Store};
-use crate::worker::Worker;
+use crate::worker::{Health, Intake};
+pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT};
+pub use ready::{PROBE_CACHE, PROBE_WAIT};
+pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG, MAX_CONNECTIONS};
 
 /// The largest body accepted (1 MiB); larger ones get 413.
 pub const MAX_BODY: usize = 1 << 20;
 
 pub struct Listener {
     pub store: Store,
-    pub worker: Arc<Worker>,
+    /// Tells the worker about new work and changed assignees.
+    pub intake: Intake,
+    /// Why the worker cannot work, for `/readyz`; open chats for `/metrics`.
+    pub health: Health,
     pub secrets: Arc<ListenerSecrets>,
 }
 
@@ -57,29 +65,36 @@ impl ListenerSecrets {
     }
 }
 
+/// What the handlers share: the listener's parts and its own limits.
+struct App {
+    listener: Listener,
+    body_budget: Arc<tokio::sync::Semaphore>,
+    write_probe: ready::WriteProbe,
+}
+
 /// Serves on `addr` until `shutdown`; returns the bound address at once.
+/// The task ends at most [`CLOSE_GRACE`] after `shutdown`, whatever the
+/// clients do.
 pub async fn serve(
     listener: Listener,
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let socket = tokio::net::TcpListener::bind(addr).await?;
+    let socket = server::bind(addr)?;
     let bound = socket.local_addr()?;
-    let app = router(Arc::new(listener));
-    let task = tokio::spawn(async move {
-        let served = axum::serve(socket, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await });
-        if let Err(e) = served.await {
-            tracing::error!(error = %e, "the HTTP listener failed");
-        }
-    });
+    let app = router(Arc::new(App {
+        listener,
+        body_budget: body::budget(),
+        write_probe: ready::WriteProbe::default(),
+    }));
+    let task = tokio::spawn(server::run(socket, app, shutdown));
     Ok((bound, task))
 }
 
-fn router(state: Arc<Listener>) -> Router {
+fn router(state: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(ready::readyz))
         .route("/metrics", get(metrics))
         .route("/webhooks/helpcrunch", post(webhook::receive))
         .route("/v1/enqueue", post(enqueue))
@@ -92,35 +107,9 @@ pub(crate) fn reject(status: StatusCode, why: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": why.into() }))).into_response()
 }
 
-/// Ready: the database answers, rules are loaded, and HelpCrunch has not
-/// rejected the API key.
-async fn readyz(State(s): State<Arc<Listener>>) -> Response {
-    if let Err(e) = s.store.ping().await {
-        return reject(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
-    }
-    if let Some(e) = s.worker.storage_error() {
-        return reject(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
-    }
-    if !s.worker.api_authorized() {
-        return reject(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "HelpCrunch rejects the API key (401); fix it and reload",
-        );
-    }
-    let rules = s.worker.rules();
-    (
-        StatusCode::OK,
-        format!(
-            "ready: {} rules, {} agents\n",
-            rules.rules.len(),
-            rules.agents.len()
-        ),
-    )
-        .into_response()
-}
-
 /// Prometheus text; queue rows and open chats are read now.
-async fn metrics(State(s): State<Arc<Listener>>) -> Response {
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let s = &app.listener;
     let m = crate::metrics::metrics();
     if let Ok(depth) = s.store.queue_depth().await {
         for state in ["pending", "leased", "done", "dead"] {
@@ -133,7 +122,7 @@ async fn metrics(State(s): State<Arc<Listener>>) -> Response {
                 .set(n);
         }
     }
-    for (agent, n) in s.worker.open_counts() {
+    for (agent, n) in s.health.open_counts() {
         m.open_chats
             .get_or_create(&vec![("agent", agent)])
             .set(n as i64);
@@ -183,7 +172,8 @@ enum EnqueueBody {
 }
 
 /// `POST /v1/enqueue` with `Authorization: Bearer <intake token>`.
-async fn enqueue(State(s): State<Arc<Listener>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn enqueue(State(app): State<Arc<App>>, headers: HeaderMap, body: body::Body) -> Response {
+    let s = &app.listener;
     let Some(token) = s.secrets.intake_token() else {
         return reject(
             StatusCode::UNAUTHORIZED,
@@ -198,7 +188,7 @@ async fn enqueue(State(s): State<Arc<Listener>>, headers: HeaderMap, body: Bytes
     if !same_secret(given.as_bytes(), token.expose().as_bytes()) {
         return reject(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
-    let items = match serde_json::from_slice::<EnqueueBody>(&body) {
+    let items = match serde_json::from_slice::<EnqueueBody>(&body.bytes) {
         Ok(EnqueueBody::One(i)) => vec![i],
         Ok(EnqueueBody::Many(v)) => v,
         Err(e) => {
@@ -227,7 +217,7 @@ async fn enqueue(State(s): State<Arc<Listener>>, headers: HeaderMap, body: Bytes
         .collect();
     match s.store.enqueue(&rows).await {
         Ok(added) => {
-            s.worker.wake();
+            s.intake.wake();
             (
                 StatusCode::ACCEPTED,
                 axum::Json(

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +9,8 @@ use hmac::Mac;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Listener, reject};
+use super::body::Body;
+use super::{App, Listener, reject};
 use crate::store::{NewQueueItemJson, WebhookEffect};
 
 /// The header that carries the lowercase hex HMAC-SHA1 of the raw body.
@@ -46,11 +46,11 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 }
 
 pub(super) async fn receive(
-    State(s): State<Arc<Listener>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let response = handle(&s, &headers, &body).await;
+    let response = handle(&app.listener, &headers, &body.bytes).await;
     let outcome = match response.status().as_u16() {
         200 => "accepted",
         401 => "unauthorized",
@@ -64,7 +64,7 @@ pub(super) async fn receive(
     response
 }
 
-async fn handle(s: &Listener, headers: &HeaderMap, body: &Bytes) -> Response {
+async fn handle(s: &Listener, headers: &HeaderMap, body: &[u8]) -> Response {
     let Some(key) = s.secrets.webhook_key() else {
         return reject(
             StatusCode::UNAUTHORIZED,
@@ -99,11 +99,11 @@ async fn handle(s: &Listener, headers: &HeaderMap, body: &Bytes) -> Response {
         Ok(false) => (StatusCode::OK, "duplicate event; already applied\n").into_response(),
         Ok(true) => {
             match &effect {
-                WebhookEffect::Enqueue(_) => s.worker.wake(),
+                WebhookEffect::Enqueue(_) => s.intake.wake(),
                 WebhookEffect::Assigned { chat_id, agent } => {
-                    s.worker.note_open(*chat_id, agent.as_deref())
+                    s.intake.note_open(*chat_id, agent.as_deref())
                 }
-                WebhookEffect::Closed { chat_id } => s.worker.note_open(*chat_id, None),
+                WebhookEffect::Closed { chat_id } => s.intake.note_open(*chat_id, None),
                 WebhookEffect::Answered { .. } | WebhookEffect::Ignored => {}
             }
             tracing::info!(event = %envelope.event, id = %envelope.id, "webhook applied");
@@ -144,7 +144,7 @@ fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
             snapshot: data.to_string(),
         }),
         "chat.assigned" => {
-            let rules = s.worker.rules();
+            let rules = s.intake.rules();
             let agent = data
                 .get("assignee")
                 .and_then(|a| a.get("id"))
