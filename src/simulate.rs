@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::helpcrunch::types::{Chat, timestamp_from_value};
-use crate::rules::{ChatContext, RoutingState, Rules, Verdict, decide};
+use crate::rules::{RoutingState, Rules, Verdict, decide};
 
 /// One chat to replay: a chat object as `GET /chats/{id}` returns it, plus
 /// optional `at` (when to decide; RFC 3339 or Unix seconds) and `attrs`.
@@ -73,67 +73,68 @@ pub fn replay(rules: &Rules, chats: &[SimChat], default_at: Timestamp) -> Replay
     let mut customers: HashMap<String, String> = HashMap::new();
     let mut outcomes = Vec::new();
     for (i, c) in chats.iter().enumerate() {
-        let mut context = ChatContext::from_chat(&c.chat, &c.attrs);
-        let key = context.customer_key();
-        context.last_agent = key.as_ref().and_then(|k| customers.get(k).cloned());
         // A fixed seed per position keeps `random` repeatable.
         state.entropy = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let skip = if c.chat.is_closed() {
-            Some("chat is closed")
-        } else if c.chat.assignee.is_some() {
-            Some("chat is already assigned")
-        } else {
-            None
-        };
-        if let Some(why) = skip {
-            outcomes.push(SimOutcome {
-                chat_id: c.chat.id,
-                result: "skipped",
-                rule: None,
-                agent: None,
-                reason: why.into(),
-            });
-            continue;
-        }
-        let d = decide(rules, &context, &state, c.at.unwrap_or(default_at));
-        let (result, agent) = match &d.verdict {
-            Verdict::Assign {
-                agent,
-                pool,
-                weights,
-                ..
-            } => {
-                let name = rules.agents[*agent].name.clone();
-                if let Some(p) = pool {
-                    let pool = rules.pools[*p].name.clone();
-                    state.last_pick.insert(pool.clone(), name.clone());
-                    if let Some(w) = weights {
-                        state
-                            .weights
-                            .entry(pool)
-                            .or_default()
-                            .extend(w.iter().cloned());
-                    }
-                }
-                *state.open.entry(name.clone()).or_default() += 1;
-                if let Some(k) = key {
-                    customers.insert(k, name.clone());
-                }
-                ("assigned", Some(name))
-            }
-            Verdict::NoCandidate { .. } => ("no_agent", None),
-            Verdict::Nobody => ("skipped", None),
-            Verdict::NoMatch => ("no_match", None),
-        };
-        outcomes.push(SimOutcome {
-            chat_id: c.chat.id,
-            result,
-            rule: d.rule.map(|r| rules.rules[r].name.clone()),
-            agent,
-            reason: d.reason(rules),
-        });
+        outcomes.push(replay_one(rules, c, &mut state, &mut customers, default_at));
     }
     summarize(rules, chats.len(), outcomes)
+}
+
+/// One chat through the rules; `customers` remembers each customer's last
+/// agent, as the worker's outcomes do.
+fn replay_one(
+    rules: &Rules,
+    c: &SimChat,
+    state: &mut RoutingState,
+    customers: &mut HashMap<String, String>,
+    default_at: Timestamp,
+) -> SimOutcome {
+    let mut context = c.chat.rules_context(&c.attrs);
+    let key = context.customer_key();
+    context.last_agent = key.as_ref().and_then(|k| customers.get(k).cloned());
+    if let Some(why) = skip_reason(&c.chat) {
+        return SimOutcome {
+            chat_id: c.chat.id,
+            result: "skipped",
+            rule: None,
+            agent: None,
+            reason: why.into(),
+        };
+    }
+    let d = decide(rules, &context, state, c.at.unwrap_or(default_at));
+    // The same move the worker makes after a successful assignment.
+    let agent = state.apply(rules, &d).map(|a| a.agent);
+    if let (Some(k), Some(name)) = (key, &agent) {
+        customers.insert(k, name.clone());
+    }
+    SimOutcome {
+        chat_id: c.chat.id,
+        result: result_of(&d.verdict),
+        rule: d.rule.map(|r| rules.rules[r].name.clone()),
+        agent,
+        reason: d.reason(rules),
+    }
+}
+
+/// Why the worker would leave the chat alone without deciding.
+fn skip_reason(chat: &Chat) -> Option<&'static str> {
+    if chat.is_closed() {
+        Some("chat is closed")
+    } else if chat.assignee.is_some() {
+        Some("chat is already assigned")
+    } else {
+        None
+    }
+}
+
+/// The outcome's `result` as the worker records it.
+fn result_of(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Assign { .. } => "assigned",
+        Verdict::NoCandidate { .. } => "no_agent",
+        Verdict::Nobody => "skipped",
+        Verdict::NoMatch => "no_match",
+    }
 }
 
 fn summarize(rules: &Rules, chats: usize, outcomes: Vec<SimOutcome>) -> Replay {

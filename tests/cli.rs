@@ -16,7 +16,7 @@ fn check(app: &TestApp) -> (i32, String, String) {
 }
 
 async fn app_with_rules(rules: &str) -> TestApp {
-    TestApp::new(rules, default_agents(), None, "", "").await
+    TestApp::builder().rules(rules).build().await
 }
 
 #[tokio::test]
@@ -188,7 +188,7 @@ async fn bad_usage_exits_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_never_leaks() {
     const CANARY: &str = "canary-3f9a1c7e-never-print-me";
-    let app = TestApp::with_key(THREE_AGENTS, default_agents(), None, "", "", CANARY).await;
+    let app = TestApp::builder().key(CANARY).build().await;
     app.migrate().await;
     app.insert_raw(1..=3).await;
     let log = std::fs::File::create(app.dir.path().join("trace.log")).unwrap();
@@ -238,7 +238,7 @@ async fn the_api_key_never_leaks() {
 /// `check --online` finds agent ids the account does not have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_online_reports_unknown_agent_ids() {
-    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    let app = TestApp::builder().build().await;
     let out = app.command(&["check", "--online"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -248,14 +248,10 @@ async fn check_online_reports_unknown_agent_ids() {
     );
     assert!(text.contains("online: the account has 3 agents"), "{text}");
 
-    let app = TestApp::new(
-        THREE_AGENTS,
-        agents(&[("alice", 4188), ("bob", 4761)]),
-        None,
-        "",
-        "",
-    )
-    .await;
+    let app = TestApp::builder()
+        .agents(agents(&[("alice", 4188), ("bob", 4761)]))
+        .build()
+        .await;
     let out = app.command(&["check", "--online"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -280,5 +276,100 @@ async fn an_unopenable_database_is_one_clear_line() {
         err.matches("unable to open database file").count(),
         1,
         "{err}"
+    );
+}
+
+/// A rule set that can assign nothing is an invalid configuration: an empty
+/// file, a directory without `*.toml`, rules that all assign `none`.
+#[tokio::test]
+async fn check_rejects_rules_that_can_assign_nothing() {
+    let app = app_with_rules("").await;
+    let file = app.dir.path().join("rules.toml");
+    let (code, out, err) = check(&app);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "assignd: {}:1:1: no rules: {} defines no [[rule]], so every chat would end no_match; add at least one [[rule]] that assigns an agent or a pool",
+            file.display(),
+            file.display()
+        )
+    );
+    assert!(!out.contains("ok:"), "{out}");
+
+    // Cut at a line boundary before its first rule: valid TOML, no rules.
+    let cut = &THREE_AGENTS[..THREE_AGENTS.find("[[rule]]").unwrap()];
+    std::fs::write(&file, cut).unwrap();
+    let (code, _, err) = check(&app);
+    assert_eq!(code, 2);
+    assert!(err.contains(":13:1: no rules: "), "{err}");
+    // Cut mid-token: the TOML error, located.
+    let cut = &THREE_AGENTS[..THREE_AGENTS.find("pool:support").unwrap() + 3];
+    std::fs::write(&file, cut).unwrap();
+    let (code, _, err) = check(&app);
+    assert_eq!(code, 2);
+    let line = cut.matches('\n').count() + 1;
+    let prefix = format!("assignd: {}:{line}:", file.display());
+    assert!(
+        err.starts_with(&prefix) && !err.contains("no rules"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &file,
+        "[agents]\nalice = { id = 1 }\n[[rule]]\nname = \"spam\"\nassign = \"none\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = check(&app);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(":4:8: no rule can assign a chat (rule `spam` assigns none), so every chat would end unassigned"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+
+    // A directory with no *.toml file.
+    let dir = app.dir.path().join("rules.d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("README"), "not rules").unwrap();
+    let config = std::fs::read_to_string(&app.config_path)
+        .unwrap()
+        .replace("path = \"rules.toml\"", "path = \"rules.d\"");
+    std::fs::write(&app.config_path, config).unwrap();
+    let (code, _, err) = check(&app);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "assignd: no rules: rules directory {} has no *.toml file, so every chat would end no_match; add a file with at least one [[rule]] that assigns an agent or a pool",
+            dir.display()
+        )
+    );
+}
+
+/// `queue retry` takes ids, or `--dead` and/or `--no-match`, not both kinds.
+#[tokio::test]
+async fn queue_retry_takes_ids_or_flags() {
+    let app = app_with_rules(THREE_AGENTS).await;
+    app.migrate().await;
+    let out = app
+        .command(&["queue", "retry", "1", "--no-match"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = app.command(&["queue", "retry"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = app
+        .command(&["queue", "retry", "--dead", "--no-match"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0 dead row(s) put back on the queue\n0 no_match row(s) put back on the queue\n"
     );
 }

@@ -67,7 +67,7 @@ fn rules() -> Rules {
 
 fn chat(json: &str, attrs: serde_json::Value) -> ChatContext {
     let chat: Chat = serde_json::from_str(json).unwrap();
-    ChatContext::from_chat(&chat, attrs.as_object().unwrap())
+    chat.rules_context(attrs.as_object().unwrap())
 }
 
 fn plain() -> ChatContext {

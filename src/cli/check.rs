@@ -14,57 +14,9 @@ pub(super) async fn run(config_path: &Path, online: bool) -> Result<(), Failure>
         println!("rules  {}: ok", f.display());
     }
     println!("time zone: {}", rules.timezone.iana_name().unwrap_or("UTC"));
-    println!("agents ({}):", rules.agents.len());
-    for a in &rules.agents {
-        let shift = a
-            .schedule
-            .map(|s| format!(", shift {}", rules.schedules[s].name))
-            .unwrap_or_default();
-        let skills = if a.skills.is_empty() {
-            String::new()
-        } else {
-            format!(", skills {}", a.skills.join(" "))
-        };
-        println!("  {} (id {}{skills}{shift})", a.name, a.id);
-    }
-    println!("schedules ({}):", rules.schedules.len());
-    for s in &rules.schedules {
-        println!(
-            "  {} ({})",
-            s.name,
-            s.tz.iana_name().unwrap_or("fixed offset")
-        );
-    }
-    println!("pools ({}):", rules.pools.len());
-    for p in &rules.pools {
-        let members: Vec<&str> = p
-            .members
-            .iter()
-            .map(|&a| rules.agents[a].name.as_str())
-            .collect();
-        println!(
-            "  {}: {} [{}], when_full = {}",
-            p.name,
-            p.strategy.name(),
-            members.join(", "),
-            p.when_full.name()
-        );
-    }
-    println!("rules ({}):", rules.rules.len());
-    for (i, r) in rules.rules.iter().enumerate() {
-        let target = match r.target {
-            Target::Agent(a) => rules.agents[a].name.clone(),
-            Target::Pool(p) => format!("pool:{}", rules.pools[p].name),
-            Target::Nobody => "none".into(),
-        };
-        let keys: Vec<&str> = r.conditions.iter().map(|c| c.key()).collect();
-        let when = if keys.is_empty() {
-            "every chat".to_string()
-        } else {
-            keys.join(" + ")
-        };
-        println!("  {}. {} ({when}) -> {target}", i + 1, r.name);
-    }
+    print_agents(&rules);
+    print_pools(&rules);
+    print_rules(&rules);
     match config.api_key() {
         Ok(Some(_)) => println!("API key: found"),
         Ok(None) => println!(
@@ -72,15 +24,7 @@ pub(super) async fn run(config_path: &Path, online: bool) -> Result<(), Failure>
         ),
         Err(e) => println!("warning: {e}"),
     }
-    // Shift coverage over the current week, in the rules' zone.
-    let today = jiff::Timestamp::now()
-        .to_zoned(rules.timezone.clone())
-        .date();
-    let monday = today
-        .checked_sub(jiff::Span::new().days(today.weekday().to_monday_zero_offset() as i64))
-        .and_then(|d| d.to_zoned(rules.timezone.clone()))
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot compute this week: {e}")))?;
-    let warnings = rules.warnings_for_week(&monday);
+    let warnings = week_warnings(&rules)?;
     for w in &warnings {
         println!("warning: {w}");
     }
@@ -96,6 +40,76 @@ pub(super) async fn run(config_path: &Path, online: bool) -> Result<(), Failure>
         warnings.len()
     );
     Ok(())
+}
+
+/// The agents with their skills and shifts, and the schedules.
+fn print_agents(rules: &rules::Rules) {
+    println!("agents ({}):", rules.agents.len());
+    for a in &rules.agents {
+        let shift = a
+            .schedule
+            .map(|s| format!(", shift {}", rules.schedules[s].name))
+            .unwrap_or_default();
+        let skills = if a.skills.is_empty() {
+            String::new()
+        } else {
+            format!(", skills {}", a.skills.join(" "))
+        };
+        println!("  {} (id {}{skills}{shift})", a.name, a.id);
+    }
+    println!("schedules ({}):", rules.schedules.len());
+    for s in &rules.schedules {
+        let zone = s.tz.iana_name().unwrap_or("fixed offset");
+        println!("  {} ({zone})", s.name);
+    }
+}
+
+fn print_pools(rules: &rules::Rules) {
+    println!("pools ({}):", rules.pools.len());
+    for p in &rules.pools {
+        let members: Vec<&str> = p
+            .members
+            .iter()
+            .map(|&a| rules.agents[a].name.as_str())
+            .collect();
+        println!(
+            "  {}: {} [{}], when_full = {}",
+            p.name,
+            p.strategy.name(),
+            members.join(", "),
+            p.when_full.name()
+        );
+    }
+}
+
+fn print_rules(rules: &rules::Rules) {
+    println!("rules ({}):", rules.rules.len());
+    for (i, r) in rules.rules.iter().enumerate() {
+        let target = match r.target {
+            Target::Agent(a) => rules.agents[a].name.clone(),
+            Target::Pool(p) => format!("pool:{}", rules.pools[p].name),
+            Target::Nobody => "none".into(),
+        };
+        let keys: Vec<&str> = r.conditions.iter().map(|c| c.key()).collect();
+        let when = if keys.is_empty() {
+            "every chat".to_string()
+        } else {
+            keys.join(" + ")
+        };
+        println!("  {}. {} ({when}) -> {target}", i + 1, r.name);
+    }
+}
+
+/// Shift coverage over the current week, in the rules' zone.
+fn week_warnings(rules: &rules::Rules) -> Result<Vec<String>, Failure> {
+    let today = jiff::Timestamp::now()
+        .to_zoned(rules.timezone.clone())
+        .date();
+    let monday = today
+        .checked_sub(jiff::Span::new().days(today.weekday().to_monday_zero_offset() as i64))
+        .and_then(|d| d.to_zoned(rules.timezone.clone()))
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot compute this week: {e}")))?;
+    Ok(rules.warnings_for_week(&monday))
 }
 
 /// `--online`: every agent id in the rules must exist in the account.

@@ -57,7 +57,7 @@ pub(super) async fn run(config_path: &Path, args: Args) -> Result<(), Failure> {
         }
     };
     attrs.extend(args.attrs);
-    let mut context = ChatContext::from_chat(&chat, &attrs);
+    let mut context = chat.rules_context(&attrs);
     let state = routing_state(&config, &mut context).await?;
     let now = args.at.or(file_at).unwrap_or_else(Timestamp::now);
     let (_, explanation) = rules::explain::explain(&rules, &context, &state, now);

@@ -2,7 +2,10 @@
 //! errors, and the rate-limited client.
 
 pub mod client;
+mod context;
 pub mod error;
+pub mod redact;
+pub mod retry_after;
 pub mod types;
 
 pub use client::{Call, Client, ClientError};

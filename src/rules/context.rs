@@ -1,11 +1,10 @@
 //! What the decision looks at: a chat, normalised once for matching.
 //!
 //! Text is lower-cased here, once per chat, so that matching 50 rules does
-//! not allocate.
+//! not allocate. The context is the core's own type: the adapter from
+//! HelpCrunch's chat object lives with the client (`helpcrunch/context.rs`).
 
 use std::collections::BTreeMap;
-
-use crate::helpcrunch::types::Chat;
 
 /// A text value with its lower-case form precomputed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,33 +44,6 @@ pub struct ChatContext {
 }
 
 impl ChatContext {
-    /// Builds the context from a chat object and enqueue-time attributes.
-    pub fn from_chat(chat: &Chat, attrs: &serde_json::Map<String, serde_json::Value>) -> Self {
-        let customer = chat.customer.as_ref();
-        Self {
-            chat_id: chat.id,
-            department_id: chat
-                .department
-                .as_ref()
-                .map(|d| Text::new(d.id.to_string())),
-            department_name: chat
-                .department
-                .as_ref()
-                .and_then(|d| d.name.clone())
-                .map(Text::new),
-            customer_email: customer.and_then(|c| c.email.clone()).map(Text::new),
-            customer_name: customer.and_then(|c| c.name.clone()).map(Text::new),
-            customer_id: customer.map(|c| Text::new(c.id.to_string())),
-            customer_user_id: customer.and_then(|c| c.user_id.clone()).map(Text::new),
-            status: chat.status.clone().map(Text::new),
-            created_with: chat.created_with.clone().map(Text::new),
-            message: chat.last_message_text.clone().map(Text::new),
-            attrs: attrs_from_json(attrs),
-            assignee: chat.assignee.as_ref().map(|a| a.id),
-            last_agent: None,
-        }
-    }
-
     /// A context that knows only the chat id and attributes (`fetch_chat =
     /// "never"` and no snapshot).
     pub fn bare(chat_id: i64, attrs: &serde_json::Map<String, serde_json::Value>) -> Self {
@@ -100,7 +72,9 @@ impl ChatContext {
     }
 }
 
-fn attrs_from_json(
+/// Enqueue-time attributes as the rules match them: keys lower-cased, a
+/// list holding every item.
+pub fn attrs_from_json(
     attrs: &serde_json::Map<String, serde_json::Value>,
 ) -> BTreeMap<String, Vec<Text>> {
     use serde_json::Value;

@@ -111,6 +111,25 @@ pub enum Verdict {
     NoMatch,
 }
 
+/// An assignment's agent, pool and the pool's new weights (indexes into `Rules`).
+pub type Assignment<'v> = (usize, Option<usize>, Option<&'v [(String, i64)]>);
+
+impl Verdict {
+    /// The agent, pool and new weights of an assignment; `None` for any
+    /// other verdict.
+    pub fn assignment(&self) -> Option<Assignment<'_>> {
+        match self {
+            Verdict::Assign {
+                agent,
+                pool,
+                weights,
+                ..
+            } => Some((*agent, *pool, weights.as_deref())),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// The deciding rule (index into `Rules::rules`).
@@ -199,65 +218,14 @@ pub fn decide_observed<O: Observer>(
             continue;
         }
         observer.rule_matched(index);
-        let single: [usize; 1];
-        let (members, pool, when_full): (&[usize], Option<&Pool>, WhenFull) = match rule.target {
-            Target::Nobody => {
+        match decide_rule(rules, index, chat, state, now, observer) {
+            RuleOutcome::Decided(verdict) => {
                 return Decision {
                     rule: Some(index),
-                    verdict: Verdict::Nobody,
+                    verdict,
                 };
             }
-            Target::Agent(agent) => {
-                single = [agent];
-                (&single[..], None, WhenFull::Wait)
-            }
-            Target::Pool(p) => (
-                &rules.pools[p].members,
-                Some(&rules.pools[p]),
-                rules.pools[p].when_full,
-            ),
-        };
-        // Sized once: growing it from a filter costs two reallocations.
-        let mut candidates: Vec<Candidate> = Vec::with_capacity(members.len());
-        for &a in members {
-            let verdict = judge(rules, a, pool, &rule.require_skills, state, now);
-            observer.candidate(index, a, &verdict);
-            if verdict == CandidateVerdict::Kept {
-                candidates.push(candidate(rules, a, state));
-            }
-        }
-        let pool_index = match rule.target {
-            Target::Pool(p) => Some(p),
-            _ => None,
-        };
-        let picked = match pool {
-            None => candidates.first().map(|c| (c.index, None, None)),
-            Some(pool) => pick(pool, &candidates, chat, state).inspect(|_| {
-                observer.picked(index, &|| explain_pick(pool, &candidates, chat, state));
-            }),
-        };
-        match picked {
-            Some((agent, previous, weights)) => {
-                return Decision {
-                    rule: Some(index),
-                    verdict: Verdict::Assign {
-                        agent,
-                        pool: pool_index,
-                        previous,
-                        weights,
-                    },
-                };
-            }
-            None if when_full == WhenFull::Next => overflowed = Some((index, pool_index)),
-            None => {
-                return Decision {
-                    rule: Some(index),
-                    verdict: Verdict::NoCandidate {
-                        pool: pool_index,
-                        when_full,
-                    },
-                };
-            }
+            RuleOutcome::Overflowed(pool) => overflowed = Some((index, pool)),
         }
     }
     match overflowed {
@@ -274,6 +242,79 @@ pub fn decide_observed<O: Observer>(
             verdict: Verdict::NoMatch,
         },
     }
+}
+
+/// What a rule that matched concluded.
+enum RuleOutcome {
+    Decided(Verdict),
+    /// No candidate, and `when_full = "next"`: try the later rules.
+    Overflowed(Option<usize>),
+}
+
+/// The verdict of rule `index`, which matched the chat.
+fn decide_rule<O: Observer>(
+    rules: &Rules,
+    index: usize,
+    chat: &ChatContext,
+    state: &RoutingState,
+    now: Timestamp,
+    observer: &mut O,
+) -> RuleOutcome {
+    let single: [usize; 1];
+    let (members, pool_index): (&[usize], Option<usize>) = match rules.rules[index].target {
+        Target::Nobody => return RuleOutcome::Decided(Verdict::Nobody),
+        Target::Agent(agent) => {
+            single = [agent];
+            (&single[..], None)
+        }
+        Target::Pool(p) => (&rules.pools[p].members, Some(p)),
+    };
+    let pool = pool_index.map(|p| &rules.pools[p]);
+    let when_full = pool.map_or(WhenFull::Wait, |p| p.when_full);
+    let candidates = kept(rules, index, members, pool, state, now, observer);
+    let picked = match pool {
+        None => candidates.first().map(|c| (c.index, None, None)),
+        Some(pool) => pick(pool, &candidates, chat, state).inspect(|_| {
+            observer.picked(index, &|| explain_pick(pool, &candidates, chat, state));
+        }),
+    };
+    match picked {
+        Some((agent, previous, weights)) => RuleOutcome::Decided(Verdict::Assign {
+            agent,
+            pool: pool_index,
+            previous,
+            weights,
+        }),
+        None if when_full == WhenFull::Next => RuleOutcome::Overflowed(pool_index),
+        None => RuleOutcome::Decided(Verdict::NoCandidate {
+            pool: pool_index,
+            when_full,
+        }),
+    }
+}
+
+/// The members of rule `index`'s target who may take a chat now, each
+/// judged aloud to `observer`.
+fn kept<'r, O: Observer>(
+    rules: &'r Rules,
+    index: usize,
+    members: &[usize],
+    pool: Option<&Pool>,
+    state: &RoutingState,
+    now: Timestamp,
+    observer: &mut O,
+) -> Vec<Candidate<'r>> {
+    let skills = &rules.rules[index].require_skills;
+    // Sized once: growing it from a filter costs two reallocations.
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(members.len());
+    for &a in members {
+        let verdict = judge(rules, a, pool, skills, state, now);
+        observer.candidate(index, a, &verdict);
+        if verdict == CandidateVerdict::Kept {
+            candidates.push(candidate(rules, a, state));
+        }
+    }
+    candidates
 }
 
 type Pick = (usize, Option<String>, Option<Weights>);

@@ -79,79 +79,20 @@ impl RuleIndex {
                 let Condition::Field { field, pattern, .. } = condition else {
                     continue;
                 };
-                let Some(values) = exact_values(pattern) else {
-                    let Some((needed, via_regex)) = literals(pattern) else {
-                        continue;
-                    };
-                    let at = match literal_sets.iter().position(|l| l.field == *field) {
-                        Some(at) => at,
-                        None => {
-                            literal_sets.push(LiteralSet {
-                                field: field.clone(),
-                                literals: Vec::new(),
-                                keyed: [0; WORDS],
-                                ascii_only: [0; WORDS],
-                            });
-                            literal_sets.len() - 1
-                        }
-                    };
-                    let l = &mut literal_sets[at];
-                    set(&mut l.keyed, i);
-                    if via_regex {
-                        set(&mut l.ascii_only, i);
-                    }
-                    for literal in needed {
-                        match l
-                            .literals
-                            .iter_mut()
-                            .find(|(have, _)| have.as_slice() == literal)
-                        {
-                            Some((_, bits)) => set(bits, i),
-                            None => {
-                                let mut bits = [0; WORDS];
-                                set(&mut bits, i);
-                                l.literals.push((literal.to_vec(), bits));
-                            }
-                        }
-                    }
-                    continue;
-                };
-                let at = match fields.iter().position(|f| f.field == *field) {
-                    Some(at) => at,
-                    None => {
-                        fields.push(FieldIndex {
-                            field: field.clone(),
-                            keyed: [0; WORDS],
-                            by_value: FxHashMap::default(),
-                        });
-                        fields.len() - 1
-                    }
-                };
-                let f = &mut fields[at];
-                set(&mut f.keyed, i);
-                for v in values {
-                    set(f.by_value.entry(v.to_string()).or_insert([0; WORDS]), i);
+                if let Some(values) = exact_values(pattern) {
+                    FieldIndex::add(&mut fields, field, i, &values);
+                } else if let Some((needed, via_regex)) = literals(pattern) {
+                    LiteralSet::add(&mut literal_sets, field, i, &needed, via_regex);
                 }
             }
         }
-        let substrings = literal_sets
-            .into_iter()
-            .filter_map(|l| {
-                // Should the automaton not build, those rules are walked.
-                let literals = AhoCorasick::new(l.literals.iter().map(|(text, _)| text)).ok()?;
-                Some(SubstringIndex {
-                    field: l.field,
-                    keyed: l.keyed,
-                    ascii_only: l.ascii_only,
-                    literals,
-                    rules_of: l.literals.into_iter().map(|(_, bits)| bits).collect(),
-                })
-            })
-            .collect();
         Self {
             rules: rules.len(),
             fields,
-            substrings,
+            substrings: literal_sets
+                .into_iter()
+                .filter_map(LiteralSet::finish)
+                .collect(),
         }
     }
 
@@ -196,6 +137,78 @@ impl RuleIndex {
             }
         }
         Some(out)
+    }
+}
+
+impl FieldIndex {
+    /// Notes that rule `i` needs `field` to be one of `values`.
+    fn add(fields: &mut Vec<FieldIndex>, field: &Field, i: usize, values: &[&str]) {
+        let at = match fields.iter().position(|f| f.field == *field) {
+            Some(at) => at,
+            None => {
+                fields.push(FieldIndex {
+                    field: field.clone(),
+                    keyed: [0; WORDS],
+                    by_value: FxHashMap::default(),
+                });
+                fields.len() - 1
+            }
+        };
+        let f = &mut fields[at];
+        set(&mut f.keyed, i);
+        for v in values {
+            set(f.by_value.entry(v.to_string()).or_insert([0; WORDS]), i);
+        }
+    }
+}
+
+impl LiteralSet {
+    /// Notes that rule `i` needs `field` to contain one of `needed`.
+    fn add(sets: &mut Vec<LiteralSet>, field: &Field, i: usize, needed: &[&[u8]], via_regex: bool) {
+        let at = match sets.iter().position(|l| l.field == *field) {
+            Some(at) => at,
+            None => {
+                sets.push(LiteralSet {
+                    field: field.clone(),
+                    literals: Vec::new(),
+                    keyed: [0; WORDS],
+                    ascii_only: [0; WORDS],
+                });
+                sets.len() - 1
+            }
+        };
+        let l = &mut sets[at];
+        set(&mut l.keyed, i);
+        if via_regex {
+            set(&mut l.ascii_only, i);
+        }
+        for &literal in needed {
+            match l
+                .literals
+                .iter_mut()
+                .find(|(have, _)| have.as_slice() == literal)
+            {
+                Some((_, bits)) => set(bits, i),
+                None => {
+                    let mut bits = [0; WORDS];
+                    set(&mut bits, i);
+                    l.literals.push((literal.to_vec(), bits));
+                }
+            }
+        }
+    }
+
+    /// The automaton over the literals. Should it not build, those rules
+    /// are walked.
+    fn finish(self) -> Option<SubstringIndex> {
+        let literals = AhoCorasick::new(self.literals.iter().map(|(text, _)| text)).ok()?;
+        Some(SubstringIndex {
+            field: self.field,
+            keyed: self.keyed,
+            ascii_only: self.ascii_only,
+            literals,
+            rules_of: self.literals.into_iter().map(|(_, bits)| bits).collect(),
+        })
     }
 }
 

@@ -1,15 +1,19 @@
 //! Routing rules: the model, loading, matching, schedules and the pure
 //! decision function that the worker, the CLI, tests and benchmarks share.
 
+mod compile;
 pub mod context;
 pub mod decide;
 pub mod explain;
 pub mod index;
+mod keys;
 pub mod load;
 pub mod matcher;
 pub mod schedule;
+pub mod state;
 pub mod strategy;
 pub mod template;
+mod validate;
 
 use std::path::PathBuf;
 
@@ -24,6 +28,7 @@ pub use decide::{
 pub use load::{RulesError, load_path, load_sources};
 use matcher::Condition;
 use schedule::Schedule;
+pub use state::Applied;
 use template::Template;
 
 /// A validated, merged rule set. Agents are sorted by name, which is the

@@ -1,0 +1,454 @@
+//! Turning the parsed files (the TOML model of [`super::load`]) into
+//! [`Rules`]: names first, so files may refer to each other, then
+//! schedules, agents, pools and rules, each checked where it is written.
+//! The steps run in this order so that, of several errors, the same one is
+//! always reported first.
+
+use std::collections::{BTreeSet, HashMap};
+
+use jiff::tz::TimeZone;
+use toml::Spanned;
+
+use super::keys::compile_match;
+use super::load::{File, OneOrMany, RawAgent, RawPool, RawReply, RawRule, RawSchedule, RawValue};
+use super::matcher::Condition;
+use super::schedule::{self, Schedule};
+use super::template::{Placeholder, Template};
+use super::{Agent, Pool, Reply, Rule, Rules, Strategy, Target, WhenFull};
+use crate::diag::{Location, SourceError};
+
+/// Where each name is defined, for duplicate errors.
+pub(super) struct Names {
+    pub(super) agents: HashMap<String, usize>,
+    pub(super) schedules: HashMap<String, usize>,
+    pub(super) pools: HashMap<String, usize>,
+}
+
+pub(super) fn compile(files: &[File]) -> Result<Rules, SourceError> {
+    let rules_tz = match files.iter().find(|f| f.raw.timezone.is_some()) {
+        Some(f) => file_zone(f)?,
+        None => TimeZone::UTC,
+    };
+    let mut names = declare(files)?;
+    let schedules = compile_schedules(files, &mut names)?;
+    let agents = compile_agents(files, &names)?;
+    let pools = compile_pools(files, &mut names)?;
+    let rules = compile_rules(files, &names)?;
+    Ok(Rules {
+        timezone: rules_tz,
+        agents,
+        schedules,
+        pools,
+        index: super::index::RuleIndex::build(&rules),
+        rules,
+        files: files.iter().map(|f| f.path.to_path_buf()).collect(),
+    })
+}
+
+/// A file's own zone (else UTC), the default for its schedules and weekdays.
+fn file_zone(f: &File) -> Result<TimeZone, SourceError> {
+    match &f.raw.timezone {
+        Some(tz) => zone(f, tz),
+        None => Ok(TimeZone::UTC),
+    }
+}
+
+/// Pass 1: every name of every file, each defined once; agents numbered in
+/// name order.
+fn declare(files: &[File]) -> Result<Names, SourceError> {
+    let mut seen_places: HashMap<(&str, String), Location> = HashMap::new();
+    for f in files {
+        for (kind, keys) in [
+            ("agent", f.raw.agents.keys().collect::<Vec<_>>()),
+            ("schedule", f.raw.schedules.keys().collect()),
+            ("pool", f.raw.pools.keys().collect()),
+        ] {
+            for key in keys {
+                let here = f.location(key.span());
+                if let Some(first) = seen_places.insert((kind, key.get_ref().clone()), here) {
+                    return Err(f.err(
+                        key.span(),
+                        format!("{kind} `{}` is already defined at {first}", key.get_ref()),
+                    ));
+                }
+            }
+        }
+    }
+    let mut agent_names: Vec<&str> = files
+        .iter()
+        .flat_map(|f| f.raw.agents.keys().map(|k| k.get_ref().as_str()))
+        .collect();
+    agent_names.sort_unstable();
+    Ok(Names {
+        agents: agent_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), i))
+            .collect(),
+        schedules: HashMap::new(),
+        pools: HashMap::new(),
+    })
+}
+
+fn compile_schedules(files: &[File], names: &mut Names) -> Result<Vec<Schedule>, SourceError> {
+    let mut schedules = Vec::new();
+    for f in files {
+        let file_tz = file_zone(f)?;
+        for (name, raw) in &f.raw.schedules {
+            names
+                .schedules
+                .insert(name.get_ref().clone(), schedules.len());
+            schedules.push(compile_schedule(
+                f,
+                name.get_ref(),
+                raw.get_ref(),
+                &file_tz,
+            )?);
+        }
+    }
+    Ok(schedules)
+}
+
+/// The agents, in name order.
+fn compile_agents(files: &[File], names: &Names) -> Result<Vec<Agent>, SourceError> {
+    let mut agents: Vec<Option<Agent>> = vec![None; names.agents.len()];
+    let mut ids: HashMap<i64, (String, Location)> = HashMap::new();
+    for f in files {
+        for (name, raw) in &f.raw.agents {
+            let agent = compile_agent(f, name, raw.get_ref(), names, &mut ids)?;
+            agents[names.agents[name.get_ref()]] = Some(agent);
+        }
+    }
+    Ok(agents
+        .into_iter()
+        .map(|a| a.expect("every name was filled"))
+        .collect())
+}
+
+/// One agent; `ids` holds the ids seen so far, which must not repeat.
+fn compile_agent(
+    f: &File,
+    name: &Spanned<String>,
+    raw: &RawAgent,
+    names: &Names,
+    ids: &mut HashMap<i64, (String, Location)>,
+) -> Result<Agent, SourceError> {
+    if let Some(w) = &raw.weight
+        && *w.get_ref() == 0
+    {
+        return Err(f.err(w.span(), "weight must be at least 1"));
+    }
+    let id = *raw.id.get_ref();
+    if id <= 0 {
+        return Err(f.err(
+            raw.id.span(),
+            format!("agent id {id} must be a positive HelpCrunch agent id"),
+        ));
+    }
+    if let Some((other, at)) = ids.insert(id, (name.get_ref().clone(), f.location(raw.id.span()))) {
+        return Err(f.err(
+            raw.id.span(),
+            format!(
+                "agent id {id} of `{}` is also the id of `{other}` ({at})",
+                name.get_ref()
+            ),
+        ));
+    }
+    let schedule = match &raw.schedule {
+        Some(s) => Some(lookup(f, s, &names.schedules, "schedule")?),
+        None => None,
+    };
+    Ok(Agent {
+        name: name.get_ref().clone(),
+        id,
+        skills: raw.skills.clone(),
+        schedule,
+        weight: raw.weight.as_ref().map_or(1, |w| *w.get_ref()),
+        max_open: raw.max_open,
+    })
+}
+
+fn compile_pools(files: &[File], names: &mut Names) -> Result<Vec<Pool>, SourceError> {
+    let mut pools = Vec::new();
+    for f in files {
+        for (name, raw) in &f.raw.pools {
+            names.pools.insert(name.get_ref().clone(), pools.len());
+            pools.push(compile_pool(f, name.get_ref(), raw.get_ref(), names)?);
+        }
+    }
+    Ok(pools)
+}
+
+/// The rules, in file order; names are unique regardless of case.
+fn compile_rules(files: &[File], names: &Names) -> Result<Vec<Rule>, SourceError> {
+    let mut rules = Vec::new();
+    let mut rule_names: HashMap<String, Location> = HashMap::new();
+    for f in files {
+        let file_tz = file_zone(f)?;
+        for raw in &f.raw.rules {
+            let raw = raw.get_ref();
+            let here = f.location(raw.name.span());
+            if let Some(first) = rule_names.insert(raw.name.get_ref().to_lowercase(), here.clone())
+            {
+                return Err(f.err(
+                    raw.name.span(),
+                    format!(
+                        "rule name `{}` is already used at {first}",
+                        raw.name.get_ref()
+                    ),
+                ));
+            }
+            rules.push(compile_rule(f, raw, names, &file_tz, here)?);
+        }
+    }
+    Ok(rules)
+}
+
+fn compile_rule(
+    f: &File,
+    raw: &RawRule,
+    names: &Names,
+    tz: &TimeZone,
+    location: Location,
+) -> Result<Rule, SourceError> {
+    let conditions = match &raw.matches {
+        Some(m) => match m.get_ref() {
+            RawValue::Table(entries) => compile_match(f, entries, names, tz)?,
+            _ => {
+                return Err(f.err(
+                    m.span(),
+                    "`match` must be a table, e.g. match = { department = \"Billing\" }",
+                ));
+            }
+        },
+        None => Vec::new(),
+    };
+    let target = compile_target(f, &raw.assign, names)?;
+    let note = raw.note.as_ref().map(|n| template(f, n)).transpose()?;
+    let reply = match &raw.reply {
+        Some(r) => Some(compile_reply(f, r.get_ref(), names)?),
+        None => None,
+    };
+    let schedule = conditions.iter().find_map(|c| match c {
+        Condition::Within { schedule } | Condition::Outside { schedule } => Some(*schedule),
+        _ => None,
+    });
+    check_next_open(f, raw, note.as_ref(), reply.as_ref(), schedule)?;
+    Ok(Rule {
+        name: raw.name.get_ref().clone(),
+        conditions,
+        target,
+        require_skills: raw.require_skills.clone(),
+        note,
+        reply,
+        schedule,
+        location,
+    })
+}
+
+fn compile_reply(f: &File, raw: &RawReply, names: &Names) -> Result<Reply, SourceError> {
+    Ok(Reply {
+        from: lookup(f, &raw.from, &names.agents, "agent")?,
+        text: template(f, &raw.text)?,
+    })
+}
+
+/// `{next_open}` names the opening of the rule's schedule, so a rule that
+/// uses it must have one.
+fn check_next_open(
+    f: &File,
+    raw: &RawRule,
+    note: Option<&Template>,
+    reply: Option<&Reply>,
+    schedule: Option<usize>,
+) -> Result<(), SourceError> {
+    let uses_next_open = note
+        .into_iter()
+        .chain(reply.map(|r| &r.text))
+        .any(|t| t.uses(Placeholder::NextOpen));
+    if !uses_next_open || schedule.is_some() {
+        return Ok(());
+    }
+    let span = raw
+        .note
+        .as_ref()
+        .map(|n| n.span())
+        .or(raw.reply.as_ref().map(|r| r.span()))
+        .unwrap_or(0..0);
+    Err(f.err(
+        span,
+        "`{next_open}` needs the rule to match `within` or `outside` a schedule",
+    ))
+}
+
+/// Parses a template, locating errors inside the string. The offset is
+/// exact for strings without escapes, which templates rarely have.
+fn template(f: &File, text: &Spanned<String>) -> Result<Template, SourceError> {
+    Template::parse(text.get_ref()).map_err(|e| {
+        let start = text.span().start + 1 + e.offset;
+        f.err(start..start, e.message)
+    })
+}
+
+fn zone(f: &File, name: &Spanned<String>) -> Result<TimeZone, SourceError> {
+    TimeZone::get(name.get_ref()).map_err(|_| {
+        f.err(
+            name.span(),
+            format!(
+                "unknown time zone `{}` (use an IANA name like \"Europe/Kyiv\")",
+                name.get_ref()
+            ),
+        )
+    })
+}
+
+pub(super) fn lookup(
+    f: &File,
+    name: &Spanned<String>,
+    table: &HashMap<String, usize>,
+    kind: &str,
+) -> Result<usize, SourceError> {
+    table.get(name.get_ref()).copied().ok_or_else(|| {
+        let nearest = table
+            .keys()
+            .map(|k| (strsim::jaro_winkler(k, name.get_ref()), k))
+            .filter(|(s, _)| *s > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| format!("; did you mean `{k}`?"))
+            .unwrap_or_default();
+        f.err(
+            name.span(),
+            format!("unknown {kind} `{}`{nearest}", name.get_ref()),
+        )
+    })
+}
+
+fn compile_schedule(
+    f: &File,
+    name: &str,
+    raw: &RawSchedule,
+    file_tz: &TimeZone,
+) -> Result<Schedule, SourceError> {
+    let tz = match &raw.timezone {
+        Some(tz) => zone(f, tz)?,
+        None => file_tz.clone(),
+    };
+    let mut days: [Vec<schedule::Range>; 7] = Default::default();
+    for (key, value) in &raw.hours {
+        let indexes = schedule::parse_days(key.get_ref()).map_err(|e| f.err(key.span(), e))?;
+        let texts = match value.get_ref() {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        };
+        for text in texts {
+            let range = schedule::parse_range(text).map_err(|e| f.err(value.span(), e))?;
+            for &d in &indexes {
+                days[d].push(range);
+            }
+        }
+    }
+    Ok(Schedule {
+        name: name.to_string(),
+        tz,
+        days,
+        holidays: holidays(f, &raw.holidays)?,
+    })
+}
+
+fn holidays(f: &File, raw: &[Spanned<String>]) -> Result<BTreeSet<jiff::civil::Date>, SourceError> {
+    raw.iter()
+        .map(|h| {
+            h.get_ref().parse::<jiff::civil::Date>().map_err(|_| {
+                f.err(
+                    h.span(),
+                    format!("holiday `{}` is not a date like 2026-12-25", h.get_ref()),
+                )
+            })
+        })
+        .collect()
+}
+
+fn compile_pool(f: &File, name: &str, raw: &RawPool, names: &Names) -> Result<Pool, SourceError> {
+    check_reassign(f, raw)?;
+    if raw.agents.get_ref().is_empty() {
+        return Err(f.err(raw.agents.span(), format!("pool `{name}` has no agents")));
+    }
+    let mut members = Vec::new();
+    for a in raw.agents.get_ref() {
+        let i = lookup(f, a, &names.agents, "agent")?;
+        if !members.contains(&i) {
+            members.push(i);
+        }
+    }
+    members.sort_unstable();
+    Ok(Pool {
+        name: name.to_string(),
+        members,
+        strategy: strategy(f, raw.strategy.as_ref())?,
+        when_full: when_full(f, raw.when_full.as_ref())?,
+        max_open: raw.max_open,
+        reassign_after: raw.reassign_after.as_ref().map(|r| r.get_ref().0),
+        max_reassign: raw.max_reassign.as_ref().map_or(1, |m| *m.get_ref()),
+    })
+}
+
+fn check_reassign(f: &File, raw: &RawPool) -> Result<(), SourceError> {
+    if let (Some(m), None) = (&raw.max_reassign, &raw.reassign_after) {
+        return Err(f.err(m.span(), "`max_reassign` needs `reassign_after`"));
+    }
+    if let Some(r) = &raw.reassign_after
+        && r.get_ref().0.is_zero()
+    {
+        return Err(f.err(r.span(), "`reassign_after` must be longer than zero"));
+    }
+    Ok(())
+}
+
+fn strategy(f: &File, raw: Option<&Spanned<String>>) -> Result<Strategy, SourceError> {
+    let Some(s) = raw else {
+        return Ok(Strategy::RoundRobin);
+    };
+    if let Some(st) = Strategy::ALL.iter().find(|st| st.name() == s.get_ref()) {
+        return Ok(*st);
+    }
+    let known: Vec<&str> = Strategy::ALL.iter().map(|st| st.name()).collect();
+    Err(f.err(
+        s.span(),
+        format!(
+            "unknown strategy `{}` (use {})",
+            s.get_ref(),
+            known.join(", ")
+        ),
+    ))
+}
+
+fn when_full(f: &File, raw: Option<&Spanned<String>>) -> Result<WhenFull, SourceError> {
+    let Some(w) = raw else {
+        return Ok(WhenFull::Wait);
+    };
+    match w.get_ref().as_str() {
+        "wait" => Ok(WhenFull::Wait),
+        "next" => Ok(WhenFull::Next),
+        "leave" => Ok(WhenFull::Leave),
+        other => Err(f.err(
+            w.span(),
+            format!("unknown when_full `{other}` (use wait, next or leave)"),
+        )),
+    }
+}
+
+fn compile_target(
+    f: &File,
+    assign: &Spanned<String>,
+    names: &Names,
+) -> Result<Target, SourceError> {
+    let text = assign.get_ref();
+    if text == "none" {
+        return Ok(Target::Nobody);
+    }
+    if let Some(pool) = text.strip_prefix("pool:") {
+        let spanned = Spanned::new(assign.span(), pool.to_string());
+        return lookup(f, &spanned, &names.pools, "pool").map(Target::Pool);
+    }
+    lookup(f, assign, &names.agents, "agent").map(Target::Agent)
+}

@@ -1,0 +1,180 @@
+//! The one way a decision changes [`RoutingState`]: an assignment takes a
+//! seat (the agent's open count), advances the pool's rotation and, for
+//! `weighted`, stores the pool's new current weights. The worker, the
+//! reassignment job and `simulate` all apply decisions through here, so
+//! their state moves the same way; [`RoutingState::undo`] gives a seat back
+//! when the assignment then fails.
+
+use std::collections::HashMap;
+
+use super::Rules;
+use super::decide::{Decision, RoutingState};
+
+/// What applying a decision changed, to give back if the assignment fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The agent who got the seat.
+    pub agent: String,
+    /// The pool whose rotation moved, if the agent was picked from one.
+    pub pool: Option<String>,
+    previous_pick: Option<String>,
+    /// The pool's weights before, when the decision carried new ones.
+    previous_weights: Option<HashMap<String, i64>>,
+}
+
+impl RoutingState {
+    /// Applies `decision` if it assigns; `None` when it does not.
+    pub fn apply(&mut self, rules: &Rules, decision: &Decision) -> Option<Applied> {
+        let (agent, pool, weights) = decision.verdict.assignment()?;
+        Some(self.apply_pick(rules, agent, pool, weights))
+    }
+
+    /// Applies a pick made outside [`decide`](super::decide()) (a
+    /// reassignment): `agent` and `pool` index into `rules`, `weights` are
+    /// the pool's new current weights for `weighted`.
+    pub fn apply_pick(
+        &mut self,
+        rules: &Rules,
+        agent: usize,
+        pool: Option<usize>,
+        weights: Option<&[(String, i64)]>,
+    ) -> Applied {
+        let agent = rules.agents[agent].name.clone();
+        let pool = pool.map(|p| rules.pools[p].name.clone());
+        *self.open.entry(agent.clone()).or_default() += 1;
+        let Some(name) = &pool else {
+            return Applied {
+                agent,
+                pool,
+                previous_pick: None,
+                previous_weights: None,
+            };
+        };
+        let previous_weights = weights.map(|w| {
+            let entry = self.weights.entry(name.clone()).or_default();
+            let before = entry.clone();
+            entry.extend(w.iter().cloned());
+            before
+        });
+        let previous_pick = self.last_pick.insert(name.clone(), agent.clone());
+        Applied {
+            agent,
+            pool,
+            previous_pick,
+            previous_weights,
+        }
+    }
+
+    /// Gives back what [`apply`](Self::apply) took: the seat always; the
+    /// rotation and weights only if no other decision has moved the pool
+    /// since (else undoing would rewind someone else's pick).
+    pub fn undo(&mut self, applied: Applied) {
+        if let Some(n) = self.open.get_mut(&applied.agent) {
+            *n = n.saturating_sub(1);
+        }
+        let Some(pool) = applied.pool else { return };
+        if self.last_pick.get(&pool) != Some(&applied.agent) {
+            return;
+        }
+        match applied.previous_pick {
+            Some(prev) => self.last_pick.insert(pool.clone(), prev),
+            None => self.last_pick.remove(&pool),
+        };
+        if let Some(w) = applied.previous_weights {
+            self.weights.insert(pool, w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::rules::{Verdict, load_sources};
+
+    fn rules() -> Rules {
+        let text = "[agents]\nann = { id = 1 }\nbob = { id = 2, weight = 2 }\n\
+                    [pools.p]\nagents = [\"ann\", \"bob\"]\nstrategy = \"weighted\"\n\
+                    [[rule]]\nname = \"all\"\nassign = \"pool:p\"\n";
+        load_sources(&[(PathBuf::from("r.toml"), text.to_string())]).unwrap()
+    }
+
+    fn assign(agent: usize, weights: Option<Vec<(String, i64)>>) -> Decision {
+        Decision {
+            rule: Some(0),
+            verdict: Verdict::Assign {
+                agent,
+                pool: Some(0),
+                previous: None,
+                weights,
+            },
+        }
+    }
+
+    fn w(list: &[(&str, i64)]) -> Vec<(String, i64)> {
+        list.iter().map(|(a, n)| (a.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn apply_takes_a_seat_and_moves_rotation_and_weights() {
+        let rules = rules();
+        let mut state = RoutingState::default();
+        let applied = state.apply(&rules, &assign(1, Some(w(&[("ann", 1), ("bob", -1)]))));
+        let applied = applied.expect("an assignment applies");
+        assert_eq!(
+            (applied.agent.as_str(), applied.pool.as_deref()),
+            ("bob", Some("p"))
+        );
+        assert_eq!(state.open["bob"], 1);
+        assert_eq!(state.last_pick["p"], "bob");
+        assert_eq!(state.weights["p"]["bob"], -1);
+
+        state.undo(applied);
+        assert_eq!(state.open["bob"], 0);
+        assert!(state.last_pick.is_empty());
+        assert!(state.weights["p"].is_empty());
+    }
+
+    #[test]
+    fn apply_leaves_state_alone_when_nobody_is_assigned() {
+        let rules = rules();
+        let mut state = RoutingState::default();
+        let none = Decision {
+            rule: None,
+            verdict: Verdict::NoMatch,
+        };
+        assert_eq!(state.apply(&rules, &none), None);
+        assert!(state.open.is_empty() && state.last_pick.is_empty());
+    }
+
+    #[test]
+    fn undo_keeps_rotation_and_weights_that_moved_since() {
+        let rules = rules();
+        let mut state = RoutingState::default();
+        let first = state.apply(&rules, &assign(0, Some(w(&[("ann", -2), ("bob", 2)]))));
+        let second = state.apply_pick(&rules, 1, Some(0), Some(&w(&[("ann", 1), ("bob", -1)])));
+        // The first fails after the second moved the pool: only its seat goes back.
+        state.undo(first.unwrap());
+        assert_eq!(state.open["ann"], 0);
+        assert_eq!(state.open["bob"], 1);
+        assert_eq!(state.last_pick["p"], "bob");
+        assert_eq!(state.weights["p"]["bob"], -1);
+        // The second, undone in turn, rewinds to what it found.
+        state.undo(second);
+        assert_eq!(state.open["bob"], 0);
+        assert_eq!(state.last_pick["p"], "ann");
+        assert_eq!(state.weights["p"]["ann"], -2);
+    }
+
+    #[test]
+    fn a_direct_assignment_moves_only_the_seat() {
+        let rules = rules();
+        let mut state = RoutingState::default();
+        let applied = state.apply_pick(&rules, 0, None, None);
+        assert_eq!(state.open["ann"], 1);
+        assert!(state.last_pick.is_empty() && state.weights.is_empty());
+        state.undo(applied);
+        assert_eq!(state.open["ann"], 0);
+    }
+}
