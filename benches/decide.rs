@@ -2,11 +2,12 @@
 //!
 //! Run: `cargo bench --bench decide`. Results are in docs/benchmarks.md.
 
+use std::hint::black_box;
 use std::path::PathBuf;
 
 use assignd::helpcrunch::types::Chat;
 use assignd::rules::{self, ChatContext, RoutingState, Rules, decide};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Bencher, Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 
 /// 49 rules that a typical chat fails, each on a different kind of
@@ -38,12 +39,32 @@ agents = ["a1", "a2", "a3", "a4", "a5"]
             5 => format!(r#"department = "Sales", attr.tier = "t{i}""#),
             _ => format!(r#"status = "pending", created_with = "api{i}""#),
         };
-        text.push_str(&format!(
-            "[[rule]]\nname = \"r{i}\"\nmatch = {{ {cond} }}\nassign = \"pool:support\"\n"
-        ));
+        text.push_str(&failing_rule(i, &cond, "pool:support"));
     }
     text.push_str("[[rule]]\nname = \"everything else\"\nassign = \"pool:support\"\n");
     rules::load_sources(&[(PathBuf::from("bench.toml"), text)]).unwrap()
+}
+
+/// Rule `r{i}`, which matches on `cond` and assigns to `target`.
+fn failing_rule(i: usize, cond: &str, target: &str) -> String {
+    format!("[[rule]]\nname = \"r{i}\"\nmatch = {{ {cond} }}\nassign = \"{target}\"\n")
+}
+
+/// A Wednesday, noon in Kyiv: inside the office hours.
+fn now() -> Timestamp {
+    "2026-06-03T09:00:00Z".parse().unwrap()
+}
+
+/// Times one decision; `black_box` keeps the compiler from folding the
+/// rules and the chat into the loop.
+fn time_decide(
+    b: &mut Bencher,
+    rules: &Rules,
+    chat: &ChatContext,
+    state: &RoutingState,
+    now: Timestamp,
+) {
+    b.iter(|| decide(black_box(rules), black_box(chat), state, now));
 }
 
 fn chat() -> ChatContext {
@@ -54,7 +75,7 @@ fn chat() -> ChatContext {
     )
     .unwrap();
     let attrs = serde_json::json!({"language": "en", "tier": "basic"});
-    ChatContext::from_chat(&chat, attrs.as_object().unwrap())
+    chat.rules_context(attrs.as_object().unwrap())
 }
 
 fn bench(c: &mut Criterion) {
@@ -62,16 +83,9 @@ fn bench(c: &mut Criterion) {
     let chat = chat();
     let mut state = RoutingState::default();
     state.last_pick.insert("support".into(), "a2".into());
-    let now: Timestamp = "2026-06-03T09:00:00Z".parse().unwrap();
+    let now = now();
     c.bench_function("decide: 50 rules, the last one matches", |b| {
-        b.iter(|| {
-            decide(
-                std::hint::black_box(&rules),
-                std::hint::black_box(&chat),
-                &state,
-                now,
-            )
-        })
+        time_decide(b, &rules, &chat, &state, now)
     });
     let one = {
         let mut r = rules.clone();
@@ -80,14 +94,7 @@ fn bench(c: &mut Criterion) {
         r
     };
     c.bench_function("decide: the catch-all alone (the pool pick)", |b| {
-        b.iter(|| {
-            decide(
-                std::hint::black_box(&one),
-                std::hint::black_box(&chat),
-                &state,
-                now,
-            )
-        })
+        time_decide(b, &one, &chat, &state, now)
     });
     let vip = {
         let mut v = chat.clone();
@@ -95,14 +102,7 @@ fn bench(c: &mut Criterion) {
         v
     };
     c.bench_function("decide: 50 rules, the second one matches", |b| {
-        b.iter(|| {
-            decide(
-                std::hint::black_box(&rules),
-                std::hint::black_box(&vip),
-                &state,
-                now,
-            )
-        })
+        time_decide(b, &rules, &vip, &state, now)
     });
 }
 
@@ -127,28 +127,16 @@ fn by_kind(c: &mut Criterion) {
     ];
     let chat = chat();
     let state = RoutingState::default();
-    let now: Timestamp = "2026-06-03T09:00:00Z".parse().unwrap();
+    let now = now();
     let mut group = c.benchmark_group("decide: 49 failing rules of one kind");
     for (name, cond) in kinds {
         let mut text = String::from("[agents]\na = { id = 1 }\n");
         for i in 0..49 {
-            let cond = cond.replace('X', &i.to_string());
-            text.push_str(&format!(
-                "[[rule]]\nname = \"r{i}\"\nmatch = {{ {cond} }}\nassign = \"a\"\n"
-            ));
+            text.push_str(&failing_rule(i, &cond.replace('X', &i.to_string()), "a"));
         }
         text.push_str("[[rule]]\nname = \"last\"\nassign = \"a\"\n");
         let rules = rules::load_sources(&[(PathBuf::from("kind.toml"), text)]).unwrap();
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                decide(
-                    std::hint::black_box(&rules),
-                    std::hint::black_box(&chat),
-                    &state,
-                    now,
-                )
-            })
-        });
+        group.bench_function(name, |b| time_decide(b, &rules, &chat, &state, now));
     }
     group.finish();
 }

@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use assignd::app::Application;
 use assignd::config::Config;
 use assignd::duration::HumanDuration;
-use assignd::http::{Listener, ListenerSecrets};
+use assignd::http::ListenerSecrets;
 use assignd::sandbox::{Sandbox, SandboxAgent, SandboxConfig};
 use assignd::secrets::Secret;
 use hmac::Mac;
@@ -61,20 +62,15 @@ async fn main() {
     ));
     config.worker.poll_interval = HumanDuration::from_millis(500);
     let rules = assignd::rules::load_sources(&[("rules.toml".into(), RULES.into())]).unwrap();
-    let runtime = assignd::daemon::assemble(&config, Arc::new(rules), &Secret::new("k"))
+    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    let secrets = ListenerSecrets::new(Some(Secret::new("whk")), None);
+    let app = Application::build(&config, Arc::new(rules), &Secret::new("k"), secrets)
         .await
         .unwrap();
+    let addr = app.http_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(runtime.worker.clone().run(shutdown.clone()));
-    let listener = Listener {
-        store: runtime.store.clone(),
-        worker: runtime.worker.clone(),
-        secrets: ListenerSecrets::new(Some(Secret::new("whk")), None),
-    };
-    let (addr, _http) =
-        assignd::http::serve(listener, "127.0.0.1:0".parse().unwrap(), shutdown.clone())
-            .await
-            .unwrap();
+    let stop = shutdown.clone();
+    let worker = tokio::spawn(app.run_until_stopped(async move { stop.cancelled().await }));
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/webhooks/helpcrunch");
 

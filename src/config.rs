@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -351,14 +350,10 @@ impl RateLimit {
     }
 }
 
-/// Convenience for durations read from config.
-pub fn dur(d: HumanDuration) -> Duration {
-    d.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/assignd/assignd.toml"), text)

@@ -1,20 +1,21 @@
-//! Assembles the running daemon from a config and runs it until shutdown:
-//! the store, the one limiter, the client and the worker, plus SIGHUP reload.
+//! `assignd run`: loads the config, builds the [`Application`] (waiting for
+//! the database if need be), and runs it until SIGTERM/SIGINT, with SIGHUP
+//! reloading secrets and rules.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
+use crate::app::Application;
+use crate::app::Runtime;
 use crate::config::{Config, ConfigError};
 use crate::helpcrunch::{Client, ClientError};
-use crate::limiter::Limiter;
+use crate::http::ListenerSecrets;
 use crate::notify;
 use crate::rules::{self, Rules, RulesError};
 use crate::secrets::{self, Secret, SecretError};
-use crate::store::{Store, StoreError};
-use crate::worker::{Settings, Worker};
+use crate::store::StoreError;
+use crate::worker::JobFailed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -36,6 +37,8 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("cannot listen on [http] listen: {0}")]
     Listen(std::io::Error),
+    #[error("{0}; exiting so that the service manager restarts assignd")]
+    Job(JobFailed),
 }
 
 impl DaemonError {
@@ -52,99 +55,46 @@ impl DaemonError {
     }
 }
 
-/// The pieces of a running daemon.
-pub struct Runtime {
-    pub store: Store,
-    pub limiter: Arc<Limiter>,
-    pub worker: Arc<Worker>,
-}
-
-/// Opens and migrates the database and builds the worker.
-pub async fn assemble(
-    config: &Config,
-    rules: Arc<Rules>,
-    key: &Secret,
-) -> Result<Runtime, DaemonError> {
-    let store = Store::open(&config.database_file(), config.database.synchronous).await?;
-    if let Err(e) = prepare(&store).await {
-        store.close().await;
-        return Err(e.into());
-    }
-    let rl = &config.helpcrunch.rate_limit;
-    let limiter = Arc::new(Limiter::new(rl.requests, rl.per.0, rl.burst()));
-    let client = Client::new(
-        &config.helpcrunch.base_url,
-        key,
-        config.helpcrunch.timeout.0,
-        limiter.clone(),
-    )?;
-    let settings = Settings {
-        retention: config.database.retention.0,
-        load_refresh: config.load.refresh.0,
-        poll_new_chats: config.poller.enabled.then_some(config.poller.interval.0),
-        ..Settings::from(&config.worker)
-    };
-    let worker = Worker::new(store.clone(), client, rules, settings).await?;
-    Ok(Runtime {
-        store,
-        limiter,
-        worker,
-    })
-}
-
-/// Migrates the schema and takes back rows leased by dead processes.
-async fn prepare(store: &Store) -> Result<(), StoreError> {
-    store.migrate().await?;
-    let orphans = store.release_orphans(process_alive).await?;
-    if orphans > 0 {
-        tracing::warn!(
-            rows = orphans,
-            "took back rows leased by a process that no longer runs"
-        );
-    }
-    Ok(())
-}
-
 /// The longest wait between two attempts to open the database at start.
 const STORAGE_RETRY_MAX: Duration = Duration::from_secs(15);
 
-/// [`assemble`], retried while the database cannot be used (read-only,
-/// locked, full, missing its directory): exiting would only make systemd
-/// start us again and again, while waiting says why in the log and in
-/// `systemctl status`, and starts working as soon as the fault clears.
-/// Returns None if SIGTERM/SIGINT arrives first.
-async fn assemble_when_possible(
+/// [`Application::build`], retried while the database cannot be used
+/// (read-only, locked, full, missing its directory): exiting would only
+/// make systemd start us again and again, while waiting says why in the log
+/// and in `systemctl status`, and starts working as soon as the fault
+/// clears. Returns None if SIGTERM/SIGINT arrives first.
+async fn build_when_possible(
     config: &Config,
     rules: Arc<Rules>,
     key: &Secret,
+    secrets: Arc<ListenerSecrets>,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<Option<Runtime>, DaemonError> {
+) -> Result<Option<Application>, DaemonError> {
     tokio::pin!(stop);
     let mut wait = Duration::from_secs(1);
     loop {
-        match assemble(config, rules.clone(), key).await {
-            Ok(runtime) => return Ok(Some(runtime)),
-            Err(DaemonError::Store(e)) => {
-                tracing::error!(
-                    error = %e,
-                    database = %config.database_file().display(),
-                    retry_in_s = wait.as_secs(),
-                    "waiting for the database"
-                );
-                // Not ready yet; keep systemd's start timeout and watchdog
-                // from killing a daemon that is waiting on purpose.
-                notify::notify(&format!(
-                    "STATUS=waiting for the database: {e}\nEXTEND_TIMEOUT_USEC={}\nWATCHDOG=1",
-                    (wait + Duration::from_secs(30)).as_micros()
-                ));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = &mut stop => return Ok(None),
-                }
-                wait = (wait * 2).min(STORAGE_RETRY_MAX);
-            }
+        let e = match Application::build(config, rules.clone(), key, secrets.clone()).await {
+            Ok(app) => return Ok(Some(app)),
+            Err(DaemonError::Store(e)) => e,
             Err(e) => return Err(e),
+        };
+        tracing::error!(
+            error = %e,
+            database = %config.database_file().display(),
+            retry_in_s = wait.as_secs(),
+            "waiting for the database"
+        );
+        // Not ready yet; keep systemd's start timeout and watchdog from
+        // killing a daemon that is waiting on purpose.
+        notify::notify(&format!(
+            "STATUS=waiting for the database: {e}\nEXTEND_TIMEOUT_USEC={}\nWATCHDOG=1",
+            (wait + Duration::from_secs(30)).as_micros()
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut stop => return Ok(None),
         }
+        wait = (wait * 2).min(STORAGE_RETRY_MAX);
     }
 }
 
@@ -160,16 +110,6 @@ fn listener_secrets_of(config: &Config) -> Result<(Option<Secret>, Option<Secret
             config.http.intake_token_file.as_deref(),
         )?,
     ))
-}
-
-/// Whether a process with this id runs (signal 0 checks without sending).
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Reads the config, its rules and its API key.
@@ -188,78 +128,68 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let (webhook_key, intake_token) = listener_secrets_of(&config)?;
+    let secrets = ListenerSecrets::new(webhook_key, intake_token);
     let stop = async {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
     };
-    let Some(runtime) = assemble_when_possible(&config, Arc::new(rules), &key, stop).await? else {
+    let app = build_when_possible(&config, Arc::new(rules), &key, secrets, stop).await?;
+    let Some(app) = app else {
         tracing::info!("stopped before the database could be opened");
         return Ok(());
     };
-    let store = runtime.store.clone();
-    let _ = store
-        .set_daemon_state("rules", &format!("loaded at {:.0}", jiff::Timestamp::now()))
-        .await;
+    let runtime = app.runtime.clone();
+    announce(&config, &app).await;
+    let secrets = app.secrets.clone();
+    let stop = async {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => reload(&config_path, &runtime, &secrets).await,
+            }
+        }
+    };
+    // The loop ends by itself only when a job of it failed: then the
+    // daemon stops and exits non-zero, so that systemd restarts it.
+    let result = app.run_until_stopped(stop).await;
+    runtime.store.close().await;
+    if let Err(failed) = result {
+        notify::notify(&format!("STATUS=failed: {failed}"));
+        return Err(DaemonError::Job(failed));
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Says in the database, the log and to systemd that assignd is running.
+async fn announce(config: &Config, app: &Application) {
+    let store = &app.runtime.store;
+    let loaded = format!("loaded at {:.0}", jiff::Timestamp::now());
+    let _ = store.set_daemon_state("rules", &loaded).await;
     let _ = store.set_daemon_state("rules_reload_error", "").await;
-    let shutdown = CancellationToken::new();
     tracing::info!(
         database = %config.database_file().display(),
         rules = %config.rules.path.display(),
         limit = format!("{} per {}", config.helpcrunch.rate_limit.requests, config.helpcrunch.rate_limit.per),
         "assignd running"
     );
-    let worker = runtime.worker.clone();
-    let loop_task = tokio::spawn(worker.clone().run(shutdown.clone()));
-    let (webhook_key, intake_token) = listener_secrets_of(&config)?;
-    let listener_secrets = crate::http::ListenerSecrets::new(webhook_key, intake_token);
-    let http = match config.http.listen {
-        Some(addr) => {
-            let listener = crate::http::Listener {
-                store: store.clone(),
-                worker: worker.clone(),
-                secrets: listener_secrets.clone(),
-            };
-            let (bound, task) = crate::http::serve(listener, addr, shutdown.clone())
-                .await
-                .map_err(DaemonError::Listen)?;
-            tracing::info!(%bound, "HTTP listener ready");
-            Some(task)
-        }
-        None => None,
-    };
+    if let Some(bound) = app.http_addr() {
+        tracing::info!(%bound, "HTTP listener ready");
+    }
     notify::notify("READY=1\nSTATUS=processing the queue");
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => reload(&config_path, &runtime, &listener_secrets).await,
-        }
-    }
-    tracing::info!("shutting down: no new work; finishing rows in flight");
-    notify::notify("STOPPING=1");
-    shutdown.cancel();
-    let _ = loop_task.await;
-    if let Some(http) = http {
-        let _ = http.await;
-    }
-    store.close().await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
-async fn reload(config_path: &Path, runtime: &Runtime, listener: &crate::http::ListenerSecrets) {
+async fn reload(config_path: &Path, runtime: &Runtime, listener: &ListenerSecrets) {
     notify::reloading();
     reload_inner(config_path, runtime, listener).await;
     notify::notify("READY=1");
 }
 
-async fn reload_inner(
-    config_path: &Path,
-    runtime: &Runtime,
-    listener: &crate::http::ListenerSecrets,
-) {
+async fn reload_inner(config_path: &Path, runtime: &Runtime, listener: &ListenerSecrets) {
     match load(config_path).and_then(|(c, r, k)| listener_secrets_of(&c).map(|s| (c, r, k, s))) {
         Ok((config, rules, key, (webhook_key, intake_token))) => {
             listener.replace(webhook_key, intake_token);

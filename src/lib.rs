@@ -5,10 +5,12 @@
 //! assignment goes to HelpCrunch through the [`helpcrunch`] client and its
 //! single [`limiter`], and the outcome is recorded by the [`store`].
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod diag;
+pub mod domain;
 pub mod duration;
 pub mod helpcrunch;
 pub mod http;

@@ -22,6 +22,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How much slower than the exact limit calls are spaced (1.5%).
 pub const SAFETY: f64 = 0.015;
@@ -57,12 +58,20 @@ pub struct Limiter {
     waited_micros: AtomicU64,
     /// Closed after a 401: a rejected key makes every call pointless.
     closed: AtomicBool,
+    /// Fired at shutdown: every wait, a 429 pause included, ends at once.
+    stopping: CancellationToken,
 }
 
-/// The limiter is closed because HelpCrunch rejected the API key.
+/// Why the limiter sent a call nowhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("not sent: HelpCrunch rejected the API key (401); waiting for a reload")]
-pub struct Closed;
+pub enum Closed {
+    /// HelpCrunch rejected the API key: closed until a reload.
+    #[error("not sent: HelpCrunch rejected the API key (401); waiting for a reload")]
+    Unauthorized,
+    /// The daemon is shutting down: no wait may outlast the shutdown deadline.
+    #[error("not sent: assignd is stopping")]
+    Stopping,
+}
 
 struct Pause {
     until: Option<Instant>,
@@ -102,7 +111,14 @@ impl Limiter {
             admitted: AtomicU64::new(0),
             waited_micros: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// Ends every wait now and refuses every later call with
+    /// [`Closed::Stopping`]: shutdown must not wait out a 429 pause.
+    pub fn stop(&self) {
+        self.stopping.cancel();
     }
 
     /// The spacing between calls once the burst is spent.
@@ -125,13 +141,24 @@ impl Limiter {
     }
 
     /// Waits until a call may be made now; returns how long that took, or
-    /// [`Closed`] if the limiter is closed (checked last, after the wait).
+    /// [`Closed`] if the limiter is closed (checked last, after the wait) or
+    /// stopped (at once, whatever the wait).
+    pub async fn acquire(&self, priority: Priority) -> Result<Duration, Closed> {
+        if self.stopping.is_cancelled() {
+            return Err(Closed::Stopping);
+        }
+        tokio::select! {
+            admitted = self.wait_for_slot(priority) => admitted,
+            _ = self.stopping.cancelled() => Err(Closed::Stopping),
+        }
+    }
+
     ///
     /// Callers queue in FIFO order for their turn, and the holder of the
     /// turn sleeps until just before its slot and yields through the last
     /// millisecond: tokio's timer wakes up to a millisecond late, and with a
     /// burst of 1 every late wake-up would be budget lost for good.
-    pub async fn acquire(&self, priority: Priority) -> Result<Duration, Closed> {
+    async fn wait_for_slot(&self, priority: Priority) -> Result<Duration, Closed> {
         let started = Instant::now();
         let _urgent =
             (priority == Priority::Assign).then(|| UrgentGuard::new(&self.urgent_waiting));
@@ -153,7 +180,7 @@ impl Limiter {
                     continue;
                 }
                 if self.is_closed() {
-                    return Err(Closed);
+                    return Err(Closed::Unauthorized);
                 }
                 match self.gcra.check() {
                     Ok(()) => {
@@ -292,9 +319,25 @@ mod tests {
     async fn a_closed_limiter_admits_nothing() {
         let l = Limiter::new(nz(10), Duration::from_secs(1), nz(1));
         assert!(l.close());
-        assert_eq!(l.acquire(Priority::Assign).await, Err(Closed));
+        assert_eq!(l.acquire(Priority::Assign).await, Err(Closed::Unauthorized));
         assert!(l.reopen());
         assert!(l.acquire(Priority::Assign).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn stop_ends_a_pause_at_once() {
+        let l = std::sync::Arc::new(Limiter::new(nz(10), Duration::from_secs(1), nz(1)));
+        l.pause(Some(Duration::from_secs(3600)));
+        let waiting = tokio::spawn({
+            let l = l.clone();
+            async move { l.acquire(Priority::Assign).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a paused limiter admits nothing");
+        l.stop();
+        let refused = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert_eq!(refused.unwrap().unwrap(), Err(Closed::Stopping));
+        assert_eq!(l.acquire(Priority::Background).await, Err(Closed::Stopping));
     }
 
     #[tokio::test]

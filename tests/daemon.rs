@@ -41,7 +41,7 @@ fn recv_until(socket: &UnixDatagram, want: &str, timeout: Duration) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_rules_and_keeps_old_ones_when_invalid() {
-    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "concurrency = 1", "").await;
+    let app = TestApp::builder().worker("concurrency = 1").build().await;
     app.migrate().await;
     let socket_path = app.dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&socket_path).unwrap();
@@ -116,14 +116,11 @@ async fn sighup_reloads_rules_and_keeps_old_ones_when_invalid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_cleanly() {
     // A slow API budget keeps rows in flight when the signal comes.
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "concurrency = 4",
-        "requests = 20\nper = \"1s\"",
-    )
-    .await;
+    let app = TestApp::builder()
+        .worker("concurrency = 4")
+        .rate("requests = 20\nper = \"1s\"")
+        .build()
+        .await;
     app.migrate().await;
     app.insert_raw(1..=200).await;
     let mut daemon = app.spawn_daemon("run.log");
@@ -228,7 +225,7 @@ fn the_systemd_unit_verifies_and_is_hardened() {
 /// token from its file, and SIGHUP rotates the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_serves_and_sighup_rotates_its_token() {
-    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    let app = TestApp::builder().build().await;
     std::fs::write(app.dir.path().join("intake-token"), "first-token\n").unwrap();
     let config = std::fs::read_to_string(&app.config_path).unwrap()
         + "\n[http]\nlisten = \"127.0.0.1:0\"\nintake_token_file = \"intake-token\"\n";

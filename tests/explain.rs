@@ -292,7 +292,12 @@ async fn simulate_reproduces_the_workers_choices() {
         ("dave", 2533),
         ("erin", 7012),
     ]);
-    let app = common::TestApp::new(&rules, agents, None, "concurrency = 1", "").await;
+    let app = common::TestApp::builder()
+        .rules(&rules)
+        .agents(agents)
+        .worker("concurrency = 1")
+        .build()
+        .await;
     // Chats without a fixed time, so that both decide at (about) now.
     let lines: Vec<String> = std::fs::read_to_string(fixture("chats.jsonl"))
         .unwrap()

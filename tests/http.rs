@@ -31,31 +31,26 @@ struct Served {
     app: TestApp,
     daemon: InProcess,
     base: String,
-    shutdown: tokio_util::sync::CancellationToken,
     http: reqwest::Client,
 }
 
 async fn serve(rules: &str) -> Served {
-    let app = TestApp::new(rules, default_agents(), None, "concurrency = 1", "").await;
-    let daemon = app.start_in_process().await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let listener = assignd::http::Listener {
-        store: daemon.runtime.store.clone(),
-        worker: daemon.runtime.worker.clone(),
-        secrets: assignd::http::ListenerSecrets::new(
-            Some(Secret::new(WEBHOOK_KEY)),
-            Some(Secret::new(INTAKE_TOKEN)),
-        ),
-    };
-    let (addr, _task) =
-        assignd::http::serve(listener, "127.0.0.1:0".parse().unwrap(), shutdown.clone())
-            .await
-            .unwrap();
+    let app = TestApp::builder()
+        .rules(rules)
+        .worker("concurrency = 1")
+        .listen()
+        .build()
+        .await;
+    let secrets = assignd::http::ListenerSecrets::new(
+        Some(Secret::new(WEBHOOK_KEY)),
+        Some(Secret::new(INTAKE_TOKEN)),
+    );
+    let daemon = app.start_serving(secrets).await;
+    let addr = daemon.http_addr.expect("the listener runs");
     Served {
         app,
         daemon,
         base: format!("http://{addr}"),
-        shutdown,
         http: reqwest::Client::new(),
     }
 }
@@ -74,7 +69,6 @@ impl Served {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
         self.daemon.stop().await;
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use assignd::store::{NewOutcome, NewQueueItem, Next, OutcomeResult, Settlement};
+use assignd::store::{LeaseKey, NewOutcome, NewQueueItem, Next, OutcomeResult, Settlement};
 use common::*;
 
 fn items(ids: std::ops::RangeInclusive<i64>) -> Vec<NewQueueItem> {
@@ -23,19 +23,18 @@ fn items(ids: std::ops::RangeInclusive<i64>) -> Vec<NewQueueItem> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_is_taken_over_and_the_late_owner_is_fenced() {
     let lease = Duration::from_secs(3);
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "fetch_chat = \"never\"\nlease = \"3s\"",
-        "",
-    )
-    .await;
+    let app = TestApp::builder()
+        .worker("fetch_chat = \"never\"\nlease = \"3s\"")
+        .build()
+        .await;
     let daemon = app.start_in_process().await;
     let store = daemon.runtime.store.clone();
     store.enqueue(&items(1..=5)).await.unwrap();
     // This process is alive, so its claim is not an orphan: only expiry frees it.
-    let hung = format!("{}-hung#1", std::process::id());
+    let hung = LeaseKey {
+        owner: format!("{}-hung", std::process::id()),
+        epoch: 1,
+    };
     let claimed_at = Instant::now();
     let rows = store.claim(&hung, lease, 10).await.unwrap();
     assert_eq!(rows.len(), 5);
@@ -58,9 +57,10 @@ async fn an_expired_lease_is_taken_over_and_the_late_owner_is_fenced() {
         let settled = store
             .settle(&Settlement {
                 queue_id: row.id,
-                owner: &hung,
+                lease: &hung,
                 next: Next::Dead,
                 last_error: Some("late".into()),
+                waiting: None,
                 outcomes: vec![NewOutcome::new(row.chat_id, OutcomeResult::Failed)],
                 assigned: None,
             })
@@ -83,7 +83,7 @@ async fn an_expired_lease_is_taken_over_and_the_late_owner_is_fenced() {
 /// left to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_of_a_dead_process_are_taken_back_at_start() {
-    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    let app = TestApp::builder().build().await;
     app.migrate().await;
     let store = assignd::store::Store::open(&app.db_path, assignd::config::Synchronous::Normal)
         .await
@@ -91,8 +91,14 @@ async fn rows_of_a_dead_process_are_taken_back_at_start() {
     store.enqueue(&items(1..=6)).await.unwrap();
     let mut gone = std::process::Command::new("true").spawn().unwrap();
     gone.wait().unwrap();
-    let dead_owner = format!("{}-x#1", gone.id());
-    let live_owner = format!("{}-y#1", std::process::id());
+    let dead_owner = LeaseKey {
+        owner: format!("{}-x", gone.id()),
+        epoch: 1,
+    };
+    let live_owner = LeaseKey {
+        owner: format!("{}-y", std::process::id()),
+        epoch: 1,
+    };
     let hour = Duration::from_secs(3600);
     assert_eq!(store.claim(&dead_owner, hour, 4).await.unwrap().len(), 4);
     assert_eq!(store.claim(&live_owner, hour, 2).await.unwrap().len(), 2);

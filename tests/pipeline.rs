@@ -22,7 +22,7 @@ fn counts(calls: &[(i64, i64, u16)]) -> HashMap<i64, usize> {
 /// pool, and stopping the real daemon halfway does not reset the rotation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_raw_sql_chats_split_evenly_across_a_restart() {
-    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "concurrency = 1", "").await;
+    let app = TestApp::builder().worker("concurrency = 1").build().await;
     app.migrate().await;
 
     app.insert_raw(1..=14).await;
@@ -73,14 +73,7 @@ async fn thirty_raw_sql_chats_split_evenly_across_a_restart() {
 /// A chat HelpCrunch does not know is dead after exactly one PUT, with the reason.
 #[tokio::test]
 async fn unknown_chat_is_dead_after_one_put() {
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "fetch_chat = \"never\"",
-        "",
-    )
-    .await;
+    let app = TestApp::builder().worker(NO_FETCH).build().await;
     let daemon = app.start_in_process().await;
     daemon
         .runtime
@@ -126,7 +119,12 @@ agents = ["aaron", "bob"]
 name = "all"
 assign = "pool:support"
 "#;
-    let app = TestApp::new(rules, agents(&[("bob", 4761)]), None, "concurrency = 1", "").await;
+    let app = TestApp::builder()
+        .rules(rules)
+        .agents(agents(&[("bob", 4761)]))
+        .worker("concurrency = 1")
+        .build()
+        .await;
     app.process_raw([11, 12, 13], Duration::from_secs(10)).await;
 
     let calls = app.sandbox.assign_calls();
@@ -163,14 +161,11 @@ async fn survive_429s(retry_after: bool) {
         window: Window::Sliding,
         retry_after,
     };
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        Some(limit),
-        "max_attempts = 2\nfetch_chat = \"never\"",
-        "",
-    )
-    .await;
+    let app = TestApp::builder()
+        .limit(limit)
+        .worker("max_attempts = 2\nfetch_chat = \"never\"")
+        .build()
+        .await;
     app.process_raw(1..=20, Duration::from_secs(60)).await;
 
     assert!(app.sandbox.rejected_429() > 0, "the test must provoke 429s");
@@ -217,14 +212,12 @@ async fn drain_without_429(window: Window, burst: u32) {
         retry_after: true,
     };
     let rate = format!("requests = 30\nper = \"2s\"\nburst = {burst}");
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        Some(limit),
-        "concurrency = 8",
-        &rate,
-    )
-    .await;
+    let app = TestApp::builder()
+        .limit(limit)
+        .worker("concurrency = 8")
+        .rate(&rate)
+        .build()
+        .await;
     let daemon = app.start_in_process().await;
     app.insert_raw(1..=45).await; // each needs a GET and a PUT: 90 calls, 6 windows
     daemon.runtime.worker.wake();
@@ -262,7 +255,7 @@ async fn backlog_drains_without_429_fixed_window_with_burst() {
 /// whether by the CLI or by plain SQL.
 #[tokio::test]
 async fn duplicates_add_no_row() {
-    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    let app = TestApp::builder().build().await;
     let out = app
         .command(&[
             "enqueue",
@@ -312,7 +305,7 @@ async fn duplicates_add_no_row() {
 /// Closed chats and chats that already have an assignee are skipped.
 #[tokio::test]
 async fn closed_and_assigned_chats_are_skipped() {
-    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    let app = TestApp::builder().build().await;
     app.sandbox.update_chat(21, |c| c.status = "closed".into());
     app.sandbox.update_chat(22, |c| c.assignee = Some(4761));
     app.process_raw([21, 22, 23], Duration::from_secs(10)).await;
@@ -332,14 +325,7 @@ async fn closed_and_assigned_chats_are_skipped() {
 /// 401: no row is consumed, work stops, and status shows why.
 #[tokio::test]
 async fn unauthorized_keeps_rows_pending() {
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "fetch_chat = \"never\"",
-        "",
-    )
-    .await;
+    let app = TestApp::builder().worker(NO_FETCH).build().await;
     app.sandbox.set_key_valid(false);
     let daemon = app.start_in_process().await;
     app.insert_raw(1..=5).await;
@@ -373,14 +359,7 @@ async fn unauthorized_keeps_rows_pending() {
 /// removes old finished rows and outcomes, never pending or dead ones.
 #[tokio::test]
 async fn dead_letters_are_listed_retried_and_never_pruned() {
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "fetch_chat = \"never\"",
-        "",
-    )
-    .await;
+    let app = TestApp::builder().worker(NO_FETCH).build().await;
     app.process_raw([999_999_991, 5], Duration::from_secs(10))
         .await;
     let out = app

@@ -63,14 +63,10 @@ async fn kill_9_many_times() {
 }
 
 async fn kill_9(chats: i64, kills: usize) {
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "concurrency = 4\nfetch_chat = \"never\"\nlease = \"2s\"",
-        "",
-    )
-    .await;
+    let app = TestApp::builder()
+        .worker("concurrency = 4\nfetch_chat = \"never\"\nlease = \"2s\"")
+        .build()
+        .await;
     app.sandbox.set_faults(Faults {
         delay: Duration::from_millis(150),
         ..Faults::default()
@@ -129,14 +125,10 @@ async fn kill_9(chats: i64, kills: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_and_a_429_burst_lose_nothing() {
     const CHATS: i64 = 60;
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "concurrency = 4\nmax_attempts = 10",
-        "",
-    )
-    .await;
+    let app = TestApp::builder()
+        .worker("concurrency = 4\nmax_attempts = 10")
+        .build()
+        .await;
     // The client gives up after 1 s; slow answers take 1.5 s.
     let config = std::fs::read_to_string(&app.config_path)
         .unwrap()
@@ -213,14 +205,7 @@ async fn faults_and_a_429_burst_lose_nothing() {
 /// A 401 stops the work with every row kept; SIGHUP with a fixed key resumes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_until_a_reload_with_a_good_key() {
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "fetch_chat = \"never\"",
-        "",
-    )
-    .await;
+    let app = TestApp::builder().worker(NO_FETCH).build().await;
     std::fs::write(app.dir.path().join("api-key"), "wrong-key\n").unwrap();
     app.migrate().await;
     app.insert_raw(1..=5).await;
@@ -262,14 +247,10 @@ async fn unauthorized_until_a_reload_with_a_good_key() {
 /// finishes by itself once the lock is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_is_waited_out() {
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "concurrency = 2\nfetch_chat = \"never\"",
-        "",
-    )
-    .await;
+    let app = TestApp::builder()
+        .worker("concurrency = 2\nfetch_chat = \"never\"")
+        .build()
+        .await;
     app.sandbox.set_faults(Faults {
         delay: Duration::from_millis(50),
         ..Faults::default()
@@ -335,14 +316,12 @@ async fn after_a_429_pause_the_rate_comes_back() {
         window: Window::Sliding,
         retry_after: true,
     };
-    let app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        Some(limit),
-        "concurrency = 4\nfetch_chat = \"never\"",
-        "requests = 30\nper = \"2s\"",
-    )
-    .await;
+    let app = TestApp::builder()
+        .limit(limit)
+        .worker("concurrency = 4\nfetch_chat = \"never\"")
+        .rate("requests = 30\nper = \"2s\"")
+        .build()
+        .await;
     let daemon = app.start_in_process().await;
     app.insert_raw(1..=150).await;
     daemon.runtime.worker.wake();
@@ -403,14 +382,10 @@ async fn after_a_429_pause_the_rate_comes_back() {
 /// the database, not a full one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_waited_out() {
-    let mut app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "concurrency = 2\nfetch_chat = \"never\"",
-        "",
-    )
-    .await;
+    let mut app = TestApp::builder()
+        .worker("concurrency = 2\nfetch_chat = \"never\"")
+        .build()
+        .await;
     let Some(disk) = app.database_on_tmpfs("16m") else {
         return;
     };
@@ -480,14 +455,10 @@ async fn a_full_disk_is_waited_out() {
 /// Needs a tmpfs, so it is skipped where mounting is not allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_database_is_waited_out() {
-    let mut app = TestApp::new(
-        THREE_AGENTS,
-        default_agents(),
-        None,
-        "concurrency = 2\nfetch_chat = \"never\"",
-        "",
-    )
-    .await;
+    let mut app = TestApp::builder()
+        .worker("concurrency = 2\nfetch_chat = \"never\"")
+        .build()
+        .await;
     let Some(disk) = app.database_on_tmpfs("16m") else {
         return;
     };

@@ -37,7 +37,11 @@ async fn assignee_within(app: &TestApp, chat: i64, timeout: Duration) -> Option<
 /// wakes it at once, well before the wait's timed retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_chat_is_assigned_as_soon_as_an_agent_comes_back() {
-    let app = TestApp::new(CAPACITY, default_agents(), None, "concurrency = 1", "").await;
+    let app = TestApp::builder()
+        .rules(CAPACITY)
+        .worker("concurrency = 1")
+        .build()
+        .await;
     app.migrate().await;
     let out = app.command(&["agent", "away", "bob"]).output().unwrap();
     assert!(
@@ -110,14 +114,11 @@ reply = { from = "dave", text = "Thanks {customer}, {agent} will answer shortly.
 
 #[tokio::test]
 async fn notes_and_replies_are_posted_after_the_assignment() {
-    let app = TestApp::new(
-        MESSAGES,
-        agents(&[("alice", 4188), ("dave", 2533)]),
-        None,
-        "",
-        "",
-    )
-    .await;
+    let app = TestApp::builder()
+        .rules(MESSAGES)
+        .agents(agents(&[("alice", 4188), ("dave", 2533)]))
+        .build()
+        .await;
     let daemon = app.start_in_process().await;
     app.insert_raw([7]).await;
     daemon.runtime.worker.wake();
@@ -157,7 +158,11 @@ async fn notes_and_replies_are_posted_after_the_assignment() {
 #[tokio::test]
 async fn a_failed_note_never_repeats_the_assignment() {
     // dave is unknown to the sandbox: the reply is rejected (400), the note goes through.
-    let app = TestApp::new(MESSAGES, agents(&[("alice", 4188)]), None, "", "").await;
+    let app = TestApp::builder()
+        .rules(MESSAGES)
+        .agents(agents(&[("alice", 4188)]))
+        .build()
+        .await;
     app.process_raw([8], Duration::from_secs(10)).await;
     let daemon = app.start_in_process().await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -199,7 +204,11 @@ strategy = "sticky"
 name = "all"
 assign = "pool:support"
 "#;
-    let app = TestApp::new(rules, default_agents(), None, "concurrency = 1", "").await;
+    let app = TestApp::builder()
+        .rules(rules)
+        .worker("concurrency = 1")
+        .build()
+        .await;
     // Chats 1, 2 and 4 are one customer's; 3 is someone else's.
     for chat in [2, 4] {
         app.sandbox.update_chat(chat, |c| c.customer_id = 500_001);
@@ -240,7 +249,11 @@ max_reassign = 1
 name = "all"
 assign = "pool:support"
 "#;
-    let app = TestApp::new(rules, default_agents(), None, "concurrency = 1", "").await;
+    let app = TestApp::builder()
+        .rules(rules)
+        .worker("concurrency = 1")
+        .build()
+        .await;
     let daemon = app.start_in_process().await;
     app.insert_raw([1, 2]).await;
     daemon.runtime.worker.wake();
@@ -312,7 +325,11 @@ fn append_config(app: &TestApp, extra: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_refresh_frees_seats_that_webhooks_never_reported() {
     let rules = "[agents]\nalice = { id = 4188, max_open = 1 }\n[pools.p]\nagents = [\"alice\"]\n[[rule]]\nname = \"all\"\nassign = \"pool:p\"\n";
-    let app = TestApp::new(rules, default_agents(), None, "concurrency = 1", "").await;
+    let app = TestApp::builder()
+        .rules(rules)
+        .worker("concurrency = 1")
+        .build()
+        .await;
     append_config(&app, "\n[load]\nrefresh = \"300ms\"\n");
     let daemon = app.start_in_process().await;
     app.insert_raw([81]).await;
@@ -344,7 +361,7 @@ async fn load_refresh_frees_seats_that_webhooks_never_reported() {
 /// enqueued with their snapshot; assigned or closed ones are left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_poller_enqueues_new_unassigned_chats() {
-    let app = TestApp::new(THREE_AGENTS, default_agents(), None, "", "").await;
+    let app = TestApp::builder().build().await;
     append_config(&app, "\n[poller]\nenabled = true\ninterval = \"200ms\"\n");
     let daemon = app.start_in_process().await;
     tokio::time::sleep(Duration::from_millis(100)).await;

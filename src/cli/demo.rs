@@ -1,9 +1,10 @@
 //! `assignd demo` and `assignd sandbox`: the real daemon against the
 //! built-in HelpCrunch sandbox, with no account and no network.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,13 +12,14 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::Failure;
+use crate::app::Application;
 use crate::config::{Config, FetchChat};
-use crate::daemon;
 use crate::duration::HumanDuration;
+use crate::http::ListenerSecrets;
 use crate::rules::{self, Rules};
-use crate::sandbox::{Sandbox, SandboxAgent, SandboxConfig, SandboxLimit, Window};
+use crate::sandbox::{Recorded, Sandbox, SandboxAgent, SandboxConfig, SandboxLimit, Window};
 use crate::secrets::Secret;
-use crate::store::NewQueueItem;
+use crate::store::{NewQueueItem, OutcomeCount, Store};
 
 /// The example rules shipped in `rules/`, built into the binary.
 pub const EXAMPLE_RULES: &str = include_str!("../../rules/10-team.toml");
@@ -45,6 +47,16 @@ fn load_rules(path: Option<PathBuf>) -> Result<(Rules, String), Failure> {
     }
 }
 
+/// HelpCrunch's own kind of limit: a sliding window, 429s with `Retry-After`.
+fn sliding_limit(requests: u32, per: Duration) -> SandboxLimit {
+    SandboxLimit {
+        requests,
+        per,
+        window: Window::Sliding,
+        retry_after: true,
+    }
+}
+
 fn sandbox_agents(rules: &Rules) -> Vec<SandboxAgent> {
     rules
         .agents
@@ -66,12 +78,7 @@ pub(super) async fn sandbox(
     let config = SandboxConfig {
         api_key,
         agents: sandbox_agents(&rules),
-        rate_limit: (per_minute > 0).then_some(SandboxLimit {
-            requests: per_minute,
-            per: Duration::from_secs(60),
-            window: Window::Sliding,
-            retry_after: true,
-        }),
+        rate_limit: (per_minute > 0).then(|| sliding_limit(per_minute, Duration::from_secs(60))),
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::start(config, listen)
@@ -105,18 +112,43 @@ pub(super) async fn run(rules_path: Option<PathBuf>, chats: u32) -> Result<(), F
     let (rules, rules_name) = load_rules(rules_path)?;
     let chats = chats.max(3) as i64;
     let last_chat = FIRST_CHAT + chats - 1;
-    // The last two sample chats do not exist in the sandbox: they show dead-lettering.
+    let sandbox = start_demo_sandbox(&rules, last_chat).await?;
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let config = demo_config(&sandbox, dir.path());
+    let secrets = ListenerSecrets::new(None, None);
+    let app =
+        Application::build(&config, Arc::new(rules), &Secret::new("demo-key"), secrets).await?;
+    let runtime = app.runtime.clone();
+    let rules = runtime.worker.rules();
+    print_header(&rules_name, &sandbox);
+
+    let started = Instant::now();
+    enqueue_samples(&runtime.store, &sandbox, last_chat).await?;
+    println!("  enqueued {chats} sample chats; processing...\n");
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let worker = tokio::spawn(app.run_until_stopped(async move { stop.cancelled().await }));
+    drain(&runtime.store).await?;
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    let _ = worker.await;
+
+    let verdict = report(&runtime.store, &sandbox, &rules, chats, elapsed).await;
+    runtime.store.close().await;
+    sandbox.stop().await;
+    verdict
+}
+
+/// The sandbox with the sample chats `FIRST_CHAT..=last_chat` set up: the
+/// last two do not exist (they show dead-lettering), some are closed and
+/// some already assigned (they show skipping).
+async fn start_demo_sandbox(rules: &Rules, last_chat: i64) -> Result<Sandbox, Failure> {
     let sandbox = Sandbox::start(
         SandboxConfig {
             api_key: "demo-key".into(),
-            agents: sandbox_agents(&rules),
+            agents: sandbox_agents(rules),
             chats: FIRST_CHAT..=last_chat - 2,
-            rate_limit: Some(SandboxLimit {
-                requests: DEMO_REQUESTS,
-                per: DEMO_PER,
-                window: Window::Sliding,
-                retry_after: true,
-            }),
+            rate_limit: Some(sliding_limit(DEMO_REQUESTS, DEMO_PER)),
         },
         "127.0.0.1:0".parse().expect("loopback address"),
     )
@@ -130,21 +162,26 @@ pub(super) async fn run(rules_path: Option<PathBuf>, chats: u32) -> Result<(), F
             sandbox.update_chat(id, |c| c.assignee = first_agent);
         }
     }
+    Ok(sandbox)
+}
 
-    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+/// The daemon's configuration for the demo: the sandbox, its limit, and a
+/// database in `dir`; a short poll so that the demo does not idle.
+fn demo_config(sandbox: &Sandbox, dir: &Path) -> Config {
     let mut config = Config::default();
     config.helpcrunch.base_url = sandbox.base_url();
     config.helpcrunch.rate_limit.requests = NonZeroU32::new(DEMO_REQUESTS).expect("nonzero");
     config.helpcrunch.rate_limit.per = HumanDuration(DEMO_PER);
     config.database.url = Some(toml::Spanned::new(
         0..0,
-        format!("sqlite://{}", dir.path().join("demo.db").display()),
+        format!("sqlite://{}", dir.join("demo.db").display()),
     ));
     config.worker.poll_interval = HumanDuration::from_millis(100);
     config.worker.fetch_chat = FetchChat::Auto;
-    let runtime = daemon::assemble(&config, Arc::new(rules), &Secret::new("demo-key")).await?;
-    let rules = runtime.worker.rules();
+    config
+}
 
+fn print_header(rules_name: &str, sandbox: &Sandbox) {
     println!("assignd demo");
     println!("  rules:   {rules_name}");
     println!(
@@ -155,9 +192,11 @@ pub(super) async fn run(rules_path: Option<PathBuf>, chats: u32) -> Result<(), F
         "  limit:   {DEMO_REQUESTS} requests per {}s, sliding window: HelpCrunch's {DEMO_REQUESTS}/min run ten times faster so the demo is short",
         DEMO_PER.as_secs()
     );
+}
 
-    // Half the chats arrive with a snapshot (as from a webhook), half as bare
-    // ids that the worker must GET first.
+/// Half the chats arrive with a snapshot (as from a webhook), half as bare
+/// ids that the worker must GET first.
+async fn enqueue_samples(store: &Store, sandbox: &Sandbox, last_chat: i64) -> Result<(), Failure> {
     let items: Vec<NewQueueItem> = (FIRST_CHAT..=last_chat)
         .map(|id| NewQueueItem {
             chat_id: id,
@@ -170,102 +209,126 @@ pub(super) async fn run(rules_path: Option<PathBuf>, chats: u32) -> Result<(), F
             priority: 0,
         })
         .collect();
-    let started = Instant::now();
-    runtime
-        .store
-        .enqueue(&items)
-        .await
-        .context("cannot enqueue")?;
-    println!("  enqueued {chats} sample chats; processing...\n");
+    store.enqueue(&items).await.context("cannot enqueue")?;
+    Ok(())
+}
 
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(runtime.worker.clone().run(shutdown.clone()));
+/// Waits until the queue and the outbox are empty, or two minutes at most.
+async fn drain(store: &Store) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let active = runtime
-            .store
+        let active = store
             .active_count()
             .await
             .context("cannot read the queue")?;
-        let unsent = runtime
-            .store
+        let unsent = store
             .outbox_pending()
             .await
             .context("cannot read the outbox")?;
         if (active == 0 && unsent == 0) || Instant::now() > deadline {
-            break;
+            return Ok(());
         }
     }
-    let elapsed = started.elapsed();
-    shutdown.cancel();
-    let _ = worker.await;
+}
 
-    let verdict = report(&runtime.store, &sandbox, &rules, chats, elapsed).await;
-    runtime.store.close().await;
-    sandbox.stop().await;
-    verdict
+/// Where the enqueued chats ended up.
+struct Tally {
+    chats: i64,
+    done: i64,
+    dead: i64,
+    unfinished: i64,
+}
+
+impl Tally {
+    async fn read(store: &Store, chats: i64) -> Result<Self, Failure> {
+        let depth = store.queue_depth().await.context("cannot read the queue")?;
+        let count = |s: &str| depth.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+        Ok(Self {
+            chats,
+            done: count("done"),
+            dead: count("dead"),
+            unfinished: count("pending") + count("leased"),
+        })
+    }
+
+    fn accounted_for(&self) -> bool {
+        self.done + self.dead == self.chats && self.unfinished == 0
+    }
+
+    fn print(&self) {
+        let Self {
+            chats,
+            done,
+            dead,
+            unfinished,
+        } = self;
+        println!(
+            "chats: {chats} enqueued -> {done} done, {dead} dead, {unfinished} unfinished{}",
+            if self.accounted_for() {
+                " (every chat accounted for)"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 async fn report(
-    store: &crate::store::Store,
+    store: &Store,
     sandbox: &Sandbox,
     rules: &Rules,
     chats: i64,
     elapsed: Duration,
 ) -> Result<(), Failure> {
-    let depth = store.queue_depth().await.context("cannot read the queue")?;
-    let count = |s: &str| depth.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-    let (done, dead) = (count("done"), count("dead"));
-    let unfinished = count("pending") + count("leased");
+    let tally = Tally::read(store, chats).await?;
     let outcomes = store
         .outcome_counts()
         .await
         .context("cannot read outcomes")?;
-
     println!("finished in {:.1} s", elapsed.as_secs_f64());
-    println!(
-        "chats: {chats} enqueued -> {done} done, {dead} dead, {unfinished} unfinished{}",
-        if done + dead == chats && unfinished == 0 {
-            " (every chat accounted for)"
-        } else {
-            ""
-        }
-    );
+    tally.print();
+    print_outcomes(&outcomes, rules);
+    print_dead_letters(store).await?;
+    let rejected = sandbox.rejected_429();
+    print_messages(&sandbox.messages());
+    print_calls(&sandbox.requests(), rejected);
+    verdict(&tally, rejected)
+}
 
-    let mut by_result: std::collections::BTreeMap<&str, i64> = Default::default();
-    let mut by_rule: std::collections::BTreeMap<&str, i64> = Default::default();
-    let mut by_agent: std::collections::BTreeMap<&str, i64> = Default::default();
-    for o in &outcomes {
+/// Outcomes by result, and assignments per rule and per agent (every rule
+/// and agent, in the order of the rules file, zeros included).
+fn print_outcomes(outcomes: &[OutcomeCount], rules: &Rules) {
+    let mut by_result: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut by_rule: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut by_agent: BTreeMap<&str, i64> = BTreeMap::new();
+    for o in outcomes {
         *by_result.entry(&o.result).or_default() += o.count;
         if o.result == "assigned" {
             *by_rule.entry(&o.rule).or_default() += o.count;
             *by_agent.entry(&o.agent).or_default() += o.count;
         }
     }
-    let line = |m: &std::collections::BTreeMap<&str, i64>| {
-        m.iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    println!("outcomes: {}", line(&by_result));
-    println!("assigned per rule:");
-    for r in &rules.rules {
-        println!(
-            "  {:<20} {}",
-            r.name,
-            by_rule.get(r.name.as_str()).copied().unwrap_or(0)
-        );
+    let line = by_result
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!("outcomes: {line}");
+    let rule_names = rules.rules.iter().map(|r| r.name.as_str());
+    print_per("assigned per rule:", rule_names, &by_rule);
+    let agent_names = rules.agents.iter().map(|a| a.name.as_str());
+    print_per("assigned per agent:", agent_names, &by_agent);
+}
+
+fn print_per<'a>(title: &str, names: impl Iterator<Item = &'a str>, counts: &BTreeMap<&str, i64>) {
+    println!("{title}");
+    for name in names {
+        println!("  {:<20} {}", name, counts.get(name).copied().unwrap_or(0));
     }
-    println!("assigned per agent:");
-    for a in &rules.agents {
-        println!(
-            "  {:<20} {}",
-            a.name,
-            by_agent.get(a.name.as_str()).copied().unwrap_or(0)
-        );
-    }
+}
+
+async fn print_dead_letters(store: &Store) -> Result<(), Failure> {
     let dead_rows = store
         .list_queue(Some("dead"), 10)
         .await
@@ -280,13 +343,10 @@ async fn report(
             );
         }
     }
+    Ok(())
+}
 
-    let requests = sandbox.requests();
-    let gets = requests.iter().filter(|r| r.method == "GET").count();
-    let puts = requests.iter().filter(|r| r.method == "PUT").count();
-    let posts = requests.iter().filter(|r| r.method == "POST").count();
-    let rejected = sandbox.rejected_429();
-    let messages = sandbox.messages();
+fn print_messages(messages: &[serde_json::Value]) {
     let notes = messages.iter().filter(|m| m["type"] == "private").count();
     println!(
         "messages: {notes} private notes, {} replies to customers (each after its assignment)",
@@ -299,27 +359,39 @@ async fn report(
             reply["text"].as_str().unwrap_or("")
         );
     }
+}
+
+/// The calls by endpoint, then how close the daemon ran to the limit.
+fn print_calls(requests: &[Recorded], rejected: usize) {
+    let count = |method: &str| requests.iter().filter(|r| r.method == method).count();
+    let (gets, puts, posts) = (count("GET"), count("PUT"), count("POST"));
     println!(
         "API: {} calls ({gets} GET /chats/{{id}}, {puts} PUT /chats/assignee, {posts} POST /messages), {rejected} answered 429",
         requests.len()
     );
     let times: Vec<Duration> = requests.iter().map(|r| r.at).collect();
     let busiest = busiest_window(&times, DEMO_PER);
-    if let (Some(first), Some(last)) = (times.first(), times.last()) {
-        let span = (*last - *first).as_secs_f64();
-        let limit_rate = DEMO_REQUESTS as f64 / DEMO_PER.as_secs_f64();
-        if span > 0.0 && times.len() > 1 {
-            let rate = (times.len() - 1) as f64 / span;
-            println!(
-                "rate: {rate:.2} calls/s while draining = {:.1}% of the limit ({limit_rate:.0}/s); busiest {}s window: {busiest} of {DEMO_REQUESTS}",
-                100.0 * rate / limit_rate,
-                DEMO_PER.as_secs()
-            );
-        }
+    let (Some(first), Some(last)) = (times.first(), times.last()) else {
+        return;
+    };
+    let span = (*last - *first).as_secs_f64();
+    let limit_rate = DEMO_REQUESTS as f64 / DEMO_PER.as_secs_f64();
+    if span > 0.0 && times.len() > 1 {
+        let rate = (times.len() - 1) as f64 / span;
+        println!(
+            "rate: {rate:.2} calls/s while draining = {:.1}% of the limit ({limit_rate:.0}/s); busiest {}s window: {busiest} of {DEMO_REQUESTS}",
+            100.0 * rate / limit_rate,
+            DEMO_PER.as_secs()
+        );
     }
-    if unfinished > 0 || done + dead != chats {
+}
+
+/// The demo fails when a chat was lost or the limit was overrun.
+fn verdict(tally: &Tally, rejected: usize) -> Result<(), Failure> {
+    if !tally.accounted_for() {
         return Err(Failure::Runtime(anyhow::anyhow!(
-            "{unfinished} chat(s) were not finished"
+            "{} chat(s) were not finished",
+            tally.unfinished
         )));
     }
     if rejected > 0 {

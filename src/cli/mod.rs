@@ -2,9 +2,11 @@
 //! sentence on stderr and an exit status (0 ok, 1 runtime failure, 2 bad
 //! usage or invalid configuration).
 
+mod agent;
 mod check;
 mod demo;
 mod explain;
+mod queue;
 mod simulate;
 mod status;
 
@@ -17,7 +19,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, DaemonError};
-use crate::store::{NewQueueItem, Store};
+use crate::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -137,12 +139,23 @@ enum QueueAction {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Put dead rows back on the queue: the given row ids, or all with --dead.
-    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "dead"])))]
+    /// Put dead rows, or chats that ended no_match, back on the queue.
+    ///
+    /// Revived rows start over: attempts 0, due now, no lease. A row whose chat already
+    /// has a pending or leased row stays as it is.
+    #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["ids", "dead", "no_match"])))]
     Retry {
+        /// Row ids (as `queue list` shows them): each comes back if it is dead, or done
+        /// with a last outcome of no_match.
+        #[arg(conflicts_with_all = ["dead", "no_match"])]
         ids: Vec<i64>,
+        /// Every dead row.
         #[arg(long)]
         dead: bool,
+        /// Every done row whose last outcome is no_match (no rule matched it), each
+        /// chat's newest row only; e.g. after fixing rules that matched nothing.
+        #[arg(long)]
+        no_match: bool,
     },
 }
 
@@ -259,35 +272,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             chat_ids,
             attrs,
             priority,
-        } => {
-            let config = load_config(&cli.config)?;
-            let store = open_store(&config).await?;
-            let attrs = (!attrs.is_empty()).then(|| {
-                attrs
-                    .into_iter()
-                    .map(|(k, v)| (k, serde_json::Value::String(v)))
-                    .collect::<serde_json::Map<_, _>>()
-            });
-            let items: Vec<NewQueueItem> = chat_ids
-                .iter()
-                .map(|&chat_id| NewQueueItem {
-                    chat_id,
-                    attrs: attrs.clone(),
-                    snapshot: None,
-                    priority,
-                })
-                .collect();
-            let added = store.enqueue(&items).await.context("cannot enqueue")?;
-            let already = items.len() as u64 - added;
-            println!(
-                "enqueued {added} chat(s){}",
-                if already > 0 {
-                    format!(", {already} already queued")
-                } else {
-                    String::new()
-                }
-            );
-        }
+        } => queue::enqueue(&load_config(&cli.config)?, &chat_ids, attrs, priority).await?,
         Command::Explain {
             chat_id,
             chat,
@@ -327,85 +312,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             let config = load_config(&cli.config)?;
             status::run(&config).await?;
         }
-        Command::Queue { action } => {
-            let config = load_config(&cli.config)?;
-            let store = open_store(&config).await?;
-            match action {
-                QueueAction::List { state, limit } => {
-                    let rows = store
-                        .list_queue(state.as_deref(), limit)
-                        .await
-                        .context("cannot read the queue")?;
-                    println!(
-                        "{:>8} {:>12} {:<8} {:>8}  reason",
-                        "row", "chat", "state", "attempts"
-                    );
-                    for r in rows {
-                        println!(
-                            "{:>8} {:>12} {:<8} {:>8}  {}",
-                            r.id,
-                            r.chat_id,
-                            r.state,
-                            r.attempts,
-                            r.last_error.as_deref().unwrap_or("")
-                        );
-                    }
-                }
-                QueueAction::Retry { ids, dead } => {
-                    let which = (!dead).then_some(ids.as_slice());
-                    let n = store
-                        .retry_dead(which)
-                        .await
-                        .context("cannot put rows back")?;
-                    println!("{n} dead row(s) put back on the queue");
-                }
-            }
-            store.close().await;
-        }
-        Command::Agent { action } => {
-            let config = load_config(&cli.config)?;
-            let name = match &action {
-                AgentAction::Away { name, .. } | AgentAction::Back { name } => name.clone(),
-            };
-            // Catch a typo in the name, when the rules can be read.
-            if let Ok(rules) = crate::rules::load_path(&config.rules.path)
-                && rules.agent_by_name(&name).is_none()
-            {
-                let known: Vec<&str> = rules.agents.iter().map(|a| a.name.as_str()).collect();
-                return Err(Failure::Invalid(anyhow::anyhow!(
-                    "unknown agent `{name}` (the rules have: {})",
-                    known.join(", ")
-                )));
-            }
-            let store = open_store(&config).await?;
-            match action {
-                AgentAction::Away { until, .. } => {
-                    store
-                        .set_away(&name, until.map(|t| t.as_millisecond()))
-                        .await
-                        .context("cannot mark the agent away")?;
-                    match until {
-                        Some(t) => println!("{name} is away until {t}"),
-                        None => println!("{name} is away until marked back"),
-                    }
-                }
-                AgentAction::Back { .. } => {
-                    let was = store
-                        .set_back(&name)
-                        .await
-                        .context("cannot mark the agent back")?;
-                    println!(
-                        "{name} is {}",
-                        if was {
-                            "back"
-                        } else {
-                            "not away (nothing changed)"
-                        }
-                    );
-                }
-            }
-            store.close().await;
-        }
+        Command::Queue { action } => queue::run(&load_config(&cli.config)?, action).await?,
+        Command::Agent { action } => agent::run(&load_config(&cli.config)?, action).await?,
         Command::Migrate => {
             let config = load_config(&cli.config)?;
             open_store(&config).await?;

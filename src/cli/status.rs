@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use super::{Failure, open_store};
 use crate::config::Config;
 use crate::rules;
-use crate::store::now_ms;
+use crate::store::{Store, now_ms};
 
 pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     let path = config.database_file();
@@ -17,7 +17,16 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
         )));
     }
     let store = open_store(config).await?;
+    print_queue(&store).await?;
+    print_today(&store, config).await?;
+    print_recent(&store).await?;
+    print_daemon_state(&store).await?;
+    store.close().await;
+    Ok(())
+}
 
+/// Depth by state, the waiting chats with their reasons, the dead letters.
+async fn print_queue(store: &Store) -> anyhow::Result<()> {
     let depth = store.queue_depth().await.context("cannot read the queue")?;
     let count = |s: &str| depth.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
     println!(
@@ -27,7 +36,6 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
         count("done"),
         count("dead")
     );
-
     let waiting = store.waiting(20).await.context("cannot read the queue")?;
     if !waiting.is_empty() {
         println!("waiting:");
@@ -41,7 +49,23 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
             println!("  chat {chat} (row {id}), {due}: {why}");
         }
     }
+    if count("dead") == 0 {
+        return Ok(());
+    }
+    let dead = store
+        .list_queue(Some("dead"), 10)
+        .await
+        .context("cannot read the queue")?;
+    println!("dead letters (newest first; all with `assignd queue list --state dead`):");
+    for r in dead {
+        let why = r.last_error.as_deref().unwrap_or("no reason recorded");
+        println!("  chat {} (row {}): {why}", r.chat_id, r.id);
+    }
+    Ok(())
+}
 
+/// Assignments per agent since midnight in the rules' time zone.
+async fn print_today(store: &Store, config: &Config) -> anyhow::Result<()> {
     // "Today" is in the rules' time zone when the rules load, else UTC.
     let tz = rules::load_path(&config.rules.path)
         .map(|r| r.timezone)
@@ -65,7 +89,10 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
             listed.join(", ")
         }
     );
+    Ok(())
+}
 
+async fn print_recent(store: &Store) -> anyhow::Result<()> {
     let recent = store
         .recent_outcomes(10)
         .await
@@ -89,7 +116,11 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
             );
         }
     }
+    Ok(())
+}
 
+/// What the running daemon reports about itself (API, limiter, rules).
+async fn print_daemon_state(store: &Store) -> anyhow::Result<()> {
     let state = store
         .daemon_state()
         .await
@@ -103,6 +134,5 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
             .unwrap_or_default();
         println!("{key}: {value} (as of {at})");
     }
-    store.close().await;
     Ok(())
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub use crate::domain::{OutboxKind, OutcomeResult, QueueState, Wait};
+
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -14,8 +16,16 @@ pub struct NewQueueItem {
     pub priority: i64,
 }
 
+/// Who holds a claim: the process (`<pid>-<random>`, released as a whole
+/// at shutdown) and the claim's batch within it (the settle fence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseKey {
+    pub owner: String,
+    pub epoch: i64,
+}
+
 /// A leased queue row, as the worker sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueueRow {
     pub id: i64,
     pub chat_id: i64,
@@ -25,47 +35,11 @@ pub struct QueueRow {
     pub priority: i64,
     /// Including the current one.
     pub attempts: i64,
+    #[sqlx(rename = "enqueued_at")]
     pub enqueued_at_ms: i64,
     pub last_error: Option<String>,
-}
-
-impl QueueRow {
-    pub(crate) fn from_row(r: &SqliteRow) -> Self {
-        Self {
-            id: r.get(0),
-            chat_id: r.get(1),
-            attrs: r.get(2),
-            snapshot: r.get(3),
-            priority: r.get(4),
-            attempts: r.get(5),
-            enqueued_at_ms: r.get(6),
-            last_error: r.get(7),
-        }
-    }
-}
-
-/// The `result` column of `outcomes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutcomeResult {
-    Assigned,
-    Skipped,
-    NoMatch,
-    NoAgent,
-    Failed,
-    Retry,
-}
-
-impl OutcomeResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeResult::Assigned => "assigned",
-            OutcomeResult::Skipped => "skipped",
-            OutcomeResult::NoMatch => "no_match",
-            OutcomeResult::NoAgent => "no_agent",
-            OutcomeResult::Failed => "failed",
-            OutcomeResult::Retry => "retry",
-        }
-    }
+    /// Why the row was held back, if it was on purpose.
+    pub waiting: Option<Wait>,
 }
 
 /// One row for `outcomes`.
@@ -102,11 +76,12 @@ impl NewOutcome {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutcomeRow {
     pub id: i64,
     pub chat_id: i64,
     pub queue_id: Option<i64>,
+    #[sqlx(rename = "at")]
     pub at_ms: i64,
     pub rule: Option<String>,
     pub pool: Option<String>,
@@ -120,28 +95,7 @@ pub struct OutcomeRow {
     pub reason: Option<String>,
 }
 
-impl OutcomeRow {
-    pub(crate) fn from_row(r: &SqliteRow) -> Self {
-        Self {
-            id: r.get(0),
-            chat_id: r.get(1),
-            queue_id: r.get(2),
-            at_ms: r.get(3),
-            rule: r.get(4),
-            pool: r.get(5),
-            strategy: r.get(6),
-            agent: r.get(7),
-            agent_id: r.get(8),
-            result: r.get(9),
-            http_status: r.get(10),
-            error_code: r.get(11),
-            latency_ms: r.get(12),
-            reason: r.get(13),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OutcomeCount {
     pub result: String,
     pub rule: String,
@@ -160,15 +114,20 @@ pub enum Next {
         at_ms: i64,
         count_attempt: bool,
     },
+    /// Back to pending, due now, the attempt given back and the reason
+    /// kept: the row was not worked on (the daemon is stopping).
+    Release,
 }
 
 /// Everything [`super::Store::settle`] writes in one transaction.
 #[derive(Debug, Clone)]
 pub struct Settlement<'a> {
     pub queue_id: i64,
-    pub owner: &'a str,
+    pub lease: &'a LeaseKey,
     pub next: Next,
     pub last_error: Option<String>,
+    /// Set with a retry that waits on purpose; what ends the wait finds it.
+    pub waiting: Option<Wait>,
     pub outcomes: Vec<NewOutcome>,
     /// What a successful assignment changes besides the row.
     pub assigned: Option<Assigned>,
@@ -207,18 +166,17 @@ pub struct Followup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
     pub chat_id: i64,
-    /// `"private"` (a note) or `"message"` (the customer sees it).
-    pub kind: &'static str,
+    pub kind: OutboxKind,
     pub agent_id: Option<i64>,
     pub text: String,
 }
 
 /// An outbox row claimed for sending.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
     pub chat_id: i64,
-    pub kind: String,
+    pub kind: OutboxKind,
     pub agent_id: Option<i64>,
     pub text: String,
     pub attempts: i64,
@@ -237,7 +195,9 @@ pub struct StoredRouting {
 #[derive(Debug, Clone)]
 pub struct QueueListing {
     pub id: i64,
-    pub chat_id: i64,
+    /// The chat id as stored: digits, or an SQL literal (`'abc'`, `X'00'`)
+    /// for a value a producer wrote with the wrong type.
+    pub chat_id: String,
     pub state: String,
     pub attempts: i64,
     pub next_attempt_at_ms: i64,
@@ -245,14 +205,19 @@ pub struct QueueListing {
 }
 
 impl QueueListing {
-    pub(crate) fn from_row(r: &SqliteRow) -> Self {
+    /// Reads a listing row column by column; a value that cannot be read
+    /// shows as such instead of failing the whole listing.
+    pub(crate) fn from_row_lossy(r: &SqliteRow) -> Self {
+        let unreadable = || "(unreadable)".to_string();
         Self {
-            id: r.get(0),
-            chat_id: r.get(1),
-            state: r.get(2),
-            attempts: r.get(3),
-            next_attempt_at_ms: r.get(4),
-            last_error: r.get(5),
+            id: r.try_get("id").unwrap_or_default(),
+            chat_id: r.try_get("chat_id").unwrap_or_else(|_| unreadable()),
+            state: r.try_get("state").unwrap_or_else(|_| unreadable()),
+            attempts: r.try_get("attempts").unwrap_or_default(),
+            next_attempt_at_ms: r.try_get("next_attempt_at").unwrap_or_default(),
+            last_error: r
+                .try_get("last_error")
+                .unwrap_or_else(|_| Some(unreadable())),
         }
     }
 }

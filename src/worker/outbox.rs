@@ -6,17 +6,21 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Worker, retry_delay};
-use crate::helpcrunch::ErrorClass;
+use super::Worker;
+use super::policy::{Disposition, dispose};
 use crate::helpcrunch::types::{MessageKind, NewMessage};
-use crate::store::{OutboxRow, now_ms};
+use crate::store::{OutboxKind, OutboxRow, now_ms};
 
 impl Worker {
     /// Sends notes and replies from the outbox, apart from the assignments:
     /// a failed note is retried on its own and never repeats an assignment.
     pub(super) async fn run_outbox(self: Arc<Self>, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let due = match self.store.claim_outbox(self.settings.lease, 8).await {
+            let due = match self
+                .store
+                .claim_outbox(&self.owner, self.settings.lease, 8)
+                .await
+            {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -46,34 +50,27 @@ impl Worker {
         let message = NewMessage {
             chat: m.chat_id,
             text: m.text.clone(),
-            kind: if m.kind == "private" {
-                MessageKind::Private
-            } else {
-                MessageKind::Message
+            kind: match m.kind {
+                OutboxKind::Private => MessageKind::Private,
+                OutboxKind::Message => MessageKind::Message,
             },
             agent: m.agent_id,
         };
         let call = self.client().post_message(&message).await;
-        let (state, next, uncount, error) = match &call.result {
-            Ok(_) => ("done", 0, false, None),
-            Err(e) => match e.class() {
-                ErrorClass::Unauthorized | ErrorClass::RateLimited => {
-                    ("pending", now_ms(), true, Some(e.to_string()))
-                }
-                ErrorClass::Permanent | ErrorClass::AgentRejected => {
-                    ("dead", 0, false, Some(e.to_string()))
-                }
-                ErrorClass::Transient if m.attempts >= self.settings.max_attempts as i64 => {
-                    ("dead", 0, false, Some(e.to_string()))
-                }
-                ErrorClass::Transient => (
-                    "pending",
-                    now_ms() + retry_delay(m.attempts).as_millis() as i64,
-                    false,
-                    Some(e.to_string()),
-                ),
+        let (state, next, uncount) = match &call.result {
+            Ok(_) => ("done", 0, false),
+            Err(e) => match dispose(e, m.attempts, self.settings.max_attempts) {
+                // Not sent because assignd is stopping: shutdown gives it back.
+                Disposition::Release => return,
+                Disposition::HoldForKey => ("pending", now_ms(), true),
+                Disposition::Retry {
+                    at_ms,
+                    count_attempt,
+                } => ("pending", at_ms, !count_attempt),
+                Disposition::Dead { .. } => ("dead", 0, false),
             },
         };
+        let error = call.result.as_ref().err().map(ToString::to_string);
         match (&call.result, state) {
             (Ok(_), _) => tracing::info!(chat_id = m.chat_id, kind = %m.kind, "message posted"),
             (Err(e), "dead") => {
@@ -83,12 +80,19 @@ impl Worker {
                 tracing::warn!(chat_id = m.chat_id, kind = %m.kind, error = %e, "message will be retried")
             }
         }
-        if let Err(e) = self
+        match self
             .store
-            .settle_outbox(m.id, state, next, uncount, error.as_deref())
+            .settle_outbox(&self.owner, m.id, state, next, uncount, error.as_deref())
             .await
         {
-            tracing::error!(error = %e, "cannot record the message; it will be sent again after its lease");
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                chat_id = m.chat_id,
+                "the message's claim was lost before it was recorded"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the message; it will be sent again after its lease")
+            }
         }
     }
 }

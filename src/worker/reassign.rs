@@ -9,12 +9,15 @@ use jiff::Timestamp;
 use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Worker, reserve};
+use super::Worker;
+use super::process::record_metrics;
 use crate::helpcrunch::types::Chat;
 use crate::helpcrunch::{ApiError, ErrorClass};
 use crate::limiter::Priority;
-use crate::rules::{ChatContext, Rules, reassign_pick};
-use crate::store::{Assigned, Followup, NewOutcome, OutboxMessage, OutcomeResult, now_ms};
+use crate::rules::{Applied, ChatContext, Rules, reassign_pick};
+use crate::store::{
+    Assigned, Followup, NewOutcome, OutboxKind, OutboxMessage, OutcomeResult, now_ms,
+};
 
 /// How soon a check that could not be made (429, 401, a network error) is tried again.
 const CHECK_RETRY: Duration = Duration::from_secs(5);
@@ -29,6 +32,13 @@ enum Step {
     Moved(NewOutcome, Box<Assigned>),
     /// Give up moving it: record, leave a note, stop watching.
     GiveUp(NewOutcome, OutboxMessage),
+}
+
+/// The next candidate for a chat nobody answered, reserved.
+struct Pick {
+    agent: usize,
+    weights: Option<Vec<(String, i64)>>,
+    reserved: Applied,
 }
 
 /// Whether `agent_id` has written in the chat.
@@ -60,50 +70,50 @@ impl Worker {
                 continue;
             }
             for f in due {
-                let chat_id = f.chat_id;
                 let step = self.check(&f).await;
-                let (outcomes, assigned, next) = match step {
-                    Step::Done(o) => (o.into_iter().collect(), None, None),
-                    Step::Later(at) => (Vec::new(), None, Some(at)),
-                    Step::Moved(o, a) => (vec![o], Some(*a), None),
-                    Step::GiveUp(o, note) => (
-                        vec![o],
-                        Some(Assigned {
-                            messages: vec![note],
-                            ..Assigned::default()
-                        }),
-                        None,
-                    ),
-                };
-                for o in &outcomes {
-                    tracing::info!(
-                        chat_id,
-                        result = o.result.as_str(),
-                        agent = o.agent.as_deref().unwrap_or("-"),
-                        reason = o.reason.as_deref().unwrap_or(""),
-                        "follow-up"
-                    );
-                }
-                let moved = assigned.as_ref().and_then(|a| a.opened.clone());
-                let result = self
-                    .store
-                    .settle_followup(chat_id, &outcomes, assigned.as_ref(), next)
-                    .await;
-                match result {
-                    Ok(()) => {
-                        super::record_metrics(&outcomes, None);
-                        if let Some((chat, agent)) = moved {
-                            self.opened(chat, &agent);
-                        }
-                        if assigned.is_some_and(|a| !a.messages.is_empty()) {
-                            self.outbox_wake.notify_one();
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(chat_id, error = %e, "cannot record the follow-up; it will be checked again")
-                    }
-                }
+                self.settle_check(f.chat_id, step).await;
             }
+        }
+    }
+
+    /// Records what a check concluded, in one transaction.
+    async fn settle_check(&self, chat_id: i64, step: Step) {
+        let (outcomes, assigned, next) = match step {
+            Step::Done(o) => (o.into_iter().collect(), None, None),
+            Step::Later(at) => (Vec::new(), None, Some(at)),
+            Step::Moved(o, a) => (vec![o], Some(*a), None),
+            Step::GiveUp(o, note) => {
+                let note = Assigned {
+                    messages: vec![note],
+                    ..Assigned::default()
+                };
+                (vec![o], Some(note), None)
+            }
+        };
+        for o in &outcomes {
+            tracing::info!(
+                chat_id,
+                result = o.result.as_str(),
+                agent = o.agent.as_deref().unwrap_or("-"),
+                reason = o.reason.as_deref().unwrap_or(""),
+                "follow-up"
+            );
+        }
+        let moved = assigned.as_ref().and_then(|a| a.opened.clone());
+        let result = self
+            .store
+            .settle_followup(chat_id, &outcomes, assigned.as_ref(), next)
+            .await;
+        if let Err(e) = result {
+            tracing::error!(chat_id, error = %e, "cannot record the follow-up; it will be checked again");
+            return;
+        }
+        record_metrics(&outcomes, None);
+        if let Some((chat, agent)) = moved {
+            self.opened(chat, &agent);
+        }
+        if assigned.is_some_and(|a| !a.messages.is_empty()) {
+            self.outbox_wake.notify_one();
         }
     }
 
@@ -155,79 +165,44 @@ impl Worker {
                 ),
             );
         }
-        self.move_on(&rules, p, f, &chat, outcome, &waited).await
+        self.move_on(&rules, (p, current), f, &chat, outcome, &waited)
+            .await
     }
 
     async fn move_on(
         &self,
         rules: &Rules,
-        p: usize,
+        (p, current): (usize, usize),
         f: &Followup,
         chat: &Chat,
         mut outcome: NewOutcome,
         waited: &str,
     ) -> Step {
         let pool = &rules.pools[p];
-        let current = rules
-            .agent_by_name(&f.agent)
-            .expect("checked by the caller");
-        let context = ChatContext::from_chat(chat, &serde_json::Map::new());
-        let skills = f
-            .rule
-            .as_ref()
-            .and_then(|r| rules.rules.iter().find(|x| &x.name == r))
-            .map(|r| r.require_skills.clone())
-            .unwrap_or_default();
-        let (picked, reserved) = {
-            let mut routing = self.routing.lock().expect("routing lock");
-            routing.state.entropy = rand::rng().random();
-            match reassign_pick(
-                rules,
-                p,
-                &context,
-                &routing.state,
-                Timestamp::now(),
-                &skills,
-                &f.tried,
-            ) {
-                Some((agent, weights)) => {
-                    let name = rules.agents[agent].name.clone();
-                    let r = reserve(
-                        &mut routing.state,
-                        name,
-                        Some(pool.name.clone()),
-                        weights.as_deref(),
-                    );
-                    (Some((agent, weights)), Some(r))
-                }
-                None => (None, None),
-            }
-        };
-        let Some((next, weights)) = picked else {
+        let context = chat.rules_context(&serde_json::Map::new());
+        let Some(Pick {
+            agent: next,
+            weights,
+            reserved,
+        }) = self.pick_next(rules, p, f, &context)
+        else {
             outcome.agent = Some(f.agent.clone());
             outcome.reason = Some(format!(
                 "{} did not answer within {waited}, and no other agent of pool `{}` is available",
                 f.agent, pool.name
             ));
-            return Step::GiveUp(
-                outcome,
-                give_up_note(
-                    rules,
-                    f,
-                    current,
-                    &format!(
-                        "Nobody answered within {waited} and no other agent is available; the chat stays with {}.",
-                        f.agent
-                    ),
-                ),
+            let note = format!(
+                "Nobody answered within {waited} and no other agent is available; the chat stays with {}.",
+                f.agent
             );
+            return Step::GiveUp(outcome, give_up_note(rules, f, current, &note));
         };
         let agent = &rules.agents[next];
         let call = self.client().assign(f.chat_id, agent.id).await;
         outcome.latency = Some(call.latency);
         outcome.agent = Some(agent.name.clone());
         outcome.agent_id = Some(agent.id);
-        match call.result {
+        let e = match call.result {
             Ok(_) => {
                 outcome.result = OutcomeResult::Assigned;
                 outcome.http_status = Some(200);
@@ -238,37 +213,50 @@ impl Worker {
                     f.hops + 1,
                     pool.max_reassign
                 ));
-                let mut tried = f.tried.clone();
-                tried.push(agent.name.clone());
-                let assigned = Assigned {
-                    round_robin: Some((pool.name.clone(), agent.name.clone())),
-                    weights: weights.map(|w| (pool.name.clone(), w)),
-                    opened: Some((f.chat_id, agent.name.clone())),
-                    customer: context.customer_key().map(|k| (k, agent.name.clone())),
-                    messages: Vec::new(),
-                    followup: Some(Followup {
-                        agent: agent.name.clone(),
-                        hops: f.hops + 1,
-                        tried,
-                        due_at_ms: now_ms()
-                            + pool.reassign_after.unwrap_or_default().as_millis() as i64,
-                        ..f.clone()
-                    }),
-                };
-                Step::Moved(outcome, Box::new(assigned))
+                let moved = hop(rules, p, f, next, weights, &context);
+                return Step::Moved(outcome, Box::new(moved));
             }
-            Err(e) => {
-                self.undo_reservation(reserved);
-                outcome.result = OutcomeResult::Failed;
-                outcome.http_status = e.status();
-                outcome.error_code = e.code().map(str::to_string);
-                outcome.reason = Some(format!("reassignment to {} failed: {e}", agent.name));
-                match e.class() {
-                    ErrorClass::Permanent | ErrorClass::AgentRejected => Step::Done(Some(outcome)),
-                    _ => Step::Later(now_ms() + CHECK_RETRY.as_millis() as i64),
-                }
-            }
+            Err(e) => e,
+        };
+        self.undo_reservation(Some(reserved));
+        outcome.result = OutcomeResult::Failed;
+        outcome.http_status = e.status();
+        outcome.error_code = e.code().map(str::to_string);
+        outcome.reason = Some(format!("reassignment to {} failed: {e}", agent.name));
+        match e.class() {
+            ErrorClass::Permanent | ErrorClass::AgentRejected => Step::Done(Some(outcome)),
+            _ => Step::Later(now_ms() + CHECK_RETRY.as_millis() as i64),
         }
+    }
+
+    /// Picks the pool's next candidate among those who have not had the
+    /// chat, and reserves it as a decision would.
+    fn pick_next(
+        &self,
+        rules: &Rules,
+        p: usize,
+        f: &Followup,
+        context: &ChatContext,
+    ) -> Option<Pick> {
+        let skills = f
+            .rule
+            .as_ref()
+            .and_then(|r| rules.rules.iter().find(|x| &x.name == r))
+            .map(|r| r.require_skills.clone())
+            .unwrap_or_default();
+        let mut routing = super::lock(&self.routing);
+        routing.state.entropy = rand::rng().random();
+        let now = Timestamp::now();
+        let (agent, weights) =
+            reassign_pick(rules, p, context, &routing.state, now, &skills, &f.tried)?;
+        let reserved = routing
+            .state
+            .apply_pick(rules, agent, Some(p), weights.as_deref());
+        Some(Pick {
+            agent,
+            weights,
+            reserved,
+        })
     }
 
     fn check_failed(&self, e: &ApiError) -> Step {
@@ -280,10 +268,40 @@ impl Worker {
     }
 }
 
+/// What a successful hop moves: the rotation, the open chat, the
+/// customer's agent, and the next follow-up.
+fn hop(
+    rules: &Rules,
+    p: usize,
+    f: &Followup,
+    next: usize,
+    weights: Option<Vec<(String, i64)>>,
+    context: &ChatContext,
+) -> Assigned {
+    let pool = &rules.pools[p];
+    let agent = &rules.agents[next];
+    let mut tried = f.tried.clone();
+    tried.push(agent.name.clone());
+    Assigned {
+        round_robin: Some((pool.name.clone(), agent.name.clone())),
+        weights: weights.map(|w| (pool.name.clone(), w)),
+        opened: Some((f.chat_id, agent.name.clone())),
+        customer: context.customer_key().map(|k| (k, agent.name.clone())),
+        messages: Vec::new(),
+        followup: Some(Followup {
+            agent: agent.name.clone(),
+            hops: f.hops + 1,
+            tried,
+            due_at_ms: now_ms() + pool.reassign_after.unwrap_or_default().as_millis() as i64,
+            ..f.clone()
+        }),
+    }
+}
+
 fn give_up_note(rules: &Rules, f: &Followup, current: usize, text: &str) -> OutboxMessage {
     OutboxMessage {
         chat_id: f.chat_id,
-        kind: "private",
+        kind: OutboxKind::Private,
         agent_id: Some(rules.agents[current].id),
         text: text.to_string(),
     }

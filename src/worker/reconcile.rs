@@ -144,7 +144,7 @@ impl Worker {
         ) else {
             return;
         };
-        let mut routing = self.routing.lock().expect("routing lock");
+        let mut routing = super::lock(&self.routing);
         routing.state.open = stored.open;
         routing.open_chats = open_chats;
     }

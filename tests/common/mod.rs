@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use assignd::app::{Application, Runtime};
+use assignd::http::ListenerSecrets;
 use assignd::sandbox::{Sandbox, SandboxAgent, SandboxConfig, SandboxLimit};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tempfile::TempDir;
@@ -49,51 +53,116 @@ pub fn default_agents() -> Vec<SandboxAgent> {
     agents(&[("alice", 4188), ("bob", 4761), ("carol", 6694)])
 }
 
-impl TestApp {
-    /// A sandbox with `limit` and a config pointing at it. `worker` is
-    /// extra TOML for the `[worker]` table; `rate` overrides `[helpcrunch.rate_limit]`.
-    pub async fn new(
-        rules: &str,
-        sandbox_agents: Vec<SandboxAgent>,
-        limit: Option<SandboxLimit>,
-        worker: &str,
-        rate: &str,
-    ) -> Self {
-        Self::with_key(rules, sandbox_agents, limit, worker, rate, "test-key").await
+/// How a [`TestApp`] is set up; every option has the common default: the
+/// three agents and [`THREE_AGENTS`] rules, no sandbox rate limit, a fast
+/// poll, and a rate far above anything a test sends.
+pub struct TestAppBuilder {
+    listen: bool,
+    rules: String,
+    agents: Vec<SandboxAgent>,
+    limit: Option<SandboxLimit>,
+    worker: String,
+    rate: String,
+    key: String,
+}
+
+/// `[worker]` lines: decide from the queue row alone, no `GET /chats/{id}`.
+pub const NO_FETCH: &str = "fetch_chat = \"never\"";
+
+impl TestAppBuilder {
+    pub fn rules(mut self, rules: &str) -> Self {
+        self.rules = rules.to_string();
+        self
+    }
+    pub fn agents(mut self, agents: Vec<SandboxAgent>) -> Self {
+        self.agents = agents;
+        self
+    }
+    /// The sandbox's own rate limit (none by default).
+    pub fn limit(mut self, limit: impl Into<Option<SandboxLimit>>) -> Self {
+        self.limit = limit.into();
+        self
+    }
+    /// Extra lines for the `[worker]` table; repeatable.
+    pub fn worker(mut self, lines: &str) -> Self {
+        self.worker.push_str(lines);
+        self.worker.push('\n');
+        self
+    }
+    /// The `[helpcrunch.rate_limit]` table's lines.
+    pub fn rate(mut self, lines: &str) -> Self {
+        self.rate = lines.to_string();
+        self
+    }
+    /// The API key the sandbox accepts and the config hands the daemon.
+    pub fn key(mut self, key: &str) -> Self {
+        self.key = key.to_string();
+        self
     }
 
-    pub async fn with_key(
-        rules: &str,
-        sandbox_agents: Vec<SandboxAgent>,
-        limit: Option<SandboxLimit>,
-        worker: &str,
-        rate: &str,
-        key: &str,
-    ) -> Self {
+    /// Adds `[http] listen` on a free loopback port.
+    pub fn listen(mut self) -> Self {
+        self.listen = true;
+        self
+    }
+
+    /// Starts the sandbox and writes the config, rules and key files.
+    pub async fn build(self) -> TestApp {
+        TestApp::start(self).await
+    }
+
+    /// [`Self::build`], then creates the schema (as `assignd migrate` does).
+    pub async fn migrated(self) -> TestApp {
+        let app = self.build().await;
+        app.migrate().await;
+        app
+    }
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            listen: false,
+            rules: THREE_AGENTS.to_string(),
+            agents: default_agents(),
+            limit: None,
+            worker: String::new(),
+            rate: String::new(),
+            key: "test-key".into(),
+        }
+    }
+
+    async fn start(b: TestAppBuilder) -> Self {
         let sandbox = Sandbox::start(
             SandboxConfig {
-                api_key: key.into(),
-                agents: sandbox_agents,
+                api_key: b.key.clone(),
+                agents: b.agents,
                 chats: 1..=100_000,
-                rate_limit: limit,
+                rate_limit: b.limit,
             },
             "127.0.0.1:0".parse().unwrap(),
         )
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
-        std::fs::write(dir.path().join("api-key"), format!("{key}\n")).unwrap();
+        std::fs::write(dir.path().join("rules.toml"), &b.rules).unwrap();
+        std::fs::write(dir.path().join("api-key"), format!("{}\n", b.key)).unwrap();
         let db_path = dir.path().join("assignd.db");
-        let rate = if rate.is_empty() {
+        let rate = if b.rate.is_empty() {
             "requests = 6000\nper = \"1m\""
         } else {
-            rate
+            &b.rate
         };
         let config = format!(
-            "[helpcrunch]\nbase_url = \"{}\"\napi_key_file = \"api-key\"\ntimeout = \"5s\"\n\n[helpcrunch.rate_limit]\n{rate}\n\n[database]\nurl = \"sqlite://assignd.db\"\nsynchronous = \"normal\"\n\n[rules]\npath = \"rules.toml\"\n\n[worker]\npoll_interval = \"100ms\"\n{worker}\n",
-            sandbox.base_url()
+            "[helpcrunch]\nbase_url = \"{}\"\napi_key_file = \"api-key\"\ntimeout = \"5s\"\n\n[helpcrunch.rate_limit]\n{rate}\n\n[database]\nurl = \"sqlite://assignd.db\"\nsynchronous = \"normal\"\n\n[rules]\npath = \"rules.toml\"\n\n[worker]\npoll_interval = \"100ms\"\n{}\n",
+            sandbox.base_url(),
+            b.worker
         );
+        let config = if b.listen {
+            config + "\n[http]\nlisten = \"127.0.0.1:0\"\n"
+        } else {
+            config
+        };
         let config_path = dir.path().join("assignd.toml");
         std::fs::write(&config_path, config).unwrap();
         Self {
@@ -173,18 +242,29 @@ impl TestApp {
         }
     }
 
-    /// Runs the daemon's worker in this process until the returned token is cancelled.
+    /// Runs the daemon in this process, built as `assignd run` builds it,
+    /// until the returned token is cancelled.
     pub async fn start_in_process(&self) -> InProcess {
+        self.start_serving(ListenerSecrets::new(None, None)).await
+    }
+
+    /// [`Self::start_in_process`] with the listener's secrets (the listener
+    /// runs if the builder asked for it with [`TestAppBuilder::listen`]).
+    pub async fn start_serving(&self, secrets: Arc<ListenerSecrets>) -> InProcess {
         let (config, rules, key) = assignd::daemon::load(&self.config_path).unwrap();
-        let runtime = assignd::daemon::assemble(&config, std::sync::Arc::new(rules), &key)
+        let app = Application::build(&config, Arc::new(rules), &key, secrets)
             .await
             .unwrap();
+        let runtime = app.runtime.clone();
+        let http_addr = app.http_addr();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(runtime.worker.clone().run(shutdown.clone()));
+        let stop = shutdown.clone();
+        let task = tokio::spawn(app.run_until_stopped(async move { stop.cancelled().await }));
         InProcess {
             runtime,
             shutdown,
             task,
+            http_addr,
         }
     }
 
@@ -250,15 +330,17 @@ impl TestApp {
 }
 
 pub struct InProcess {
-    pub runtime: assignd::daemon::Runtime,
+    pub runtime: Runtime,
     pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<()>,
+    /// Where the listener listens, if the app has one.
+    pub http_addr: Option<std::net::SocketAddr>,
+    pub task: tokio::task::JoinHandle<Result<(), assignd::worker::JobFailed>>,
 }
 
 impl InProcess {
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.task.await.unwrap();
+        self.task.await.unwrap().unwrap();
         self.runtime.store.close().await;
     }
 }

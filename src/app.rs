@@ -1,0 +1,171 @@
+//! The one application builder: `assignd run`, the demo, the integration
+//! tests and the benchmarks all assemble assignd here, the same way
+//! (config → store, limiter, client, rules, worker, listener), and run it
+//! until a shutdown future they pass in resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::daemon::DaemonError;
+use crate::helpcrunch::Client;
+use crate::http::{Listener, ListenerSecrets};
+use crate::limiter::Limiter;
+use crate::rules::Rules;
+use crate::secrets::Secret;
+use crate::store::{Store, StoreError};
+use crate::worker::{JobFailed, Settings, Worker};
+
+/// The pieces of a running daemon, cheap to clone: a SIGHUP reload, the
+/// demo's report and the tests reach in through them.
+#[derive(Clone)]
+pub struct Runtime {
+    pub store: Store,
+    pub limiter: Arc<Limiter>,
+    pub worker: Arc<Worker>,
+}
+
+/// An assembled daemon, its listener bound and serving; the processing
+/// loop starts with [`Application::run_until_stopped`].
+pub struct Application {
+    pub runtime: Runtime,
+    pub secrets: Arc<ListenerSecrets>,
+    http: Option<(SocketAddr, JoinHandle<()>)>,
+    /// Stops the listener; the loop has its own token, made when it starts.
+    stop_listener: CancellationToken,
+}
+
+impl Application {
+    /// Opens and migrates the database, builds the limiter, the client and
+    /// the worker, and binds `[http] listen` if it is set (port 0 picks a
+    /// free port: see [`Application::http_addr`]).
+    pub async fn build(
+        config: &Config,
+        rules: Arc<Rules>,
+        key: &Secret,
+        secrets: Arc<ListenerSecrets>,
+    ) -> Result<Self, DaemonError> {
+        let runtime = assemble(config, rules, key).await?;
+        let stop_listener = CancellationToken::new();
+        let http = match config.http.listen {
+            Some(addr) => {
+                let listener = Listener {
+                    store: runtime.store.clone(),
+                    intake: runtime.worker.intake(),
+                    health: runtime.worker.health(),
+                    secrets: secrets.clone(),
+                };
+                let served = crate::http::serve(listener, addr, stop_listener.clone()).await;
+                match served {
+                    Ok(served) => Some(served),
+                    Err(e) => {
+                        runtime.store.close().await;
+                        return Err(DaemonError::Listen(e));
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Self {
+            runtime,
+            secrets,
+            http,
+            stop_listener,
+        })
+    }
+
+    /// Where the listener listens, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// Processes the queue until `stop` resolves (or a job of the loop
+    /// fails: then the error says which), then stops the loop and the
+    /// listener within the shutdown deadline. The store stays open for the
+    /// caller to read or close.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> Result<(), JobFailed> {
+        let shutdown = CancellationToken::new();
+        let mut worker = tokio::spawn(self.runtime.worker.clone().run(shutdown.clone()));
+        let ended = tokio::select! {
+            _ = stop => None,
+            done = &mut worker => Some(done),
+        };
+        tracing::info!("shutting down: no new work; finishing rows in flight");
+        crate::notify::notify("STOPPING=1");
+        shutdown.cancel();
+        self.stop_listener.cancel();
+        let result = match ended {
+            Some(done) => done,
+            None => worker.await,
+        };
+        if let Some((_, http)) = self.http {
+            let _ = http.await;
+        }
+        result.unwrap_or_else(|join| {
+            Err(JobFailed {
+                job: "processing",
+                cause: join.to_string(),
+            })
+        })
+    }
+}
+
+/// Opens and migrates the database and builds the worker.
+async fn assemble(
+    config: &Config,
+    rules: Arc<Rules>,
+    key: &Secret,
+) -> Result<Runtime, DaemonError> {
+    let store = Store::open(&config.database_file(), config.database.synchronous).await?;
+    if let Err(e) = prepare(&store).await {
+        store.close().await;
+        return Err(e.into());
+    }
+    let rl = &config.helpcrunch.rate_limit;
+    let limiter = Arc::new(Limiter::new(rl.requests, rl.per.0, rl.burst()));
+    let client = Client::new(
+        &config.helpcrunch.base_url,
+        key,
+        config.helpcrunch.timeout.0,
+        limiter.clone(),
+    )?;
+    let settings = Settings {
+        retention: config.database.retention.0,
+        load_refresh: config.load.refresh.0,
+        poll_new_chats: config.poller.enabled.then_some(config.poller.interval.0),
+        ..Settings::from(&config.worker)
+    };
+    let worker = Worker::new(store.clone(), client, rules, settings).await?;
+    Ok(Runtime {
+        store,
+        limiter,
+        worker,
+    })
+}
+
+/// Migrates the schema and takes back rows leased by dead processes.
+async fn prepare(store: &Store) -> Result<(), StoreError> {
+    store.migrate().await?;
+    let orphans = store.release_orphans(process_alive).await?;
+    if orphans > 0 {
+        tracing::warn!(
+            rows = orphans,
+            "took back rows leased by a process that no longer runs"
+        );
+    }
+    Ok(())
+}
+
+/// Whether a process with this id runs (signal 0 checks without sending).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

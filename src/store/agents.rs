@@ -1,0 +1,46 @@
+//! The `agent_away` table: `assignd agent away` / `back`.
+
+use std::collections::HashMap;
+
+use super::routing::wake_waiting;
+use super::{Store, StoreError, now_ms};
+
+impl Store {
+    /// Agents marked away, with the end of their absence (Unix ms).
+    pub async fn load_away(&self) -> Result<HashMap<String, Option<i64>>, StoreError> {
+        let rows = sqlx::query_as("SELECT agent, until FROM agent_away")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Marks an agent away (until `until_ms`, or until marked back).
+    pub async fn set_away(&self, agent: &str, until_ms: Option<i64>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_away (agent, until, since) VALUES (?, ?, ?)
+             ON CONFLICT (agent) DO UPDATE SET until = excluded.until, since = excluded.since",
+        )
+        .bind(agent)
+        .bind(until_ms)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks an agent back and makes every waiting chat due now, so it is
+    /// tried again at once rather than at its next timed retry. Returns
+    /// whether the agent was away.
+    pub async fn set_back(&self, agent: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let was = sqlx::query("DELETE FROM agent_away WHERE agent = ?")
+            .bind(agent)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        wake_waiting(&mut tx).await?;
+        tx.commit().await?;
+        Ok(was)
+    }
+}

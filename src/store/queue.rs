@@ -1,0 +1,398 @@
+//! The `queue` table: claims, settlements, releases and listings.
+//!
+//! Producers write this table with plain SQL, and SQLite's type affinity
+//! lets any value into any column. Nothing read from it may panic: a claimed
+//! row whose producer columns hold the wrong type is dead-lettered in the
+//! claim's own transaction, with a reason naming the column, and the rest
+//! go on. Columns that are ours (attempts, times, the last error) are
+//! repaired rather than trusted, and a `snapshot` that is not JSON text is
+//! ignored like a malformed one (the chat is fetched instead).
+
+use super::outcomes::insert_outcome;
+use super::routing::apply_assigned;
+use std::time::Duration;
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row, SqliteConnection};
+
+use super::{
+    LeaseKey, NewQueueItem, Next, QueueListing, QueueRow, QueueState, Settlement, Store,
+    StoreError, now_ms,
+};
+
+/// Claims due rows (and rows whose lease expired) and reports the storage
+/// class of each producer column, so that a bad row is found before any of
+/// its values is decoded. A `next_attempt_at` or `lease_until` that is not
+/// an integer would never compare due: such a row is claimed at once. The
+/// attempt count is cast and bounded, so that no stored value can make it
+/// overflow into a real.
+const CLAIM: &str = "UPDATE queue
+    SET state = 'leased', lease_owner = ?1, lease_epoch = ?2, lease_until = ?3,
+        attempts = MIN(MAX(CAST(attempts AS INTEGER), 0), 1000000000) + 1, updated_at = ?4
+  WHERE id IN (
+        -- Two selects, each served by its partial index, so the finished
+        -- rows kept for retention are never scanned.
+        SELECT id FROM (
+            SELECT id, priority FROM queue
+             WHERE state = 'pending'
+               AND (next_attempt_at <= ?4 OR typeof(next_attempt_at) != 'integer')
+            UNION ALL
+            SELECT id, priority FROM queue
+             WHERE state = 'leased'
+               AND (lease_until <= ?4 OR typeof(lease_until) != 'integer'))
+         ORDER BY priority DESC, id
+         LIMIT ?5)
+RETURNING id, chat_id, attrs, priority, attempts,
+          CASE WHEN typeof(snapshot) = 'text' THEN snapshot END AS snapshot,
+          CASE WHEN typeof(enqueued_at) = 'integer' THEN enqueued_at ELSE ?4 END AS enqueued_at,
+          CASE WHEN typeof(last_error) = 'text' THEN last_error END AS last_error, waiting,
+          typeof(chat_id) AS chat_id_type, typeof(attrs) AS attrs_type,
+          typeof(priority) AS priority_type";
+
+/// A claimed row that cannot be processed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    pub id: i64,
+    pub reason: String,
+}
+
+/// The storage classes SQLite reports for a claimed row's producer columns.
+#[derive(FromRow)]
+struct ColumnTypes {
+    id: i64,
+    chat_id_type: String,
+    attrs_type: String,
+    priority_type: String,
+}
+
+impl ColumnTypes {
+    /// The first column that holds a value of the wrong type, described.
+    fn problem(&self) -> Option<String> {
+        let wrong = |column: &str, found: &str, wanted: &str| {
+            Some(format!(
+                "queue.{column} holds {} value, not {wanted}; fix the producer, then `assignd queue retry {}`",
+                article(found),
+                self.id
+            ))
+        };
+        if self.chat_id_type != "integer" {
+            return wrong("chat_id", &self.chat_id_type, "an integer chat id");
+        }
+        if self.priority_type != "integer" {
+            return wrong("priority", &self.priority_type, "an integer");
+        }
+        if self.attrs_type != "text" && self.attrs_type != "null" {
+            return wrong("attrs", &self.attrs_type, "JSON text");
+        }
+        None
+    }
+}
+
+/// "a text", "an integer", "a blob", "a real", "a null".
+fn article(class: &str) -> String {
+    let an = class.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {class}", if an { "an" } else { "a" })
+}
+
+/// Decodes one claimed row; never panics, whatever the row holds.
+pub(crate) fn decode_claimed(r: &SqliteRow) -> Result<QueueRow, BadRow> {
+    let types = ColumnTypes::from_row(r).map_err(|e| BadRow {
+        id: r.try_get("id").unwrap_or_default(),
+        reason: format!("queue row cannot be read: {e}"),
+    })?;
+    if let Some(reason) = types.problem() {
+        return Err(BadRow {
+            id: types.id,
+            reason,
+        });
+    }
+    let row = QueueRow::from_row(r).map_err(|e| BadRow {
+        id: types.id,
+        reason: format!("queue row cannot be read: {e}"),
+    })?;
+    if row.chat_id <= 0 {
+        return Err(BadRow {
+            id: row.id,
+            reason: format!(
+                "queue.chat_id {} is not a HelpCrunch chat id (ids are positive)",
+                row.chat_id
+            ),
+        });
+    }
+    Ok(row)
+}
+
+impl Store {
+    /// Adds chats to the queue; a chat that already has a pending or leased
+    /// row is left alone. Returns how many rows were added.
+    pub async fn enqueue(&self, items: &[NewQueueItem]) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut added = 0;
+        let now = now_ms();
+        for item in items {
+            let r = sqlx::query(
+                "INSERT INTO queue (chat_id, attrs, snapshot, priority, enqueued_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(item.chat_id)
+            .bind(
+                item.attrs
+                    .as_ref()
+                    .map(|a| serde_json::Value::Object(a.clone()).to_string()),
+            )
+            .bind(item.snapshot.as_ref().map(|s| s.to_string()))
+            .bind(item.priority)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            added += r.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    pub async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query_as("SELECT state, COUNT(*) FROM queue GROUP BY state ORDER BY state")
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Rows that are not finished (pending or leased).
+    pub async fn active_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM queue WHERE state IN ('pending', 'leased')")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Leases up to `limit` rows that are due, highest priority first, and
+    /// also takes back rows whose lease expired (their owner died). Counts an
+    /// attempt on each. Rows that cannot be processed are made `dead` with
+    /// their reason in the same transaction and are not returned.
+    pub async fn claim(
+        &self,
+        lease_key: &LeaseKey,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<QueueRow>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(CLAIM)
+            .bind(&lease_key.owner)
+            .bind(lease_key.epoch)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match decode_claimed(r) {
+                Ok(row) => out.push(row),
+                Err(bad) => mark_dead(&mut tx, &bad, now).await?,
+            }
+        }
+        tx.commit().await?;
+        // RETURNING gives no order guarantee.
+        out.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Settles a leased row and records what happened, in one transaction:
+    /// the outcomes, the round-robin position, and the row's new state. The
+    /// row changes only while this claim (owner and epoch) still holds its
+    /// lease; returns whether it did (false: the lease was lost).
+    pub async fn settle(&self, s: &Settlement<'_>) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        for o in &s.outcomes {
+            insert_outcome(&mut tx, o, Some(s.queue_id), now).await?;
+        }
+        if let Some(assigned) = &s.assigned {
+            apply_assigned(&mut tx, assigned, Some(s.queue_id), now).await?;
+        }
+        let (state, next_at, uncount) = match s.next {
+            Next::Done => (QueueState::Done, 0, false),
+            Next::Dead => (QueueState::Dead, 0, false),
+            Next::Retry {
+                at_ms,
+                count_attempt,
+            } => (QueueState::Pending, at_ms, !count_attempt),
+            Next::Release => (QueueState::Pending, now, true),
+        };
+        let changed = sqlx::query(
+            "UPDATE queue
+                SET state = ?1, next_attempt_at = ?2, last_error = ?3, waiting = ?9, lease_owner = NULL,
+                    lease_epoch = NULL, lease_until = NULL, attempts = MAX(attempts - ?4, 0), updated_at = ?5
+              WHERE id = ?6 AND state = 'leased' AND lease_owner = ?7 AND lease_epoch = ?8",
+        )
+        .bind(state)
+        .bind(next_at)
+        .bind(s.last_error.as_deref())
+        .bind(uncount as i64)
+        .bind(now)
+        .bind(s.queue_id)
+        .bind(&s.lease.owner)
+        .bind(s.lease.epoch)
+        .bind(s.waiting)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Makes one claimed row `dead` with `reason`, fenced by its claim
+    /// (a row whose processing failed in a way no retry can fix).
+    pub async fn dead_letter(
+        &self,
+        lease_key: &LeaseKey,
+        bad: &BadRow,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE queue SET state = 'dead', last_error = ?1, waiting = NULL, lease_owner = NULL, lease_epoch = NULL,
+                    lease_until = NULL, updated_at = ?2
+              WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 AND lease_epoch = ?5",
+        )
+        .bind(&bad.reason)
+        .bind(now_ms())
+        .bind(bad.id)
+        .bind(&lease_key.owner)
+        .bind(lease_key.epoch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Puts back the rows and outbox messages leased by processes that no
+    /// longer run, so they need not wait for their leases to expire. Owners
+    /// are `<pid>-<random>` (`#<batch>` followed in older versions); `alive`
+    /// says whether a pid runs. The attempt a row spent stays counted: a
+    /// row that kills its process must still reach `max_attempts`.
+    pub async fn release_orphans(&self, alive: impl Fn(u32) -> bool) -> Result<u64, StoreError> {
+        let owners: Vec<String> = sqlx::query_scalar(
+            "SELECT lease_owner FROM queue WHERE state = 'leased' AND typeof(lease_owner) = 'text'
+             UNION SELECT lease_owner FROM outbox WHERE typeof(lease_owner) = 'text'",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let mut released = 0;
+        for owner in owners {
+            let pid = owner
+                .split(['-', '#'])
+                .next()
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(&alive) {
+                continue;
+            }
+            let (rows, _) = self.release(&owner, false).await?;
+            released += rows;
+        }
+        Ok(released)
+    }
+
+    /// Puts every row and outbox message leased by `owner` back, with the
+    /// attempt its claim counted given back (shutdown). Returns (rows,
+    /// messages).
+    pub async fn release_all(&self, owner: &str) -> Result<(u64, u64), StoreError> {
+        self.release(owner, true).await
+    }
+
+    async fn release(&self, owner: &str, uncount: bool) -> Result<(u64, u64), StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "UPDATE queue SET state = 'pending', lease_owner = NULL, lease_epoch = NULL, lease_until = NULL,
+                    attempts = MAX(attempts - ?1, 0), updated_at = ?2
+              WHERE state = 'leased' AND lease_owner = ?3",
+        )
+        .bind(uncount as i64)
+        .bind(now)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let messages = sqlx::query(
+            "UPDATE outbox SET lease_owner = NULL, next_attempt_at = ?1, attempts = MAX(attempts - ?2, 0)
+              WHERE lease_owner = ?3 AND state = 'pending'",
+        )
+        .bind(now)
+        .bind(uncount as i64)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok((rows, messages))
+    }
+
+    /// When the next pending row becomes due, if any.
+    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(t) FROM (
+                SELECT MIN(CAST(next_attempt_at AS INTEGER)) AS t FROM queue WHERE state = 'pending'
+                UNION ALL SELECT MIN(CAST(lease_until AS INTEGER)) FROM queue WHERE state = 'leased')",
+        )
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
+    /// Queue rows, newest first, optionally of one state. Any value a
+    /// producer wrote is shown, never a panic.
+    pub async fn list_queue(
+        &self,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueueListing>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id,
+                    CASE typeof(chat_id) WHEN 'integer' THEN CAST(chat_id AS TEXT) ELSE quote(chat_id) END AS chat_id,
+                    state, CAST(attempts AS INTEGER) AS attempts,
+                    CAST(next_attempt_at AS INTEGER) AS next_attempt_at,
+                    CASE typeof(last_error) WHEN 'text' THEN last_error WHEN 'null' THEN NULL
+                         ELSE quote(last_error) END AS last_error
+               FROM queue WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(state)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(QueueListing::from_row_lossy).collect())
+    }
+
+    /// Rows waiting for a retry or a candidate, with their reasons:
+    /// (row id, chat id, due at, reason).
+    pub async fn waiting(&self, limit: u32) -> Result<Vec<(i64, i64, i64, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, chat_id, CAST(next_attempt_at AS INTEGER), last_error FROM queue
+              WHERE state = 'pending' AND typeof(last_error) = 'text' AND typeof(chat_id) = 'integer'
+              ORDER BY next_attempt_at LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+}
+
+/// Makes a row that cannot be processed `dead`, inside the claim's
+/// transaction, and says so in the log.
+async fn mark_dead(conn: &mut SqliteConnection, bad: &BadRow, now: i64) -> Result<(), sqlx::Error> {
+    tracing::error!(queue_id = bad.id, reason = %bad.reason, "dead-lettering a queue row that cannot be processed");
+    sqlx::query(
+        "UPDATE queue SET state = 'dead', last_error = ?1, waiting = NULL, lease_owner = NULL, lease_epoch = NULL,
+                lease_until = NULL, updated_at = ?2
+          WHERE id = ?3",
+    )
+    .bind(&bad.reason)
+    .bind(now)
+    .bind(bad.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

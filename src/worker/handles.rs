@@ -1,0 +1,72 @@
+//! The narrow handles other parts of the daemon hold instead of the whole
+//! [`Worker`]: the listener feeds it ([`Intake`]) and reports on it
+//! ([`Health`]), and can do nothing else with it.
+
+use std::sync::Arc;
+
+use super::Worker;
+use crate::rules::Rules;
+
+/// What intake may tell the worker: work is waiting, or a chat's assignee
+/// changed.
+#[derive(Clone)]
+pub struct Intake(Arc<Worker>);
+
+/// What health checks and metrics may read from the worker.
+#[derive(Clone)]
+pub struct Health(Arc<Worker>);
+
+impl Worker {
+    pub fn intake(self: &Arc<Self>) -> Intake {
+        Intake(self.clone())
+    }
+
+    pub fn health(self: &Arc<Self>) -> Health {
+        Health(self.clone())
+    }
+}
+
+impl Intake {
+    /// A chat was enqueued: take it now rather than at the next poll.
+    pub fn wake(&self) {
+        self.0.wake();
+    }
+
+    /// A webhook said which agent `chat` is open with now (`None`: nobody
+    /// we route to, or closed).
+    pub fn note_open(&self, chat: i64, agent: Option<&str>) {
+        self.0.note_open(chat, agent);
+    }
+
+    /// The rules in force, to resolve an agent id to its name.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.0.rules()
+    }
+}
+
+impl Health {
+    /// Why the worker cannot do its work right now, if it cannot: a job
+    /// failed, the database fails, or HelpCrunch rejects the API key.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(failed) = self.0.failure() {
+            return Some(format!("stopping: {failed}"));
+        }
+        if let Some(e) = self.0.storage_error() {
+            return Some(format!("database: {e}"));
+        }
+        if !self.0.api_authorized() {
+            return Some("HelpCrunch rejects the API key (401); fix it and reload".into());
+        }
+        None
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.0.rules()
+    }
+
+    /// Open chats per agent, as the decisions see them.
+    pub fn open_counts(&self) -> Vec<(String, u32)> {
+        self.0.open_counts()
+    }
+}

@@ -1,0 +1,494 @@
+//! One row, start to end: build the chat's context, decide, call
+//! HelpCrunch, and settle the row with its outcomes in one transaction.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::config::FetchChat;
+use crate::helpcrunch::types::Chat;
+use crate::helpcrunch::{ApiError, Call, ErrorClass};
+use crate::limiter::Priority;
+use crate::rules::template::{Placeholder, Template};
+use crate::rules::{Agent, ChatContext, Decision, Rules, Target, Verdict, WhenFull};
+use crate::store::{
+    Assigned, Followup, LeaseKey, NewOutcome, Next, OutboxKind, OutboxMessage, OutcomeResult,
+    QueueRow, Settlement, Wait, now_ms,
+};
+
+use super::policy::{COMMIT_RETRY, Disposition, dispose};
+use super::{Worker, lock};
+
+impl Worker {
+    #[tracing::instrument(skip_all, fields(chat_id = row.chat_id, queue_id = row.id))]
+    pub(super) async fn process(&self, row: QueueRow, lease: &LeaseKey) {
+        // The lease runs from the claim, just before this; the commit is
+        // retried while it holds, so a passing storage fault costs no repeat.
+        let lease_ends = tokio::time::Instant::now()
+            + self
+                .settings
+                .lease
+                .saturating_sub(Duration::from_secs(2))
+                .max(Duration::from_secs(1));
+        let plan = self.plan(&row).await;
+        for o in &plan.outcomes {
+            tracing::info!(
+                result = o.result.as_str(),
+                rule = o.rule.as_deref().unwrap_or("-"),
+                agent = o.agent.as_deref().unwrap_or("-"),
+                http_status = o.http_status,
+                reason = o.reason.as_deref().unwrap_or(""),
+                "outcome"
+            );
+        }
+        let settlement = Settlement {
+            queue_id: row.id,
+            lease,
+            next: plan.next,
+            last_error: plan.last_error,
+            waiting: plan.waiting,
+            outcomes: plan.outcomes,
+            assigned: plan.assigned,
+        };
+        if self.settle(&settlement, lease_ends).await {
+            record_metrics(&settlement.outcomes, Some(row.enqueued_at_ms));
+            self.settled(&settlement);
+        }
+    }
+
+    /// Writes the settlement, retrying a failed commit while the lease
+    /// holds; returns whether it was written.
+    async fn settle(&self, settlement: &Settlement<'_>, lease_ends: tokio::time::Instant) -> bool {
+        let mut delay = COMMIT_RETRY.0;
+        loop {
+            let settled = self.store.settle(settlement).await;
+            self.storage_result(&settled);
+            let e = match settled {
+                Ok(true) => return true,
+                Ok(false) => {
+                    tracing::warn!(
+                        "lease was lost before the row was settled; another claim owns it now"
+                    );
+                    return false;
+                }
+                Err(e) => e,
+            };
+            if tokio::time::Instant::now() + delay >= lease_ends {
+                tracing::error!(error = %e, "giving up recording the outcome: the lease ends, and the chat will be processed again");
+                return false;
+            }
+            tracing::error!(error = %e, "cannot record the outcome; trying again");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(COMMIT_RETRY.1);
+        }
+    }
+
+    /// Once a settlement is written: the status line, the open chat in
+    /// memory, and the outbox woken for the rule's note or reply.
+    fn settled(&self, settlement: &Settlement<'_>) {
+        if let Some(o) = settlement.outcomes.last() {
+            let agent = o.agent.as_deref().unwrap_or("");
+            let line = format!("chat {} {} {agent}", o.chat_id, o.result.as_str());
+            *lock(&self.last_outcome) = Some(line.trim_end().to_string());
+        }
+        if let Some(Assigned {
+            opened: Some((chat, agent)),
+            messages,
+            ..
+        }) = &settlement.assigned
+        {
+            self.opened(*chat, agent);
+            if !messages.is_empty() {
+                self.outbox_wake.notify_one();
+            }
+        }
+    }
+
+    /// The plan for a row that must wait for a reload of the API key: back
+    /// to pending, its attempt given back, no call made.
+    pub(super) fn held_for_auth(&self) -> Plan {
+        Plan::wait(
+            Wait::ApiKey,
+            now_ms(),
+            "waiting: HelpCrunch rejected the API key (401)".into(),
+            Vec::new(),
+        )
+    }
+
+    pub(super) async fn plan(&self, row: &QueueRow) -> Plan {
+        let attrs = match row
+            .attrs
+            .as_deref()
+            .map(serde_json::from_str::<serde_json::Value>)
+        {
+            None => serde_json::Map::new(),
+            Some(Ok(serde_json::Value::Object(map))) => map,
+            Some(Ok(serde_json::Value::Null)) => serde_json::Map::new(),
+            Some(_) => {
+                let mut o = NewOutcome::new(row.chat_id, OutcomeResult::Failed);
+                o.error_code = Some("bad_attrs".into());
+                o.reason = Some("queue.attrs is not a JSON object".into());
+                return Plan::finish(Next::Dead, o);
+            }
+        };
+        let snapshot = match row.snapshot.as_deref().map(serde_json::from_str::<Chat>) {
+            Some(Ok(chat)) => Some(chat),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "queue.snapshot is not a chat object; ignoring it");
+                None
+            }
+            None => None,
+        };
+        let fetch = match self.settings.fetch_chat {
+            FetchChat::Always => true,
+            FetchChat::Auto => snapshot.is_none(),
+            FetchChat::Never => false,
+        };
+        let chat = if fetch {
+            let call = self.client().chat(row.chat_id, Priority::Assign).await;
+            match call.result {
+                Ok(chat) => Some(chat),
+                Err(e) => {
+                    return self.failed_call(
+                        row,
+                        &e,
+                        call.latency,
+                        NewOutcome::new(row.chat_id, OutcomeResult::Failed),
+                    );
+                }
+            }
+        } else {
+            snapshot
+        };
+        let context = match &chat {
+            Some(chat) => {
+                if chat.is_closed() {
+                    let mut o = NewOutcome::new(row.chat_id, OutcomeResult::Skipped);
+                    o.reason = Some("chat is closed".into());
+                    return Plan::finish(Next::Done, o);
+                }
+                if let (Some(a), false) = (&chat.assignee, self.settings.reassign) {
+                    let mut o = NewOutcome::new(row.chat_id, OutcomeResult::Skipped);
+                    o.reason = Some(format!("chat is already assigned to agent {}", a.id));
+                    return Plan::finish(Next::Done, o);
+                }
+                chat.rules_context(&attrs)
+            }
+            None => ChatContext::bare(row.chat_id, &attrs),
+        };
+        let mut context = context;
+        if let Some(key) = context.customer_key() {
+            match self.store.customer_last_agent(&key).await {
+                Ok(agent) => context.last_agent = agent,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the customer's last agent; deciding without it")
+                }
+            }
+        }
+        self.assign(row, &context).await
+    }
+
+    /// Decides and assigns; after HelpCrunch rejects an agent, decides once
+    /// more without that agent.
+    pub(super) async fn assign(&self, row: &QueueRow, context: &ChatContext) -> Plan {
+        let mut outcomes = Vec::new();
+        let mut rejected_once = false;
+        loop {
+            let rules = self.rules();
+            let (decision, reserved) = self.decide_and_reserve(&rules, context);
+            let mut outcome = describe(&rules, &decision, row.chat_id);
+            let Verdict::Assign { agent, .. } = decision.verdict else {
+                return self.unassigned(row, &rules, &decision, outcome, outcomes);
+            };
+            let agent = &rules.agents[agent];
+            let call: Call<Chat> = self.client().assign(row.chat_id, agent.id).await;
+            outcome.latency = Some(call.latency);
+            let e = match call.result {
+                Ok(_) => {
+                    outcome.http_status = Some(200);
+                    outcomes.push(outcome);
+                    return Plan::done(outcomes, Some(effects(&rules, &decision, context)));
+                }
+                Err(e) => e,
+            };
+            self.undo_reservation(reserved);
+            if e.class() == ErrorClass::AgentRejected && !rejected_once {
+                rejected_once = true;
+                outcomes.push(self.drop_rejected(agent, &e, outcome));
+                continue;
+            }
+            let mut plan = self.failed_call(row, &e, call.latency, outcome);
+            outcomes.append(&mut plan.outcomes);
+            plan.outcomes = outcomes;
+            return plan;
+        }
+    }
+
+    /// The plan for a decision that assigns nobody: no rule matched, the
+    /// rule says nobody, or its target has no candidate (wait, or not).
+    fn unassigned(
+        &self,
+        row: &QueueRow,
+        rules: &Rules,
+        decision: &Decision,
+        mut outcome: NewOutcome,
+        mut outcomes: Vec<NewOutcome>,
+    ) -> Plan {
+        match decision.verdict {
+            Verdict::Nobody => outcome.result = OutcomeResult::Skipped,
+            Verdict::NoCandidate {
+                when_full: WhenFull::Wait,
+                ..
+            } => {
+                let wait_reason = format!("waiting: {}", decision.reason(rules));
+                // One outcome when a chat starts waiting, not one per retry.
+                if row.last_error.as_deref() != Some(&wait_reason) {
+                    outcomes.push(outcome);
+                }
+                let at_ms = now_ms() + self.wait_delay(rules, decision).as_millis() as i64;
+                return Plan::wait(Wait::Candidate, at_ms, wait_reason, outcomes);
+            }
+            _ => {}
+        }
+        outcomes.push(outcome);
+        Plan::done(outcomes, None)
+    }
+
+    /// HelpCrunch rejected `agent`: it is left out until the next reload,
+    /// and the outcome says so.
+    fn drop_rejected(&self, agent: &Agent, e: &ApiError, mut outcome: NewOutcome) -> NewOutcome {
+        lock(&self.routing)
+            .state
+            .unusable
+            .insert(agent.name.clone());
+        tracing::warn!(agent = %agent.name, agent_id = agent.id, "HelpCrunch rejects this agent id; deciding again without it");
+        outcome.result = OutcomeResult::Failed;
+        outcome.http_status = e.status();
+        outcome.error_code = e.code().map(str::to_string);
+        outcome.reason = Some(format!(
+            "HelpCrunch rejected agent {} ({e}); deciding again without it",
+            agent.name
+        ));
+        outcome
+    }
+
+    /// The plan after a failed call, by SPEC §6.
+    pub(super) fn failed_call(
+        &self,
+        row: &QueueRow,
+        e: &ApiError,
+        latency: Duration,
+        mut outcome: NewOutcome,
+    ) -> Plan {
+        let (next, result) = match dispose(e, row.attempts, self.settings.max_attempts) {
+            Disposition::Release => return released(row),
+            Disposition::HoldForKey => return self.held_for_auth(),
+            Disposition::Dead { .. } => (Next::Dead, OutcomeResult::Failed),
+            Disposition::Retry {
+                at_ms,
+                count_attempt,
+            } => (
+                Next::Retry {
+                    at_ms,
+                    count_attempt,
+                },
+                OutcomeResult::Retry,
+            ),
+        };
+        outcome.http_status = e.status();
+        outcome.error_code = e.code().map(str::to_string);
+        outcome.latency = Some(latency);
+        outcome.result = result;
+        let why = match (e.class(), next) {
+            (ErrorClass::Transient, Next::Dead) => {
+                format!("{e} (gave up after {} attempts)", row.attempts)
+            }
+            _ => e.to_string(),
+        };
+        outcome.reason = Some(why.clone());
+        Plan {
+            next,
+            last_error: Some(why),
+            waiting: None,
+            outcomes: vec![outcome],
+            assigned: None,
+        }
+    }
+}
+
+/// Counts recorded outcomes; for an assignment, the time since the chat
+/// was enqueued.
+pub(super) fn record_metrics(outcomes: &[NewOutcome], enqueued_at_ms: Option<i64>) {
+    let m = crate::metrics::metrics();
+    for o in outcomes {
+        let labels = vec![
+            ("result", o.result.as_str().to_string()),
+            ("rule", o.rule.clone().unwrap_or_default()),
+        ];
+        m.outcomes.get_or_create(&labels).inc();
+        if let (OutcomeResult::Assigned, Some(at)) = (o.result, enqueued_at_ms) {
+            m.enqueue_to_assigned
+                .observe((now_ms() - at).max(0) as f64 / 1000.0);
+        }
+    }
+}
+
+/// What a successful assignment moves: the rotation, the weights, the open
+/// chat, the customer's agent, and the rule's note and reply.
+pub(super) fn effects(rules: &Rules, decision: &Decision, context: &ChatContext) -> Assigned {
+    let Verdict::Assign {
+        agent,
+        pool,
+        weights,
+        ..
+    } = &decision.verdict
+    else {
+        return Assigned::default();
+    };
+    let agent = &rules.agents[*agent];
+    let pool_name = pool.map(|p| rules.pools[p].name.clone());
+    let rule = decision.rule.map(|r| &rules.rules[r]);
+    let render = |t: &Template| {
+        t.render(|p| match p {
+            Placeholder::Agent => agent.name.clone(),
+            Placeholder::Rule => rule.map(|r| r.name.clone()).unwrap_or_default(),
+            Placeholder::Pool => pool_name.clone().unwrap_or_default(),
+            Placeholder::Chat => context.chat_id.to_string(),
+            Placeholder::Customer => context.customer_label().to_string(),
+            Placeholder::NextOpen => rule
+                .and_then(|r| r.schedule)
+                .and_then(|s| rules.schedules[s].next_open(Timestamp::now()))
+                .map(|z| z.strftime("%A %-d %B, %H:%M %Z").to_string())
+                .unwrap_or_default(),
+        })
+    };
+    let mut messages = Vec::new();
+    if let Some(note) = rule.and_then(|r| r.note.as_ref()) {
+        messages.push(OutboxMessage {
+            chat_id: context.chat_id,
+            kind: OutboxKind::Private,
+            agent_id: Some(agent.id),
+            text: render(note),
+        });
+    }
+    if let Some(reply) = rule.and_then(|r| r.reply.as_ref()) {
+        messages.push(OutboxMessage {
+            chat_id: context.chat_id,
+            kind: OutboxKind::Message,
+            agent_id: Some(rules.agents[reply.from].id),
+            text: render(&reply.text),
+        });
+    }
+    let followup = pool.and_then(|p| {
+        let pool = &rules.pools[p];
+        pool.reassign_after.map(|after| Followup {
+            chat_id: context.chat_id,
+            pool: pool.name.clone(),
+            rule: rule.map(|r| r.name.clone()),
+            agent: agent.name.clone(),
+            hops: 0,
+            tried: vec![agent.name.clone()],
+            due_at_ms: now_ms() + after.as_millis() as i64,
+        })
+    });
+    Assigned {
+        followup,
+        round_robin: pool_name.clone().map(|p| (p, agent.name.clone())),
+        weights: pool_name.zip(weights.clone()),
+        opened: Some((context.chat_id, agent.name.clone())),
+        customer: context.customer_key().map(|k| (k, agent.name.clone())),
+        messages,
+    }
+}
+
+/// The outcome row a decision implies, before any API call.
+pub(super) fn describe(rules: &Rules, decision: &Decision, chat_id: i64) -> NewOutcome {
+    let result = match decision.verdict {
+        Verdict::Assign { .. } => OutcomeResult::Assigned,
+        Verdict::NoCandidate { .. } => OutcomeResult::NoAgent,
+        Verdict::Nobody => OutcomeResult::Skipped,
+        Verdict::NoMatch => OutcomeResult::NoMatch,
+    };
+    let mut o = NewOutcome::new(chat_id, result);
+    o.rule = decision.rule.map(|r| rules.rules[r].name.clone());
+    let pool = match (
+        &decision.verdict,
+        decision.rule.map(|r| rules.rules[r].target),
+    ) {
+        (Verdict::Assign { pool, .. }, _) | (Verdict::NoCandidate { pool, .. }, _) => *pool,
+        (_, Some(Target::Pool(p))) => Some(p),
+        _ => None,
+    };
+    if let Some(p) = pool {
+        o.pool = Some(rules.pools[p].name.clone());
+        o.strategy = Some(rules.pools[p].strategy.name());
+    }
+    if let Verdict::Assign { agent, .. } = decision.verdict {
+        o.agent = Some(rules.agents[agent].name.clone());
+        o.agent_id = Some(rules.agents[agent].id);
+    }
+    o.reason = Some(decision.reason(rules));
+    o
+}
+
+/// The plan for a row the daemon did not work on because it is stopping:
+/// back to pending as it was, its attempt given back.
+pub(super) fn released(row: &QueueRow) -> Plan {
+    Plan {
+        next: Next::Release,
+        last_error: row.last_error.clone(),
+        waiting: row.waiting,
+        outcomes: Vec::new(),
+        assigned: None,
+    }
+}
+
+/// What processing a row decided; written by [`Store::settle`].
+pub(super) struct Plan {
+    pub(super) next: Next,
+    pub(super) last_error: Option<String>,
+    pub(super) waiting: Option<Wait>,
+    pub(super) outcomes: Vec<NewOutcome>,
+    pub(super) assigned: Option<Assigned>,
+}
+
+impl Plan {
+    /// One outcome settles the row as `next`; its reason stays on a row
+    /// that is not done.
+    pub(super) fn finish(next: Next, outcome: NewOutcome) -> Self {
+        Self {
+            next,
+            last_error: outcome.reason.clone().filter(|_| next != Next::Done),
+            waiting: None,
+            outcomes: vec![outcome],
+            assigned: None,
+        }
+    }
+
+    /// The row is done, with these outcomes and, for an assignment, what it
+    /// moves.
+    fn done(outcomes: Vec<NewOutcome>, assigned: Option<Assigned>) -> Self {
+        Self {
+            next: Next::Done,
+            last_error: None,
+            waiting: None,
+            outcomes,
+            assigned,
+        }
+    }
+
+    /// The row waits on purpose until `at_ms` (or until what ends the wait
+    /// wakes it), its attempt given back.
+    fn wait(why: Wait, at_ms: i64, reason: String, outcomes: Vec<NewOutcome>) -> Self {
+        Self {
+            next: Next::Retry {
+                at_ms,
+                count_attempt: false,
+            },
+            last_error: Some(reason),
+            waiting: Some(why),
+            outcomes,
+            assigned: None,
+        }
+    }
+}

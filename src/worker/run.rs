@@ -1,0 +1,375 @@
+//! The processing loop and its shutdown: claim rows and hand each to a
+//! task, keep the peer jobs (outbox, follow-ups, reconciliation, poller)
+//! alive, and stop within one deadline whatever is stalled.
+//!
+//! Nothing may fail silently here. A row whose task panics is dead-lettered
+//! with the reason; a peer job that panics or returns ends the loop with an
+//! error, so the daemon reports not-ready and exits non-zero for systemd to
+//! restart it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::Semaphore;
+use tokio::task::{Id, JoinError, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::policy::{DRAIN_TIMEOUT, PRUNE_EVERY};
+use super::{Worker, lock};
+use crate::store::{BadRow, LeaseKey, QueueRow, now_ms};
+
+/// A peer job ended while the daemon was meant to run.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the {job} job stopped unexpectedly: {cause}")]
+pub struct JobFailed {
+    pub job: &'static str,
+    pub cause: String,
+}
+
+/// Rows in flight: their tasks, and which row each task holds, so that a
+/// task that panics can dead-letter its row.
+struct InFlight {
+    tasks: JoinSet<()>,
+    rows: HashMap<Id, (i64, LeaseKey)>,
+    permits: Arc<Semaphore>,
+}
+
+/// The peer jobs, by task id, so that one that ends is named.
+struct Jobs {
+    tasks: JoinSet<()>,
+    names: HashMap<Id, &'static str>,
+}
+
+/// What the loop remembers between two turns.
+struct Turn {
+    last_auth_log: Option<Instant>,
+    reported_auth: Option<bool>,
+    store_backoff: Duration,
+    next_prune: Instant,
+    last_ping: Option<Instant>,
+    watchdog: Option<Duration>,
+}
+
+impl Worker {
+    /// Processes the queue until `shutdown` fires, then lets in-flight rows
+    /// finish until [`DRAIN_TIMEOUT`] and releases whatever is left. Returns
+    /// an error if a peer job stopped on its own (it is a bug, and the
+    /// daemon must not run on without it).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), JobFailed> {
+        let stop = shutdown.child_token();
+        let mut jobs = self.spawn_jobs(&stop);
+        let mut rows = InFlight {
+            tasks: JoinSet::new(),
+            rows: HashMap::new(),
+            permits: Arc::new(Semaphore::new(self.settings.concurrency as usize)),
+        };
+        let mut turn = Turn {
+            last_auth_log: None,
+            reported_auth: None,
+            store_backoff: self.settings.poll_interval,
+            next_prune: Instant::now(),
+            last_ping: None,
+            watchdog: watchdog_interval(),
+        };
+        let mut failure = None;
+        while !stop.is_cancelled() {
+            if let Some(failed) = jobs.ended() {
+                failure = Some(failed);
+                break;
+            }
+            while let Some(done) = rows.tasks.try_join_next_with_id() {
+                self.reap(&mut rows, done).await;
+            }
+            self.turn(&stop, &mut rows, &mut turn).await;
+        }
+        if let Some(failed) = &failure {
+            tracing::error!(error = %failed, "stopping: a job of the daemon failed");
+            *lock(&self.failure) = Some(failed.to_string());
+        }
+        stop.cancel();
+        self.drain(rows, jobs).await;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn spawn_jobs(self: &Arc<Self>, stop: &CancellationToken) -> Jobs {
+        let mut jobs = Jobs {
+            tasks: JoinSet::new(),
+            names: HashMap::new(),
+        };
+        let mut add = |name, handle: tokio::task::AbortHandle| {
+            jobs.names.insert(handle.id(), name);
+        };
+        add(
+            "outbox",
+            jobs.tasks
+                .spawn(faulty("outbox", self.clone().run_outbox(stop.clone()))),
+        );
+        let followups = self.clone().run_followups(stop.clone());
+        add(
+            "follow-up",
+            jobs.tasks.spawn(faulty("follow-up", followups)),
+        );
+        let reconcile = self.clone().run_reconcile(stop.clone());
+        add(
+            "reconcile",
+            jobs.tasks.spawn(faulty("reconcile", reconcile)),
+        );
+        if let Some(every) = self.settings.poll_new_chats {
+            let poller = self.clone().run_poller(every, stop.clone());
+            add("poller", jobs.tasks.spawn(faulty("poller", poller)));
+        }
+        jobs
+    }
+
+    /// One turn of the loop: report, wait if the API cannot be used, then
+    /// claim what the free permits allow.
+    async fn turn(self: &Arc<Self>, stop: &CancellationToken, rows: &mut InFlight, t: &mut Turn) {
+        self.report_auth(t).await;
+        if !self.api_authorized() {
+            if t.last_auth_log
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+            {
+                tracing::error!(
+                    "HelpCrunch rejects the API key (401); not taking work until the key is fixed and assignd is reloaded (SIGHUP)"
+                );
+                t.last_auth_log = Some(Instant::now());
+            }
+            return self.idle(stop, self.settings.poll_interval).await;
+        }
+        // Claiming while paused would only age the leases.
+        if let Some(until) = self.client().limiter().paused_until() {
+            let resume = Timestamp::now() + (until - Instant::now());
+            let text = format!("HelpCrunch answered 429; all calls paused until {resume:.0}");
+            let _ = self.store.set_daemon_state("limiter", &text).await;
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+            return;
+        }
+        if let Some(every) = t.watchdog
+            && t.last_ping.is_none_or(|at| at.elapsed() >= every)
+        {
+            crate::notify::notify(&format!("WATCHDOG=1\nSTATUS={}", self.status_line().await));
+            t.last_ping = Some(Instant::now());
+        }
+        self.refresh_away().await;
+        if Instant::now() >= t.next_prune {
+            self.prune().await;
+            t.next_prune = Instant::now() + PRUNE_EVERY;
+        }
+        let free = rows.permits.available_permits() as u32;
+        if free == 0 {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                Some(done) = rows.tasks.join_next_with_id() => self.reap(rows, done).await,
+            }
+            return;
+        }
+        self.claim_some(stop, rows, t, free).await;
+    }
+
+    /// Says in the database whether the API key is accepted, when that changes.
+    async fn report_auth(&self, t: &mut Turn) {
+        let authorized = self.api_authorized();
+        if t.reported_auth == Some(authorized) {
+            return;
+        }
+        let text = if authorized {
+            "ok"
+        } else {
+            "unauthorized (HTTP 401): not taking work until the API key is fixed and assignd is reloaded"
+        };
+        if self.store.set_daemon_state("api", text).await.is_ok() {
+            t.reported_auth = Some(authorized);
+        }
+    }
+
+    /// Claims up to `free` rows and starts a task for each; idles when none
+    /// is due, backs off while the database fails.
+    async fn claim_some(
+        self: &Arc<Self>,
+        stop: &CancellationToken,
+        rows: &mut InFlight,
+        t: &mut Turn,
+        free: u32,
+    ) {
+        let key = LeaseKey {
+            owner: self.owner.clone(),
+            epoch: self.batches.fetch_add(1, Ordering::Relaxed) as i64,
+        };
+        let claimed = self.store.claim(&key, self.settings.lease, free).await;
+        self.storage_result(&claimed);
+        match claimed {
+            Ok(claimed) if !claimed.is_empty() => {
+                t.store_backoff = self.settings.poll_interval;
+                for row in claimed {
+                    self.start(rows, row, key.clone()).await;
+                }
+            }
+            Ok(_) => {
+                t.store_backoff = self.settings.poll_interval;
+                let wait = match self.store.next_due_ms().await {
+                    Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(1) as u64),
+                    _ => self.settings.poll_interval,
+                };
+                self.idle(stop, wait.min(self.settings.poll_interval)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_ms = t.store_backoff.as_millis() as u64, "cannot claim work");
+                self.idle(stop, t.store_backoff).await;
+                t.store_backoff = (t.store_backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    async fn start(self: &Arc<Self>, rows: &mut InFlight, row: QueueRow, key: LeaseKey) {
+        let Ok(permit) = rows.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let worker = Arc::clone(self);
+        let id = row.id;
+        let task_key = key.clone();
+        let handle = rows.tasks.spawn(async move {
+            injected_panic(&format!("row:{}", row.chat_id));
+            worker.process(row, &task_key).await;
+            drop(permit);
+        });
+        rows.rows.insert(handle.id(), (id, key));
+    }
+
+    /// Accounts for a finished row task: a panic dead-letters its row (the
+    /// same row would panic again), so no row is left leased by a bug.
+    async fn reap(&self, rows: &mut InFlight, done: Result<(Id, ()), JoinError>) {
+        let (id, error) = match done {
+            Ok((id, ())) => (id, None),
+            Err(e) => (e.id(), Some(e)),
+        };
+        let held = rows.rows.remove(&id);
+        let (Some(e), Some((queue_id, key))) = (error, held) else {
+            return;
+        };
+        if !e.is_panic() {
+            return; // Aborted at shutdown: released with the rest.
+        }
+        let bad = BadRow {
+            id: queue_id,
+            reason: format!(
+                "internal error while processing this row ({}); see the log",
+                panic_message(e)
+            ),
+        };
+        tracing::error!(queue_id, reason = %bad.reason, "a row's task panicked; dead-lettering the row");
+        if let Err(e) = self.store.dead_letter(&key, &bad).await {
+            tracing::error!(error = %e, queue_id, "cannot dead-letter the row; its lease will expire");
+        }
+    }
+
+    /// Shutdown: no wait on the limiter outlasts it, in-flight calls get
+    /// until [`DRAIN_TIMEOUT`], then whatever runs is cut off, and every row
+    /// and message this process holds is put back, by its one owner key.
+    async fn drain(&self, mut rows: InFlight, mut jobs: Jobs) {
+        self.client().limiter().stop();
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let finished = tokio::time::timeout_at(deadline, async {
+            while let Some(done) = rows.tasks.join_next_with_id().await {
+                self.reap(&mut rows, done).await;
+            }
+            while jobs.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                rows = rows.tasks.len(),
+                jobs = jobs.tasks.len(),
+                "shutdown: cutting off work still in flight"
+            );
+            rows.tasks.abort_all();
+            jobs.tasks.abort_all();
+            while rows.tasks.join_next().await.is_some() {}
+            while jobs.tasks.join_next().await.is_some() {}
+        }
+        match self.store.release_all(&self.owner).await {
+            Ok((0, 0)) => {}
+            Ok((rows, messages)) => {
+                tracing::info!(
+                    rows,
+                    messages,
+                    "shutdown: put back on the queue and the outbox"
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "shutdown: cannot release leased rows; their leases will expire")
+            }
+        }
+    }
+
+    pub(super) async fn idle(&self, shutdown: &CancellationToken, wait: Duration) {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = self.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+impl Jobs {
+    /// A job that has ended, if any: before shutdown, that is a failure.
+    fn ended(&mut self) -> Option<JobFailed> {
+        let done = self.tasks.try_join_next_with_id()?;
+        let (id, cause) = match done {
+            Ok((id, ())) => (id, "it returned".to_string()),
+            Err(e) => (e.id(), panic_message(e)),
+        };
+        Some(JobFailed {
+            job: self.names.get(&id).copied().unwrap_or("a"),
+            cause,
+        })
+    }
+}
+
+/// A job's future, which panics first if the fault is injected for it.
+async fn faulty(job: &str, work: impl std::future::Future<Output = ()>) {
+    injected_panic(job);
+    work.await
+}
+
+/// In debug builds only, `ASSIGND_DEBUG_PANIC=<job>` (or `row:<chat id>`)
+/// makes that job (or that row's task) panic, so that tests can prove a
+/// panic is never silent; release builds have no such switch.
+fn injected_panic(target: &str) {
+    if cfg!(debug_assertions) && std::env::var("ASSIGND_DEBUG_PANIC").is_ok_and(|v| v == target) {
+        panic!("injected panic in {target} (ASSIGND_DEBUG_PANIC)");
+    }
+}
+
+/// The message a panicking task left, for the log and the row.
+fn panic_message(e: JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("panic: {text}")
+}
+
+/// Half of systemd's `WATCHDOG_USEC`, if the watchdog is on for this process.
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        && pid != std::process::id()
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
