@@ -15,7 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assignd::sandbox::{Sandbox, SandboxAgent, SandboxConfig};
-use hmac::Mac;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,13 +22,7 @@ const KEY: &str = "whk-bench";
 const RULES: &str = "[agents]\nalice = { id = 1 }\nbob = { id = 2 }\n[pools.p]\nagents = [\"alice\", \"bob\"]\n[[rule]]\nname = \"all\"\nassign = \"pool:p\"\n";
 
 fn sign(body: &[u8]) -> String {
-    let mut m = hmac::Hmac::<sha1::Sha1>::new_from_slice(KEY.as_bytes()).unwrap();
-    m.update(body);
-    m.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    assignd::http::webhook_signature(KEY.as_bytes(), body)
 }
 
 /// One raw HTTP/1.1 request on its own connection; the status code.

@@ -13,21 +13,10 @@ use assignd::duration::HumanDuration;
 use assignd::http::ListenerSecrets;
 use assignd::sandbox::{Sandbox, SandboxAgent, SandboxConfig};
 use assignd::secrets::Secret;
-use hmac::Mac;
 use tokio_util::sync::CancellationToken;
 
 const SAMPLES: i64 = 300;
 const RULES: &str = "[agents]\nalice = { id = 1 }\nbob = { id = 2 }\n[pools.p]\nagents = [\"alice\", \"bob\"]\n[[rule]]\nname = \"all\"\nassign = \"pool:p\"\n";
-
-fn sign(key: &[u8], body: &[u8]) -> String {
-    let mut m = hmac::Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
-    m.update(body);
-    m.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 #[tokio::main]
 async fn main() {
@@ -84,7 +73,10 @@ async fn main() {
         let sent = Instant::now();
         let r = client
             .post(&url)
-            .header("X-HelpCrunch-Signature", sign(b"whk", &body))
+            .header(
+                "X-HelpCrunch-Signature",
+                assignd::http::webhook_signature(b"whk", &body),
+            )
             .body(body)
             .send()
             .await

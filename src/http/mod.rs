@@ -29,6 +29,7 @@ use crate::worker::{Health, Intake};
 pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
 pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG, MAX_CONNECTIONS};
+pub use webhook::webhook_signature;
 
 /// The largest body accepted (1 MiB); larger ones get 413.
 pub const MAX_BODY: usize = 1 << 20;

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use hmac::Mac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,19 +31,6 @@ fn with_listener(app: &TestApp) {
     let config = std::fs::read_to_string(&app.config_path).unwrap()
         + "\n[http]\nlisten = \"127.0.0.1:0\"\nwebhook_key_file = \"webhook-key\"\nintake_token_file = \"intake-token\"\n";
     std::fs::write(&app.config_path, config).unwrap();
-}
-
-/// The listener's address, from the daemon's log.
-async fn listener_addr(app: &TestApp, log: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = app.log(log);
-        if let Some(rest) = text.split("HTTP listener ready bound=").nth(1) {
-            return rest.split_whitespace().next().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "no listener: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One request on its own connection (`Connection: close`): status and
@@ -102,13 +88,7 @@ fn enqueue_head() -> String {
 }
 
 fn sign(body: &[u8]) -> String {
-    let mut m = hmac::Hmac::<sha1::Sha1>::new_from_slice(WEBHOOK_KEY.as_bytes()).unwrap();
-    m.update(body);
-    m.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    assignd::http::webhook_signature(WEBHOOK_KEY.as_bytes(), body)
 }
 
 /// A signed `chat.new` webhook for `chat`.
@@ -153,7 +133,7 @@ async fn stall_ten(addr: &str) -> Vec<TcpStream> {
 async fn stalled_clients_neither_starve_the_listener_nor_block_shutdown() {
     let app = listening_app().await;
     let mut daemon = app.spawn_daemon("stalled.log");
-    let addr = listener_addr(&app, "stalled.log").await;
+    let addr = app.listener_addr("stalled.log").await;
     let stalled = stall_ten(&addr).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -179,7 +159,7 @@ async fn stalled_clients_neither_starve_the_listener_nor_block_shutdown() {
 async fn stalled_clients_are_cut_off_by_the_read_timeouts() {
     let app = listening_app().await;
     let mut daemon = app.spawn_daemon("timeouts.log");
-    let addr = listener_addr(&app, "timeouts.log").await;
+    let addr = app.listener_addr("timeouts.log").await;
     let stalled = stall_ten(&addr).await;
     let started = Instant::now();
     let bound = assignd::http::HEADER_READ_TIMEOUT.max(assignd::http::BODY_READ_TIMEOUT)
@@ -213,7 +193,7 @@ async fn stalled_clients_are_cut_off_by_the_read_timeouts() {
 async fn readyz_is_503_while_another_process_holds_the_write_lock() {
     let app = listening_app().await;
     let mut daemon = app.spawn_daemon("locked.log");
-    let addr = listener_addr(&app, "locked.log").await;
+    let addr = app.listener_addr("locked.log").await;
     readyz_until(&addr, 200, Duration::from_secs(10), "a fresh daemon").await;
 
     let locker = app.producer().await;
@@ -260,7 +240,7 @@ async fn readyz_is_503_while_the_disk_is_full() {
     app.migrate().await;
     with_listener(&app);
     let mut daemon = app.spawn_daemon("full.log");
-    let addr = listener_addr(&app, "full.log").await;
+    let addr = app.listener_addr("full.log").await;
     readyz_until(&addr, 200, Duration::from_secs(10), "a fresh daemon").await;
 
     let filler = disk.0.join("filler");
@@ -291,7 +271,7 @@ fn fill(path: &std::path::Path) {
 async fn a_burst_of_webhooks_waits_and_is_all_queued() {
     let app = listening_app().await;
     let mut daemon = app.spawn_daemon("burst.log");
-    let addr = listener_addr(&app, "burst.log").await;
+    let addr = app.listener_addr("burst.log").await;
     let n = (assignd::http::MAX_CONNECTIONS * 5) as i64;
     let tasks: Vec<_> = (1..=n)
         .map(|chat| {

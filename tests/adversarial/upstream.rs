@@ -233,19 +233,6 @@ async fn queue_notes(app: &TestApp, chats: std::ops::RangeInclusive<i64>) {
     pool.close().await;
 }
 
-/// The listener's address, from the daemon's log.
-async fn listener_addr(app: &TestApp, log: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = app.log(log);
-        if let Some(rest) = text.split("HTTP listener ready bound=").nth(1) {
-            return rest.split_whitespace().next().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "no listener: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// One echo page for a while: `chats` queued and `notes` in the outbox,
 /// until every queued row is finished.
 async fn echo_phase(app: &TestApp, status: u16, json: bool, chats: [i64; 2]) {
@@ -283,7 +270,7 @@ async fn an_echoed_api_key_is_redacted_everywhere() {
         std::fs::read_to_string(&app.config_path).unwrap() + "\n[http]\nlisten = \"127.0.0.1:0\"\n";
     std::fs::write(&app.config_path, config).unwrap();
     let mut daemon = app.spawn_daemon("echo.log");
-    let addr = listener_addr(&app, "echo.log").await;
+    let addr = app.listener_addr("echo.log").await;
     echo_phase(&app, 502, false, [1, 3]).await;
     echo_phase(&app, 400, true, [4, 6]).await;
     // Every note has been tried and has failed at least once.

@@ -324,6 +324,20 @@ impl TestApp {
         Some(Tmpfs(disk))
     }
 
+    /// The address a daemon started with [`Self::spawn_daemon`] listens
+    /// on, read from its log line `HTTP listener ready bound=…`.
+    pub async fn listener_addr(&self, log_name: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.log(log_name);
+            if let Some(rest) = text.split("HTTP listener ready bound=").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "no listener: {text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn log(&self, log_name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(log_name)).unwrap_or_default()
     }
