@@ -14,12 +14,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use assignd::sandbox::{Sandbox, SandboxAgent, SandboxConfig};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod support;
+
+use support::RULES;
+
 const KEY: &str = "whk-bench";
-const RULES: &str = "[agents]\nalice = { id = 1 }\nbob = { id = 2 }\n[pools.p]\nagents = [\"alice\", \"bob\"]\n[[rule]]\nname = \"all\"\nassign = \"pool:p\"\n";
 
 fn sign(body: &[u8]) -> String {
     assignd::http::webhook_signature(KEY.as_bytes(), body)
@@ -138,23 +140,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let agents = [(1, "alice"), (2, "bob")]
-        .map(|(id, name)| SandboxAgent {
-            id,
-            name: name.into(),
-        })
-        .to_vec();
-    let sandbox = Sandbox::start(
-        SandboxConfig {
-            api_key: "k".into(),
-            agents,
-            chats: 1..=1_000_000,
-            rate_limit: None,
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sandbox = support::sandbox().await;
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &sandbox.base_url());
     let mut child = spawn(dir.path());

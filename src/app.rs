@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{DatabaseBudget, Membership};
 use crate::config::Config;
 use crate::daemon::DaemonError;
 use crate::helpcrunch::Client;
@@ -17,7 +18,7 @@ use crate::http::{Listener, ListenerSecrets};
 use crate::limiter::Limiter;
 use crate::rules::Rules;
 use crate::secrets::Secret;
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 use crate::worker::{JobFailed, Settings, Worker};
 
 /// The pieces of a running daemon, cheap to clone: a SIGHUP reload, the
@@ -27,6 +28,8 @@ pub struct Runtime {
     pub store: Store,
     pub limiter: Arc<Limiter>,
     pub worker: Arc<Worker>,
+    /// This daemon among the daemons of its database.
+    pub cluster: Arc<Membership>,
 }
 
 /// An assembled daemon, its listener bound and serving; the processing
@@ -89,6 +92,11 @@ impl Application {
     /// caller to read or close.
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> Result<(), JobFailed> {
         let shutdown = CancellationToken::new();
+        // The heartbeat and the lease outlive the drain, so that no other
+        // daemon takes rows this one still works on.
+        let stop_membership = CancellationToken::new();
+        let membership = self.runtime.cluster.clone().run(stop_membership.clone());
+        let membership = tokio::spawn(membership);
         let mut worker = tokio::spawn(self.runtime.worker.clone().run(shutdown.clone()));
         let ended = tokio::select! {
             _ = stop => None,
@@ -102,6 +110,8 @@ impl Application {
             Some(done) => done,
             None => worker.await,
         };
+        stop_membership.cancel();
+        let _ = membership.await;
         if let Some((_, http)) = self.http {
             let _ = http.await;
         }
@@ -120,13 +130,21 @@ async fn assemble(
     rules: Arc<Rules>,
     key: &Secret,
 ) -> Result<Runtime, DaemonError> {
-    let store = Store::open(&config.database_file(), config.database.synchronous).await?;
-    if let Err(e) = prepare(&store).await {
-        store.close().await;
-        return Err(e.into());
-    }
+    let store = Store::connect(&config.database(), config.database.synchronous).await?;
+    let cluster = match join(&store).await {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            store.close().await;
+            return Err(e.into());
+        }
+    };
     let rl = &config.helpcrunch.rate_limit;
-    let limiter = Arc::new(Limiter::new(rl.requests, rl.per.0, rl.burst()));
+    let mut limiter = Limiter::new(rl.requests, rl.per.0, rl.burst());
+    if store.backend() == Backend::Postgres {
+        // Every daemon of the account takes its calls from one budget.
+        limiter = limiter.with_shared(Arc::new(DatabaseBudget(store.clone())));
+    }
+    let limiter = Arc::new(limiter);
     let client = Client::new(
         &config.helpcrunch.base_url,
         key,
@@ -139,33 +157,17 @@ async fn assemble(
         poll_new_chats: config.poller.enabled.then_some(config.poller.interval.0),
         ..Settings::from(&config.worker)
     };
-    let worker = Worker::new(store.clone(), client, rules, settings).await?;
+    let worker = Worker::new(store.clone(), client, rules, settings, cluster.clone()).await?;
     Ok(Runtime {
         store,
         limiter,
         worker,
+        cluster,
     })
 }
 
-/// Migrates the schema and takes back rows leased by dead processes.
-async fn prepare(store: &Store) -> Result<(), StoreError> {
+/// Migrates the schema and registers this daemon among the database's.
+async fn join(store: &Store) -> Result<Arc<Membership>, StoreError> {
     store.migrate().await?;
-    let orphans = store.release_orphans(process_alive).await?;
-    if orphans > 0 {
-        tracing::warn!(
-            rows = orphans,
-            "took back rows leased by a process that no longer runs"
-        );
-    }
-    Ok(())
-}
-
-/// Whether a process with this id runs (signal 0 checks without sending).
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    Membership::join(store.clone()).await
 }

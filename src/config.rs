@@ -242,7 +242,9 @@ impl Config {
         {
             *file = base.join(&*file);
         }
-        if let Some(url) = &mut config.database.url {
+        if let Some(url) = &mut config.database.url
+            && !is_postgres(url.get_ref())
+        {
             let resolved = database_path(url.get_ref())
                 .map(|p| base.join(p))
                 .expect("validated above");
@@ -294,19 +296,39 @@ impl Config {
                 ),
             ));
         }
-        if let Some(url) = &self.database.url
-            && let Err(why) = database_path(url.get_ref())
-        {
-            return Err(SourceError::new(path, text, url.span(), why));
+        if let Some(url) = &self.database.url {
+            let checked = if is_postgres(url.get_ref()) {
+                postgres_url(url.get_ref()).map(drop)
+            } else {
+                database_path(url.get_ref()).map(drop)
+            };
+            if let Err(why) = checked {
+                return Err(SourceError::new(path, text, url.span(), why));
+            }
         }
         Ok(())
     }
 
-    /// The SQLite file: `[database] url`, else `$STATE_DIRECTORY/assignd.db`
-    /// (set by systemd's `StateDirectory=`), else `./assignd.db`.
-    pub fn database_file(&self) -> PathBuf {
+    /// Where the state lives: a PostgreSQL server when `[database] url`
+    /// says `postgres://`, else the SQLite file of [`Config::database_file`].
+    pub fn database(&self) -> DatabaseLocation {
         match &self.database.url {
-            Some(url) => database_path(url.get_ref()).expect("validated at load"),
+            Some(url) if is_postgres(url.get_ref()) => {
+                DatabaseLocation::Postgres(postgres_url(url.get_ref()).expect("validated at load"))
+            }
+            _ => DatabaseLocation::Sqlite(self.database_file()),
+        }
+    }
+
+    /// The SQLite file: `[database] url`, else `$STATE_DIRECTORY/assignd.db`
+    /// (set by systemd's `StateDirectory=`), else `./assignd.db`. Not used
+    /// with a PostgreSQL url.
+    fn database_file(&self) -> PathBuf {
+        match &self.database.url {
+            Some(url) if !is_postgres(url.get_ref()) => {
+                database_path(url.get_ref()).expect("validated at load")
+            }
+            Some(_) => PathBuf::from("assignd.db"),
             None => match std::env::var_os("STATE_DIRECTORY") {
                 // StateDirectory= may list several, separated by ':'.
                 Some(dirs) => {
@@ -329,12 +351,75 @@ impl Config {
     }
 }
 
+/// Where the daemon's state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    Sqlite(PathBuf),
+    Postgres(PostgresUrl),
+}
+
+impl std::fmt::Display for DatabaseLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseLocation::Sqlite(path) => write!(f, "{}", path.display()),
+            DatabaseLocation::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// A `postgres://` url. It may carry a password, so it prints without
+/// one; [`PostgresUrl::expose`] gives the whole url to the driver only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl {
+    url: String,
+    shown: String,
+}
+
+impl PostgresUrl {
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresUrl({})", self.shown)
+    }
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Checks a `postgres://` url's form; an error never repeats the url (it
+/// may hold a password).
+fn postgres_url(url: &str) -> Result<PostgresUrl, String> {
+    let mut parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("database url is not a valid postgres:// url: {e}"))?;
+    if parsed.host_str().is_none_or(str::is_empty) && !url.contains("host=") {
+        return Err("database url names no host: postgres://USER@HOST[:PORT]/DATABASE".into());
+    }
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("********"));
+    }
+    Ok(PostgresUrl {
+        url: url.to_owned(),
+        shown: parsed.to_string(),
+    })
+}
+
 /// `sqlite:///abs/path.db`, `sqlite://relative.db` or `sqlite:relative.db`.
 fn database_path(url: &str) -> Result<PathBuf, String> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| format!("database url `{url}` must start with sqlite://"))?;
+        .ok_or_else(|| format!("database url `{url}` must start with sqlite:// or postgres://"))?;
     let rest = rest.split('?').next().unwrap_or(rest);
     if rest.is_empty() || rest.contains(":memory:") {
         return Err(format!(
@@ -434,25 +519,33 @@ format = "text"
 
     #[test]
     fn bad_values_are_located() {
-        let msg = parse("[worker]\nlease = \"10 parsecs\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(msg.starts_with("/etc/assignd/assignd.toml:2:9:"), "{msg}");
-        let msg = parse("[helpcrunch.rate_limit]\nrequests = 5\nburst = 6\n")
-            .unwrap_err()
-            .to_string();
-        assert!(msg.starts_with("/etc/assignd/assignd.toml:3:9:"), "{msg}");
-        let msg = parse("[worker]\nconcurrency = 0\n")
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains(":2:15:"), "{msg}");
-        let msg = parse("[database]\nurl = \"sqlite::memory:\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains(":2:7:") && msg.contains("must name a file"),
-            "{msg}"
-        );
+        let cases: [(&str, &[&str]); 4] = [
+            (
+                "[worker]\nlease = \"10 parsecs\"\n",
+                &["/etc/assignd/assignd.toml:2:9:"],
+            ),
+            (
+                "[helpcrunch.rate_limit]\nrequests = 5\nburst = 6\n",
+                &["/etc/assignd/assignd.toml:3:9:"],
+            ),
+            ("[worker]\nconcurrency = 0\n", &[":2:15:"]),
+            (
+                "[database]\nurl = \"sqlite::memory:\"\n",
+                &[":2:7:", "must name a file"],
+            ),
+        ];
+        for (text, wanted) in cases {
+            let msg = parse(text).unwrap_err().to_string();
+            for w in wanted {
+                // A full path must begin the message; other parts are in it.
+                let found = if w.starts_with('/') {
+                    msg.starts_with(w)
+                } else {
+                    msg.contains(w)
+                };
+                assert!(found, "{msg} lacks {w}");
+            }
+        }
     }
 
     #[test]

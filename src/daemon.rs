@@ -80,7 +80,7 @@ async fn build_when_possible(
         };
         tracing::error!(
             error = %e,
-            database = %config.database_file().display(),
+            database = %config.database(),
             retry_in_s = wait.as_secs(),
             "waiting for the database"
         );
@@ -172,7 +172,7 @@ async fn announce(config: &Config, app: &Application) {
     let _ = store.set_daemon_state("rules", &loaded).await;
     let _ = store.set_daemon_state("rules_reload_error", "").await;
     tracing::info!(
-        database = %config.database_file().display(),
+        database = %config.database(),
         rules = %config.rules.path.display(),
         limit = format!("{} per {}", config.helpcrunch.rate_limit.requests, config.helpcrunch.rate_limit.per),
         "assignd running"

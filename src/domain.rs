@@ -4,9 +4,73 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
+/// A column type stored as `$inner` on every backend.
+macro_rules! stored_as {
+    ($t:ty: $inner:ty) => {
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $t
+        where
+            $inner: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <$inner as sqlx::Type<DB>>::type_info()
+            }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <$inner as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+    };
+}
+
+/// Declares an id of HelpCrunch's: an integer that must not be mixed up
+/// with another kind of id (`assign(chat, agent)` takes one of each), stored
+/// and sent as the plain integer.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl From<i64> for $name {
+            fn from(id: i64) -> Self {
+                Self(id)
+            }
+        }
+
+        stored_as!($name: i64);
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $name
+        where
+            i64: sqlx::Decode<'r, DB>,
+        {
+            fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(Self(<i64 as sqlx::Decode<DB>>::decode(value)?))
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A HelpCrunch chat id.
+    ChatId
+);
+id_type!(
+    /// A HelpCrunch agent id.
+    AgentId
+);
+
 /// The `state` column of `queue`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueState {
     Pending,
     Leased,
@@ -15,8 +79,7 @@ pub enum QueueState {
 }
 
 /// The `result` column of `outcomes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutcomeResult {
     Assigned,
     Skipped,
@@ -27,8 +90,7 @@ pub enum OutcomeResult {
 }
 
 /// The `kind` column of `outbox`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxKind {
     /// A private note, seen by agents only.
     Private,
@@ -38,8 +100,7 @@ pub enum OutboxKind {
 
 /// The `waiting` column of `queue`: why a pending row is held back on
 /// purpose, so that what ends the wait can find it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
     /// Its rule's target has no available agent (`when_full = "wait"`): an
     /// agent marked back or a freed seat makes it due at once.
@@ -96,6 +157,45 @@ impl fmt::Display for OutboxKind {
     }
 }
 
+/// Reads a stored state from its column's text on any backend: the
+/// texts are those of `as_str`, and any other text is a decode error (the
+/// schema's CHECK constraints keep it from being stored).
+macro_rules! text_column {
+    ($t:ty: $($v:expr),+) => {
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                [$($v),+]
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| format!("`{s}` is not a {}", stringify!($t)))
+            }
+        }
+        stored_as!($t: str);
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $t
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<DB>>::decode(value)?;
+                Ok(text.parse::<$t>()?)
+            }
+        }
+    };
+}
+
+text_column!(QueueState: QueueState::Pending, QueueState::Leased, QueueState::Done, QueueState::Dead);
+text_column!(
+    OutcomeResult: OutcomeResult::Assigned,
+    OutcomeResult::Skipped,
+    OutcomeResult::NoMatch,
+    OutcomeResult::NoAgent,
+    OutcomeResult::Failed,
+    OutcomeResult::Retry
+);
+text_column!(OutboxKind: OutboxKind::Private, OutboxKind::Message);
+text_column!(Wait: Wait::Candidate, Wait::ApiKey);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,9 +205,9 @@ mod tests {
     #[test]
     fn stored_texts_match_the_schema() {
         let schema = concat!(
-            include_str!("../migrations/0001_initial.sql"),
-            include_str!("../migrations/0002_routing_state.sql"),
-            include_str!("../migrations/0005_leases_and_waits.sql")
+            include_str!("../migrations/sqlite/0001_initial.sql"),
+            include_str!("../migrations/sqlite/0002_routing_state.sql"),
+            include_str!("../migrations/sqlite/0005_leases_and_waits.sql")
         );
         let states = [
             QueueState::Pending,

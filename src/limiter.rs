@@ -6,15 +6,19 @@
 //! `b + ceil(W/T) - 1` calls in any window `W`; with
 //! `T = per / (requests - b + 1)` that is exactly `requests` per `per`. The
 //! period is stretched by [`SAFETY`] so that scheduling jitter between our
-//! clock and the server's cannot push two calls into one window.
+//! clock and the server's cannot push two calls into one window. For the
+//! same reason a slot is good for half that margin only: a call that could
+//! not go in time (the process stalled, was stopped or starved) asks again.
 //!
 //! Also here, because every caller must obey them: the pause after a 429
 //! (Retry-After, else 1 s doubling to 60 s), and priority: assignment calls
 //! go first; background calls wait while any assignment call is waiting.
 
+use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, MonotonicClock};
@@ -28,8 +32,14 @@ use tokio_util::sync::CancellationToken;
 pub const SAFETY: f64 = 0.015;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A shared budget's wait longer than this is taken for a 429 pause.
+const SHARED_PAUSE_AT: Duration = Duration::from_secs(1);
 /// Below this, a caller yields instead of sleeping (the timer's granularity).
 const PRECISE_WAIT: Duration = Duration::from_millis(2);
+/// The share of [`SAFETY`]'s margin a slot may age before it is sent: a
+/// call sent later than that (the process stalled, stopped or starved
+/// between its slot and its send) could land in the next call's window.
+const SEND_WITHIN: f64 = 0.5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
@@ -37,6 +47,25 @@ pub enum Priority {
     Assign,
     /// Notes, replies, reconciliation reads.
     Background,
+}
+
+/// A future the shared budget returns.
+pub type BudgetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// The account's budget when it is kept outside this process, shared by
+/// every daemon of the account (PostgreSQL: one GCRA row on the database's
+/// clock). The limiter then asks it for each slot instead of its own GCRA.
+pub trait SharedBudget: Send + Sync {
+    /// Takes one call's slot: `None` when admitted, else how long to wait
+    /// before asking again. Assignment calls go before background ones.
+    fn take(
+        &self,
+        period: Duration,
+        tau: Duration,
+        assignment: bool,
+    ) -> BudgetFuture<'_, Option<Duration>>;
+    /// Pauses every daemon's calls for `pause` (after a 429).
+    fn pause(&self, pause: Duration) -> BudgetFuture<'_, ()>;
 }
 
 type Gcra = RateLimiter<
@@ -50,11 +79,17 @@ pub struct Limiter {
     gcra: Gcra,
     clock: MonotonicClock,
     period: Duration,
+    /// How far ahead of its time a call may go: the burst, as time.
+    tau: Duration,
+    /// How long a slot stays good: see [`SEND_WITHIN`].
+    send_within: Duration,
+    shared: Option<Arc<dyn SharedBudget>>,
     urgent_waiting: AtomicUsize,
     /// One caller at a time waits for the next slot; the rest queue, FIFO.
     turn: tokio::sync::Mutex<()>,
     pause: Mutex<Pause>,
     admitted: AtomicU64,
+    forfeited: AtomicU64,
     waited_micros: AtomicU64,
     /// Closed after a 401: a rejected key makes every call pointless.
     closed: AtomicBool,
@@ -78,10 +113,28 @@ struct Pause {
     next_backoff: Duration,
 }
 
+/// A call's admission: send it by `send_by`, or give it up and ask again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// How long the caller waited for it.
+    pub waited: Duration,
+    send_by: Instant,
+}
+
+impl Slot {
+    /// Whether the call may still go: a slot sent late could crowd the next
+    /// one into a window of the server's; the caller asks again instead.
+    pub fn fresh(&self) -> bool {
+        Instant::now() <= self.send_by
+    }
+}
+
 /// Counters for `status` and metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct LimiterStats {
     pub admitted: u64,
+    /// Slots given up because the call could not go in time.
+    pub forfeited: u64,
     pub waited: Duration,
     pub paused_for: Option<Duration>,
 }
@@ -102,6 +155,9 @@ impl Limiter {
             gcra: RateLimiter::direct_with_clock(quota, clock.clone()),
             clock,
             period,
+            tau: period * (burst.get() - 1),
+            send_within: per.mul_f64(SAFETY * SEND_WITHIN),
+            shared: None,
             urgent_waiting: AtomicUsize::new(0),
             turn: tokio::sync::Mutex::new(()),
             pause: Mutex::new(Pause {
@@ -109,10 +165,18 @@ impl Limiter {
                 next_backoff: FIRST_BACKOFF,
             }),
             admitted: AtomicU64::new(0),
+            forfeited: AtomicU64::new(0),
             waited_micros: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             stopping: CancellationToken::new(),
         }
+    }
+
+    /// Takes every slot from `shared`, the budget of all the account's
+    /// daemons, instead of this process's own GCRA.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedBudget>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Ends every wait now and refuses every later call with
@@ -140,10 +204,10 @@ impl Limiter {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Waits until a call may be made now; returns how long that took, or
+    /// Waits until a call may be made now and returns its [`Slot`], or
     /// [`Closed`] if the limiter is closed (checked last, after the wait) or
     /// stopped (at once, whatever the wait).
-    pub async fn acquire(&self, priority: Priority) -> Result<Duration, Closed> {
+    pub async fn acquire(&self, priority: Priority) -> Result<Slot, Closed> {
         if self.stopping.is_cancelled() {
             return Err(Closed::Stopping);
         }
@@ -158,7 +222,7 @@ impl Limiter {
     /// turn sleeps until just before its slot and yields through the last
     /// millisecond: tokio's timer wakes up to a millisecond late, and with a
     /// burst of 1 every late wake-up would be budget lost for good.
-    async fn wait_for_slot(&self, priority: Priority) -> Result<Duration, Closed> {
+    async fn wait_for_slot(&self, priority: Priority) -> Result<Slot, Closed> {
         let started = Instant::now();
         let _urgent =
             (priority == Priority::Assign).then(|| UrgentGuard::new(&self.urgent_waiting));
@@ -182,16 +246,21 @@ impl Limiter {
                 if self.is_closed() {
                     return Err(Closed::Unauthorized);
                 }
-                match self.gcra.check() {
+                // Asked before the slot is taken: the slot's age counts the
+                // shared budget's round trip too.
+                let asked = Instant::now();
+                match self.check_slot(priority).await {
                     Ok(()) => {
                         let waited = started.elapsed();
                         self.admitted.fetch_add(1, Ordering::Relaxed);
                         self.waited_micros
                             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-                        return Ok(waited);
+                        return Ok(Slot {
+                            waited,
+                            send_by: asked + self.send_within,
+                        });
                     }
-                    Err(not_until) => {
-                        let wait = not_until.wait_time_from(self.clock.now());
+                    Err(wait) => {
                         if wait > PRECISE_WAIT {
                             tokio::time::sleep(wait - PRECISE_WAIT).await;
                         } else {
@@ -199,6 +268,34 @@ impl Limiter {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether a call may go now, else how long until it may: from the
+    /// shared budget if there is one, else from this process's GCRA. A
+    /// shared budget that cannot be read admits nothing (fail closed).
+    async fn check_slot(&self, priority: Priority) -> Result<(), Duration> {
+        let Some(shared) = &self.shared else {
+            return self
+                .gcra
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(self.clock.now()));
+        };
+        let assignment = priority == Priority::Assign;
+        match shared.take(self.period, self.tau, assignment).await {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => {
+                // A wait this long is another daemon's 429 pause: obey it
+                // as one, so that the worker stops claiming meanwhile.
+                if wait > SHARED_PAUSE_AT.max(self.period * 4) {
+                    self.pause_local(Instant::now() + wait);
+                }
+                Err(wait)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the shared API budget; no call until it can");
+                Err(FIRST_BACKOFF)
             }
         }
     }
@@ -217,7 +314,31 @@ impl Limiter {
         };
         let until = Instant::now() + length;
         p.until = Some(p.until.map_or(until, |u| u.max(until)));
+        drop(p);
+        if let Some(shared) = self.shared.clone() {
+            tokio::spawn(async move {
+                if let Err(e) = shared.pause(length).await {
+                    tracing::warn!(error = %e, "cannot share the 429 pause with the other daemons");
+                }
+            });
+        }
         length
+    }
+
+    fn pause_local(&self, until: Instant) {
+        let mut p = self.pause.lock().expect("limiter lock");
+        p.until = Some(p.until.map_or(until, |u| u.max(until)));
+    }
+
+    /// The caller gave `slot` up (it went stale before the call could go).
+    pub fn forfeit(&self, slot: Slot) {
+        self.forfeited.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            late_ms = Instant::now()
+                .saturating_duration_since(slot.send_by)
+                .as_millis() as u64,
+            "a call's rate slot went stale before it was sent; taking another"
+        );
     }
 
     /// A call succeeded: the next 429 starts the backoff afresh.
@@ -240,6 +361,7 @@ impl Limiter {
     pub fn stats(&self) -> LimiterStats {
         LimiterStats {
             admitted: self.admitted.load(Ordering::Relaxed),
+            forfeited: self.forfeited.load(Ordering::Relaxed),
             waited: Duration::from_micros(self.waited_micros.load(Ordering::Relaxed)),
             paused_for: self.paused_until().map(|u| u - Instant::now()),
         }
@@ -263,6 +385,23 @@ impl Drop for UrgentGuard<'_> {
     }
 }
 
+/// The most calls in any sliding window of length `per`, from their
+/// times in order: how the demo and the tests check that a pace held.
+pub fn busiest_window<T>(times: &[T], per: Duration) -> usize
+where
+    T: Copy + std::ops::Sub<Output = Duration>,
+{
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= per {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,18 +420,6 @@ mod tests {
         times
     }
 
-    fn max_in_window(times: &[std::time::Instant], window: Duration) -> usize {
-        let mut best = 0;
-        let mut start = 0;
-        for end in 0..times.len() {
-            while times[end] - times[start] >= window {
-                start += 1;
-            }
-            best = best.max(end - start + 1);
-        }
-        best
-    }
-
     #[tokio::test]
     async fn never_more_than_the_limit_in_any_window_whatever_the_burst() {
         for burst in [1, 3, 10] {
@@ -300,9 +427,9 @@ mod tests {
             let l = Limiter::new(nz(20), per, nz(burst));
             let times = admitted_times(&l, 30).await;
             assert!(
-                max_in_window(&times, per) <= 20,
+                busiest_window(&times, per) <= 20,
                 "burst {burst}: {}",
-                max_in_window(&times, per)
+                busiest_window(&times, per)
             );
         }
     }
@@ -338,6 +465,19 @@ mod tests {
         let refused = tokio::time::timeout(Duration::from_secs(5), waiting).await;
         assert_eq!(refused.unwrap().unwrap(), Err(Closed::Stopping));
         assert_eq!(l.acquire(Priority::Background).await, Err(Closed::Stopping));
+    }
+
+    #[tokio::test]
+    async fn a_slot_not_sent_in_time_goes_stale() {
+        // 1 s windows with a 1.5% margin: a slot keeps for 7.5 ms.
+        let l = Limiter::new(nz(10), Duration::from_secs(1), nz(1));
+        let slot = l.acquire(Priority::Assign).await.unwrap();
+        assert!(slot.fresh());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!slot.fresh(), "a call stalled past the margin must not go");
+        l.forfeit(slot);
+        assert_eq!(l.stats().forfeited, 1);
+        assert!(l.acquire(Priority::Assign).await.unwrap().fresh());
     }
 
     #[tokio::test]

@@ -94,7 +94,7 @@ fn replay_one(
     context.last_agent = key.as_ref().and_then(|k| customers.get(k).cloned());
     if let Some(why) = skip_reason(&c.chat) {
         return SimOutcome {
-            chat_id: c.chat.id,
+            chat_id: c.chat.id.0,
             result: "skipped",
             rule: None,
             agent: None,
@@ -108,7 +108,7 @@ fn replay_one(
         customers.insert(k, name.clone());
     }
     SimOutcome {
-        chat_id: c.chat.id,
+        chat_id: c.chat.id.0,
         result: result_of(&d.verdict),
         rule: d.rule.map(|r| rules.rules[r].name.clone()),
         agent,

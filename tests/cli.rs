@@ -7,12 +7,7 @@ use std::time::Duration;
 use common::*;
 
 fn check(app: &TestApp) -> (i32, String, String) {
-    let out = app.command(&["check"]).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    app.exec(&["check"])
 }
 
 async fn app_with_rules(rules: &str) -> TestApp {
@@ -203,15 +198,9 @@ async fn the_api_key_never_leaks() {
     // Now make the key fail, so the error paths log too.
     app.sandbox.set_key_valid(false);
     app.insert_raw([4]).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app
-        .scalar("SELECT COUNT(*) FROM outcomes WHERE http_status = 401")
-        .await
-        == 0
-    {
-        assert!(std::time::Instant::now() < deadline, "no 401 seen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let unauthorized = "outcomes WHERE http_status = 401";
+    app.wait_count(unauthorized, 1, Duration::from_secs(10), "no 401 seen")
+        .await;
     assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
 
     let log = app.log("trace.log");
@@ -239,13 +228,7 @@ async fn the_api_key_never_leaks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_online_reports_unknown_agent_ids() {
     let app = TestApp::builder().build().await;
-    let out = app.command(&["check", "--online"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = app.run_ok(&["check", "--online"]);
     assert!(text.contains("online: the account has 3 agents"), "{text}");
 
     let app = TestApp::builder()
@@ -359,17 +342,8 @@ async fn queue_retry_takes_ids_or_flags() {
     assert_eq!(out.status.code(), Some(2));
     let out = app.command(&["queue", "retry"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = app
-        .command(&["queue", "retry", "--dead", "--no-match"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        app.run_ok(&["queue", "retry", "--dead", "--no-match"]),
         "0 dead row(s) put back on the queue\n0 no_match row(s) put back on the queue\n"
     );
 }

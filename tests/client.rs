@@ -6,6 +6,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use assignd::domain::{AgentId, ChatId};
 use assignd::helpcrunch::types::{MessageKind, NewMessage};
 use assignd::helpcrunch::{ApiError, Client, ErrorClass};
 use assignd::limiter::{Limiter, Priority};
@@ -56,7 +57,7 @@ async fn agents_are_read_page_by_page() {
     let (sandbox, client) = setup(230, "right-key").await;
     let agents = client.agents().await.unwrap();
     assert_eq!(agents.len(), 230);
-    assert_eq!(agents[229].id, 230);
+    assert_eq!(agents[229].id, AgentId(230));
     let pages: Vec<String> = sandbox.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(pages.len(), 3, "{pages:?}");
 }
@@ -66,29 +67,37 @@ async fn chats_in_every_timestamp_form_are_read() {
     let (sandbox, client) = setup(3, "right-key").await;
     sandbox.update_chat(5, |c| c.agents = vec![2]); // `agents` as a single object
     for id in [3, 4, 5, 6] {
-        let chat = client.chat(id, Priority::Assign).await.result.unwrap();
-        assert_eq!(chat.id, id);
+        let chat = client
+            .chat(ChatId(id), Priority::Assign)
+            .await
+            .result
+            .unwrap();
+        assert_eq!(chat.id, ChatId(id));
         assert_eq!(chat.created_at.unwrap().as_second(), 1_700_000_000 + id);
         assert!(chat.customer.is_some());
     }
-    let chat = client.chat(5, Priority::Assign).await.result.unwrap();
+    let chat = client
+        .chat(ChatId(5), Priority::Assign)
+        .await
+        .result
+        .unwrap();
     assert_eq!(chat.agents.len(), 1);
-    assert_eq!(chat.last_communicated_agent_id, Some(2));
+    assert_eq!(chat.last_communicated_agent_id, Some(AgentId(2)));
 }
 
 #[tokio::test]
 async fn assign_and_its_errors() {
     let (sandbox, client) = setup(3, "right-key").await;
-    let chat = client.assign(7, 2).await.result.unwrap();
-    assert_eq!(chat.assignee.unwrap().id, 2);
+    let chat = client.assign(ChatId(7), AgentId(2)).await.result.unwrap();
+    assert_eq!(chat.assignee.unwrap().id, AgentId(2));
     assert_eq!(sandbox.assignee(7), Some(2));
 
-    let e = client.assign(7, 99).await.result.unwrap_err();
+    let e = assign_err(&client, 7, 99).await;
     assert_eq!(e.class(), ErrorClass::AgentRejected);
     assert_eq!(e.code(), Some("invalid_chat_value"));
 
     for missing in [5000, 5001] {
-        let e = client.assign(missing, 2).await.result.unwrap_err();
+        let e = assign_err(&client, missing, 2).await;
         assert_eq!(e.status(), Some(404));
         assert_eq!(e.class(), ErrorClass::Permanent);
     }
@@ -98,10 +107,10 @@ async fn assign_and_its_errors() {
 async fn messages_are_posted_with_their_type_and_agent() {
     let (sandbox, client) = setup(3, "right-key").await;
     let note = NewMessage {
-        chat: 8,
+        chat: ChatId(8),
         text: "Routed to agent1".into(),
         kind: MessageKind::Private,
-        agent: Some(1),
+        agent: Some(AgentId(1)),
     };
     let posted = client.post_message(&note).await.result.unwrap();
     assert_eq!(posted.kind.as_deref(), Some("private"));
@@ -111,7 +120,7 @@ async fn messages_are_posted_with_their_type_and_agent() {
     assert_eq!(messages[0]["from"], "agent");
     let e = client
         .post_message(&NewMessage {
-            chat: 9999,
+            chat: ChatId(9999),
             text: "x".into(),
             kind: MessageKind::Message,
             agent: None,
@@ -125,11 +134,15 @@ async fn messages_are_posted_with_their_type_and_agent() {
 #[tokio::test]
 async fn a_wrong_key_closes_the_limiter() {
     let (sandbox, client) = setup(3, "wrong-key").await;
-    let e = client.assign(7, 1).await.result.unwrap_err();
+    let e = assign_err(&client, 7, 1).await;
     assert_eq!(e.class(), ErrorClass::Unauthorized);
     assert_eq!(e.code(), Some("unauthorized"));
     assert!(client.limiter().is_closed());
-    let e = client.chat(7, Priority::Assign).await.result.unwrap_err();
+    let e = client
+        .chat(ChatId(7), Priority::Assign)
+        .await
+        .result
+        .unwrap_err();
     assert!(matches!(e, ApiError::NotSent(_)), "{e:?}");
     assert_eq!(sandbox.requests().len(), 1, "nothing is sent after the 401");
 }
@@ -147,7 +160,7 @@ async fn connection_refused_is_transient() {
         "k",
         Duration::from_secs(2),
     );
-    let e = client.assign(1, 1).await.result.unwrap_err();
+    let e = assign_err(&client, 1, 1).await;
     assert_eq!(e.class(), ErrorClass::Transient, "{e}");
 }
 
@@ -168,7 +181,7 @@ async fn redirects_are_refused_not_followed() {
             status,
             to: format!("http://{}", elsewhere.addr()),
         }));
-        let e = client.assign(7, 1).await.result.unwrap_err();
+        let e = assign_err(&client, 7, 1).await;
         assert!(matches!(e, ApiError::Redirect { .. }), "{e:?}");
         assert_eq!(e.class(), ErrorClass::Transient);
         assert_eq!(e.status(), Some(status));
@@ -200,7 +213,7 @@ async fn absurd_retry_after_values_are_capped_and_never_panic() {
         let (sandbox, client) = tricked("right-key").await;
         let header = HeaderValue::from_bytes(value).unwrap();
         sandbox.set_trick(Some(Trick::RetryAfter(header)));
-        let e = client.assign(7, 1).await.result.unwrap_err();
+        let e = assign_err(&client, 7, 1).await;
         assert_eq!(e.class(), ErrorClass::RateLimited);
         assert_eq!(e.retry_after(), want, "{value:?}");
         let paused = client.limiter().paused_until().unwrap();
@@ -216,7 +229,7 @@ async fn retry_after_dates_in_every_form_are_honoured() {
             lead: Duration::from_secs(30),
             form,
         }));
-        let e = client.assign(7, 1).await.result.unwrap_err();
+        let e = assign_err(&client, 7, 1).await;
         let date = sandbox.retry_date().unwrap();
         let want = date.duration_since(jiff::Timestamp::now());
         let got = e.retry_after().expect("a pause from the date");
@@ -231,7 +244,7 @@ async fn echoed_credentials_never_reach_an_error() {
     let (sandbox, client) = tricked(KEY).await;
     for (status, json) in [(400, true), (400, false), (502, false), (502, true)] {
         sandbox.set_trick(Some(Trick::EchoHeaders { status, json }));
-        let e = client.assign(7, 1).await.result.unwrap_err();
+        let e = assign_err(&client, 7, 1).await;
         assert_eq!(e.status(), Some(status));
         let shown = format!("{e} {e:?} {:?}", e.code());
         assert!(!shown.contains("canary-S"), "{shown}");
@@ -240,4 +253,13 @@ async fn echoed_credentials_never_reach_an_error() {
             "the echo is visible, redacted: {shown}"
         );
     }
+}
+
+/// An assignment that HelpCrunch refuses, and why.
+async fn assign_err(client: &Client, chat: i64, agent: i64) -> ApiError {
+    client
+        .assign(ChatId(chat), AgentId(agent))
+        .await
+        .result
+        .unwrap_err()
 }

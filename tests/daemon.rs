@@ -8,17 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn hup(pid: u32) {
-    assert!(
-        Command::new("kill")
-            .arg("-HUP")
-            .arg(pid.to_string())
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
 fn recv_until(socket: &UnixDatagram, want: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     let mut seen = String::new();
@@ -105,11 +94,7 @@ async fn sighup_reloads_rules_and_keeps_old_ones_when_invalid() {
     let code = terminate(&mut daemon, Duration::from_secs(10));
     recv_until(&notify, "STOPPING=1", Duration::from_secs(2));
     assert!(code.success(), "{}", app.log("run.log"));
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'leased'")
-            .await,
-        0
-    );
+    assert_eq!(app.count("queue WHERE state = 'leased'").await, 0);
 }
 
 /// SIGTERM while a backlog drains: exit 0 well within 10 s, no row left leased.
@@ -125,37 +110,24 @@ async fn sigterm_under_load_exits_cleanly() {
     app.insert_raw(1..=200).await;
     let mut daemon = app.spawn_daemon("run.log");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app
-        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-        .await
-        < 5
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no progress: {}",
-            app.log("run.log")
-        );
+    while app.count("queue WHERE state = 'done'").await < 5 {
+        let log = app.log("run.log");
+        assert!(Instant::now() < deadline, "no progress: {log}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let started = Instant::now();
     let code = terminate(&mut daemon, Duration::from_secs(10));
     assert!(code.success(), "{}", app.log("run.log"));
     println!("stopped {:?} after SIGTERM", started.elapsed());
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'leased'")
-            .await,
-        0
-    );
+    assert_eq!(app.count("queue WHERE state = 'leased'").await, 0);
     let pending_with_spent_attempts = app
-        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending' AND attempts > 0")
+        .count("queue WHERE state = 'pending' AND attempts > 0")
         .await;
     assert_eq!(
         pending_with_spent_attempts, 0,
         "released rows get their attempt back"
     );
-    let finished = app
-        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-        .await;
+    let finished = app.count("queue WHERE state = 'done'").await;
     assert!(finished < 200, "the backlog was still draining");
 }
 
@@ -200,14 +172,8 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     let security = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--threshold=15"])
         .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&security.stdout);
-    assert!(
-        security.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&security.stderr)
-    );
+        .output();
+    let text = ok_stdout("systemd-analyze security", &security.unwrap());
     let level: f64 = text
         .lines()
         .find_map(|l| {

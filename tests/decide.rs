@@ -96,41 +96,22 @@ fn agent_name(r: &Rules, d: &assignd::rules::Decision) -> Option<String> {
 fn within_and_outside_on_both_sides_of_the_dst_change_in_kyiv() {
     let r = rules();
     let s = RoutingState::default();
-    // Friday before the change (UTC+2): 08:59 and 09:00 local.
-    assert_eq!(
-        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-27T06:59:00Z"))),
-        "closed hours"
-    );
-    assert_eq!(
-        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-27T07:00:00Z"))),
-        "office"
-    );
-    // Monday after the change (UTC+3): the same wall-clock times are an hour earlier in UTC.
-    assert_eq!(
-        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-30T05:59:00Z"))),
-        "closed hours"
-    );
-    assert_eq!(
-        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-30T06:00:00Z"))),
-        "office"
-    );
-    assert_eq!(
-        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-30T14:59:00Z"))),
-        "office"
-    );
-    assert_eq!(
-        rule_name(&r, &decide(&r, &plain(), &s, at("2026-03-30T15:00:00Z"))),
-        "closed hours"
-    );
-    // Autumn: DST ends on Sunday 2026-10-25.
-    assert_eq!(
-        rule_name(&r, &decide(&r, &plain(), &s, at("2026-10-23T15:00:00Z"))),
-        "closed hours"
-    ); // 18:00 UTC+3
-    assert_eq!(
-        rule_name(&r, &decide(&r, &plain(), &s, at("2026-10-26T15:00:00Z"))),
-        "office"
-    ); // 17:00 UTC+2
+    for (t, expect, local) in [
+        // Friday before the change (UTC+2).
+        ("2026-03-27T06:59:00Z", "closed hours", "Fri 08:59"),
+        ("2026-03-27T07:00:00Z", "office", "Fri 09:00"),
+        // Monday after the change (UTC+3): the same wall-clock times are an hour earlier in UTC.
+        ("2026-03-30T05:59:00Z", "closed hours", "Mon 08:59"),
+        ("2026-03-30T06:00:00Z", "office", "Mon 09:00"),
+        ("2026-03-30T14:59:00Z", "office", "Mon 17:59"),
+        ("2026-03-30T15:00:00Z", "closed hours", "Mon 18:00"),
+        // Autumn: DST ends on Sunday 2026-10-25.
+        ("2026-10-23T15:00:00Z", "closed hours", "Fri 18:00 UTC+3"),
+        ("2026-10-26T15:00:00Z", "office", "Mon 17:00 UTC+2"),
+    ] {
+        let d = decide(&r, &plain(), &s, at(t));
+        assert_eq!(rule_name(&r, &d), expect, "at {t} ({local} in Kyiv)");
+    }
 }
 
 #[test]
@@ -156,32 +137,33 @@ fn first_matching_rule_wins_with_globs_lists_and_attrs() {
     let r = rules();
     let s = RoutingState::default();
     let noon = at("2026-06-03T09:00:00Z"); // Wednesday 12:00 local
-    let vip = chat(
-        r#"{"id": 2, "customer": {"id": 1, "email": "CEO@BigCorp.com"}, "department": {"id": 8, "name": "Billing"}}"#,
-        serde_json::json!({"language": "uk"}),
-    );
-    let d = decide(&r, &vip, &s, noon);
-    assert_eq!(
-        (rule_name(&r, &d), agent_name(&r, &d)),
-        ("vip".into(), Some("alice".into()))
-    );
-
-    let billing_uk = chat(
-        r#"{"id": 3, "customer": {"id": 1, "email": "x@y.com"}, "department": {"id": 8, "name": "billing"}}"#,
-        serde_json::json!({"language": "UK"}),
-    );
-    let d = decide(&r, &billing_uk, &s, noon);
+    let [vip, billing_uk, billing_en] = [
+        (
+            r#"{"id": 2, "customer": {"id": 1, "email": "CEO@BigCorp.com"}, "department": {"id": 8, "name": "Billing"}}"#,
+            serde_json::json!({"language": "uk"}),
+        ),
+        (
+            r#"{"id": 3, "customer": {"id": 1, "email": "x@y.com"}, "department": {"id": 8, "name": "billing"}}"#,
+            serde_json::json!({"language": "UK"}),
+        ),
+        (
+            r#"{"id": 4, "department": {"id": 8, "name": "Billing"}}"#,
+            serde_json::json!({"language": "en"}),
+        ),
+    ]
+    .map(|(json, attrs)| chat(json, attrs));
+    // The deciding rule and the agent.
+    let route = |c: &ChatContext| {
+        let d = decide(&r, c, &s, noon);
+        (rule_name(&r, &d), agent_name(&r, &d))
+    };
+    assert_eq!(route(&vip), ("vip".into(), Some("alice".into())));
     // Only bob has the `uk` skill.
     assert_eq!(
-        (rule_name(&r, &d), agent_name(&r, &d)),
+        route(&billing_uk),
         ("ukrainian billing".into(), Some("bob".into()))
     );
-
-    let billing_en = chat(
-        r#"{"id": 4, "department": {"id": 8, "name": "Billing"}}"#,
-        serde_json::json!({"language": "en"}),
-    );
-    assert_eq!(rule_name(&r, &decide(&r, &billing_en, &s, noon)), "office");
+    assert_eq!(route(&billing_en).0, "office");
 }
 
 #[test]

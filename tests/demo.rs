@@ -1,5 +1,7 @@
 //! The newcomer's command: `assignd demo` works with no account and no network.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -7,14 +9,8 @@ fn demo_accounts_for_every_chat_without_a_429() {
     let out = Command::new(env!("CARGO_BIN_EXE_assignd"))
         .args(["demo", "--chats", "60"])
         .env_remove("ASSIGND_CONFIG")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .output();
+    let stdout = common::ok_stdout("assignd demo", &out.unwrap());
     assert!(
         stdout.contains(
             "chats: 60 enqueued -> 58 done, 2 dead, 0 unfinished (every chat accounted for)"

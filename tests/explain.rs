@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -47,25 +47,45 @@ fn chat_line(id: i64) -> String {
         .to_string()
 }
 
-fn explain(id: i64, at: &str, extra: &[&str]) -> Value {
+/// `assignd COMMAND`, each of `paths` as `--FLAG PATH`, then `extra`: its
+/// output, which must be a success.
+fn assignd_ok(command: &str, paths: &[(&str, &Path)], extra: &[&str]) -> String {
+    let mut args = vec![command.to_string()];
+    for (flag, path) in paths {
+        args.push(format!("--{flag}"));
+        args.push(path.to_str().unwrap().to_string());
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = assignd(&args);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+/// `assignd explain` of fixture chat `id` at `at`, with `extra` arguments.
+fn explain_output(id: i64, at: &str, extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&dir);
     let file = dir.path().join("chat.json");
     std::fs::write(&file, chat_line(id)).unwrap();
-    let mut args = vec![
-        "explain",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--chat",
-        file.to_str().unwrap(),
-        "--at",
-        at,
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let (code, out, err) = assignd(&args);
-    assert_eq!(code, 0, "{err}");
+    let paths = [("config", cfg.as_path()), ("chat", file.as_path())];
+    assignd_ok("explain", &paths, &[&["--at", at], extra].concat())
+}
+
+fn explain(id: i64, at: &str, extra: &[&str]) -> Value {
+    let out = explain_output(id, at, &[&["--json"], extra].concat());
     serde_json::from_str(&out).unwrap()
+}
+
+/// `assignd simulate` of `chats` over `rules`, with `extra` arguments.
+fn simulate(rules: &Path, chats: &Path, extra: &[&str]) -> String {
+    assignd_ok("simulate", &[("rules", rules), ("chats", chats)], extra)
+}
+
+/// The element of the JSON array `list` whose `key` is `value`.
+fn element<'a>(list: &'a Value, key: &str, value: &str) -> &'a Value {
+    let list = list.as_array().unwrap();
+    list.iter().find(|e| e[key] == value).unwrap()
 }
 
 const NOON_KYIV: &str = "2026-06-03T09:00:00Z"; // Wednesday 12:00 in Kyiv
@@ -134,12 +154,7 @@ fn explain_shows_dropped_candidates_and_the_strategy() {
     // At night carol is off shift: the executives rule keeps only alice and bob.
     let e = explain(6, NIGHT_KYIV, &[]);
     let exec = &e["rules"][4];
-    let carol = exec["candidates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["agent"] == "carol")
-        .unwrap();
+    let carol = element(&exec["candidates"], "agent", "carol");
     assert_eq!(carol["kept"], false);
     assert_eq!(carol["why"], "off shift");
     assert!(
@@ -164,41 +179,24 @@ fn explain_shows_dropped_candidates_and_the_strategy() {
 
 #[test]
 fn explain_text_reads_like_a_story() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&dir);
-    let file = dir.path().join("chat.json");
-    std::fs::write(&file, chat_line(1)).unwrap();
-    let (code, out, _) = assignd(&[
-        "explain",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--chat",
-        file.to_str().unwrap(),
-        "--at",
-        NOON_KYIV,
-    ]);
-    assert_eq!(code, 0);
-    assert!(out.contains("1. vip -> alice: MATCH"), "{out}");
-    assert!(out.contains("2. spam -> none: not evaluated"), "{out}");
-    assert!(
-        out.contains("decision: assigned alice (id 4188): rule `vip` assigns alice"),
-        "{out}"
+    let out = explain_output(1, NOON_KYIV, &[]);
+    common::assert_contains(
+        &out,
+        &[
+            "1. vip -> alice: MATCH",
+            "2. spam -> none: not evaluated",
+            "decision: assigned alice (id 4188): rule `vip` assigns alice",
+        ],
     );
 }
 
 #[test]
 fn simulate_counts_rules_agents_and_fairness() {
-    let (code, out, err) = assignd(&[
-        "simulate",
-        "--rules",
-        fixture("rules").to_str().unwrap(),
-        "--chats",
-        fixture("chats.jsonl").to_str().unwrap(),
-        "--at",
-        NOON_KYIV,
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let out = simulate(
+        &fixture("rules"),
+        &fixture("chats.jsonl"),
+        &["--at", NOON_KYIV, "--json"],
+    );
     let v: Value = serde_json::from_str(&out).unwrap();
     let r = &v["result"];
     assert_eq!(r["chats"], 12);
@@ -228,12 +226,7 @@ fn simulate_counts_rules_agents_and_fairness() {
         "weighted, equal weights: the first in name order"
     );
     assert_eq!(outcomes[11]["agent"], "erin", "weighted: then the other");
-    let sales = r["fairness"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["pool"] == "sales")
-        .unwrap();
+    let sales = element(&r["fairness"], "pool", "sales");
     assert_eq!(sales["max"], 1);
     assert_eq!(sales["min"], 1);
     assert_eq!(sales["jain"], 1.0);
@@ -244,23 +237,15 @@ fn simulate_compares_two_rule_sets() {
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other.toml");
     std::fs::write(&other, common::THREE_AGENTS).unwrap();
-    let (code, out, err) = assignd(&[
-        "simulate",
-        "--rules",
-        fixture("rules").to_str().unwrap(),
-        "--chats",
-        fixture("chats.jsonl").to_str().unwrap(),
-        "--against",
-        other.to_str().unwrap(),
-        "--at",
-        NOON_KYIV,
-    ]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("(A) against"), "{out}");
-    assert!(out.contains("chats decided differently:"), "{out}");
-    assert!(
-        out.contains("  vip                       1      0  *"),
-        "{out}"
+    let against = ["--against", other.to_str().unwrap(), "--at", NOON_KYIV];
+    let out = simulate(&fixture("rules"), &fixture("chats.jsonl"), &against);
+    common::assert_contains(
+        &out,
+        &[
+            "(A) against",
+            "chats decided differently:",
+            "  vip                       1      0  *",
+        ],
     );
 }
 
@@ -270,13 +255,12 @@ fn check_summarises_the_fixture() {
     let cfg = config(&dir);
     let (code, out, err) = assignd(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains("ok: 5 agents, 5 pools, 3 schedules, 8 rules"),
-        "{out}"
-    );
-    assert!(
-        out.contains("schedule `night` is used by no rule or agent"),
-        "{out}"
+    common::assert_contains(
+        &out,
+        &[
+            "ok: 5 agents, 5 pools, 3 schedules, 8 rules",
+            "schedule `night` is used by no rule or agent",
+        ],
     );
 }
 
@@ -311,7 +295,7 @@ async fn simulate_reproduces_the_workers_choices() {
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
             assignd::store::NewQueueItem {
-                chat_id: v["id"].as_i64().unwrap(),
+                chat_id: assignd::domain::ChatId(v["id"].as_i64().unwrap()),
                 attrs: v.get("attrs").and_then(|a| a.as_object().cloned()),
                 snapshot: Some(v),
                 priority: 0,
@@ -325,15 +309,7 @@ async fn simulate_reproduces_the_workers_choices() {
 
     let chats_file = app.dir.path().join("chats.jsonl");
     std::fs::write(&chats_file, lines.join("\n")).unwrap();
-    let (code, out, err) = assignd(&[
-        "simulate",
-        "--rules",
-        app.dir.path().join("rules.toml").to_str().unwrap(),
-        "--chats",
-        chats_file.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let out = simulate(&app.dir.path().join("rules.toml"), &chats_file, &["--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
     let pool = app.producer().await;
     let mut compared = 0;

@@ -90,12 +90,7 @@ async fn a_signed_chat_new_is_enqueued_once_however_often_delivered() {
         assert_eq!(status, 200);
     }
     s.app.wait_drained(Duration::from_secs(10)).await;
-    assert_eq!(
-        s.app
-            .scalar("SELECT COUNT(*) FROM queue WHERE chat_id = 31")
-            .await,
-        1
-    );
+    assert_eq!(s.app.count("queue WHERE chat_id = 31").await, 1);
     assert_eq!(s.app.scalar("SELECT COUNT(*) FROM webhook_events").await, 1);
     assert_eq!(s.app.sandbox.assign_calls().len(), 1);
     // The snapshot saved the GET.
@@ -192,16 +187,11 @@ async fn closing_a_chat_frees_a_seat_for_a_waiting_one() {
     let s = serve(rules).await;
     s.app.insert_raw([51, 52]).await;
     s.daemon.runtime.worker.wake();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s
-        .app
-        .scalar("SELECT COUNT(*) FROM queue WHERE chat_id = 52 AND last_error LIKE 'waiting:%'")
-        .await
-        == 0
-    {
-        assert!(Instant::now() < deadline, "chat 52 never waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let waiting = "queue WHERE chat_id = 52 AND last_error LIKE 'waiting:%'";
+    let timeout = Duration::from_secs(10);
+    s.app
+        .wait_count(waiting, 1, timeout, "chat 52 never waited")
+        .await;
     // HelpCrunch reports the daemon's own assignment: no new decision.
     let assigned = event(
         "e-a",
@@ -224,20 +214,10 @@ async fn closing_a_chat_frees_a_seat_for_a_waiting_one() {
     assert_eq!(s.app.sandbox.assignee(52), Some(4188));
     assert_eq!(s.app.scalar("SELECT COUNT(*) FROM open_chats").await, 1);
 
-    let r = s
-        .http
-        .get(format!("{}/readyz", s.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let r = s
-        .http
-        .get(format!("{}/healthz", s.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    for path in ["/readyz", "/healthz"] {
+        let r = s.http.get(format!("{}{path}", s.base)).send().await;
+        assert_eq!(r.unwrap().status().as_u16(), 200, "{path}");
+    }
     s.stop().await;
 }
 

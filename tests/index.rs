@@ -84,7 +84,7 @@ fn chat() -> impl Strategy<Value = ChatContext> {
         .prop_map(|(department, email, name, message, tier)| {
             let text = |v: Option<&str>| v.map(Text::new);
             let mut chat = ChatContext {
-                chat_id: 1,
+                chat_id: assignd::domain::ChatId(1),
                 department_name: text(department),
                 customer_email: text(email),
                 customer_name: text(name),

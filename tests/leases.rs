@@ -11,7 +11,7 @@ use common::*;
 
 fn items(ids: std::ops::RangeInclusive<i64>) -> Vec<NewQueueItem> {
     ids.map(|chat_id| NewQueueItem {
-        chat_id,
+        chat_id: assignd::domain::ChatId(chat_id),
         ..Default::default()
     })
     .collect()
@@ -69,11 +69,8 @@ async fn an_expired_lease_is_taken_over_and_the_late_owner_is_fenced() {
         assert!(!settled, "a late owner overwrote row {}", row.id);
     }
     daemon.stop().await;
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done' AND last_error IS NULL")
-            .await,
-        5
-    );
+    let done = app.count("queue WHERE state = 'done' AND last_error IS NULL");
+    assert_eq!(done.await, 5);
     // Two claims each: the hung worker's and the daemon's.
     assert_eq!(app.scalar("SELECT SUM(attempts) FROM queue").await, 10);
 }
@@ -106,20 +103,14 @@ async fn rows_of_a_dead_process_are_taken_back_at_start() {
 
     let daemon = app.start_in_process().await;
     daemon.runtime.worker.wake();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app
-        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-        .await
-        < 4
-    {
-        assert!(Instant::now() < deadline, "the orphans were not taken back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let done = "queue WHERE state = 'done'";
+    let orphans = "the orphans were not taken back";
+    app.wait_count(done, 4, Duration::from_secs(30), orphans)
+        .await;
     daemon.stop().await;
+    let leased = app.count("queue WHERE state = 'leased'").await;
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'leased'")
-            .await,
-        2,
+        leased, 2,
         "a live process's rows are its own until their lease ends"
     );
 }

@@ -55,16 +55,8 @@ async fn thirty_raw_sql_chats_split_evenly_across_a_restart() {
         [4761, 6694, 4188],
         "the 15th chat continues after the 14th"
     );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        30
-    );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'assigned'")
-            .await,
-        30
-    );
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 30);
+    assert_eq!(app.count("outcomes WHERE result = 'assigned'").await, 30);
     for id in 1..=30 {
         assert!(app.sandbox.assignee(id).is_some(), "chat {id} unassigned");
     }
@@ -79,7 +71,7 @@ async fn unknown_chat_is_dead_after_one_put() {
         .runtime
         .store
         .enqueue(&[assignd::store::NewQueueItem {
-            chat_id: 999_999_999,
+            chat_id: assignd::domain::ChatId(999_999_999),
             ..Default::default()
         }])
         .await
@@ -96,31 +88,17 @@ async fn unknown_chat_is_dead_after_one_put() {
     assert_eq!(rows[0].1, "dead");
     let why = rows[0].2.clone().unwrap();
     assert!(why.contains("404") && why.contains("not_f"), "{why}");
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'failed' AND http_status = 404")
-            .await,
-        1
-    );
+    let failed = app.count("outcomes WHERE result = 'failed' AND http_status = 404");
+    assert_eq!(failed.await, 1);
 }
 
 /// HelpCrunch rejects an agent id (400 invalid_chat_value): the agent is
 /// dropped and the chat decided again, and that id is never sent again.
 #[tokio::test]
 async fn rejected_agent_is_not_retried_unchanged() {
-    let rules = r#"
-[agents]
-aaron = { id = 999 }
-bob   = { id = 4761 }
-
-[pools.support]
-agents = ["aaron", "bob"]
-
-[[rule]]
-name = "all"
-assign = "pool:support"
-"#;
+    let rules = support_rules(&[("aaron", 999), ("bob", 4761)], "", TO_SUPPORT);
     let app = TestApp::builder()
-        .rules(rules)
+        .rules(&rules)
         .agents(agents(&[("bob", 4761)]))
         .worker("concurrency = 1")
         .build()
@@ -145,12 +123,10 @@ assign = "pool:support"
     pairs.sort();
     pairs.dedup();
     assert_eq!(pairs.len(), calls.len());
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        3
-    );
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'failed' AND error_code = 'invalid_chat_value'").await, 1);
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 3);
+    let invalid =
+        app.count("outcomes WHERE result = 'failed' AND error_code = 'invalid_chat_value'");
+    assert_eq!(invalid.await, 1);
 }
 
 async fn survive_429s(retry_after: bool) {
@@ -169,24 +145,13 @@ async fn survive_429s(retry_after: bool) {
     app.process_raw(1..=20, Duration::from_secs(60)).await;
 
     assert!(app.sandbox.rejected_429() > 0, "the test must provoke 429s");
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        20,
-        "no chat lost"
-    );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'dead'")
-            .await,
-        0
-    );
+    let done = app.count("queue WHERE state = 'done'").await;
+    assert_eq!(done, 20, "no chat lost");
+    assert_eq!(app.count("queue WHERE state = 'dead'").await, 0);
     // 429s give their attempt back: every row took exactly one counted attempt.
     assert_eq!(app.scalar("SELECT MAX(attempts) FROM queue").await, 1);
-    assert!(
-        app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'retry' AND http_status = 429")
-            .await
-            > 0
-    );
+    let retried = app.count("outcomes WHERE result = 'retry' AND http_status = 429");
+    assert!(retried.await > 0);
     for id in 1..=20 {
         assert!(app.sandbox.assignee(id).is_some(), "chat {id} unassigned");
     }
@@ -219,8 +184,7 @@ async fn drain_without_429(window: Window, burst: u32) {
         .build()
         .await;
     let daemon = app.start_in_process().await;
-    app.insert_raw(1..=45).await; // each needs a GET and a PUT: 90 calls, 6 windows
-    daemon.runtime.worker.wake();
+    app.feed(&daemon, 1..=45).await; // each needs a GET and a PUT: 90 calls, 6 windows
     app.wait_drained(Duration::from_secs(60)).await;
     daemon.stop().await;
 
@@ -234,11 +198,7 @@ async fn drain_without_429(window: Window, burst: u32) {
         "{window:?} window, burst {burst}: drained at {:.1}% of the limit",
         rate * 100.0
     );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        45
-    );
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 45);
 }
 
 #[tokio::test]
@@ -256,50 +216,20 @@ async fn backlog_drains_without_429_fixed_window_with_burst() {
 #[tokio::test]
 async fn duplicates_add_no_row() {
     let app = TestApp::builder().build().await;
-    let out = app
-        .command(&[
-            "enqueue",
-            "5",
-            "5",
-            "6",
-            "--attr",
-            "language=uk",
-            "--priority",
-            "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "enqueued 2 chat(s), 1 already queued"
-    );
+    let args: Vec<&str> = "enqueue 5 5 6 --attr language=uk --priority 3"
+        .split(' ')
+        .collect();
+    let out = app.run_ok(&args);
+    assert_eq!(out.trim(), "enqueued 2 chat(s), 1 already queued");
     app.insert_raw([5, 6, 7]).await;
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM queue").await, 3);
-    assert_eq!(
-        app.scalar(
-            "SELECT COUNT(*) FROM queue WHERE chat_id = 5 AND priority = 3 AND attrs LIKE '%uk%'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(app.count("queue").await, 3);
+    let five = app.count("queue WHERE chat_id = 5 AND priority = 3 AND attrs LIKE '%uk%'");
+    assert_eq!(five.await, 1);
     // Once done, the chat may be queued again.
-    let pool = app.producer().await;
-    sqlx::query("UPDATE queue SET state = 'done' WHERE chat_id = 5")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    app.execute("UPDATE queue SET state = 'done' WHERE chat_id = 5")
+        .await;
     app.insert_raw([5]).await;
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE chat_id = 5")
-            .await,
-        2
-    );
+    assert_eq!(app.count("queue WHERE chat_id = 5").await, 2);
 }
 
 /// Closed chats and chats that already have an assignee are skipped.
@@ -310,16 +240,8 @@ async fn closed_and_assigned_chats_are_skipped() {
     app.sandbox.update_chat(22, |c| c.assignee = Some(4761));
     app.process_raw([21, 22, 23], Duration::from_secs(10)).await;
     assert_eq!(app.sandbox.assign_calls().len(), 1);
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'skipped'")
-            .await,
-        2
-    );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        3
-    );
+    assert_eq!(app.count("outcomes WHERE result = 'skipped'").await, 2);
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 3);
 }
 
 /// 401: no row is consumed, work stops, and status shows why.
@@ -328,8 +250,7 @@ async fn unauthorized_keeps_rows_pending() {
     let app = TestApp::builder().worker(NO_FETCH).build().await;
     app.sandbox.set_key_valid(false);
     let daemon = app.start_in_process().await;
-    app.insert_raw(1..=5).await;
-    daemon.runtime.worker.wake();
+    app.feed(&daemon, 1..=5).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while daemon.runtime.worker.api_authorized() {
         assert!(std::time::Instant::now() < deadline, "401 not noticed");
@@ -345,11 +266,8 @@ async fn unauthorized_keeps_rows_pending() {
         "calls continued after the 401"
     );
     daemon.stop().await;
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending' AND attempts = 0")
-            .await,
-        5
-    );
+    let untouched = app.count("queue WHERE state = 'pending' AND attempts = 0");
+    assert_eq!(untouched.await, 5);
     let status = app.command(&["status"]).output().unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("api: unauthorized"), "{text}");
@@ -362,12 +280,7 @@ async fn dead_letters_are_listed_retried_and_never_pruned() {
     let app = TestApp::builder().worker(NO_FETCH).build().await;
     app.process_raw([999_999_991, 5], Duration::from_secs(10))
         .await;
-    let out = app
-        .command(&["queue", "list", "--state", "dead"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
+    let text = app.run_ok(&["queue", "list", "--state", "dead"]);
     assert!(
         text.contains("999999991") && text.contains("dead") && text.contains("HTTP 404"),
         "{text}"
@@ -375,12 +288,7 @@ async fn dead_letters_are_listed_retried_and_never_pruned() {
     assert!(!text.contains("   5 "), "only dead rows: {text}");
 
     // Pruning: everything is "old" with a cut-off in the future.
-    let pool = app.producer().await;
-    sqlx::query("INSERT INTO queue (chat_id) VALUES (77)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    app.execute("INSERT INTO queue (chat_id) VALUES (77)").await;
     let store = assignd::store::Store::open(&app.db_path, assignd::config::Synchronous::Normal)
         .await
         .unwrap();
@@ -390,23 +298,16 @@ async fn dead_letters_are_listed_retried_and_never_pruned() {
         .unwrap();
     store.close().await;
     assert_eq!((rows, outcomes), (1, 2), "the done row and both outcomes");
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'dead'")
-            .await,
-        1
-    );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending'")
-            .await,
-        1
-    );
+    assert_eq!(app.count("queue WHERE state = 'dead'").await, 1);
+    assert_eq!(app.count("queue WHERE state = 'pending'").await, 1);
 
     let out = app.command(&["queue", "retry", "--dead"]).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "1 dead row(s) put back on the queue"
     );
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending' AND attempts = 0 AND last_error IS NULL").await, 2);
+    let reset = app.count("queue WHERE state = 'pending' AND attempts = 0 AND last_error IS NULL");
+    assert_eq!(reset.await, 2);
     let out = app.command(&["queue", "retry"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "ids or --dead");
 }

@@ -4,23 +4,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use assignd::sandbox::{Faults, SandboxLimit, Window};
 use common::*;
 use rand::RngExt;
-
-fn signal(pid: u32, sig: &str) {
-    assert!(
-        Command::new("kill")
-            .arg(sig)
-            .arg(pid.to_string())
-            .status()
-            .unwrap()
-            .success()
-    );
-}
 
 /// Waits until the worker reports a storage fault (not ready), at most `limit`.
 async fn storage_fault_reported(daemon: &InProcess, limit: Duration, fault: &str) -> String {
@@ -32,6 +20,14 @@ async fn storage_fault_reported(daemon: &InProcess, limit: Duration, fault: &str
         assert!(since.elapsed() < limit, "the worker never noticed {fault}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Every sandbox call takes `delay`, and nothing else goes wrong.
+fn delay_calls(app: &TestApp, delay: Duration) {
+    app.sandbox.set_faults(Faults {
+        delay,
+        ..Faults::default()
+    });
 }
 
 fn puts_per_chat(app: &TestApp) -> HashMap<i64, usize> {
@@ -67,10 +63,7 @@ async fn kill_9(chats: i64, kills: usize) {
         .worker("concurrency = 4\nfetch_chat = \"never\"\nlease = \"2s\"")
         .build()
         .await;
-    app.sandbox.set_faults(Faults {
-        delay: Duration::from_millis(150),
-        ..Faults::default()
-    });
+    delay_calls(&app, Duration::from_millis(150));
     app.migrate().await;
     app.insert_raw(1..=chats).await;
     let mut rng = rand::rng();
@@ -80,9 +73,7 @@ async fn kill_9(chats: i64, kills: usize) {
         signal(daemon.id(), "-KILL");
         daemon.wait().unwrap();
     }
-    let done_before_last = app
-        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-        .await;
+    let done_before_last = app.count("queue WHERE state = 'done'").await;
     assert!(
         done_before_last < chats,
         "the kills must land while work is in flight"
@@ -92,16 +83,9 @@ async fn kill_9(chats: i64, kills: usize) {
         .await;
     assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
 
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue").await,
-        chats,
-        "no chat lost or doubled in the queue"
-    );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        chats
-    );
+    let queued = app.count("queue").await;
+    assert_eq!(queued, chats, "no chat lost or doubled in the queue");
+    assert_eq!(app.count("queue WHERE state = 'done'").await, chats);
     let puts = puts_per_chat(&app);
     assert_eq!(puts.len() as i64, chats, "every chat was assigned");
     let repeats: usize = puts.values().map(|n| n - 1).sum();
@@ -130,10 +114,7 @@ async fn faults_and_a_429_burst_lose_nothing() {
         .build()
         .await;
     // The client gives up after 1 s; slow answers take 1.5 s.
-    let config = std::fs::read_to_string(&app.config_path)
-        .unwrap()
-        .replace("timeout = \"5s\"", "timeout = \"1s\"");
-    std::fs::write(&app.config_path, config).unwrap();
+    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"1s\""));
     app.sandbox.set_faults(Faults {
         server_error: 0.10,
         html_errors: true,
@@ -150,8 +131,7 @@ async fn faults_and_a_429_burst_lose_nothing() {
         retry_after: true,
     }));
     let daemon = app.start_in_process().await;
-    app.insert_raw(1..=CHATS).await;
-    daemon.runtime.worker.wake();
+    app.feed(&daemon, 1..=CHATS).await;
     let burst_ends = Instant::now() + Duration::from_secs(3);
     while Instant::now() < burst_ends {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -182,19 +162,13 @@ async fn faults_and_a_429_burst_lose_nothing() {
         requests.iter().any(|r| r.status == 502),
         "faults were injected"
     );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        CHATS,
-        "every chat assigned"
-    );
+    let done = app.count("queue WHERE state = 'done'").await;
+    assert_eq!(done, CHATS, "every chat assigned");
     assert!(app.scalar("SELECT MAX(attempts) FROM queue").await <= 10);
     for id in 1..=CHATS {
         assert!(app.sandbox.assignee(id).is_some(), "chat {id}");
     }
-    let retries = app
-        .scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'retry'")
-        .await;
+    let retries = app.count("outcomes WHERE result = 'retry'").await;
     println!(
         "{} requests, {} answered 429, {retries} retries recorded",
         requests.len(),
@@ -210,34 +184,20 @@ async fn unauthorized_until_a_reload_with_a_good_key() {
     app.migrate().await;
     app.insert_raw(1..=5).await;
     let mut daemon = app.spawn_daemon("run.log");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = app.command(&["status"]).output().unwrap();
-        if String::from_utf8_lossy(&status.stdout).contains("api: unauthorized") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "401 not reported: {}",
-            app.log("run.log")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending' AND attempts = 0")
-            .await,
-        5
-    );
+    wait_until(
+        Duration::from_secs(10),
+        || format!("401 not reported: {}", app.log("run.log")),
+        || app.exec(&["status"]).1.contains("api: unauthorized"),
+    )
+    .await;
+    let untouched = app.count("queue WHERE state = 'pending' AND attempts = 0");
+    assert_eq!(untouched.await, 5);
 
     std::fs::write(app.dir.path().join("api-key"), "test-key\n").unwrap();
-    signal(daemon.id(), "-HUP");
+    hup(daemon.id());
     app.wait_drained(Duration::from_secs(10)).await;
     assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        5
-    );
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 5);
     let status = app.command(&["status"]).output().unwrap();
     assert!(String::from_utf8_lossy(&status.stdout).contains("api: ok"));
 }
@@ -251,28 +211,15 @@ async fn a_locked_database_is_waited_out() {
         .worker("concurrency = 2\nfetch_chat = \"never\"")
         .build()
         .await;
-    app.sandbox.set_faults(Faults {
-        delay: Duration::from_millis(50),
-        ..Faults::default()
-    });
+    delay_calls(&app, Duration::from_millis(50));
     let daemon = app.start_in_process().await;
-    app.insert_raw(1..=40).await;
-    daemon.runtime.worker.wake();
-    while app
-        .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-        .await
-        < 5
-    {
+    app.feed(&daemon, 1..=40).await;
+    while app.count("queue WHERE state = 'done'").await < 5 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // An exclusive lock held past the 5 s busy timeout, until the worker
     // reports the failure (not ready), at most 20 s.
-    let locker = app.producer().await;
-    let mut conn = locker.acquire().await.unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let lock = app.lock_database("BEGIN EXCLUSIVE").await;
     let locked = Instant::now();
     let why = storage_fault_reported(&daemon, Duration::from_secs(20), "the lock").await;
     assert!(why.contains("locked"), "{why}");
@@ -280,9 +227,7 @@ async fn a_locked_database_is_waited_out() {
         locked.elapsed() >= Duration::from_secs(4),
         "it waited for the busy timeout first"
     );
-    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
-    drop(conn);
-    locker.close().await;
+    lock.release().await;
 
     app.wait_drained(Duration::from_secs(60)).await;
     assert_eq!(
@@ -291,11 +236,7 @@ async fn a_locked_database_is_waited_out() {
         "ready again by itself"
     );
     daemon.stop().await;
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        40
-    );
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 40);
     let puts = puts_per_chat(&app);
     assert_eq!(puts.len(), 40);
     println!(
@@ -323,8 +264,7 @@ async fn after_a_429_pause_the_rate_comes_back() {
         .build()
         .await;
     let daemon = app.start_in_process().await;
-    app.insert_raw(1..=150).await;
-    daemon.runtime.worker.wake();
+    app.feed(&daemon, 1..=150).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Another client eats the budget for a moment: HelpCrunch answers 429.
     app.sandbox.set_rate_limit(Some(SandboxLimit {
@@ -364,11 +304,18 @@ async fn after_a_429_pause_the_rate_comes_back() {
         0,
         "no 429 after resuming"
     );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        150
-    );
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 150);
+}
+
+/// Two workers, no fetch, the database on a 16 MiB tmpfs; None where
+/// mounting is not allowed (the test is skipped).
+async fn app_on_tmpfs() -> Option<(TestApp, Tmpfs)> {
+    let mut app = TestApp::builder()
+        .worker("concurrency = 2\nfetch_chat = \"never\"")
+        .build()
+        .await;
+    let disk = app.database_on_tmpfs("16m")?;
+    Some((app, disk))
 }
 
 /// The disk fills up under the running daemon: it backs off and reports
@@ -382,22 +329,15 @@ async fn after_a_429_pause_the_rate_comes_back() {
 /// the database, not a full one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_waited_out() {
-    let mut app = TestApp::builder()
-        .worker("concurrency = 2\nfetch_chat = \"never\"")
-        .build()
-        .await;
-    let Some(disk) = app.database_on_tmpfs("16m") else {
+    let Some((app, disk)) = app_on_tmpfs().await else {
         return;
     };
-    app.sandbox.set_faults(Faults {
-        delay: Duration::from_millis(20),
-        ..Faults::default()
-    });
+    delay_calls(&app, Duration::from_millis(20));
     let daemon = app.start_in_process().await;
     let store = daemon.runtime.store.clone();
     let items: Vec<assignd::store::NewQueueItem> = (1..=200)
         .map(|chat_id| assignd::store::NewQueueItem {
-            chat_id,
+            chat_id: assignd::domain::ChatId(chat_id),
             ..Default::default()
         })
         .collect();
@@ -455,11 +395,7 @@ async fn a_full_disk_is_waited_out() {
 /// Needs a tmpfs, so it is skipped where mounting is not allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_database_is_waited_out() {
-    let mut app = TestApp::builder()
-        .worker("concurrency = 2\nfetch_chat = \"never\"")
-        .build()
-        .await;
-    let Some(disk) = app.database_on_tmpfs("16m") else {
+    let Some((app, disk)) = app_on_tmpfs().await else {
         return;
     };
     app.migrate().await;
@@ -504,11 +440,7 @@ async fn a_read_only_database_is_waited_out() {
     app.wait_drained(Duration::from_secs(60)).await;
     let status = terminate(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        30
-    );
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 30);
     let log = app.log("read-only.log");
     println!(
         "{}",

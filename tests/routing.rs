@@ -33,6 +33,15 @@ async fn assignee_within(app: &TestApp, chat: i64, timeout: Duration) -> Option<
     None
 }
 
+/// Asserts that `chat` is assigned to `agent` within `timeout`.
+async fn expect_assignee(app: &TestApp, chat: i64, agent: i64, timeout: Duration) {
+    assert_eq!(
+        assignee_within(app, chat, timeout).await,
+        Some(agent),
+        "chat {chat}"
+    );
+}
+
 /// alice is full and bob is away: the chat waits, visibly; `agent back bob`
 /// wakes it at once, well before the wait's timed retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,25 +52,15 @@ async fn a_waiting_chat_is_assigned_as_soon_as_an_agent_comes_back() {
         .build()
         .await;
     app.migrate().await;
-    let out = app.command(&["agent", "away", "bob"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    app.run_ok(&["agent", "away", "bob"]);
     let out = app.command(&["agent", "away", "bobby"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a typo is caught");
 
     let daemon = app.start_in_process().await;
-    app.insert_raw([1]).await;
-    daemon.runtime.worker.wake();
-    assert_eq!(
-        assignee_within(&app, 1, Duration::from_secs(10)).await,
-        Some(4188)
-    );
+    app.feed(&daemon, [1]).await;
+    expect_assignee(&app, 1, 4188, Duration::from_secs(10)).await;
 
-    app.insert_raw([2]).await;
-    daemon.runtime.worker.wake();
+    app.feed(&daemon, [2]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let waiting = app.scalar("SELECT COUNT(*) FROM queue WHERE chat_id = 2 AND state = 'pending' AND last_error LIKE 'waiting:%'").await;
@@ -77,11 +76,8 @@ async fn a_waiting_chat_is_assigned_as_soon_as_an_agent_comes_back() {
         text.contains("chat 2 (row 2)") && text.contains("pool `support` has no available agent"),
         "{text}"
     );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outcomes WHERE chat_id = 2 AND result = 'no_agent'")
-            .await,
-        1
-    );
+    let no_agent = app.count("outcomes WHERE chat_id = 2 AND result = 'no_agent'");
+    assert_eq!(no_agent.await, 1);
 
     let back = Instant::now();
     let out = app.command(&["agent", "back", "bob"]).output().unwrap();
@@ -120,14 +116,14 @@ async fn notes_and_replies_are_posted_after_the_assignment() {
         .build()
         .await;
     let daemon = app.start_in_process().await;
-    app.insert_raw([7]).await;
-    daemon.runtime.worker.wake();
+    app.feed(&daemon, [7]).await;
     app.wait_drained(Duration::from_secs(10)).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.sandbox.messages().len() < 2 {
-        assert!(Instant::now() < deadline, "messages not posted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || "messages not posted".into(),
+        || app.sandbox.messages().len() >= 2,
+    )
+    .await;
     daemon.stop().await;
 
     let requests = app.sandbox.requests();
@@ -147,11 +143,7 @@ async fn notes_and_replies_are_posted_after_the_assignment() {
         "Thanks Customer 7, alice will answer shortly."
     );
     assert_eq!(reply["agent"]["id"], 2533);
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE state = 'done'")
-            .await,
-        2
-    );
+    assert_eq!(app.count("outbox WHERE state = 'done'").await, 2);
 }
 
 /// A note that fails is retried on its own; the assignment is not repeated.
@@ -165,47 +157,21 @@ async fn a_failed_note_never_repeats_the_assignment() {
         .await;
     app.process_raw([8], Duration::from_secs(10)).await;
     let daemon = app.start_in_process().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app
-        .scalar("SELECT COUNT(*) FROM outbox WHERE state != 'pending'")
-        .await
-        < 2
-    {
-        assert!(Instant::now() < deadline, "outbox not settled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let settled = "outbox WHERE state != 'pending'";
+    app.wait_count(settled, 2, Duration::from_secs(10), "outbox not settled")
+        .await;
     daemon.stop().await;
     assert_eq!(app.sandbox.assign_calls().len(), 1);
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE state = 'dead' AND last_error LIKE '%400%'")
-            .await,
-        1
-    );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE state = 'done'")
-            .await,
-        1
-    );
+    let rejected = app.count("outbox WHERE state = 'dead' AND last_error LIKE '%400%'");
+    assert_eq!(rejected.await, 1);
+    assert_eq!(app.count("outbox WHERE state = 'done'").await, 1);
 }
 
 #[tokio::test]
 async fn sticky_sends_a_returning_customer_to_the_same_agent() {
-    let rules = r#"
-[agents]
-alice = { id = 4188 }
-bob   = { id = 4761 }
-carol = { id = 6694 }
-
-[pools.support]
-agents = ["alice", "bob", "carol"]
-strategy = "sticky"
-
-[[rule]]
-name = "all"
-assign = "pool:support"
-"#;
+    let rules = support_rules(&ABC, "strategy = \"sticky\"", TO_SUPPORT);
     let app = TestApp::builder()
-        .rules(rules)
+        .rules(&rules)
         .worker("concurrency = 1")
         .build()
         .await;
@@ -234,46 +200,30 @@ assign = "pool:support"
 /// answered one stays, and after the last hop a private note says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_chat_moves_on_and_an_answered_one_stays() {
-    let rules = r#"
-[agents]
-alice = { id = 4188 }
-bob   = { id = 4761 }
-carol = { id = 6694 }
-
-[pools.support]
-agents = ["alice", "bob", "carol"]
-reassign_after = "400ms"
-max_reassign = 1
-
-[[rule]]
-name = "all"
-assign = "pool:support"
-"#;
+    let pool = "reassign_after = \"400ms\"\nmax_reassign = 1";
     let app = TestApp::builder()
-        .rules(rules)
+        .rules(&support_rules(&ABC, pool, TO_SUPPORT))
         .worker("concurrency = 1")
         .build()
         .await;
     let daemon = app.start_in_process().await;
-    app.insert_raw([1, 2]).await;
-    daemon.runtime.worker.wake();
-    assert_eq!(
-        assignee_within(&app, 2, Duration::from_secs(5)).await,
-        Some(4761)
-    );
+    app.feed(&daemon, [1, 2]).await;
+    expect_assignee(&app, 2, 4761, Duration::from_secs(5)).await;
     assert_eq!(app.sandbox.assignee(1), Some(4188));
     // bob answers chat 2; alice never answers chat 1.
     app.sandbox.update_chat(2, |c| c.agents = vec![4761]);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.sandbox.messages().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no note after the last hop: {:?}",
-            app.sandbox.assign_calls()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            format!(
+                "no note after the last hop: {:?}",
+                app.sandbox.assign_calls()
+            )
+        },
+        || !app.sandbox.messages().is_empty(),
+    )
+    .await;
     daemon.stop().await;
 
     let calls = app.sandbox.assign_calls();
@@ -306,18 +256,10 @@ assign = "pool:support"
         "{hops:?}"
     );
     assert_eq!(hops[2].1, "skipped");
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM followups").await, 0);
+    assert_eq!(app.count("followups").await, 0);
     // The open chat moved from alice to carol.
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM open_chats WHERE agent = 'carol' AND chat_id = 1")
-            .await,
-        1
-    );
-}
-
-fn append_config(app: &TestApp, extra: &str) {
-    let text = std::fs::read_to_string(&app.config_path).unwrap() + extra;
-    std::fs::write(&app.config_path, text).unwrap();
+    let moved = app.count("open_chats WHERE agent = 'carol' AND chat_id = 1");
+    assert_eq!(moved.await, 1);
 }
 
 /// Without webhooks, `[load] refresh` learns from POST /chats/search that a
@@ -330,24 +272,16 @@ async fn load_refresh_frees_seats_that_webhooks_never_reported() {
         .worker("concurrency = 1")
         .build()
         .await;
-    append_config(&app, "\n[load]\nrefresh = \"300ms\"\n");
+    app.edit_config(|c| c + "\n[load]\nrefresh = \"300ms\"\n");
     let daemon = app.start_in_process().await;
-    app.insert_raw([81]).await;
-    daemon.runtime.worker.wake();
-    assert_eq!(
-        assignee_within(&app, 81, Duration::from_secs(5)).await,
-        Some(4188)
-    );
-    app.insert_raw([82]).await;
-    daemon.runtime.worker.wake();
+    app.feed(&daemon, [81]).await;
+    expect_assignee(&app, 81, 4188, Duration::from_secs(5)).await;
+    app.feed(&daemon, [82]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.sandbox.assignee(82), None, "alice is full");
     // Closed in HelpCrunch, and no webhook says so.
     app.sandbox.update_chat(81, |c| c.status = "closed".into());
-    assert_eq!(
-        assignee_within(&app, 82, Duration::from_secs(5)).await,
-        Some(4188)
-    );
+    expect_assignee(&app, 82, 4188, Duration::from_secs(5)).await;
     daemon.stop().await;
     assert!(
         app.sandbox
@@ -362,7 +296,7 @@ async fn load_refresh_frees_seats_that_webhooks_never_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_poller_enqueues_new_unassigned_chats() {
     let app = TestApp::builder().build().await;
-    append_config(&app, "\n[poller]\nenabled = true\ninterval = \"200ms\"\n");
+    app.edit_config(|c| c + "\n[poller]\nenabled = true\ninterval = \"200ms\"\n");
     let daemon = app.start_in_process().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     for id in [91, 92, 93] {
@@ -380,16 +314,9 @@ async fn the_poller_enqueues_new_unassigned_chats() {
     }
     app.wait_drained(Duration::from_secs(5)).await;
     daemon.stop().await;
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue").await,
-        3,
-        "only the unassigned, open ones"
-    );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE snapshot IS NOT NULL")
-            .await,
-        3
-    );
+    let queued = app.count("queue").await;
+    assert_eq!(queued, 3, "only the unassigned, open ones");
+    assert_eq!(app.count("queue WHERE snapshot IS NOT NULL").await, 3);
     assert!(
         app.sandbox.requests().iter().all(|r| r.method != "GET"),
         "snapshots saved the GETs"

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 fn agent(i: usize, weight: u32, max_open: Option<u32>, skills: &[&str]) -> Agent {
     Agent {
         name: format!("a{i}"),
-        id: 100 + i as i64,
+        id: assignd::domain::AgentId(100 + i as i64),
         skills: skills.iter().map(|s| s.to_string()).collect(),
         schedule: None,
         weight,

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::Failure;
 use crate::app::Application;
 use crate::config::{Config, FetchChat};
+use crate::domain::ChatId;
 use crate::duration::HumanDuration;
 use crate::http::ListenerSecrets;
 use crate::rules::{self, Rules};
@@ -62,7 +63,7 @@ fn sandbox_agents(rules: &Rules) -> Vec<SandboxAgent> {
         .agents
         .iter()
         .map(|a| SandboxAgent {
-            id: a.id,
+            id: a.id.0,
             name: a.name.clone(),
         })
         .collect()
@@ -159,7 +160,7 @@ async fn start_demo_sandbox(rules: &Rules, last_chat: i64) -> Result<Sandbox, Fa
         if id % 25 == 0 {
             sandbox.update_chat(id, |c| c.status = "closed".into());
         } else if id % 40 == 13 {
-            sandbox.update_chat(id, |c| c.assignee = first_agent);
+            sandbox.update_chat(id, |c| c.assignee = first_agent.map(|a| a.0));
         }
     }
     Ok(sandbox)
@@ -199,7 +200,7 @@ fn print_header(rules_name: &str, sandbox: &Sandbox) {
 async fn enqueue_samples(store: &Store, sandbox: &Sandbox, last_chat: i64) -> Result<(), Failure> {
     let items: Vec<NewQueueItem> = (FIRST_CHAT..=last_chat)
         .map(|id| NewQueueItem {
-            chat_id: id,
+            chat_id: ChatId(id),
             attrs: None,
             snapshot: if id % 2 == 0 {
                 sandbox.chat_json(id)
@@ -370,7 +371,7 @@ fn print_calls(requests: &[Recorded], rejected: usize) {
         requests.len()
     );
     let times: Vec<Duration> = requests.iter().map(|r| r.at).collect();
-    let busiest = busiest_window(&times, DEMO_PER);
+    let busiest = crate::limiter::busiest_window(&times, DEMO_PER);
     let (Some(first), Some(last)) = (times.first(), times.last()) else {
         return;
     };
@@ -400,17 +401,4 @@ fn verdict(tally: &Tally, rejected: usize) -> Result<(), Failure> {
         )));
     }
     Ok(())
-}
-
-/// The most calls in any window of length `per`.
-fn busiest_window(times: &[Duration], per: Duration) -> usize {
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..times.len() {
-        while times[end] - times[start] >= per {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
 }

@@ -10,7 +10,8 @@ use anyhow::Context;
 use jiff::Timestamp;
 
 use super::{Failure, open_store};
-use crate::config::Config;
+use crate::config::{Config, DatabaseLocation};
+use crate::domain::ChatId;
 use crate::helpcrunch::Client;
 use crate::helpcrunch::types::Chat;
 use crate::limiter::{Limiter, Priority};
@@ -93,7 +94,9 @@ async fn routing_state(
     config: &Config,
     context: &mut ChatContext,
 ) -> Result<RoutingState, Failure> {
-    if !config.database_file().exists() {
+    if let DatabaseLocation::Sqlite(path) = config.database()
+        && !path.exists()
+    {
         return Ok(RoutingState::default());
     }
     let store = open_store(config).await?;
@@ -134,7 +137,7 @@ async fn fetch(config: &Config, chat_id: i64) -> Result<Chat, Failure> {
     )
     .map_err(|e| Failure::Invalid(e.into()))?;
     client
-        .chat(chat_id, Priority::Background)
+        .chat(ChatId(chat_id), Priority::Background)
         .await
         .result
         .with_context(|| format!("cannot fetch chat {chat_id}"))

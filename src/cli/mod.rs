@@ -249,10 +249,10 @@ fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
 
 /// Opens and migrates the configured database.
 async fn open_store(config: &Config) -> Result<Store, Failure> {
-    let path = config.database_file();
-    let store = Store::open(&path, config.database.synchronous)
+    let location = config.database();
+    let store = Store::connect(&location, config.database.synchronous)
         .await
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
+        .with_context(|| format!("cannot open the database {location}"))?;
     store
         .migrate()
         .await
@@ -317,10 +317,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Migrate => {
             let config = load_config(&cli.config)?;
             open_store(&config).await?;
-            println!(
-                "database {} is up to date",
-                config.database_file().display()
-            );
+            println!("database {} is up to date", config.database());
         }
         Command::Sandbox {
             listen,

@@ -4,6 +4,7 @@ use anyhow::Context;
 
 use super::{Failure, QueueAction, open_store};
 use crate::config::Config;
+use crate::domain::ChatId;
 use crate::store::{NewQueueItem, Store};
 
 /// `assignd enqueue CHAT_ID... [--attr K=V]... [--priority N]`.
@@ -23,7 +24,7 @@ pub(super) async fn enqueue(
     let items: Vec<NewQueueItem> = chat_ids
         .iter()
         .map(|&chat_id| NewQueueItem {
-            chat_id,
+            chat_id: ChatId(chat_id),
             attrs: attrs.clone(),
             snapshot: None,
             priority,

@@ -4,13 +4,15 @@ use anyhow::Context;
 use jiff::Timestamp;
 
 use super::{Failure, open_store};
-use crate::config::Config;
+use crate::cluster::GONE_AFTER;
+use crate::config::{Config, DatabaseLocation};
 use crate::rules;
-use crate::store::{Store, now_ms};
+use crate::store::{Backend, Store, now_ms};
 
 pub(super) async fn run(config: &Config) -> Result<(), Failure> {
-    let path = config.database_file();
-    if !path.exists() {
+    if let DatabaseLocation::Sqlite(path) = config.database()
+        && !path.exists()
+    {
         return Err(Failure::Runtime(anyhow::anyhow!(
             "no database at {} (has `assignd run` or `assignd migrate` been run?)",
             path.display()
@@ -21,6 +23,7 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
     print_today(&store, config).await?;
     print_recent(&store).await?;
     print_daemon_state(&store).await?;
+    print_daemons(&store).await?;
     store.close().await;
     Ok(())
 }
@@ -133,6 +136,41 @@ async fn print_daemon_state(store: &Store) -> anyhow::Result<()> {
             .map(|t| t.to_string())
             .unwrap_or_default();
         println!("{key}: {value} (as of {at})");
+    }
+    Ok(())
+}
+
+/// The daemons heard from lately: host, pid, since, and which one holds
+/// the lease (SQLite: works the file; PostgreSQL: leads).
+async fn print_daemons(store: &Store) -> anyhow::Result<()> {
+    let (lease, role) = match store.backend() {
+        Backend::Sqlite => ("daemon", "holder"),
+        Backend::Postgres => ("leader", "leader"),
+    };
+    let daemons = store
+        .live_daemons(GONE_AFTER, lease)
+        .await
+        .context("cannot read the daemons")?;
+    if daemons.is_empty() {
+        println!("daemons: none running");
+        return Ok(());
+    }
+    println!("daemons:");
+    for d in daemons {
+        let since = Timestamp::from_millisecond(d.started_at_ms)
+            .map(|t| format!("{t:.0}"))
+            .unwrap_or_default();
+        let mark = if d.holder {
+            format!(" {role}")
+        } else {
+            String::new()
+        };
+        let idle = if d.holder || store.backend() == Backend::Postgres {
+            ""
+        } else {
+            " standby"
+        };
+        println!("  {} pid {} since {since}{mark}{idle}", d.host, d.pid);
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ use super::error::{ApiError, parse_error_body_redacted};
 use super::redact::{excerpt, redact};
 use super::retry_after;
 use super::types::{AgentRef, Chat, Message, NewMessage, Page};
+use crate::domain::{AgentId, ChatId};
 use crate::limiter::{Limiter, Priority};
 use crate::secrets::Secret;
 
@@ -85,7 +86,7 @@ impl Client {
     }
 
     /// `PUT /chats/assignee`.
-    pub async fn assign(&self, chat_id: i64, agent_id: i64) -> Call<Chat> {
+    pub async fn assign(&self, chat_id: ChatId, agent_id: AgentId) -> Call<Chat> {
         let req = self
             .http
             .put(format!("{}/chats/assignee", self.base))
@@ -95,7 +96,7 @@ impl Client {
     }
 
     /// `GET /chats/{id}`.
-    pub async fn chat(&self, chat_id: i64, priority: Priority) -> Call<Chat> {
+    pub async fn chat(&self, chat_id: ChatId, priority: Priority) -> Call<Chat> {
         let req = self.http.get(format!("{}/chats/{chat_id}", self.base));
         self.send("GET /chats/{id}", priority, req).await
     }
@@ -188,16 +189,26 @@ impl Client {
         priority: Priority,
         req: reqwest::RequestBuilder,
     ) -> Call<T> {
-        let waited = match self.limiter.acquire(priority).await {
-            Ok(w) => w,
-            Err(closed) => {
-                return Call {
-                    result: Err(closed.into()),
-                    latency: Duration::ZERO,
-                    waited: Duration::ZERO,
-                };
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.limiter.acquire(priority).await {
+                Ok(slot) if slot.fresh() => {
+                    waited += slot.waited;
+                    break;
+                }
+                Ok(stale) => {
+                    waited += stale.waited;
+                    self.limiter.forfeit(stale);
+                }
+                Err(closed) => {
+                    return Call {
+                        result: Err(closed.into()),
+                        latency: Duration::ZERO,
+                        waited,
+                    };
+                }
             }
-        };
+        }
         let started = Instant::now();
         let result = self.exchange(req).await;
         let latency = started.elapsed();

@@ -7,11 +7,13 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::domain::{AgentId, ChatId};
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Chat {
     #[serde(deserialize_with = "id")]
-    pub id: i64,
+    pub id: ChatId,
     pub status: Option<String>,
     #[serde(deserialize_with = "timestamp")]
     pub created_at: Option<Timestamp>,
@@ -24,7 +26,7 @@ pub struct Chat {
     pub last_message_text: Option<String>,
     pub created_with: Option<String>,
     #[serde(deserialize_with = "opt_id")]
-    pub last_communicated_agent_id: Option<i64>,
+    pub last_communicated_agent_id: Option<AgentId>,
     #[serde(deserialize_with = "one_or_many")]
     pub agents: Vec<AgentRef>,
     pub customer: Option<Customer>,
@@ -44,7 +46,7 @@ impl Chat {
 #[serde(rename_all = "camelCase", default)]
 pub struct AgentRef {
     #[serde(deserialize_with = "id")]
-    pub id: i64,
+    pub id: AgentId,
     pub name: Option<String>,
     pub email: Option<String>,
     pub role: Option<String>,
@@ -87,13 +89,13 @@ pub struct Meta {
 /// A message to post with `POST /messages`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewMessage {
-    pub chat: i64,
+    pub chat: ChatId,
     pub text: String,
     #[serde(rename = "type")]
     pub kind: MessageKind,
     /// The posting agent; `None` posts on behalf of the customer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent: Option<i64>,
+    pub agent: Option<AgentId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,14 +161,16 @@ fn id_from_value(v: &Value) -> Result<Option<i64>, String> {
     }
 }
 
-fn id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+fn id<'de, D: Deserializer<'de>, T: From<i64>>(d: D) -> Result<T, D::Error> {
     id_from_value(&Value::deserialize(d)?)
-        .map(|v| v.unwrap_or(0))
+        .map(|v| T::from(v.unwrap_or(0)))
         .map_err(de::Error::custom)
 }
 
-fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    id_from_value(&Value::deserialize(d)?).map_err(de::Error::custom)
+fn opt_id<'de, D: Deserializer<'de>, T: From<i64>>(d: D) -> Result<Option<T>, D::Error> {
+    id_from_value(&Value::deserialize(d)?)
+        .map(|v| v.map(T::from))
+        .map_err(de::Error::custom)
 }
 
 fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -11,6 +11,7 @@ mod ready;
 mod server;
 mod webhook;
 
+use crate::domain::ChatId;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -158,7 +159,7 @@ pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnqueueItem {
-    chat_id: i64,
+    chat_id: ChatId,
     #[serde(default)]
     attrs: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
@@ -201,7 +202,7 @@ async fn enqueue(State(app): State<Arc<App>>, headers: HeaderMap, body: body::Bo
             );
         }
     };
-    if let Some(bad) = items.iter().find(|i| i.chat_id <= 0) {
+    if let Some(bad) = items.iter().find(|i| i.chat_id.0 <= 0) {
         return reject(
             StatusCode::BAD_REQUEST,
             format!("chat_id {} is not a HelpCrunch chat id", bad.chat_id),

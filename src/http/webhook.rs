@@ -1,5 +1,6 @@
 //! `POST /webhooks/helpcrunch`: signed events from HelpCrunch.
 
+use crate::domain::{AgentId, ChatId};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -150,6 +151,7 @@ fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
         data.get("id")
             .or_else(|| data.get("chat_id"))
             .and_then(id_of)
+            .map(ChatId)
             .ok_or_else(|| format!("`{}` without a chat id", e.event))
     };
     Ok(match e.event.as_str() {
@@ -163,7 +165,7 @@ fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
                 .get("assignee")
                 .and_then(|a| a.get("id"))
                 .and_then(id_of)
-                .and_then(|id| rules.agent_by_id(id))
+                .and_then(|id| rules.agent_by_id(AgentId(id)))
                 .map(|a| rules.agents[a].name.clone());
             WebhookEffect::Assigned {
                 chat_id: chat_id()?,
@@ -183,6 +185,7 @@ fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
                 .get("chat_id")
                 .or_else(|| data.get("chat").and_then(|c| c.get("id")))
                 .and_then(id_of)
+                .map(ChatId)
                 .ok_or("`message.chat.agent` without a chat id")?,
         },
         _ => WebhookEffect::Ignored,

@@ -16,6 +16,7 @@ use super::schedule::{self, Schedule};
 use super::template::{Placeholder, Template};
 use super::{Agent, Pool, Reply, Rule, Rules, Strategy, Target, WhenFull};
 use crate::diag::{Location, SourceError};
+use crate::domain::AgentId;
 
 /// Where each name is defined, for duplicate errors.
 pub(super) struct Names {
@@ -160,7 +161,7 @@ fn compile_agent(
     };
     Ok(Agent {
         name: name.get_ref().clone(),
-        id,
+        id: AgentId(id),
         skills: raw.skills.clone(),
         schedule,
         weight: raw.weight.as_ref().map_or(1, |w| *w.get_ref()),

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::domain::{AgentId, ChatId};
+
 /// A text value with its lower-case form precomputed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Text {
@@ -24,7 +26,7 @@ impl Text {
 /// The chat as the rules see it.
 #[derive(Debug, Clone, Default)]
 pub struct ChatContext {
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     pub department_id: Option<Text>,
     pub department_name: Option<Text>,
     pub customer_email: Option<Text>,
@@ -37,7 +39,7 @@ pub struct ChatContext {
     /// Attributes given at enqueue time; a list attribute holds every item.
     pub attrs: BTreeMap<String, Vec<Text>>,
     /// The current assignee's id, if the chat has one.
-    pub assignee: Option<i64>,
+    pub assignee: Option<AgentId>,
     /// The agent who last had a chat of this customer, for `sticky`; the
     /// caller fills it in from its history.
     pub last_agent: Option<String>,
@@ -46,7 +48,7 @@ pub struct ChatContext {
 impl ChatContext {
     /// A context that knows only the chat id and attributes (`fetch_chat =
     /// "never"` and no snapshot).
-    pub fn bare(chat_id: i64, attrs: &serde_json::Map<String, serde_json::Value>) -> Self {
+    pub fn bare(chat_id: ChatId, attrs: &serde_json::Map<String, serde_json::Value>) -> Self {
         Self {
             chat_id,
             attrs: attrs_from_json(attrs),

@@ -4,13 +4,15 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::domain::{AgentId, ChatId};
+
 use super::decide::{CandidateVerdict, Decision, Observer, RoutingState, Verdict, decide_observed};
 use super::matcher::Condition;
 use super::{ChatContext, Rules, Target};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     pub at: String,
     pub rules: Vec<RuleStep>,
     pub decision: DecisionSummary,
@@ -48,7 +50,7 @@ pub struct DecisionSummary {
     pub rule: Option<String>,
     pub pool: Option<String>,
     pub agent: Option<String>,
-    pub agent_id: Option<i64>,
+    pub agent_id: Option<AgentId>,
     pub reason: String,
 }
 

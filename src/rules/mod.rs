@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use jiff::tz::TimeZone;
 
 use crate::diag::Location;
+use crate::domain::AgentId;
 pub use context::ChatContext;
 pub use decide::{
     CandidateVerdict, Decision, Observer, RoutingState, Verdict, decide, decide_observed,
@@ -52,7 +53,7 @@ pub struct Rules {
 pub struct Agent {
     pub name: String,
     /// The HelpCrunch agent id.
-    pub id: i64,
+    pub id: AgentId,
     pub skills: Vec<String>,
     /// The agent's own shift (index into `Rules::schedules`).
     pub schedule: Option<usize>,
@@ -181,7 +182,7 @@ impl Rules {
         self.pools.iter().position(|p| p.name == name)
     }
 
-    pub fn agent_by_id(&self, id: i64) -> Option<usize> {
+    pub fn agent_by_id(&self, id: AgentId) -> Option<usize> {
         self.agents.iter().position(|a| a.id == id)
     }
 

@@ -22,6 +22,13 @@ pub struct Applied {
     previous_weights: Option<HashMap<String, i64>>,
 }
 
+impl Applied {
+    /// Who had the pool's rotation before this pick.
+    pub fn previous_pick(&self) -> Option<&str> {
+        self.previous_pick.as_deref()
+    }
+}
+
 impl RoutingState {
     /// Applies `decision` if it assigns; `None` when it does not.
     pub fn apply(&mut self, rules: &Rules, decision: &Decision) -> Option<Applied> {

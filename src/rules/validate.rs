@@ -186,6 +186,14 @@ mod tests {
         load(files).map(|_| ()).unwrap_err().to_string()
     }
 
+    fn begins(e: &str, prefix: &str) {
+        assert!(e.starts_with(prefix), "{e}");
+    }
+
+    fn mentions(e: &str, part: &str) {
+        assert!(e.contains(part), "{e}");
+    }
+
     const TEAM: &str = "timezone = \"Europe/Kyiv\"\n\n[agents]\nalice = { id = 1, skills = [\"uk\"] }\nbob = { id = 2 }\n\n[pools.support]\nagents = [\"alice\", \"bob\"]\n\n[[rule]]\nname = \"ukrainian\"\nmatch = { attr.language = \"uk\" }\nassign = \"pool:support\"\nrequire_skills = [\"uk\"]\n\n[[rule]]\nname = \"everything else\"\nassign = \"pool:support\"\n";
 
     #[test]
@@ -196,10 +204,7 @@ mod tests {
              add at least one [[rule]] that assigns an agent or a pool"
         );
         let e = error(&[("r.toml", "# nothing yet\n\n")]);
-        assert!(
-            e.starts_with("r.toml:3:1: no rules: r.toml defines no [[rule]]"),
-            "{e}"
-        );
+        begins(&e, "r.toml:3:1: no rules: r.toml defines no [[rule]]");
     }
 
     #[test]
@@ -208,9 +213,9 @@ mod tests {
             ("10-a.toml", "[agents]\nalice = { id = 1 }\n"),
             ("20-b.toml", "[pools.p]\nagents = [\"alice\"]\n"),
         ]);
-        assert!(
-            e.starts_with("20-b.toml:3:1: no rules: 10-a.toml, 20-b.toml define no [[rule]]"),
-            "{e}"
+        begins(
+            &e,
+            "20-b.toml:3:1: no rules: 10-a.toml, 20-b.toml define no [[rule]]",
         );
     }
 
@@ -236,10 +241,7 @@ mod tests {
             ));
         }
         let e = error(&[("r.toml", &text)]);
-        assert!(
-            e.contains("rule `r4` assigns none; and 3 more), so every chat"),
-            "{e}"
-        );
+        mentions(&e, "rule `r4` assigns none; and 3 more), so every chat");
     }
 
     #[test]
@@ -248,9 +250,9 @@ mod tests {
             "r.toml",
             "[agents]\na = { id = 1 }\n[[rule]]\nname = \"off\"\nassign = \"none\"\n[[rule]]\nname = \"a\"\nassign = \"a\"\n",
         )]);
-        assert!(
-            e.contains("rule `a` is never reached: rule `off` before it takes every chat"),
-            "{e}"
+        mentions(
+            &e,
+            "rule `a` is never reached: rule `off` before it takes every chat",
         );
     }
 
@@ -306,10 +308,7 @@ mod tests {
         }
         // Cut at the line before the first rule: valid TOML, no rules.
         let e = error(&[("r.toml", &TEAM[..first_rule])]);
-        assert!(
-            e.starts_with("r.toml:10:1: no rules: r.toml defines no [[rule]]"),
-            "{e}"
-        );
+        begins(&e, "r.toml:10:1: no rules: r.toml defines no [[rule]]");
     }
 
     #[test]

@@ -3,28 +3,26 @@
 use std::collections::HashMap;
 
 use super::routing::wake_waiting;
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, now_ms, vals};
+
+const UPSERT_AWAY: &str = "INSERT INTO agent_away (agent, until, since) VALUES ($1, $2, $3)
+    ON CONFLICT (agent) DO UPDATE SET until = excluded.until, since = excluded.since";
 
 impl Store {
     /// Agents marked away, with the end of their absence (Unix ms).
     pub async fn load_away(&self) -> Result<HashMap<String, Option<i64>>, StoreError> {
-        let rows = sqlx::query_as("SELECT agent, until FROM agent_away")
-            .fetch_all(&self.reader)
+        let rows: Vec<(String, Option<i64>)> = self
+            .db
+            .all("SELECT agent, until FROM agent_away", vals![])
             .await?;
         Ok(rows.into_iter().collect())
     }
 
     /// Marks an agent away (until `until_ms`, or until marked back).
     pub async fn set_away(&self, agent: &str, until_ms: Option<i64>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO agent_away (agent, until, since) VALUES (?, ?, ?)
-             ON CONFLICT (agent) DO UPDATE SET until = excluded.until, since = excluded.since",
-        )
-        .bind(agent)
-        .bind(until_ms)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
+        self.db
+            .run(UPSERT_AWAY, vals![agent, until_ms, now_ms()])
+            .await?;
         Ok(())
     }
 
@@ -33,11 +31,9 @@ impl Store {
     /// whether the agent was away.
     pub async fn set_back(&self, agent: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let was = sqlx::query("DELETE FROM agent_away WHERE agent = ?")
-            .bind(agent)
-            .execute(&mut *tx)
+        let was = tx
+            .run("DELETE FROM agent_away WHERE agent = $1", vals![agent])
             .await?
-            .rows_affected()
             > 0;
         wake_waiting(&mut tx).await?;
         tx.commit().await?;

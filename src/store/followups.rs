@@ -1,13 +1,23 @@
 //! The `followups` table: checks that a chat's assignee answered
 //! (`reassign_after`).
 
+use crate::domain::ChatId;
 use std::time::Duration;
-
-use sqlx::SqliteConnection;
 
 use super::outcomes::insert_outcome;
 use super::routing::apply_assigned;
-use super::{Assigned, Followup, NewOutcome, Store, StoreError, now_ms};
+use super::{Assigned, Followup, NewOutcome, Store, StoreError, Tx, now_ms, vals};
+
+/// Takes due follow-ups, moving each one's due time on by the lease.
+const CLAIM: &str = "UPDATE followups SET due_at = $1
+  WHERE chat_id IN (SELECT chat_id FROM followups WHERE due_at <= $2 ORDER BY due_at LIMIT $3)
+  RETURNING chat_id, pool, rule, agent, hops, tried, due_at";
+
+const UPSERT: &str = "INSERT INTO followups (chat_id, pool, rule, agent, hops, tried, due_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (chat_id) DO UPDATE SET pool = excluded.pool, rule = excluded.rule,
+        agent = excluded.agent, hops = excluded.hops, tried = excluded.tried,
+        due_at = excluded.due_at, answered_at = NULL";
 
 impl Store {
     /// Takes up to `limit` follow-ups that are due, moving each one's due
@@ -20,19 +30,13 @@ impl Store {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         // An answer seen by webhook settles the follow-up without a call.
-        sqlx::query("DELETE FROM followups WHERE answered_at IS NOT NULL")
-            .execute(&mut *tx)
-            .await?;
-        let rows: Vec<FollowupRow> = sqlx::query_as(
-            "UPDATE followups SET due_at = ?1
-              WHERE chat_id IN (SELECT chat_id FROM followups WHERE due_at <= ?2 ORDER BY due_at LIMIT ?3)
-          RETURNING chat_id, pool, rule, agent, hops, tried, due_at",
+        tx.run(
+            "DELETE FROM followups WHERE answered_at IS NOT NULL",
+            vals![],
         )
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(&mut *tx)
         .await?;
+        let until = now + lease.as_millis() as i64;
+        let rows: Vec<FollowupRow> = tx.all(CLAIM, vals![until, now, limit]).await?;
         tx.commit().await?;
         Ok(rows.into_iter().map(Followup::from).collect())
     }
@@ -43,7 +47,7 @@ impl Store {
     /// or, with `None`, ended.
     pub async fn settle_followup(
         &self,
-        chat_id: i64,
+        chat_id: ChatId,
         outcomes: &[NewOutcome],
         assigned: Option<&Assigned>,
         next_due_ms: Option<i64>,
@@ -61,19 +65,14 @@ impl Store {
         if assigned.is_none_or(|a| a.followup.is_none()) {
             match next_due_ms {
                 Some(due) => {
-                    sqlx::query("UPDATE followups SET due_at = ? WHERE chat_id = ?")
-                        .bind(due)
-                        .bind(chat_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    let sql = "UPDATE followups SET due_at = $1 WHERE chat_id = $2";
+                    tx.run(sql, vals![due, chat_id]).await?
                 }
                 None => {
-                    sqlx::query("DELETE FROM followups WHERE chat_id = ?")
-                        .bind(chat_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    let sql = "DELETE FROM followups WHERE chat_id = $1";
+                    tx.run(sql, vals![chat_id]).await?
                 }
-            }
+            };
         }
         tx.commit().await?;
         Ok(())
@@ -81,8 +80,9 @@ impl Store {
 
     /// When the next follow-up is due, if any.
     pub async fn followup_next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM followups")
-            .fetch_one(&self.reader)
+        Ok(self
+            .db
+            .value("SELECT MIN(due_at) FROM followups", vals![])
             .await?)
     }
 }
@@ -90,7 +90,7 @@ impl Store {
 /// A `followups` row as stored.
 #[derive(sqlx::FromRow)]
 struct FollowupRow {
-    chat_id: i64,
+    chat_id: ChatId,
     pool: String,
     rule: Option<String>,
     agent: String,
@@ -113,23 +113,17 @@ impl From<FollowupRow> for Followup {
     }
 }
 
-pub(super) async fn upsert_followup(
-    conn: &mut SqliteConnection,
-    f: &Followup,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO followups (chat_id, pool, rule, agent, hops, tried, due_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (chat_id) DO UPDATE SET pool = excluded.pool, rule = excluded.rule, agent = excluded.agent,
-             hops = excluded.hops, tried = excluded.tried, due_at = excluded.due_at, answered_at = NULL",
-    )
-    .bind(f.chat_id)
-    .bind(&f.pool)
-    .bind(f.rule.as_deref())
-    .bind(&f.agent)
-    .bind(f.hops as i64)
-    .bind(serde_json::to_string(&f.tried).unwrap_or_else(|_| "[]".into()))
-    .bind(f.due_at_ms)
-    .execute(conn)
-    .await?;
+pub(super) async fn upsert_followup(tx: &mut Tx, f: &Followup) -> Result<(), sqlx::Error> {
+    let tried = serde_json::to_string(&f.tried).unwrap_or_else(|_| "[]".into());
+    let values = vals![
+        f.chat_id,
+        &f.pool,
+        f.rule.as_deref(),
+        &f.agent,
+        f.hops,
+        tried,
+        f.due_at_ms
+    ];
+    tx.run(UPSERT, values).await?;
     Ok(())
 }

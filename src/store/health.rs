@@ -5,7 +5,7 @@
 //! commits a heartbeat row, the same path every write of the daemon takes,
 //! and looks at the file system's free space and flags first.
 
-use super::{Store, StoreError, now_ms};
+use super::{Backend, Store, StoreError, now_ms, vals};
 
 /// Below this much free space the database's disk counts as full: SQLite
 /// needs whole pages (4 KiB each, and the WAL frames around them).
@@ -38,31 +38,29 @@ impl Store {
         if let Some(file) = self.database_file().await {
             disk_fault(&file)?;
         }
-        self.write_heartbeat().await.map_err(classify)
+        let sqlite = self.backend() == Backend::Sqlite;
+        self.write_heartbeat()
+            .await
+            .map_err(|e| classify(e, sqlite))
     }
 
     async fn write_heartbeat(&self) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO daemon_state (key, value, updated_at) VALUES (?, '', ?)
-             ON CONFLICT (key) DO UPDATE SET value = '', updated_at = excluded.updated_at",
-        )
-        .bind(HEARTBEAT_KEY)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        let sql = "INSERT INTO daemon_state (key, value, updated_at) VALUES ($1, '', $2)
+            ON CONFLICT (key) DO UPDATE SET value = '', updated_at = excluded.updated_at";
+        tx.run(sql, vals![HEARTBEAT_KEY, now_ms()]).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// The main database's file, as SQLite opened it (empty in memory).
+    /// The main database's file, as SQLite opened it (none in memory, or
+    /// on a database server).
     async fn database_file(&self) -> Option<std::path::PathBuf> {
-        let file: Option<String> =
-            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                .fetch_optional(&self.reader)
-                .await
-                .ok()
-                .flatten();
+        if self.backend() != Backend::Sqlite {
+            return None;
+        }
+        let sql = "SELECT file FROM pragma_database_list WHERE name = 'main'";
+        let file: Option<String> = self.text_by_key(sql, "").await.ok().flatten();
         file.filter(|f| !f.is_empty()).map(Into::into)
     }
 }
@@ -98,12 +96,13 @@ fn disk_fault(file: &std::path::Path) -> Result<(), WriteFault> {
     Ok(())
 }
 
-/// Maps SQLite's result codes to a cause an operator can act on.
-fn classify(e: StoreError) -> WriteFault {
+/// Maps SQLite's result codes to a cause an operator can act on; a
+/// database server's errors are reported as they are.
+fn classify(e: StoreError, sqlite: bool) -> WriteFault {
     let StoreError::Sql(sql) = &e else {
         return WriteFault::Other(e.to_string());
     };
-    if let sqlx::Error::Database(db) = sql {
+    if let (true, sqlx::Error::Database(db)) = (sqlite, sql) {
         let primary = db
             .code()
             .and_then(|c| c.parse::<i32>().ok())

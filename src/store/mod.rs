@@ -1,7 +1,16 @@
 //! All SQL lives here, one file per table (`queue.rs`, `outcomes.rs`,
 //! `outbox.rs`, `routing.rs`, ...), each adding its methods to [`Store`].
-//! Rows cross the boundary as the typed structs of `rows.rs`; nothing of
-//! sqlx leaks past this module.
+//! Rows cross the boundary as the typed structs of `rows.rs` and the enums
+//! of `domain.rs`; nothing of sqlx leaks past this module.
+//!
+//! **The backend seam is [`Store`] itself**: its methods are the whole
+//! database API the daemon sees. A second backend (PostgreSQL) joins as an
+//! enum over backends inside `Store`, not as a trait object: most
+//! statements are the same text on both, so they are written once, with
+//! `$N` placeholders, `ON CONFLICT … DO UPDATE` and `RETURNING`, all of
+//! which SQLite reads too, and run through [`exec`] / [`args!`]; only what
+//! really differs (claims with `FOR UPDATE SKIP LOCKED`, the database's
+//! clock, leases between daemons) is written once per backend.
 //!
 //! One writer connection (SQLite allows one writer at a time; a pool of one
 //! makes that explicit and avoids SQLITE_BUSY between our own tasks) and a
@@ -9,7 +18,9 @@
 //! so it takes the write lock up front, and none is held across an HTTP call.
 
 mod agents;
+mod cluster;
 mod daemon_state;
+mod db;
 mod followups;
 mod health;
 mod outbox;
@@ -25,12 +36,15 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::config::Synchronous;
+use crate::config::{DatabaseLocation, Synchronous};
+pub use cluster::{DaemonRow, LeaseHolder, QueueListener};
+pub use db::Backend;
+use db::{Db, Tx, vals};
 pub use queue::BadRow;
+pub use routing::RoutingLock;
 pub use rows::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +60,8 @@ pub enum StoreError {
     },
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The current time in Unix milliseconds, as stored.
 pub fn now_ms() -> i64 {
@@ -55,12 +70,22 @@ pub fn now_ms() -> i64 {
 
 #[derive(Clone)]
 pub struct Store {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    db: Db,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file; does not migrate.
+    /// Opens the configured database; does not migrate.
+    pub async fn connect(
+        location: &DatabaseLocation,
+        synchronous: Synchronous,
+    ) -> Result<Self, StoreError> {
+        match location {
+            DatabaseLocation::Sqlite(path) => Self::open(path, synchronous).await,
+            DatabaseLocation::Postgres(url) => Self::connect_postgres(url.expose()).await,
+        }
+    }
+
+    /// Opens (creating if needed) the SQLite database file; does not migrate.
     pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
@@ -86,43 +111,86 @@ impl Store {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            db: Db::Sqlite { writer, reader },
+        })
     }
 
-    /// Starts a write transaction with `BEGIN IMMEDIATE` on the one writer
-    /// connection.
+    /// Connects to a PostgreSQL database (`postgres://…`); does not migrate.
+    pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("assignd");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            db: Db::Postgres(pool),
+        })
+    }
+
+    /// Which database is behind this store.
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    /// Starts a write transaction: on SQLite with `BEGIN IMMEDIATE` on the
+    /// one writer connection, so it takes the write lock up front.
     ///
     /// When a COMMIT fails (a full disk, say), SQLite rolls the transaction
     /// back itself, sqlx's own ROLLBACK then fails, and sqlx keeps counting
     /// the connection as inside a transaction: it could never begin again.
     /// Such a connection is closed here and a fresh one takes its place, so
     /// the daemon recovers by itself when the fault clears.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        match self.writer.begin_with("BEGIN IMMEDIATE").await {
+    async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        let writer = match &self.db {
+            Db::Postgres(pool) => return Ok(Tx::Postgres(pool.begin().await?)),
+            Db::Sqlite { writer, .. } => writer,
+        };
+        let tx = match writer.begin_with("BEGIN IMMEDIATE").await {
             Err(sqlx::Error::InvalidSavePointStatement | sqlx::Error::BeginFailed) => {
                 tracing::warn!(
                     "the database writer connection is stuck after a failed commit; opening a new one"
                 );
-                self.writer.acquire().await?.close().await?;
-                self.writer.begin_with("BEGIN IMMEDIATE").await
+                writer.acquire().await?.close().await?;
+                writer.begin_with("BEGIN IMMEDIATE").await
             }
             other => other,
-        }
+        };
+        Ok(Tx::Sqlite(tx?))
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.writer).await?;
+        match &self.db {
+            Db::Sqlite { writer, .. } => SQLITE_MIGRATIONS.run(writer).await?,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        match &self.db {
+            Db::Sqlite { writer, reader } => {
+                writer.close().await;
+                reader.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// The one text a keyed lookup finds, if a row has the key.
+    async fn text_by_key(
+        &self,
+        sql: &'static str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = self.db.first(sql, vals![key]).await?;
+        Ok(row.map(|(text,)| text))
     }
 
     /// Whether the database answers a query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        let _: i64 = self.db.value("SELECT CAST(1 AS BIGINT)", vals![]).await?;
         Ok(())
     }
 }

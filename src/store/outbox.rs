@@ -2,7 +2,28 @@
 
 use std::time::Duration;
 
-use super::{OutboxRow, Store, StoreError, now_ms};
+use super::db::Stmt;
+use super::{OutboxRow, Store, StoreError, now_ms, vals};
+
+/// Takes due messages for one owner, counting an attempt; on PostgreSQL,
+/// rows another daemon is claiming are skipped, not waited for.
+const CLAIM: Stmt = Stmt::each(
+    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, lease_owner = $4
+      WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2
+                    ORDER BY id LIMIT $3)
+  RETURNING id, chat_id, kind, agent_id, text, attempts",
+    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, lease_owner = $4
+      WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2
+                    ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+  RETURNING id, chat_id, kind, agent_id, text, attempts",
+);
+
+/// Records a send, fenced by the claim's owner.
+const SETTLE: &str = "UPDATE outbox
+    SET state = $1, next_attempt_at = $2,
+        attempts = CASE WHEN attempts > $3 THEN attempts - $3 ELSE 0 END,
+        last_error = $4, lease_owner = NULL
+  WHERE id = $5 AND lease_owner = $6";
 
 impl Store {
     /// Takes up to `limit` due outbox messages for `owner`, oldest first,
@@ -17,17 +38,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         // The lease is the retry time: a crash mid-send retries after it,
         // and a clean stop gives the message back by its owner.
-        let mut out: Vec<OutboxRow> = sqlx::query_as(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1, lease_owner = ?4
-              WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3)
-          RETURNING id, chat_id, kind, agent_id, text, attempts",
-        )
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
-        .bind(limit as i64)
-        .bind(owner)
-        .fetch_all(&mut *tx)
-        .await?;
+        let until = now + lease.as_millis() as i64;
+        let mut out: Vec<OutboxRow> = tx.all(CLAIM, vals![until, now, limit, owner]).await?;
         tx.commit().await?;
         out.sort_by_key(|m| m.id);
         Ok(out)
@@ -44,38 +56,20 @@ impl Store {
         uncount: bool,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE outbox SET state = ?, next_attempt_at = ?, attempts = MAX(attempts - ?, 0), last_error = ?,
-                    lease_owner = NULL
-              WHERE id = ? AND lease_owner = ?",
-        )
-        .bind(state)
-        .bind(next_ms)
-        .bind(uncount as i64)
-        .bind(error)
-        .bind(id)
-        .bind(owner)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
+        let values = vals![state, next_ms, uncount, error, id, owner];
+        let changed = self.db.run(SETTLE, values).await?;
         Ok(changed == 1)
     }
 
     /// Outbox messages not yet sent or given up.
     pub async fn outbox_pending(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
-                .fetch_one(&self.reader)
-                .await?,
-        )
+        let sql = "SELECT COUNT(*) FROM outbox WHERE state = 'pending'";
+        Ok(self.db.value(sql, vals![]).await?)
     }
 
     /// When the next outbox message is due, if any.
     pub async fn outbox_next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
-                .fetch_one(&self.reader)
-                .await?,
-        )
+        let sql = "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'";
+        Ok(self.db.value(sql, vals![]).await?)
     }
 }

@@ -12,13 +12,26 @@ use super::outcomes::insert_outcome;
 use super::routing::apply_assigned;
 use std::time::Duration;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, Row, SqliteConnection};
+use sqlx::FromRow;
+
+use super::db::Stmt;
 
 use super::{
-    LeaseKey, NewQueueItem, Next, QueueListing, QueueRow, QueueState, Settlement, Store,
-    StoreError, now_ms,
+    ChatId, LeaseKey, NewQueueItem, Next, QueueListing, QueueRow, QueueState, Settlement, Store,
+    StoreError, Tx, Wait, now_ms, vals,
 };
+
+/// Settles one claimed row, fenced by its claim (owner and epoch).
+const SETTLE: &str = "UPDATE queue
+    SET state = $1, next_attempt_at = $2, last_error = $3, waiting = $9, lease_owner = NULL,
+        lease_epoch = NULL, lease_until = NULL, attempts = CASE WHEN attempts > $4 THEN attempts - $4 ELSE 0 END, updated_at = $5
+  WHERE id = $6 AND state = 'leased' AND lease_owner = $7 AND lease_epoch = $8";
+
+/// Makes one claimed row dead, fenced by its claim.
+const DEAD_LETTER: &str = "UPDATE queue
+    SET state = 'dead', last_error = $1, waiting = NULL, lease_owner = NULL, lease_epoch = NULL,
+        lease_until = NULL, updated_at = $2
+  WHERE id = $3 AND state = 'leased' AND lease_owner = $4 AND lease_epoch = $5";
 
 /// Claims due rows (and rows whose lease expired) and reports the storage
 /// class of each producer column, so that a bad row is found before any of
@@ -26,28 +39,99 @@ use super::{
 /// an integer would never compare due: such a row is claimed at once. The
 /// attempt count is cast and bounded, so that no stored value can make it
 /// overflow into a real.
-const CLAIM: &str = "UPDATE queue
-    SET state = 'leased', lease_owner = ?1, lease_epoch = ?2, lease_until = ?3,
-        attempts = MIN(MAX(CAST(attempts AS INTEGER), 0), 1000000000) + 1, updated_at = ?4
+const CLAIM: Stmt = Stmt::each(
+    "UPDATE queue
+    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3,
+        attempts = MIN(MAX(CAST(attempts AS INTEGER), 0), 1000000000) + 1, updated_at = $4
   WHERE id IN (
         -- Two selects, each served by its partial index, so the finished
         -- rows kept for retention are never scanned.
         SELECT id FROM (
             SELECT id, priority FROM queue
              WHERE state = 'pending'
-               AND (next_attempt_at <= ?4 OR typeof(next_attempt_at) != 'integer')
+               AND (next_attempt_at <= $4 OR typeof(next_attempt_at) != 'integer')
             UNION ALL
             SELECT id, priority FROM queue
              WHERE state = 'leased'
-               AND (lease_until <= ?4 OR typeof(lease_until) != 'integer'))
+               AND (lease_until <= $4 OR typeof(lease_until) != 'integer'))
          ORDER BY priority DESC, id
-         LIMIT ?5)
-RETURNING id, chat_id, attrs, priority, attempts,
+         LIMIT $5)
+RETURNING id,
+          CASE WHEN typeof(chat_id) = 'integer' THEN chat_id END AS chat_id,
+          CASE WHEN typeof(attrs) = 'text' THEN attrs END AS attrs,
+          CASE WHEN typeof(priority) = 'integer' THEN priority END AS priority, attempts,
           CASE WHEN typeof(snapshot) = 'text' THEN snapshot END AS snapshot,
-          CASE WHEN typeof(enqueued_at) = 'integer' THEN enqueued_at ELSE ?4 END AS enqueued_at,
+          CASE WHEN typeof(enqueued_at) = 'integer' THEN enqueued_at ELSE $4 END AS enqueued_at,
           CASE WHEN typeof(last_error) = 'text' THEN last_error END AS last_error, waiting,
           typeof(chat_id) AS chat_id_type, typeof(attrs) AS attrs_type,
-          typeof(priority) AS priority_type";
+          typeof(priority) AS priority_type",
+    // Types are the schema's own here; SKIP LOCKED lets daemons claim side
+    // by side without waiting on each other's rows.
+    "UPDATE queue
+    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3,
+        attempts = LEAST(GREATEST(attempts, 0), 1000000000) + 1, updated_at = $4
+  WHERE id IN (
+        SELECT id FROM queue
+         WHERE (state = 'pending' AND next_attempt_at <= $4)
+            OR (state = 'leased' AND lease_until <= $4)
+         ORDER BY priority DESC, id
+         LIMIT $5
+         FOR UPDATE SKIP LOCKED)
+RETURNING id, chat_id, attrs, priority, attempts, snapshot, enqueued_at, last_error, waiting,
+          'integer' AS chat_id_type,
+          CASE WHEN attrs IS NULL THEN 'null' ELSE 'text' END AS attrs_type,
+          'integer' AS priority_type",
+);
+
+const ENQUEUE: &str =
+    "INSERT INTO queue (chat_id, attrs, snapshot, priority, enqueued_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Who holds leases, for releasing those of processes that died.
+const LEASE_OWNERS: Stmt = Stmt::each(
+    "SELECT lease_owner FROM queue WHERE state = 'leased' AND typeof(lease_owner) = 'text'
+     UNION SELECT lease_owner FROM outbox WHERE typeof(lease_owner) = 'text'",
+    "SELECT lease_owner FROM queue WHERE state = 'leased' AND lease_owner IS NOT NULL
+     UNION SELECT lease_owner FROM outbox WHERE lease_owner IS NOT NULL",
+);
+
+const RELEASE_ROWS: &str = "UPDATE queue
+    SET state = 'pending', lease_owner = NULL, lease_epoch = NULL, lease_until = NULL,
+        attempts = CASE WHEN attempts > $1 THEN attempts - $1 ELSE 0 END, updated_at = $2
+  WHERE state = 'leased' AND lease_owner = $3";
+
+const RELEASE_MESSAGES: &str = "UPDATE outbox
+    SET lease_owner = NULL, next_attempt_at = $1,
+        attempts = CASE WHEN attempts > $2 THEN attempts - $2 ELSE 0 END
+  WHERE lease_owner = $3 AND state = 'pending'";
+
+const NEXT_DUE: &str = "SELECT MIN(t) FROM (
+    SELECT MIN(CAST(next_attempt_at AS BIGINT)) AS t FROM queue WHERE state = 'pending'
+    UNION ALL SELECT MIN(CAST(lease_until AS BIGINT)) FROM queue WHERE state = 'leased') AS due";
+
+/// `queue list`: any value a producer wrote on SQLite shows as its SQL
+/// literal (`'abc'`, `X'00'`), so reading the listing never fails.
+const LIST: Stmt = Stmt::each(
+    "SELECT id,
+            CASE typeof(chat_id) WHEN 'integer' THEN CAST(chat_id AS TEXT) ELSE quote(chat_id) END AS chat_id,
+            state, CAST(attempts AS INTEGER) AS attempts,
+            CAST(next_attempt_at AS INTEGER) AS next_attempt_at,
+            CASE typeof(last_error) WHEN 'text' THEN last_error WHEN 'null' THEN NULL
+                 ELSE quote(last_error) END AS last_error
+       FROM queue WHERE $1 IS NULL OR state = $1 ORDER BY id DESC LIMIT $2",
+    "SELECT id, CAST(chat_id AS TEXT) AS chat_id, state, attempts, next_attempt_at, last_error
+       FROM queue WHERE $1::TEXT IS NULL OR state = $1 ORDER BY id DESC LIMIT $2",
+);
+
+/// Rows waiting for a retry or a candidate, with their reasons.
+const WAITING: Stmt = Stmt::each(
+    "SELECT id, chat_id, CAST(next_attempt_at AS INTEGER), last_error FROM queue
+      WHERE state = 'pending' AND typeof(last_error) = 'text' AND typeof(chat_id) = 'integer'
+      ORDER BY next_attempt_at LIMIT $1",
+    "SELECT id, chat_id, next_attempt_at, last_error FROM queue
+      WHERE state = 'pending' AND last_error IS NOT NULL
+      ORDER BY next_attempt_at LIMIT $1",
+);
 
 /// A claimed row that cannot be processed, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,16 +140,26 @@ pub struct BadRow {
     pub reason: String,
 }
 
-/// The storage classes SQLite reports for a claimed row's producer columns.
+/// A claimed row as the claim returns it: each producer column with the
+/// storage class SQLite reports for it, and its value only where that
+/// class is the right one, so reading it never fails.
 #[derive(FromRow)]
-struct ColumnTypes {
+struct ClaimedRow {
     id: i64,
+    chat_id: Option<i64>,
+    attrs: Option<String>,
+    priority: Option<i64>,
+    attempts: i64,
+    snapshot: Option<String>,
+    enqueued_at: i64,
+    last_error: Option<String>,
+    waiting: Option<Wait>,
     chat_id_type: String,
     attrs_type: String,
     priority_type: String,
 }
 
-impl ColumnTypes {
+impl ClaimedRow {
     /// The first column that holds a value of the wrong type, described.
     fn problem(&self) -> Option<String> {
         let wrong = |column: &str, found: &str, wanted: &str| {
@@ -94,32 +188,36 @@ fn article(class: &str) -> String {
     format!("{} {class}", if an { "an" } else { "a" })
 }
 
-/// Decodes one claimed row; never panics, whatever the row holds.
-pub(crate) fn decode_claimed(r: &SqliteRow) -> Result<QueueRow, BadRow> {
-    let types = ColumnTypes::from_row(r).map_err(|e| BadRow {
-        id: r.try_get("id").unwrap_or_default(),
-        reason: format!("queue row cannot be read: {e}"),
-    })?;
-    if let Some(reason) = types.problem() {
-        return Err(BadRow {
-            id: types.id,
-            reason,
-        });
+/// Checks one claimed row; never panics, whatever the row holds.
+fn check_claimed(r: ClaimedRow) -> Result<QueueRow, BadRow> {
+    if let Some(reason) = r.problem() {
+        return Err(BadRow { id: r.id, reason });
     }
-    let row = QueueRow::from_row(r).map_err(|e| BadRow {
-        id: types.id,
-        reason: format!("queue row cannot be read: {e}"),
-    })?;
-    if row.chat_id <= 0 {
+    let (Some(chat_id), Some(priority)) = (r.chat_id, r.priority) else {
         return Err(BadRow {
-            id: row.id,
+            id: r.id,
+            reason: "queue row cannot be read".into(),
+        });
+    };
+    if chat_id <= 0 {
+        return Err(BadRow {
+            id: r.id,
             reason: format!(
-                "queue.chat_id {} is not a HelpCrunch chat id (ids are positive)",
-                row.chat_id
+                "queue.chat_id {chat_id} is not a HelpCrunch chat id (ids are positive)"
             ),
         });
     }
-    Ok(row)
+    Ok(QueueRow {
+        id: r.id,
+        chat_id: ChatId(chat_id),
+        attrs: r.attrs,
+        snapshot: r.snapshot,
+        priority,
+        attempts: r.attempts,
+        enqueued_at_ms: r.enqueued_at,
+        last_error: r.last_error,
+        waiting: r.waiting,
+    })
 }
 
 impl Store {
@@ -130,42 +228,27 @@ impl Store {
         let mut added = 0;
         let now = now_ms();
         for item in items {
-            let r = sqlx::query(
-                "INSERT INTO queue (chat_id, attrs, snapshot, priority, enqueued_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(item.chat_id)
-            .bind(
-                item.attrs
-                    .as_ref()
-                    .map(|a| serde_json::Value::Object(a.clone()).to_string()),
-            )
-            .bind(item.snapshot.as_ref().map(|s| s.to_string()))
-            .bind(item.priority)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            added += r.rows_affected();
+            let attrs = item
+                .attrs
+                .as_ref()
+                .map(|a| serde_json::Value::Object(a.clone()).to_string());
+            let snapshot = item.snapshot.as_ref().map(|s| s.to_string());
+            let values = vals![item.chat_id, attrs, snapshot, item.priority, now, now];
+            added += tx.run(ENQUEUE, values).await?;
         }
         tx.commit().await?;
         Ok(added)
     }
 
     pub async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows =
-            sqlx::query_as("SELECT state, COUNT(*) FROM queue GROUP BY state ORDER BY state")
-                .fetch_all(&self.reader)
-                .await?;
-        Ok(rows.into_iter().collect())
+        let sql = "SELECT state, COUNT(*) FROM queue GROUP BY state ORDER BY state";
+        Ok(self.db.all(sql, vals![]).await?)
     }
 
     /// Rows that are not finished (pending or leased).
     pub async fn active_count(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM queue WHERE state IN ('pending', 'leased')")
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(row.try_get(0)?)
+        let sql = "SELECT COUNT(*) FROM queue WHERE state IN ('pending', 'leased')";
+        Ok(self.db.value(sql, vals![]).await?)
     }
 
     /// Leases up to `limit` rows that are due, highest priority first, and
@@ -180,17 +263,12 @@ impl Store {
     ) -> Result<Vec<QueueRow>, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(CLAIM)
-            .bind(&lease_key.owner)
-            .bind(lease_key.epoch)
-            .bind(now + lease.as_millis() as i64)
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
-            .await?;
+        let until = now + lease.as_millis() as i64;
+        let values = vals![&lease_key.owner, lease_key.epoch, until, now, limit];
+        let rows: Vec<ClaimedRow> = tx.all(CLAIM, values).await?;
         let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            match decode_claimed(r) {
+        for r in rows {
+            match check_claimed(r) {
                 Ok(row) => out.push(row),
                 Err(bad) => mark_dead(&mut tx, &bad, now).await?,
             }
@@ -208,12 +286,6 @@ impl Store {
     pub async fn settle(&self, s: &Settlement<'_>) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        for o in &s.outcomes {
-            insert_outcome(&mut tx, o, Some(s.queue_id), now).await?;
-        }
-        if let Some(assigned) = &s.assigned {
-            apply_assigned(&mut tx, assigned, Some(s.queue_id), now).await?;
-        }
         let (state, next_at, uncount) = match s.next {
             Next::Done => (QueueState::Done, 0, false),
             Next::Dead => (QueueState::Dead, 0, false),
@@ -223,26 +295,29 @@ impl Store {
             } => (QueueState::Pending, at_ms, !count_attempt),
             Next::Release => (QueueState::Pending, now, true),
         };
-        let changed = sqlx::query(
-            "UPDATE queue
-                SET state = ?1, next_attempt_at = ?2, last_error = ?3, waiting = ?9, lease_owner = NULL,
-                    lease_epoch = NULL, lease_until = NULL, attempts = MAX(attempts - ?4, 0), updated_at = ?5
-              WHERE id = ?6 AND state = 'leased' AND lease_owner = ?7 AND lease_epoch = ?8",
-        )
-        .bind(state)
-        .bind(next_at)
-        .bind(s.last_error.as_deref())
-        .bind(uncount as i64)
-        .bind(now)
-        .bind(s.queue_id)
-        .bind(&s.lease.owner)
-        .bind(s.lease.epoch)
-        .bind(s.waiting)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let values = vals![
+            state,
+            next_at,
+            s.last_error.as_deref(),
+            uncount,
+            now,
+            s.queue_id,
+            &s.lease.owner,
+            s.lease.epoch,
+            s.waiting,
+        ];
+        let held = tx.run(SETTLE, values).await? == 1;
+        // What was done is recorded either way; what it moves (notes,
+        // follow-ups, open chats) only while this claim holds the row, so a
+        // daemon that lost it late adds no second note.
+        for o in &s.outcomes {
+            insert_outcome(&mut tx, o, Some(s.queue_id), now).await?;
+        }
+        if let (true, Some(assigned)) = (held, &s.assigned) {
+            apply_assigned(&mut tx, assigned, Some(s.queue_id), now).await?;
+        }
         tx.commit().await?;
-        Ok(changed == 1)
+        Ok(held)
     }
 
     /// Makes one claimed row `dead` with `reason`, fenced by its claim
@@ -252,21 +327,14 @@ impl Store {
         lease_key: &LeaseKey,
         bad: &BadRow,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE queue SET state = 'dead', last_error = ?1, waiting = NULL, lease_owner = NULL, lease_epoch = NULL,
-                    lease_until = NULL, updated_at = ?2
-              WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 AND lease_epoch = ?5",
-        )
-        .bind(&bad.reason)
-        .bind(now_ms())
-        .bind(bad.id)
-        .bind(&lease_key.owner)
-        .bind(lease_key.epoch)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
+        let values = vals![
+            &bad.reason,
+            now_ms(),
+            bad.id,
+            &lease_key.owner,
+            lease_key.epoch
+        ];
+        let changed = self.db.run(DEAD_LETTER, values).await?;
         Ok(changed == 1)
     }
 
@@ -276,14 +344,9 @@ impl Store {
     /// says whether a pid runs. The attempt a row spent stays counted: a
     /// row that kills its process must still reach `max_attempts`.
     pub async fn release_orphans(&self, alive: impl Fn(u32) -> bool) -> Result<u64, StoreError> {
-        let owners: Vec<String> = sqlx::query_scalar(
-            "SELECT lease_owner FROM queue WHERE state = 'leased' AND typeof(lease_owner) = 'text'
-             UNION SELECT lease_owner FROM outbox WHERE typeof(lease_owner) = 'text'",
-        )
-        .fetch_all(&self.reader)
-        .await?;
+        let owners: Vec<(String,)> = self.db.all(LEASE_OWNERS, vals![]).await?;
         let mut released = 0;
-        for owner in owners {
+        for (owner,) in owners {
             let pid = owner
                 .split(['-', '#'])
                 .next()
@@ -307,40 +370,15 @@ impl Store {
     async fn release(&self, owner: &str, uncount: bool) -> Result<(u64, u64), StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
-            "UPDATE queue SET state = 'pending', lease_owner = NULL, lease_epoch = NULL, lease_until = NULL,
-                    attempts = MAX(attempts - ?1, 0), updated_at = ?2
-              WHERE state = 'leased' AND lease_owner = ?3",
-        )
-        .bind(uncount as i64)
-        .bind(now)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let messages = sqlx::query(
-            "UPDATE outbox SET lease_owner = NULL, next_attempt_at = ?1, attempts = MAX(attempts - ?2, 0)
-              WHERE lease_owner = ?3 AND state = 'pending'",
-        )
-        .bind(now)
-        .bind(uncount as i64)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let rows = tx.run(RELEASE_ROWS, vals![uncount, now, owner]).await?;
+        let messages = tx.run(RELEASE_MESSAGES, vals![now, uncount, owner]).await?;
         tx.commit().await?;
         Ok((rows, messages))
     }
 
     /// When the next pending row becomes due, if any.
     pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(t) FROM (
-                SELECT MIN(CAST(next_attempt_at AS INTEGER)) AS t FROM queue WHERE state = 'pending'
-                UNION ALL SELECT MIN(CAST(lease_until AS INTEGER)) FROM queue WHERE state = 'leased')",
-        )
-        .fetch_one(&self.reader)
-        .await?)
+        Ok(self.db.value(NEXT_DUE, vals![]).await?)
     }
 
     /// Queue rows, newest first, optionally of one state. Any value a
@@ -350,49 +388,24 @@ impl Store {
         state: Option<&str>,
         limit: u32,
     ) -> Result<Vec<QueueListing>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id,
-                    CASE typeof(chat_id) WHEN 'integer' THEN CAST(chat_id AS TEXT) ELSE quote(chat_id) END AS chat_id,
-                    state, CAST(attempts AS INTEGER) AS attempts,
-                    CAST(next_attempt_at AS INTEGER) AS next_attempt_at,
-                    CASE typeof(last_error) WHEN 'text' THEN last_error WHEN 'null' THEN NULL
-                         ELSE quote(last_error) END AS last_error
-               FROM queue WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(state)
-        .bind(limit as i64)
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows.iter().map(QueueListing::from_row_lossy).collect())
+        Ok(self.db.all(LIST, vals![state, limit]).await?)
     }
 
     /// Rows waiting for a retry or a candidate, with their reasons:
     /// (row id, chat id, due at, reason).
     pub async fn waiting(&self, limit: u32) -> Result<Vec<(i64, i64, i64, String)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, chat_id, CAST(next_attempt_at AS INTEGER), last_error FROM queue
-              WHERE state = 'pending' AND typeof(last_error) = 'text' AND typeof(chat_id) = 'integer'
-              ORDER BY next_attempt_at LIMIT ?",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.reader)
-        .await?)
+        Ok(self.db.all(WAITING, vals![limit]).await?)
     }
 }
 
 /// Makes a row that cannot be processed `dead`, inside the claim's
 /// transaction, and says so in the log.
-async fn mark_dead(conn: &mut SqliteConnection, bad: &BadRow, now: i64) -> Result<(), sqlx::Error> {
+async fn mark_dead(tx: &mut Tx, bad: &BadRow, now: i64) -> Result<(), sqlx::Error> {
     tracing::error!(queue_id = bad.id, reason = %bad.reason, "dead-lettering a queue row that cannot be processed");
-    sqlx::query(
-        "UPDATE queue SET state = 'dead', last_error = ?1, waiting = NULL, lease_owner = NULL, lease_epoch = NULL,
-                lease_until = NULL, updated_at = ?2
-          WHERE id = ?3",
-    )
-    .bind(&bad.reason)
-    .bind(now)
-    .bind(bad.id)
-    .execute(conn)
-    .await?;
+    let sql =
+        "UPDATE queue SET state = 'dead', last_error = $1, waiting = NULL, lease_owner = NULL,
+                      lease_epoch = NULL, lease_until = NULL, updated_at = $2
+                WHERE id = $3";
+    tx.run(sql, vals![&bad.reason, now, bad.id]).await?;
     Ok(())
 }

@@ -2,23 +2,21 @@
 //! letters, and chats that ended `no_match` (say, under an empty or broken
 //! rule set) so that the fixed rules can still assign them.
 
-use sqlx::SqliteConnection;
+use super::{Store, StoreError, Tx, now_ms, vals};
 
-use super::{Store, StoreError, now_ms};
-
-/// Makes a dead row (`?2`) pending again, unless its chat has an active row.
+/// Makes a dead row (`$2`) pending again, unless its chat has an active row.
 const REVIVE_DEAD: &str = "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = 0,
         last_error = NULL, waiting = NULL, lease_owner = NULL, lease_epoch = NULL, lease_until = NULL,
-        updated_at = ?1
-  WHERE id = ?2 AND state = 'dead'
+        updated_at = $1
+  WHERE id = $2 AND state = 'dead'
     AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.chat_id = queue.chat_id AND q.state IN ('pending', 'leased'))";
 
 /// [`REVIVE_DEAD`] for a dead row or a done one whose last outcome (the
 /// highest outcome id for the row) is `no_match`.
 const REVIVE_DEAD_OR_NO_MATCH: &str = "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = 0,
         last_error = NULL, waiting = NULL, lease_owner = NULL, lease_epoch = NULL, lease_until = NULL,
-        updated_at = ?1
-  WHERE id = ?2
+        updated_at = $1
+  WHERE id = $2
     AND (state = 'dead'
          OR (state = 'done'
              AND (SELECT o.result FROM outcomes o WHERE o.queue_id = queue.id
@@ -45,9 +43,13 @@ impl Store {
         let targets: Vec<i64> = match ids {
             Some(ids) => ids.to_vec(),
             None => {
-                sqlx::query_scalar("SELECT id FROM queue WHERE state = 'dead' ORDER BY id")
-                    .fetch_all(&mut *tx)
-                    .await?
+                let dead: Vec<(i64,)> = tx
+                    .all(
+                        "SELECT id FROM queue WHERE state = 'dead' ORDER BY id",
+                        vals![],
+                    )
+                    .await?;
+                dead.into_iter().map(|(id,)| id).collect()
             }
         };
         let revived = revive(&mut tx, &targets, REVIVE_DEAD).await?;
@@ -71,9 +73,8 @@ impl Store {
     /// [`Store::retry_ids`] does. Returns how many came back.
     pub async fn retry_no_match(&self) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let targets: Vec<i64> = sqlx::query_scalar(DONE_NO_MATCH)
-            .fetch_all(&mut *tx)
-            .await?;
+        let targets: Vec<(i64,)> = tx.all(DONE_NO_MATCH, vals![]).await?;
+        let targets: Vec<i64> = targets.into_iter().map(|(id,)| id).collect();
         let revived = revive(&mut tx, &targets, REVIVE_DEAD_OR_NO_MATCH).await?;
         tx.commit().await?;
         Ok(revived)
@@ -82,20 +83,11 @@ impl Store {
 
 /// Runs `update` (one of the `REVIVE_*` statements) for each of `ids`. One
 /// row at a time, so that two finished rows of one chat never both come back.
-async fn revive(
-    conn: &mut SqliteConnection,
-    ids: &[i64],
-    update: &'static str,
-) -> Result<u64, sqlx::Error> {
+async fn revive(tx: &mut Tx, ids: &[i64], update: &'static str) -> Result<u64, sqlx::Error> {
     let now = now_ms();
     let mut revived = 0;
     for &id in ids {
-        revived += sqlx::query(update)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+        revived += tx.run(update, vals![now, id]).await?;
     }
     Ok(revived)
 }

@@ -1,51 +1,92 @@
 //! Routing state: round-robin positions, weights, open chats per agent,
 //! customers' last agents, and what a successful assignment moves.
 
+use crate::domain::ChatId;
 use std::collections::HashMap;
 
-use sqlx::SqliteConnection;
-
+use super::db::Source;
 use super::followups::upsert_followup;
-use super::{Assigned, Store, StoreError, StoredRouting, now_ms};
+use super::{Assigned, Backend, Store, StoreError, StoredRouting, Tx, now_ms, vals};
+
+const UPSERT_WEIGHT: &str = "INSERT INTO wrr_state (pool, agent, current) VALUES ($1, $2, $3)
+    ON CONFLICT (pool, agent) DO UPDATE SET current = excluded.current";
+const UPSERT_CUSTOMER: &str = "INSERT INTO customer_agent (customer, agent, at) VALUES ($1, $2, $3)
+    ON CONFLICT (customer) DO UPDATE SET agent = excluded.agent, at = excluded.at";
+const INSERT_MESSAGE: &str =
+    "INSERT INTO outbox (chat_id, queue_id, kind, agent_id, text, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6)";
+const UPSERT_ROTATION: &str = "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES ($1, $2, $3)
+    ON CONFLICT (pool) DO UPDATE SET last_agent = excluded.last_agent, updated_at = excluded.updated_at";
+const UPSERT_OPEN_CHAT: &str =
+    "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES ($1, $2, $3)
+    ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at";
 
 impl Store {
     /// Everything the decision needs from the database.
     pub async fn load_routing(&self) -> Result<StoredRouting, StoreError> {
-        let mut out = StoredRouting {
-            last_pick: sqlx::query_as("SELECT pool, last_agent FROM rr_state")
-                .fetch_all(&self.reader)
-                .await?
-                .into_iter()
-                .collect(),
-            ..StoredRouting::default()
-        };
-        let weights: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT pool, agent, current FROM wrr_state")
-                .fetch_all(&self.reader)
+        Ok(read_routing(Source::Pools(&self.db)).await?)
+    }
+
+    /// Locks the routing state for a decision taken for every daemon at
+    /// once (PostgreSQL): the decisions of all daemons queue on one
+    /// transaction lock, each reads the state fresh, and what it reserves
+    /// is written before the lock goes, so rotations stay even and caps
+    /// hold across daemons.
+    pub async fn lock_routing(&self) -> Result<(RoutingLock, StoredRouting), StoreError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend() == Backend::Postgres {
+            // A daemon that hangs inside the lock (a paused VM, a partition
+            // that keeps the connection open) must not stall the others:
+            // the server ends its transaction after 2 s idle, and a waiter
+            // gives up after 5 s and tries the row again.
+            tx.run(
+                "SET LOCAL idle_in_transaction_session_timeout = '2s'",
+                vals![],
+            )
+            .await?;
+            tx.run("SET LOCAL lock_timeout = '5s'", vals![]).await?;
+            tx.run("SELECT pg_advisory_xact_lock(1095976773)", vals![])
                 .await?;
-        for (pool, agent, current) in weights {
-            out.weights.entry(pool).or_default().insert(agent, current);
         }
-        let open: Vec<(String, i64)> =
-            sqlx::query_as("SELECT agent, COUNT(*) FROM open_chats GROUP BY agent")
-                .fetch_all(&self.reader)
-                .await?;
-        out.open = open
-            .into_iter()
-            .map(|(agent, n)| (agent, u32::try_from(n).unwrap_or(u32::MAX)))
-            .collect();
-        out.away = self.load_away().await?;
-        Ok(out)
+        let stored = read_routing(Source::Tx(&mut tx)).await?;
+        Ok((RoutingLock { tx }, stored))
+    }
+
+    /// Gives back a seat a decision reserved under [`Store::lock_routing`]
+    /// when the assignment then failed: the open chat, and the pool's
+    /// rotation if no other decision has moved it since.
+    pub async fn unreserve(
+        &self,
+        chat_id: ChatId,
+        agent: &str,
+        rotation: Option<(&str, Option<&str>)>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let sql = "DELETE FROM open_chats WHERE chat_id = $1 AND agent = $2";
+        tx.run(sql, vals![chat_id, agent]).await?;
+        if let Some((pool, previous)) = rotation {
+            let sql = match previous {
+                Some(_) => {
+                    "UPDATE rr_state SET last_agent = $3 WHERE pool = $1 AND last_agent = $2"
+                }
+                None => "DELETE FROM rr_state WHERE pool = $1 AND last_agent = $2",
+            };
+            tx.run(sql, vals![pool, agent, previous]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Replaces the open chats recorded for `agent` with `chats`, as
     /// HelpCrunch reports them; a freed seat wakes the waiting chats.
-    pub async fn replace_open_chats(&self, agent: &str, chats: &[i64]) -> Result<(), StoreError> {
+    pub async fn replace_open_chats(
+        &self,
+        agent: &str,
+        chats: &[ChatId],
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM open_chats WHERE agent = ?")
-            .bind(agent)
-            .execute(&mut *tx)
+        tx.run("DELETE FROM open_chats WHERE agent = $1", vals![agent])
             .await?;
         for chat in chats {
             upsert_open_chat(&mut tx, *chat, agent, now).await?;
@@ -56,116 +97,123 @@ impl Store {
     }
 
     /// Which agent each open chat is with.
-    pub async fn open_chats(&self) -> Result<HashMap<i64, String>, StoreError> {
-        let rows = sqlx::query_as("SELECT chat_id, agent FROM open_chats")
-            .fetch_all(&self.reader)
+    pub async fn open_chats(&self) -> Result<HashMap<ChatId, String>, StoreError> {
+        let rows: Vec<(ChatId, String)> = self
+            .db
+            .all("SELECT chat_id, agent FROM open_chats", vals![])
             .await?;
         Ok(rows.into_iter().collect())
     }
 
     /// The agent who last had a chat of this customer.
     pub async fn customer_last_agent(&self, customer: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT agent FROM customer_agent WHERE customer = ?")
-                .bind(customer)
-                .fetch_optional(&self.reader)
-                .await?,
+        self.text_by_key(
+            "SELECT agent FROM customer_agent WHERE customer = $1",
+            customer,
         )
+        .await
     }
+}
+
+/// The routing state, locked for one decision; see [`Store::lock_routing`].
+pub struct RoutingLock {
+    tx: Tx,
+}
+
+impl RoutingLock {
+    /// Writes what the decision reserved (rotation, weights, the open
+    /// chat) and lets the lock go.
+    pub async fn reserve(mut self, reserved: &Assigned) -> Result<(), StoreError> {
+        apply_assigned(&mut self.tx, reserved, None, now_ms()).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lets the lock go without a change (the decision assigned nobody).
+    pub async fn release(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Reads rotation, weights, open chats per agent and away flags.
+async fn read_routing(mut src: Source<'_>) -> Result<StoredRouting, sqlx::Error> {
+    let picks: Vec<(String, String)> = src
+        .all("SELECT pool, last_agent FROM rr_state", vals![])
+        .await?;
+    let mut out = StoredRouting {
+        last_pick: picks.into_iter().collect(),
+        ..StoredRouting::default()
+    };
+    let weights: Vec<(String, String, i64)> = src
+        .all("SELECT pool, agent, current FROM wrr_state", vals![])
+        .await?;
+    for (pool, agent, current) in weights {
+        out.weights.entry(pool).or_default().insert(agent, current);
+    }
+    let open: Vec<(String, i64)> = src
+        .all(
+            "SELECT agent, COUNT(*) FROM open_chats GROUP BY agent",
+            vals![],
+        )
+        .await?;
+    out.open = open
+        .into_iter()
+        .map(|(agent, n)| (agent, u32::try_from(n).unwrap_or(u32::MAX)))
+        .collect();
+    let away: Vec<(String, Option<i64>)> = src
+        .all("SELECT agent, until FROM agent_away", vals![])
+        .await?;
+    out.away = away.into_iter().collect();
+    Ok(out)
 }
 
 /// Writes what a successful assignment moves: rotation, weights, the open
 /// chat, the customer's agent, notes and replies, and the next follow-up.
 pub(super) async fn apply_assigned(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     assigned: &Assigned,
     queue_id: Option<i64>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     if let Some((pool, weights)) = &assigned.weights {
         for (agent, current) in weights {
-            sqlx::query(
-                "INSERT INTO wrr_state (pool, agent, current) VALUES (?, ?, ?)
-                     ON CONFLICT (pool, agent) DO UPDATE SET current = excluded.current",
-            )
-            .bind(pool)
-            .bind(agent)
-            .bind(current)
-            .execute(&mut *conn)
-            .await?;
+            tx.run(UPSERT_WEIGHT, vals![pool, agent, current]).await?;
         }
     }
     if let Some((chat_id, agent)) = &assigned.opened {
-        upsert_open_chat(conn, *chat_id, agent, now).await?;
+        upsert_open_chat(tx, *chat_id, agent, now).await?;
     }
     if let Some((customer, agent)) = &assigned.customer {
-        sqlx::query(
-            "INSERT INTO customer_agent (customer, agent, at) VALUES (?, ?, ?)
-                 ON CONFLICT (customer) DO UPDATE SET agent = excluded.agent, at = excluded.at",
-        )
-        .bind(customer)
-        .bind(agent)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        tx.run(UPSERT_CUSTOMER, vals![customer, agent, now]).await?;
     }
     for m in &assigned.messages {
-        sqlx::query(
-                "INSERT INTO outbox (chat_id, queue_id, kind, agent_id, text, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(m.chat_id)
-            .bind(queue_id)
-            .bind(m.kind)
-            .bind(m.agent_id)
-            .bind(&m.text)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+        let values = vals![m.chat_id, queue_id, m.kind, m.agent_id, &m.text, now];
+        tx.run(INSERT_MESSAGE, values).await?;
     }
     if let Some(f) = &assigned.followup {
-        upsert_followup(conn, f).await?;
+        upsert_followup(tx, f).await?;
     }
     if let Some((pool, agent)) = &assigned.round_robin {
-        sqlx::query(
-                "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES (?, ?, ?)
-                 ON CONFLICT (pool) DO UPDATE SET last_agent = excluded.last_agent, updated_at = excluded.updated_at",
-            )
-            .bind(pool)
-            .bind(agent)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+        tx.run(UPSERT_ROTATION, vals![pool, agent, now]).await?;
     }
     Ok(())
 }
 
 /// Records that `chat_id` is open with `agent`, moving it from whoever had it.
 pub(super) async fn upsert_open_chat(
-    conn: &mut SqliteConnection,
-    chat_id: i64,
+    tx: &mut Tx,
+    chat_id: ChatId,
     agent: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES (?, ?, ?)
-         ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at",
-    )
-    .bind(chat_id)
-    .bind(agent)
-    .bind(now)
-    .execute(conn)
-    .await?;
+    tx.run(UPSERT_OPEN_CHAT, vals![chat_id, agent, now]).await?;
     Ok(())
 }
 
 /// Makes every row that waits for a candidate due now.
-pub(super) async fn wake_waiting(conn: &mut SqliteConnection) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE queue SET next_attempt_at = ? WHERE state = 'pending' AND waiting = 'candidate' AND next_attempt_at > ?",
-    )
-    .bind(now_ms())
-    .bind(now_ms())
-    .execute(conn)
-    .await?
-    .rows_affected())
+pub(super) async fn wake_waiting(tx: &mut Tx) -> Result<u64, sqlx::Error> {
+    let sql = "UPDATE queue SET next_attempt_at = $1
+                WHERE state = 'pending' AND waiting = 'candidate' AND next_attempt_at > $1";
+    tx.run(sql, vals![now_ms()]).await
 }

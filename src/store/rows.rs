@@ -2,15 +2,12 @@
 
 use std::time::Duration;
 
-pub use crate::domain::{OutboxKind, OutcomeResult, QueueState, Wait};
-
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+pub use crate::domain::{AgentId, ChatId, OutboxKind, OutcomeResult, QueueState, Wait};
 
 /// A chat to put on the queue.
 #[derive(Debug, Clone, Default)]
 pub struct NewQueueItem {
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     pub attrs: Option<serde_json::Map<String, serde_json::Value>>,
     pub snapshot: Option<serde_json::Value>,
     pub priority: i64,
@@ -28,7 +25,7 @@ pub struct LeaseKey {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueueRow {
     pub id: i64,
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     /// JSON text as the producer wrote it; may be malformed.
     pub attrs: Option<String>,
     pub snapshot: Option<String>,
@@ -45,12 +42,12 @@ pub struct QueueRow {
 /// One row for `outcomes`.
 #[derive(Debug, Clone)]
 pub struct NewOutcome {
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     pub rule: Option<String>,
     pub pool: Option<String>,
     pub strategy: Option<&'static str>,
     pub agent: Option<String>,
-    pub agent_id: Option<i64>,
+    pub agent_id: Option<AgentId>,
     pub result: OutcomeResult,
     pub http_status: Option<u16>,
     pub error_code: Option<String>,
@@ -59,7 +56,7 @@ pub struct NewOutcome {
 }
 
 impl NewOutcome {
-    pub fn new(chat_id: i64, result: OutcomeResult) -> Self {
+    pub fn new(chat_id: ChatId, result: OutcomeResult) -> Self {
         Self {
             chat_id,
             rule: None,
@@ -79,7 +76,7 @@ impl NewOutcome {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutcomeRow {
     pub id: i64,
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     pub queue_id: Option<i64>,
     #[sqlx(rename = "at")]
     pub at_ms: i64,
@@ -141,7 +138,7 @@ pub struct Assigned {
     /// For `weighted`: the pool and its members' new current weights.
     pub weights: Option<(String, Vec<(String, i64)>)>,
     /// The chat is now open with this agent.
-    pub opened: Option<(i64, String)>,
+    pub opened: Option<(ChatId, String)>,
     /// `(customer key, agent)`: remembered for `sticky`.
     pub customer: Option<(String, String)>,
     /// Notes and replies to post now that the chat is assigned.
@@ -153,7 +150,7 @@ pub struct Assigned {
 /// A pending check that a chat's assignee answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Followup {
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     pub pool: String,
     pub rule: Option<String>,
     pub agent: String,
@@ -165,9 +162,9 @@ pub struct Followup {
 /// A note or reply waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     pub kind: OutboxKind,
-    pub agent_id: Option<i64>,
+    pub agent_id: Option<AgentId>,
     pub text: String,
 }
 
@@ -175,9 +172,9 @@ pub struct OutboxMessage {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     pub kind: OutboxKind,
-    pub agent_id: Option<i64>,
+    pub agent_id: Option<AgentId>,
     pub text: String,
     pub attempts: i64,
 }
@@ -192,7 +189,7 @@ pub struct StoredRouting {
 }
 
 /// A queue row as `queue list` and `status` show it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueueListing {
     pub id: i64,
     /// The chat id as stored: digits, or an SQL literal (`'abc'`, `X'00'`)
@@ -200,26 +197,9 @@ pub struct QueueListing {
     pub chat_id: String,
     pub state: String,
     pub attempts: i64,
+    #[sqlx(rename = "next_attempt_at")]
     pub next_attempt_at_ms: i64,
     pub last_error: Option<String>,
-}
-
-impl QueueListing {
-    /// Reads a listing row column by column; a value that cannot be read
-    /// shows as such instead of failing the whole listing.
-    pub(crate) fn from_row_lossy(r: &SqliteRow) -> Self {
-        let unreadable = || "(unreadable)".to_string();
-        Self {
-            id: r.try_get("id").unwrap_or_default(),
-            chat_id: r.try_get("chat_id").unwrap_or_else(|_| unreadable()),
-            state: r.try_get("state").unwrap_or_else(|_| unreadable()),
-            attempts: r.try_get("attempts").unwrap_or_default(),
-            next_attempt_at_ms: r.try_get("next_attempt_at").unwrap_or_default(),
-            last_error: r
-                .try_get("last_error")
-                .unwrap_or_else(|_| Some(unreadable())),
-        }
-    }
 }
 
 /// Away flags as stored (Unix ms) to the decision's form.
@@ -256,11 +236,14 @@ pub enum WebhookEffect {
     Enqueue(NewQueueItemJson),
     /// `chat.assigned`: the chat is now open with this agent (by name), or
     /// with nobody we route to (`None`).
-    Assigned { chat_id: i64, agent: Option<String> },
+    Assigned {
+        chat_id: ChatId,
+        agent: Option<String>,
+    },
     /// `chat.closed` (or a status update to closed): no longer open.
-    Closed { chat_id: i64 },
+    Closed { chat_id: ChatId },
     /// `message.chat.agent`: an agent answered.
-    Answered { chat_id: i64 },
+    Answered { chat_id: ChatId },
     /// An event that changes nothing here; its id is still recorded.
     Ignored,
 }
@@ -268,6 +251,6 @@ pub enum WebhookEffect {
 /// A chat to enqueue from a webhook: its id and the chat object as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewQueueItemJson {
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     pub snapshot: String,
 }

@@ -1,7 +1,14 @@
 //! Webhook events, applied once each with their effect.
 
 use super::routing::{upsert_open_chat, wake_waiting};
-use super::{Store, StoreError, WebhookEffect, now_ms};
+use super::{Store, StoreError, WebhookEffect, now_ms, vals};
+
+/// Records an event id; a repeated id changes nothing.
+const RECORD_EVENT: &str = "INSERT INTO webhook_events (id, event, received_at) VALUES ($1, $2, $3)
+    ON CONFLICT (id) DO NOTHING";
+
+const ENQUEUE: &str = "INSERT INTO queue (chat_id, snapshot, enqueued_at, updated_at)
+    VALUES ($1, $2, $3, $4)";
 
 impl Store {
     /// Applies a webhook event once: returns `false` for an id seen before
@@ -15,28 +22,14 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let new = sqlx::query(
-            "INSERT OR IGNORE INTO webhook_events (id, event, received_at) VALUES (?, ?, ?)",
-        )
-        .bind(id)
-        .bind(event)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let new = tx.run(RECORD_EVENT, vals![id, event, now]).await? == 1;
         if !new {
             return Ok(false);
         }
         match effect {
             WebhookEffect::Enqueue(item) => {
-                sqlx::query("INSERT INTO queue (chat_id, snapshot, enqueued_at, updated_at) VALUES (?, ?, ?, ?)")
-                    .bind(item.chat_id)
-                    .bind(&item.snapshot)
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                let values = vals![item.chat_id, &item.snapshot, now, now];
+                tx.run(ENQUEUE, values).await?;
             }
             WebhookEffect::Assigned {
                 chat_id,
@@ -49,25 +42,18 @@ impl Store {
                 agent: None,
             }
             | WebhookEffect::Closed { chat_id } => {
-                sqlx::query("DELETE FROM open_chats WHERE chat_id = ?")
-                    .bind(chat_id)
-                    .execute(&mut *tx)
-                    .await?;
+                let closed = "DELETE FROM open_chats WHERE chat_id = $1";
+                tx.run(closed, vals![chat_id]).await?;
                 if matches!(effect, WebhookEffect::Closed { .. }) {
-                    sqlx::query("DELETE FROM followups WHERE chat_id = ?")
-                        .bind(chat_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    let unwatched = "DELETE FROM followups WHERE chat_id = $1";
+                    tx.run(unwatched, vals![chat_id]).await?;
                 }
                 // A seat may have freed up.
                 wake_waiting(&mut tx).await?;
             }
             WebhookEffect::Answered { chat_id } => {
-                sqlx::query("UPDATE followups SET answered_at = ? WHERE chat_id = ?")
-                    .bind(now)
-                    .bind(chat_id)
-                    .execute(&mut *tx)
-                    .await?;
+                let answered = "UPDATE followups SET answered_at = $1 WHERE chat_id = $2";
+                tx.run(answered, vals![now, chat_id]).await?;
             }
             WebhookEffect::Ignored => {}
         }

@@ -2,6 +2,7 @@
 //! [`Worker`]: the listener feeds it ([`Intake`]) and reports on it
 //! ([`Health`]), and can do nothing else with it.
 
+use crate::domain::ChatId;
 use std::sync::Arc;
 
 use super::Worker;
@@ -34,7 +35,7 @@ impl Intake {
 
     /// A webhook said which agent `chat` is open with now (`None`: nobody
     /// we route to, or closed).
-    pub fn note_open(&self, chat: i64, agent: Option<&str>) {
+    pub fn note_open(&self, chat: ChatId, agent: Option<&str>) {
         self.0.note_open(chat, agent);
     }
 
@@ -56,6 +57,9 @@ impl Health {
         }
         if !self.0.api_authorized() {
             return Some("HelpCrunch rejects the API key (401); fix it and reload".into());
+        }
+        if !self.0.cluster.may_work() {
+            return Some("standby: another daemon works this database".into());
         }
         None
     }

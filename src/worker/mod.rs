@@ -7,26 +7,30 @@
 //! unusable agents), which is decided and reserved under one lock so that
 //! concurrent tasks never pick from a stale rotation.
 //!
-//! `run.rs` is the loop, its peer jobs and its shutdown; `process.rs` takes
-//! one row from claim to settlement; `routing.rs` keeps the routing state in
-//! memory; `outbox.rs`, `reassign.rs` and `reconcile.rs` are the peer jobs.
+//! `run.rs` is the loop and its shutdown; `process.rs` takes one row from
+//! claim to settlement; `routing.rs` keeps the routing state in memory;
+//! `jobs.rs` runs the peer jobs, whose rounds are in `outbox.rs`,
+//! `reassign.rs`, `reconcile.rs` and `poller.rs`.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rand::RngExt;
 use tokio::sync::Notify;
 
+use crate::cluster::Membership;
 use crate::config::FetchChat;
 use crate::config::Worker as WorkerConfig;
 use crate::helpcrunch::Client;
 use crate::rules::Rules;
-use crate::store::{Store, now_ms};
+use crate::store::Store;
 
 mod handles;
+mod jobs;
+mod listen;
 mod outbox;
 mod policy;
+mod poller;
 mod process;
 mod reassign;
 mod reconcile;
@@ -80,6 +84,8 @@ pub struct Worker {
     settings: Settings,
     /// Identifies this process's leases.
     owner: String,
+    /// This daemon among the daemons of its database.
+    cluster: Arc<Membership>,
     batches: AtomicU64,
     wake: Notify,
     outbox_wake: Notify,
@@ -98,12 +104,13 @@ impl Worker {
         client: Client,
         rules: Arc<Rules>,
         settings: Settings,
+        cluster: Arc<Membership>,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         let stored = store.load_routing().await?;
         let open_chats = store.open_chats().await?;
         // One key for everything this process claims: release_orphans reads
         // the pid from it, and shutdown releases by it.
-        let owner = format!("{}-{}", std::process::id(), rand::rng().random::<u32>());
+        let owner = cluster.owner().to_string();
         Ok(Arc::new(Self {
             store,
             client: RwLock::new(client),
@@ -114,6 +121,7 @@ impl Worker {
             }),
             settings,
             owner,
+            cluster,
             batches: AtomicU64::new(0),
             wake: Notify::new(),
             outbox_wake: Notify::new(),
@@ -157,20 +165,6 @@ impl Worker {
 
     fn client(&self) -> Client {
         read(&self.client).clone()
-    }
-
-    /// Deletes finished rows and outcomes older than the retention.
-    async fn prune(&self) {
-        let before = now_ms() - self.settings.retention.as_millis() as i64;
-        match self.store.prune(before).await {
-            Ok((0, 0)) => {}
-            Ok((rows, outcomes)) => tracing::info!(
-                rows,
-                outcomes,
-                "pruned finished rows and outcomes past the retention"
-            ),
-            Err(e) => tracing::warn!(error = %e, "cannot prune old rows; will try again later"),
-        }
     }
 
     /// Why the processing loop stopped on its own, if it did: the daemon is

@@ -4,46 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use super::Worker;
 use super::policy::{Disposition, dispose};
 use crate::helpcrunch::types::{MessageKind, NewMessage};
 use crate::store::{OutboxKind, OutboxRow, now_ms};
 
 impl Worker {
-    /// Sends notes and replies from the outbox, apart from the assignments:
-    /// a failed note is retried on its own and never repeats an assignment.
-    pub(super) async fn run_outbox(self: Arc<Self>, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            let due = match self
-                .store
-                .claim_outbox(&self.owner, self.settings.lease, 8)
-                .await
-            {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the outbox");
-                    self.idle(&shutdown, self.settings.poll_interval * 4).await;
-                    continue;
-                }
-            };
-            if due.is_empty() {
-                let wait = match self.store.outbox_next_due_ms().await {
-                    Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64),
-                    _ => self.settings.poll_interval,
-                };
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = self.outbox_wake.notified() => {}
-                    _ = tokio::time::sleep(wait.min(self.settings.poll_interval)) => {}
-                }
-                continue;
-            }
-            for m in due {
-                self.send_message(m).await;
-            }
-        }
+    /// One round of the outbox job: sends the notes and replies due now.
+    pub(super) async fn outbox_round(self: &Arc<Self>) -> Duration {
+        let claimed = self
+            .store
+            .claim_outbox(&self.owner, self.settings.lease, 8)
+            .await;
+        let next_due = self.store.outbox_next_due_ms();
+        self.drain_due("the outbox", claimed, next_due, |m| self.send_message(m))
+            .await
     }
 
     async fn send_message(&self, m: OutboxRow) {
@@ -72,12 +47,12 @@ impl Worker {
         };
         let error = call.result.as_ref().err().map(ToString::to_string);
         match (&call.result, state) {
-            (Ok(_), _) => tracing::info!(chat_id = m.chat_id, kind = %m.kind, "message posted"),
+            (Ok(_), _) => tracing::info!(chat_id = m.chat_id.0, kind = %m.kind, "message posted"),
             (Err(e), "dead") => {
-                tracing::error!(chat_id = m.chat_id, kind = %m.kind, error = %e, "message given up")
+                tracing::error!(chat_id = m.chat_id.0, kind = %m.kind, error = %e, "message given up")
             }
             (Err(e), _) => {
-                tracing::warn!(chat_id = m.chat_id, kind = %m.kind, error = %e, "message will be retried")
+                tracing::warn!(chat_id = m.chat_id.0, kind = %m.kind, error = %e, "message will be retried")
             }
         }
         match self
@@ -87,7 +62,7 @@ impl Worker {
         {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
-                chat_id = m.chat_id,
+                chat_id = m.chat_id.0,
                 "the message's claim was lost before it was recorded"
             ),
             Err(e) => {

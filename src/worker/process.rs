@@ -1,6 +1,7 @@
 //! One row, start to end: build the chat's context, decide, call
 //! HelpCrunch, and settle the row with its outcomes in one transaction.
 
+use crate::domain::ChatId;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -13,14 +14,14 @@ use crate::rules::template::{Placeholder, Template};
 use crate::rules::{Agent, ChatContext, Decision, Rules, Target, Verdict, WhenFull};
 use crate::store::{
     Assigned, Followup, LeaseKey, NewOutcome, Next, OutboxKind, OutboxMessage, OutcomeResult,
-    QueueRow, Settlement, Wait, now_ms,
+    QueueRow, Settlement, StoreError, Wait, now_ms,
 };
 
 use super::policy::{COMMIT_RETRY, Disposition, dispose};
 use super::{Worker, lock};
 
 impl Worker {
-    #[tracing::instrument(skip_all, fields(chat_id = row.chat_id, queue_id = row.id))]
+    #[tracing::instrument(skip_all, fields(chat_id = row.chat_id.0, queue_id = row.id))]
     pub(super) async fn process(&self, row: QueueRow, lease: &LeaseKey) {
         // The lease runs from the claim, just before this; the commit is
         // retried while it holds, so a passing storage fault costs no repeat.
@@ -195,7 +196,10 @@ impl Worker {
         let mut rejected_once = false;
         loop {
             let rules = self.rules();
-            let (decision, reserved) = self.decide_and_reserve(&rules, context);
+            let (decision, reserved) = match self.decide_and_reserve(&rules, context).await {
+                Ok(decided) => decided,
+                Err(e) => return storage_retry(row.chat_id, &e, outcomes),
+            };
             let mut outcome = describe(&rules, &decision, row.chat_id);
             let Verdict::Assign { agent, .. } = decision.verdict else {
                 return self.unassigned(row, &rules, &decision, outcome, outcomes);
@@ -207,11 +211,12 @@ impl Worker {
                 Ok(_) => {
                     outcome.http_status = Some(200);
                     outcomes.push(outcome);
-                    return Plan::done(outcomes, Some(effects(&rules, &decision, context)));
+                    let moved = self.settled_effects(effects(&rules, &decision, context));
+                    return Plan::done(outcomes, Some(moved));
                 }
                 Err(e) => e,
             };
-            self.undo_reservation(reserved);
+            self.undo_reservation(row.chat_id, reserved).await;
             if e.class() == ErrorClass::AgentRejected && !rejected_once {
                 rejected_once = true;
                 outcomes.push(self.drop_rejected(agent, &e, outcome));
@@ -261,7 +266,7 @@ impl Worker {
             .state
             .unusable
             .insert(agent.name.clone());
-        tracing::warn!(agent = %agent.name, agent_id = agent.id, "HelpCrunch rejects this agent id; deciding again without it");
+        tracing::warn!(agent = %agent.name, agent_id = agent.id.0, "HelpCrunch rejects this agent id; deciding again without it");
         outcome.result = OutcomeResult::Failed;
         outcome.http_status = e.status();
         outcome.error_code = e.code().map(str::to_string);
@@ -401,8 +406,23 @@ pub(super) fn effects(rules: &Rules, decision: &Decision, context: &ChatContext)
     }
 }
 
+/// The routing state could not be read or reserved (PostgreSQL): decide
+/// again shortly, the attempt given back, nothing called.
+fn storage_retry(chat_id: ChatId, e: &StoreError, mut outcomes: Vec<NewOutcome>) -> Plan {
+    let mut outcome = NewOutcome::new(chat_id, OutcomeResult::Retry);
+    outcome.reason = Some(format!("cannot lock the routing state: {e}"));
+    let retry = Next::Retry {
+        at_ms: now_ms() + 1000,
+        count_attempt: false,
+    };
+    let mut plan = Plan::finish(retry, outcome);
+    outcomes.append(&mut plan.outcomes);
+    plan.outcomes = outcomes;
+    plan
+}
+
 /// The outcome row a decision implies, before any API call.
-pub(super) fn describe(rules: &Rules, decision: &Decision, chat_id: i64) -> NewOutcome {
+pub(super) fn describe(rules: &Rules, decision: &Decision, chat_id: ChatId) -> NewOutcome {
     let result = match decision.verdict {
         Verdict::Assign { .. } => OutcomeResult::Assigned,
         Verdict::NoCandidate { .. } => OutcomeResult::NoAgent,

@@ -2,12 +2,12 @@
 //! moves on to the pool's next candidate, at most `max_reassign` times; then
 //! a private note says so. Each hop is an outcome row.
 
+use crate::domain::{AgentId, ChatId};
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use rand::RngExt;
-use tokio_util::sync::CancellationToken;
 
 use super::Worker;
 use super::process::record_metrics;
@@ -42,42 +42,25 @@ struct Pick {
 }
 
 /// Whether `agent_id` has written in the chat.
-fn answered(chat: &Chat, agent_id: i64) -> bool {
+fn answered(chat: &Chat, agent_id: AgentId) -> bool {
     chat.last_communicated_agent_id == Some(agent_id)
         || chat.agents.iter().any(|a| a.id == agent_id)
 }
 
 impl Worker {
-    pub(super) async fn run_followups(self: Arc<Self>, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            let due = match self.store.claim_followups(self.settings.lease, 8).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read follow-ups");
-                    self.idle(&shutdown, self.settings.poll_interval * 4).await;
-                    continue;
-                }
-            };
-            if due.is_empty() {
-                let wait = match self.store.followup_next_due_ms().await {
-                    Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64),
-                    _ => self.settings.poll_interval,
-                };
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(wait.min(self.settings.poll_interval)) => {}
-                }
-                continue;
-            }
-            for f in due {
-                let step = self.check(&f).await;
-                self.settle_check(f.chat_id, step).await;
-            }
-        }
+    /// One round of the follow-up job: checks the chats whose answer is due.
+    pub(super) async fn followups_round(self: &Arc<Self>) -> Duration {
+        let claimed = self.store.claim_followups(self.settings.lease, 8).await;
+        let next_due = self.store.followup_next_due_ms();
+        self.drain_due("follow-ups", claimed, next_due, |f| async move {
+            let step = self.check(&f).await;
+            self.settle_check(f.chat_id, step).await;
+        })
+        .await
     }
 
     /// Records what a check concluded, in one transaction.
-    async fn settle_check(&self, chat_id: i64, step: Step) {
+    async fn settle_check(&self, chat_id: ChatId, step: Step) {
         let (outcomes, assigned, next) = match step {
             Step::Done(o) => (o.into_iter().collect(), None, None),
             Step::Later(at) => (Vec::new(), None, Some(at)),
@@ -92,7 +75,7 @@ impl Worker {
         };
         for o in &outcomes {
             tracing::info!(
-                chat_id,
+                chat_id = chat_id.0,
                 result = o.result.as_str(),
                 agent = o.agent.as_deref().unwrap_or("-"),
                 reason = o.reason.as_deref().unwrap_or(""),
@@ -105,7 +88,7 @@ impl Worker {
             .settle_followup(chat_id, &outcomes, assigned.as_ref(), next)
             .await;
         if let Err(e) = result {
-            tracing::error!(chat_id, error = %e, "cannot record the follow-up; it will be checked again");
+            tracing::error!(chat_id = chat_id.0, error = %e, "cannot record the follow-up; it will be checked again");
             return;
         }
         record_metrics(&outcomes, None);
@@ -213,12 +196,12 @@ impl Worker {
                     f.hops + 1,
                     pool.max_reassign
                 ));
-                let moved = hop(rules, p, f, next, weights, &context);
+                let moved = self.settled_effects(hop(rules, p, f, next, weights, &context));
                 return Step::Moved(outcome, Box::new(moved));
             }
             Err(e) => e,
         };
-        self.undo_reservation(Some(reserved));
+        self.undo_reservation(f.chat_id, Some(reserved)).await;
         outcome.result = OutcomeResult::Failed;
         outcome.http_status = e.status();
         outcome.error_code = e.code().map(str::to_string);

@@ -18,9 +18,11 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::policy::{DRAIN_TIMEOUT, PRUNE_EVERY};
+use super::jobs::Job;
+use super::policy::DRAIN_TIMEOUT;
 use super::{Worker, lock};
-use crate::store::{BadRow, LeaseKey, QueueRow, now_ms};
+use crate::cluster::{GONE_AFTER, process_alive};
+use crate::store::{Backend, BadRow, LeaseKey, QueueRow, now_ms};
 
 /// A peer job ended while the daemon was meant to run.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,7 +51,6 @@ struct Turn {
     last_auth_log: Option<Instant>,
     reported_auth: Option<bool>,
     store_backoff: Duration,
-    next_prune: Instant,
     last_ping: Option<Instant>,
     watchdog: Option<Duration>,
 }
@@ -60,6 +61,12 @@ impl Worker {
     /// an error if a peer job stopped on its own (it is a bug, and the
     /// daemon must not run on without it).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), JobFailed> {
+        // A standby (SQLite: another daemon holds the file) takes no work.
+        if !self.cluster.wait_until_working(&shutdown).await {
+            return Ok(());
+        }
+        self.take_back_orphans().await;
+        let lost = self.cluster.lost();
         let stop = shutdown.child_token();
         let mut jobs = self.spawn_jobs(&stop);
         let mut rows = InFlight {
@@ -71,7 +78,6 @@ impl Worker {
             last_auth_log: None,
             reported_auth: None,
             store_backoff: self.settings.poll_interval,
-            next_prune: Instant::now(),
             last_ping: None,
             watchdog: watchdog_interval(),
         };
@@ -79,6 +85,14 @@ impl Worker {
         while !stop.is_cancelled() {
             if let Some(failed) = jobs.ended() {
                 failure = Some(failed);
+                break;
+            }
+            if lost.is_cancelled() {
+                failure = Some(JobFailed {
+                    job: "lease",
+                    cause: "another daemon took this database over; this one must not work on"
+                        .into(),
+                });
                 break;
             }
             while let Some(done) = rows.tasks.try_join_next_with_id() {
@@ -100,29 +114,31 @@ impl Worker {
             tasks: JoinSet::new(),
             names: HashMap::new(),
         };
-        let mut add = |name, handle: tokio::task::AbortHandle| {
-            jobs.names.insert(handle.id(), name);
-        };
-        add(
-            "outbox",
-            jobs.tasks
-                .spawn(faulty("outbox", self.clone().run_outbox(stop.clone()))),
-        );
-        let followups = self.clone().run_followups(stop.clone());
-        add(
-            "follow-up",
-            jobs.tasks.spawn(faulty("follow-up", followups)),
-        );
-        let reconcile = self.clone().run_reconcile(stop.clone());
-        add(
-            "reconcile",
-            jobs.tasks.spawn(faulty("reconcile", reconcile)),
-        );
-        if let Some(every) = self.settings.poll_new_chats {
-            let poller = self.clone().run_poller(every, stop.clone());
-            add("poller", jobs.tasks.spawn(faulty("poller", poller)));
+        for job in Job::enabled(self) {
+            let work = faulty(job.name(), job.run(self.clone(), stop.clone()));
+            let handle = jobs.tasks.spawn(work);
+            jobs.names.insert(handle.id(), job.name());
         }
         jobs
+    }
+
+    /// Puts back rows leased by daemons that died: on SQLite by their pid
+    /// (one host), on PostgreSQL by their heartbeat.
+    async fn take_back_orphans(&self) {
+        let released = match self.store.backend() {
+            Backend::Sqlite => self.store.release_orphans(process_alive).await,
+            Backend::Postgres => self.store.release_gone(GONE_AFTER).await.map(|(r, _)| r),
+        };
+        match released {
+            Ok(0) => {}
+            Ok(rows) => tracing::warn!(
+                rows,
+                "took back rows leased by a daemon that no longer runs"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take back rows of daemons that died; their leases will expire")
+            }
+        }
     }
 
     /// One turn of the loop: report, wait if the API cannot be used, then
@@ -158,10 +174,6 @@ impl Worker {
             t.last_ping = Some(Instant::now());
         }
         self.refresh_away().await;
-        if Instant::now() >= t.next_prune {
-            self.prune().await;
-            t.next_prune = Instant::now() + PRUNE_EVERY;
-        }
         let free = rows.permits.available_permits() as u32;
         if free == 0 {
             tokio::select! {
@@ -308,7 +320,7 @@ impl Worker {
         }
     }
 
-    pub(super) async fn idle(&self, shutdown: &CancellationToken, wait: Duration) {
+    async fn idle(&self, shutdown: &CancellationToken, wait: Duration) {
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = self.wake.notified() => {}

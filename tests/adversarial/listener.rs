@@ -24,6 +24,15 @@ async fn listening_app() -> TestApp {
     app
 }
 
+/// [`listening_app`] with `assignd run` started, logging to `log`: the app,
+/// the daemon, and the listener's address.
+async fn listening_daemon(log: &str) -> (TestApp, std::process::Child, String) {
+    let app = listening_app().await;
+    let daemon = app.spawn_daemon(log);
+    let addr = app.listener_addr(log).await;
+    (app, daemon, addr)
+}
+
 fn with_listener(app: &TestApp) {
     let dir = app.dir.path();
     std::fs::write(dir.join("webhook-key"), format!("{WEBHOOK_KEY}\n")).unwrap();
@@ -131,9 +140,7 @@ async fn stall_ten(addr: &str) -> Vec<TcpStream> {
 /// with 0 within the contract's 10 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_clients_neither_starve_the_listener_nor_block_shutdown() {
-    let app = listening_app().await;
-    let mut daemon = app.spawn_daemon("stalled.log");
-    let addr = app.listener_addr("stalled.log").await;
+    let (app, mut daemon, addr) = listening_daemon("stalled.log").await;
     let stalled = stall_ten(&addr).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -157,9 +164,7 @@ async fn stalled_clients_neither_starve_the_listener_nor_block_shutdown() {
 /// timeout (answered 408).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_clients_are_cut_off_by_the_read_timeouts() {
-    let app = listening_app().await;
-    let mut daemon = app.spawn_daemon("timeouts.log");
-    let addr = app.listener_addr("timeouts.log").await;
+    let (app, mut daemon, addr) = listening_daemon("timeouts.log").await;
     let stalled = stall_ten(&addr).await;
     let started = Instant::now();
     let bound = assignd::http::HEADER_READ_TIMEOUT.max(assignd::http::BODY_READ_TIMEOUT)
@@ -183,7 +188,7 @@ async fn stalled_clients_are_cut_off_by_the_read_timeouts() {
         timed_out, 5,
         "the five mid-body clients get 408: {answers:?}"
     );
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM queue").await, 0);
+    assert_eq!(app.count("queue").await, 0);
     assert!(terminate(&mut daemon, STOP_BOUND).success());
 }
 
@@ -191,17 +196,10 @@ async fn stalled_clients_are_cut_off_by_the_read_timeouts() {
 /// not after the busy timeout), and 200 again once the lock is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_while_another_process_holds_the_write_lock() {
-    let app = listening_app().await;
-    let mut daemon = app.spawn_daemon("locked.log");
-    let addr = app.listener_addr("locked.log").await;
+    let (app, mut daemon, addr) = listening_daemon("locked.log").await;
     readyz_until(&addr, 200, Duration::from_secs(10), "a fresh daemon").await;
 
-    let locker = app.producer().await;
-    let mut conn = locker.acquire().await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let lock = app.lock_database("BEGIN IMMEDIATE").await;
     let asked = Instant::now();
     let why = readyz_until(&addr, 503, Duration::from_secs(10), "the lock is held").await;
     println!("/readyz while locked ({:?}): {why}", asked.elapsed());
@@ -217,9 +215,7 @@ async fn readyz_is_503_while_another_process_holds_the_write_lock() {
             asked.elapsed()
         );
     }
-    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
-    drop(conn);
-    locker.close().await;
+    lock.release().await;
     readyz_until(&addr, 200, Duration::from_secs(15), "the lock is gone").await;
     assert!(terminate(&mut daemon, STOP_BOUND).success());
 }
@@ -269,9 +265,7 @@ fn fill(path: &std::path::Path) {
 /// memory that takes is measured by `cargo bench --bench burst`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_webhooks_waits_and_is_all_queued() {
-    let app = listening_app().await;
-    let mut daemon = app.spawn_daemon("burst.log");
-    let addr = app.listener_addr("burst.log").await;
+    let (app, mut daemon, addr) = listening_daemon("burst.log").await;
     let n = (assignd::http::MAX_CONNECTIONS * 5) as i64;
     let tasks: Vec<_> = (1..=n)
         .map(|chat| {
@@ -282,12 +276,9 @@ async fn a_burst_of_webhooks_waits_and_is_all_queued() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM webhook_events").await, n);
-    assert_eq!(
-        app.scalar("SELECT COUNT(DISTINCT chat_id) FROM queue")
-            .await,
-        n
-    );
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM queue").await, n);
+    assert_eq!(app.count("webhook_events").await, n);
+    let chats = app.scalar("SELECT COUNT(DISTINCT chat_id) FROM queue");
+    assert_eq!(chats.await, n);
+    assert_eq!(app.count("queue").await, n);
     assert!(terminate(&mut daemon, STOP_BOUND).success());
 }

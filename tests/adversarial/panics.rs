@@ -42,11 +42,7 @@ async fn a_panicking_row_is_dead_lettered_and_the_rest_go_on() {
         why.contains("internal error") && why.contains("injected panic"),
         "{why}"
     );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        19
-    );
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 19);
     assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
 }
 
@@ -73,9 +69,5 @@ async fn a_panicking_job_stops_the_daemon_with_exit_1() {
         log.contains("the outbox job stopped unexpectedly") && log.contains("injected panic"),
         "{log}"
     );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'leased'")
-            .await,
-        0
-    );
+    assert_eq!(app.count("queue WHERE state = 'leased'").await, 0);
 }

@@ -145,17 +145,11 @@ async fn garbage_rows_are_dead_lettered_and_the_rest_assigned() {
     assert!(daemon.try_wait().unwrap().is_none(), "the daemon died");
 
     let good = 40 + repaired_rows().len() as i64;
-    assert_eq!(
-        app.scalar("SELECT COUNT(DISTINCT chat_id) FROM outcomes WHERE result = 'assigned'")
-            .await,
-        good,
-        "every good row is assigned"
-    );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        good
-    );
+    let assigned = app
+        .scalar("SELECT COUNT(DISTINCT chat_id) FROM outcomes WHERE result = 'assigned'")
+        .await;
+    assert_eq!(assigned, good, "every good row is assigned");
+    assert_eq!(app.count("queue WHERE state = 'done'").await, good);
     let dead: Vec<(i64, String)> =
         sqlx::query_as("SELECT id, last_error FROM queue WHERE state = 'dead' ORDER BY id")
             .fetch_all(&pool)
@@ -169,31 +163,10 @@ async fn garbage_rows_are_dead_lettered_and_the_rest_assigned() {
         );
     }
 
-    let list = app
-        .command(&["queue", "list", "--state", "dead"])
-        .output()
-        .unwrap();
-    assert!(
-        list.status.success(),
-        "{}",
-        String::from_utf8_lossy(&list.stderr)
-    );
-    let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(
-        listed.contains("'abc'") && listed.contains("X'010203'"),
-        "{listed}"
-    );
-    let status = app.command(&["status"]).output().unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let shown = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        shown.contains("dead letters") && shown.contains("queue.chat_id"),
-        "{shown}"
-    );
+    let listed = app.run_ok(&["queue", "list", "--state", "dead"]);
+    assert_contains(&listed, &["'abc'", "X'010203'"]);
+    let shown = app.run_ok(&["status"]);
+    assert_contains(&shown, &["dead letters", "queue.chat_id"]);
 
     assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
     // A restart over the same rows: nothing panics, nothing changes.
@@ -201,11 +174,8 @@ async fn garbage_rows_are_dead_lettered_and_the_rest_assigned() {
     app.insert_raw(41..=45).await;
     app.wait_drained(Duration::from_secs(30)).await;
     assert!(terminate(&mut again, Duration::from_secs(10)).success());
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'dead'")
-            .await,
-        bad.len() as i64
-    );
+    let dead = app.count("queue WHERE state = 'dead'").await;
+    assert_eq!(dead, bad.len() as i64);
     for log in ["garbage.log", "garbage-again.log"] {
         assert!(!app.log(log).contains("panicked"), "{}", app.log(log));
     }
@@ -275,7 +245,7 @@ async fn claim_one(values: Vec<Val>) {
             .await
             .unwrap();
         for row in &claimed {
-            assert!(row.chat_id > 0, "{row:?}");
+            assert!(row.chat_id.0 > 0, "{row:?}");
         }
         let listed = store.list_queue(None, 10).await.unwrap();
         assert_eq!(listed.len(), 1);

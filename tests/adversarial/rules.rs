@@ -4,7 +4,6 @@
 //! `no_match` can be put back with `assignd queue retry` once the rules are
 //! fixed. All against the real `assignd run` and the sandbox.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -12,39 +11,9 @@ use crate::common::*;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Routes only chats enqueued with `--attr team=support`; the rest end `no_match`.
-const SUPPORT_ONLY: &str = r#"
-[agents]
-alice = { id = 4188 }
-bob   = { id = 4761 }
-carol = { id = 6694 }
-
-[pools.support]
-agents = ["alice", "bob", "carol"]
-
-[[rule]]
-name = "support team"
-match = { attr.team = "support" }
-assign = "pool:support"
-"#;
-
-fn hup(pid: u32) {
-    let ok = Command::new("kill")
-        .arg("-HUP")
-        .arg(pid.to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -HUP {pid}");
-}
-
-/// Runs `assignd ARGS` for this app; returns (exit code, stdout, stderr).
-fn run(app: &TestApp, args: &[&str]) -> (i32, String, String) {
-    let out = app.command(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn support_only() -> String {
+    let rule = "[[rule]]\nname = \"support team\"\nmatch = { attr.team = \"support\" }\nassign = \"pool:support\"\n";
+    support_rules(&ABC, "", rule)
 }
 
 /// The value of a `daemon_state` key ("" when unset).
@@ -87,7 +56,7 @@ async fn row_of(app: &TestApp, chat: i64) -> i64 {
 fn enqueue(app: &TestApp, args: &[&str]) {
     let mut all = vec!["enqueue"];
     all.extend_from_slice(args);
-    let (code, out, err) = run(app, &all);
+    let (code, out, err) = app.exec(&all);
     assert_eq!(code, 0, "enqueue {args:?}: {out}{err}");
 }
 
@@ -123,12 +92,10 @@ async fn a_broken_reload_keeps_the_old_rules(broken: &str, reason: &str) {
         [alice, bob, carol],
         "the old rules, rotation and all"
     );
-    let no_match = app
-        .scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'no_match'")
-        .await;
+    let no_match = app.count("outcomes WHERE result = 'no_match'").await;
     assert_eq!(no_match, 0);
 
-    let (code, status, err) = run(&app, &["status"]);
+    let (code, status, err) = app.exec(&["status"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         status.contains("rules_reload_error: ") && status.contains(reason),
@@ -169,7 +136,7 @@ async fn a_reload_of_a_file_cut_mid_token_keeps_the_old_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_refuses_to_start_on_an_empty_rules_file() {
     let app = TestApp::builder().rules("").migrated().await;
-    let (code, _, err) = run(&app, &["run"]);
+    let (code, _, err) = app.exec(&["run"]);
     assert_eq!(code, 2, "{err}");
     let file = app.dir.path().join("rules.toml");
     assert!(
@@ -187,7 +154,7 @@ async fn run_refuses_to_start_on_an_empty_rules_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_match_chats_are_put_back_and_assigned_by_the_fixed_rules() {
     let app = TestApp::builder()
-        .rules(SUPPORT_ONLY)
+        .rules(&support_only())
         .worker(NO_FETCH)
         .worker("concurrency = 1")
         .migrated()
@@ -196,26 +163,22 @@ async fn no_match_chats_are_put_back_and_assigned_by_the_fixed_rules() {
     enqueue(&app, &["1", "2", "--attr", "team=support"]);
     enqueue(&app, &["3", "4", "5"]);
     app.wait_drained(WAIT).await;
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'no_match'")
-            .await,
-        3
-    );
+    let no_match = app.count("outcomes WHERE result = 'no_match'").await;
+    assert_eq!(no_match, 3);
     assert_eq!(
         assignees(&app, 1..=5),
         [Some(4188), Some(4761), None, None, None]
     );
 
     // Fix the rules: a catch-all after the attribute rule.
-    let fixed =
-        format!("{SUPPORT_ONLY}\n[[rule]]\nname = \"the rest\"\nassign = \"pool:support\"\n");
+    let fixed = support_only() + "\n[[rule]]\nname = \"the rest\"\nassign = \"pool:support\"\n";
     std::fs::write(app.dir.path().join("rules.toml"), fixed).unwrap();
     hup(daemon.id());
     wait_state(&app, "rules", |v| v.contains("(2 rules")).await;
 
     // By id: chat 3's row comes back and is assigned.
     let row3 = row_of(&app, 3).await.to_string();
-    let (code, out, err) = run(&app, &["queue", "retry", &row3]);
+    let (code, out, err) = app.exec(&["queue", "retry", &row3]);
     assert_eq!(
         (code, out.trim()),
         (0, "1 of 1 row(s) put back on the queue"),
@@ -233,9 +196,9 @@ async fn no_match_chats_are_put_back_and_assigned_by_the_fixed_rules() {
     // by id and by --no-match; chat 5's row comes back, reset.
     let old4 = row_of(&app, 4).await;
     enqueue(&app, &["4"]);
-    let (_, out, _) = run(&app, &["queue", "retry", &old4.to_string()]);
+    let (_, out, _) = app.exec(&["queue", "retry", &old4.to_string()]);
     assert_eq!(out.trim(), "0 of 1 row(s) put back on the queue");
-    let (code, out, err) = run(&app, &["queue", "retry", "--no-match"]);
+    let (code, out, err) = app.exec(&["queue", "retry", "--no-match"]);
     assert_eq!(
         (code, out.trim()),
         (0, "1 no_match row(s) put back on the queue"),
@@ -250,7 +213,7 @@ async fn no_match_chats_are_put_back_and_assigned_by_the_fixed_rules() {
     assert_eq!(reset, 1);
     // A done row that was assigned is not a no_match row: it stays done.
     let row1 = row_of(&app, 1).await.to_string();
-    let (_, out, _) = run(&app, &["queue", "retry", &row1]);
+    let (_, out, _) = app.exec(&["queue", "retry", &row1]);
     assert_eq!(out.trim(), "0 of 1 row(s) put back on the queue");
 
     let mut daemon = app.spawn_daemon("run2.log");
@@ -261,7 +224,7 @@ async fn no_match_chats_are_put_back_and_assigned_by_the_fixed_rules() {
         "{:?}",
         assignees(&app, 1..=5)
     );
-    let (_, out, _) = run(&app, &["queue", "retry", "--no-match"]);
+    let (_, out, _) = app.exec(&["queue", "retry", "--no-match"]);
     assert_eq!(
         out.trim(),
         "0 no_match row(s) put back on the queue",

@@ -48,35 +48,9 @@ async fn app_with(rules: &str, limit: Option<SandboxLimit>) -> TestApp {
         .build()
         .await;
     // A client timeout past the drain deadline: the stop must cut calls off.
-    let config = std::fs::read_to_string(&app.config_path)
-        .unwrap()
-        .replace("timeout = \"5s\"", "timeout = \"60s\"");
-    std::fs::write(&app.config_path, config).unwrap();
+    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"60s\""));
     app.migrate().await;
     app
-}
-
-/// Puts `n` notes in the outbox as finished assignments would have.
-async fn queue_notes(app: &TestApp, n: i64) {
-    let pool = app.producer().await;
-    for chat in 1..=n {
-        sqlx::query(
-            "INSERT INTO outbox (chat_id, kind, agent_id, text, created_at) VALUES (?, 'private', 4188, 'note', 0)",
-        )
-        .bind(900 + chat)
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
-    pool.close().await;
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// SIGTERM, then the contract: exit 0 within 10 s, nothing left held.
@@ -91,18 +65,10 @@ async fn stop_and_check(app: &TestApp, daemon: &mut std::process::Child, log: &s
         "took {took:?} to stop\n{}",
         app.log(log)
     );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'leased'")
-            .await,
-        0,
-        "rows left leased"
-    );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE lease_owner IS NOT NULL")
-            .await,
-        0,
-        "messages left claimed"
-    );
+    let leased = app.count("queue WHERE state = 'leased'").await;
+    assert_eq!(leased, 0, "rows left leased");
+    let claimed = app.count("outbox WHERE lease_owner IS NOT NULL").await;
+    assert_eq!(claimed, 0, "messages left claimed");
     assert!(!app.log(log).contains("panicked"), "{}", app.log(log));
 }
 
@@ -113,12 +79,8 @@ async fn restart_finishes(app: &TestApp, rows: i64, messages: i64) {
     let mut daemon = app.spawn_daemon("restart.log");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done = app
-            .scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await;
-        let sent = app
-            .scalar("SELECT COUNT(*) FROM outbox WHERE state = 'done'")
-            .await;
+        let done = app.count("queue WHERE state = 'done'").await;
+        let sent = app.count("outbox WHERE state = 'done'").await;
         if done == rows && sent >= messages {
             break;
         }
@@ -130,16 +92,8 @@ async fn restart_finishes(app: &TestApp, rows: i64, messages: i64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(terminate(&mut daemon, STOP_BOUND).success());
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'dead'")
-            .await,
-        0
-    );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE state = 'dead'")
-            .await,
-        0
-    );
+    assert_eq!(app.count("queue WHERE state = 'dead'").await, 0);
+    assert_eq!(app.count("outbox WHERE state = 'dead'").await, 0);
 }
 
 /// A 429 with a minute's `Retry-After` pauses every call, with rows and
@@ -147,7 +101,7 @@ async fn restart_finishes(app: &TestApp, rows: i64, messages: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_429_pause() {
     let app = app_with(&with_notes(), tight_limit()).await;
-    queue_notes(&app, 12).await;
+    app.queue_notes(901..=912).await;
     app.insert_raw(1..=20).await;
     let mut daemon = app.spawn_daemon("pause.log");
     wait_for("a 429", Duration::from_secs(30), || {
@@ -157,11 +111,8 @@ async fn sigterm_during_a_429_pause() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop_and_check(&app, &mut daemon, "pause.log").await;
     // A 429 gives the attempt back, and so does the release.
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending' AND attempts > 0")
-            .await,
-        0
-    );
+    let spent = app.count("queue WHERE state = 'pending' AND attempts > 0");
+    assert_eq!(spent.await, 0);
     restart_finishes(&app, 20, 12).await;
 }
 
@@ -184,12 +135,8 @@ async fn sigterm_with_hung_puts() {
         app.sandbox.assign_calls().len() >= 4
     })
     .await;
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'pending'")
-            .await,
-        10,
-        "every row goes back"
-    );
+    let pending = app.count("queue WHERE state = 'pending'").await;
+    assert_eq!(pending, 10, "every row goes back");
     restart_finishes(&app, 10, 0).await;
 }
 
@@ -197,7 +144,7 @@ async fn sigterm_with_hung_puts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_hung_notes() {
     let app = app_with(THREE_AGENTS, None).await;
-    queue_notes(&app, 12).await;
+    app.queue_notes(901..=912).await;
     stop_while_hung(&app, "hung-note.log", |app| {
         app.sandbox
             .requests()
@@ -205,9 +152,9 @@ async fn sigterm_with_hung_notes() {
             .any(|r| r.path == "/v1/messages")
     })
     .await;
+    let pending = app.count("outbox WHERE state = 'pending' AND attempts = 0");
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND attempts = 0")
-            .await,
+        pending.await,
         12,
         "every note goes back, its attempt given back"
     );

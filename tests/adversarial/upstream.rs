@@ -25,14 +25,6 @@ async fn app_with(worker: &str, key: &str) -> TestApp {
     app
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The daemon is still up, and never panicked.
 fn still_running(app: &TestApp, daemon: &mut Child, log: &str) {
     let text = app.log(log);
@@ -74,11 +66,7 @@ async fn a_redirect_is_never_followed_nor_taken_for_an_assignment() {
     }
     still_running(&app, &mut daemon, "redirect.log");
     assert!(elsewhere.requests().is_empty(), "a redirect was followed");
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'assigned'")
-            .await,
-        0
-    );
+    assert_eq!(app.count("outcomes WHERE result = 'assigned'").await, 0);
     let dead = app
         .rows("SELECT chat_id, state, last_error FROM queue ORDER BY chat_id")
         .await;
@@ -96,7 +84,7 @@ async fn a_redirect_is_never_followed_nor_taken_for_an_assignment() {
         );
     }
     let codes = app
-        .scalar("SELECT COUNT(*) FROM outcomes WHERE error_code = 'redirect_refused' AND http_status BETWEEN 300 AND 399")
+        .count("outcomes WHERE error_code = 'redirect_refused' AND http_status BETWEEN 300 AND 399")
         .await;
     assert!(codes >= statuses.len() as i64, "{codes} refusals recorded");
 
@@ -166,21 +154,13 @@ async fn an_absurd_retry_after_is_capped_and_never_panics() {
     let until = paused_until(&status).unwrap();
     let cap = jiff::SignedDuration::from_millis(CAP_MS as i64 + 5_000);
     assert!(until <= asked + cap, "paused until {until}: {status}");
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'dead'")
-            .await,
-        0
-    );
+    assert_eq!(app.count("queue WHERE state = 'dead'").await, 0);
 
     app.sandbox.set_trick(None);
     assert!(terminate(&mut daemon, Duration::from_secs(20)).success());
     let mut daemon = app.spawn_daemon("after.log");
     app.wait_drained(Duration::from_secs(30)).await;
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM queue WHERE state = 'done'")
-            .await,
-        3
-    );
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 3);
     assert!(!app.log("after.log").contains("panicked"));
     assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
 }
@@ -217,29 +197,13 @@ async fn a_retry_after_date_is_honoured() {
     assert!(terminate(&mut daemon, Duration::from_secs(10)).success());
 }
 
-/// Puts a note for each of `chats` in the outbox, as finished
-/// assignments would have.
-async fn queue_notes(app: &TestApp, chats: std::ops::RangeInclusive<i64>) {
-    let pool = app.producer().await;
-    for chat in chats {
-        sqlx::query(
-            "INSERT INTO outbox (chat_id, kind, agent_id, text, created_at) VALUES (?, 'private', 4188, 'note', 0)",
-        )
-        .bind(chat)
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
-    pool.close().await;
-}
-
 /// One echo page for a while: `chats` queued and `notes` in the outbox,
 /// until every queued row is finished.
 async fn echo_phase(app: &TestApp, status: u16, json: bool, chats: [i64; 2]) {
     app.sandbox
         .set_trick(Some(Trick::EchoHeaders { status, json }));
     app.insert_raw(chats[0]..=chats[1]).await;
-    queue_notes(app, 100 + chats[0]..=100 + chats[1]).await;
+    app.queue_notes(100 + chats[0]..=100 + chats[1]).await;
     app.wait_drained(Duration::from_secs(30)).await;
 }
 
@@ -275,11 +239,7 @@ async fn an_echoed_api_key_is_redacted_everywhere() {
     echo_phase(&app, 400, true, [4, 6]).await;
     // Every note has been tried and has failed at least once.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while app
-        .scalar("SELECT COUNT(*) FROM outbox WHERE last_error IS NULL")
-        .await
-        > 0
-    {
+    while app.count("outbox WHERE last_error IS NULL").await > 0 {
         assert!(Instant::now() < deadline, "notes were never sent");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -33,6 +33,29 @@ name = "everything"
 assign = "pool:support"
 "#;
 
+/// The agents of [`THREE_AGENTS`], as (name, id).
+pub const ABC: [(&str, i64); 3] = [("alice", 4188), ("bob", 4761), ("carol", 6694)];
+
+/// One rule that sends every chat to the pool `support` of [`support_rules`].
+pub const TO_SUPPORT: &str = "[[rule]]\nname = \"all\"\nassign = \"pool:support\"\n";
+
+/// Rules with `agents`, all of them in one pool `support` (with the extra
+/// `pool` lines), followed by `rules` (e.g. [`TO_SUPPORT`]).
+pub fn support_rules(agents: &[(&str, i64)], pool: &str, rules: &str) -> String {
+    let table: String = agents
+        .iter()
+        .map(|(name, id)| format!("{name} = {{ id = {id} }}\n"))
+        .collect();
+    let names: Vec<String> = agents
+        .iter()
+        .map(|(name, _)| format!("\"{name}\""))
+        .collect();
+    format!(
+        "[agents]\n{table}\n[pools.support]\nagents = [{}]\n{pool}\n\n{rules}",
+        names.join(", ")
+    )
+}
+
 pub struct TestApp {
     pub dir: TempDir,
     pub sandbox: Sandbox,
@@ -50,7 +73,7 @@ pub fn agents(list: &[(&str, i64)]) -> Vec<SandboxAgent> {
 }
 
 pub fn default_agents() -> Vec<SandboxAgent> {
-    agents(&[("alice", 4188), ("bob", 4761), ("carol", 6694)])
+    agents(&ABC)
 }
 
 /// How a [`TestApp`] is set up; every option has the common default: the
@@ -209,11 +232,78 @@ impl TestApp {
         pool.close().await;
     }
 
+    /// Runs one statement on a producer's connection.
+    pub async fn execute(&self, sql: &'static str) {
+        let pool = self.producer().await;
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    /// Rewrites the config file with `edit`.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let config = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(&self.config_path, edit(config)).unwrap();
+    }
+
+    /// Puts a private note (from alice) for each of `chats` in the outbox,
+    /// as finished assignments would have.
+    pub async fn queue_notes(&self, chats: impl IntoIterator<Item = i64>) {
+        let pool = self.producer().await;
+        for chat in chats {
+            sqlx::query(
+                "INSERT INTO outbox (chat_id, kind, agent_id, text, created_at) VALUES (?, 'private', 4188, 'note', 0)",
+            )
+            .bind(chat)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+
     pub async fn scalar(&self, sql: &'static str) -> i64 {
         let pool = self.producer().await;
         let v: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
         pool.close().await;
         v
+    }
+
+    /// `SELECT COUNT(*) FROM {from}`, e.g. `count("queue WHERE state = 'done'")`.
+    pub async fn count(&self, from: &str) -> i64 {
+        let pool = self.producer().await;
+        let sql = format!("SELECT COUNT(*) FROM {from}");
+        let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        v
+    }
+
+    /// Waits until [`Self::count`] of `from` is at least `at_least`; panics
+    /// with `what` after `timeout`.
+    pub async fn wait_count(&self, from: &str, at_least: i64, timeout: Duration, what: &str) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.count(from).await;
+            if n >= at_least {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} ({from}: {n} < {at_least})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Takes the database's write lock from another connection (`begin` is
+    /// `BEGIN IMMEDIATE` or `BEGIN EXCLUSIVE`), held until [`DbLock::release`].
+    pub async fn lock_database(&self, begin: &'static str) -> DbLock {
+        let pool = self.producer().await;
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query(begin).execute(&mut *conn).await.unwrap();
+        DbLock { pool, conn }
     }
 
     pub async fn rows(&self, sql: &'static str) -> Vec<(i64, String, Option<String>)> {
@@ -240,6 +330,12 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// `insert_raw`, then wakes `daemon`'s worker.
+    pub async fn feed(&self, daemon: &InProcess, chat_ids: impl IntoIterator<Item = i64>) {
+        self.insert_raw(chat_ids).await;
+        daemon.runtime.worker.wake();
     }
 
     /// Runs the daemon in this process, built as `assignd run` builds it,
@@ -289,6 +385,24 @@ impl TestApp {
             .env_remove("ASSIGND_CONFIG")
             .stdin(Stdio::null());
         c
+    }
+
+    /// Runs `assignd ARGS` for this app: (exit code, stdout, stderr).
+    pub fn exec(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `assignd ARGS` for this app and asserts that it succeeds; its stdout.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        ok_stdout(
+            &format!("assignd {args:?}"),
+            &self.command(args).output().unwrap(),
+        )
     }
 
     /// Starts `assignd run`, logging to a file in the temp dir.
@@ -359,14 +473,81 @@ impl InProcess {
     }
 }
 
+/// Another connection's write lock on the database, from [`TestApp::lock_database`].
+pub struct DbLock {
+    pool: SqlitePool,
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+}
+
+impl DbLock {
+    /// Commits, and closes the connection.
+    pub async fn release(mut self) {
+        sqlx::query("COMMIT")
+            .execute(&mut *self.conn)
+            .await
+            .unwrap();
+        drop(self.conn);
+        self.pool.close().await;
+    }
+}
+
+/// Asserts that a finished command (`what`) exited 0, showing what it
+/// printed if not; its stdout.
+pub fn ok_stdout(what: &str, out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Asserts that `text` contains every one of `needles`.
+pub fn assert_contains(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "`{needle}` in: {text}");
+    }
+}
+
+/// `kill SIG PID` (e.g. `-HUP`), which must succeed.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// SIGHUP: reload the config and rules.
+pub fn hup(pid: u32) {
+    signal(pid, "-HUP");
+}
+
+/// Polls `done` every 50 ms until it holds; after `timeout`, panics with `why()`.
+pub async fn wait_until(
+    timeout: Duration,
+    why: impl Fn() -> String,
+    mut done: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", why());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`wait_until`], saying `what` it waited for.
+pub async fn wait_for(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+    wait_until(timeout, || format!("timed out waiting for {what}"), done).await;
+}
+
 /// Sends SIGTERM and waits for the exit status, at most `timeout`.
 pub fn terminate(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(child.id(), "-TERM");
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -396,18 +577,293 @@ impl Tmpfs {
         let out = Command::new("mount")
             .args(["-o", &format!("remount,{option}")])
             .arg(&self.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "remount {option}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .output();
+        ok_stdout(&format!("remount {option}"), &out.unwrap());
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A daemon started with [`TestApp::spawn_guarded`]: killed (SIGKILL) when
+/// dropped, so that a failing test leaves no process behind.
+pub struct Daemon {
+    pub child: Child,
+    /// Its log file (stderr), in the app's temp dir.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill9(&mut self) {
+        signal(self.pid(), "-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Panics with its log if it has exited.
+    pub fn assert_running(&mut self, what: &str) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "{what}: assignd (pid {}) exited with {status}; its log:\n{}",
+                self.pid(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl TestApp {
+    /// Starts `assignd run` with `RUST_LOG=info`, logging to `log_name` in
+    /// the temp dir, killed when the returned [`Daemon`] is dropped.
+    pub fn spawn_guarded(&self, log_name: &str) -> Daemon {
+        let log = self.dir.path().join(log_name);
+        let child = self
+            .command(&["run"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    /// Points `[database] url` at `url` (e.g. a PostgreSQL database)
+    /// instead of the SQLite file.
+    pub fn use_database(&self, url: &str) {
+        self.edit_config(|c| {
+            c.replace("url = \"sqlite://assignd.db\"", &format!("url = \"{url}\""))
+        });
+    }
+}
+
+/// The most of `times` (sorted) that fall in one window `[t, t + per)`:
+/// the busiest sliding window (the busiest one always starts at a call).
+pub fn busiest_window(times: &[Duration], per: Duration) -> usize {
+    busiest_window_at(times, per).0
+}
+
+/// [`busiest_window`], and the index of the first call in it.
+pub fn busiest_window_at(times: &[Duration], per: Duration) -> (usize, usize) {
+    let mut end = 0;
+    let mut most = (0, 0);
+    for (start, t) in times.iter().enumerate() {
+        while end < times.len() && times[end] < *t + per {
+            end += 1;
+        }
+        if end - start > most.0 {
+            most = (end - start, start);
+        }
+    }
+    most
+}
+
+/// The longest time between two consecutive `times` (sorted), and when it began.
+pub fn longest_gap(times: &[Duration]) -> (Duration, Duration) {
+    times
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[0]))
+        .max()
+        .unwrap_or_default()
+}
+
+/// One `PUT /chats/assignee` as the sandbox saw it.
+pub struct Put {
+    pub chat: i64,
+    /// When it arrived, since the sandbox started.
+    pub at: Duration,
+    /// When it arrived, on this process's monotonic clock.
+    pub received: Instant,
+}
+
+/// Every `PUT /chats/assignee` so far, by arrival.
+pub fn puts(sandbox: &Sandbox) -> Vec<Put> {
+    let mut puts: Vec<Put> = sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path == "/v1/chats/assignee")
+        .map(|r| Put {
+            chat: r.body.as_ref().and_then(|b| b["id"].as_i64()).unwrap_or(-1),
+            at: r.at,
+            received: r.received,
+        })
+        .collect();
+    puts.sort_by_key(|p| p.at);
+    puts
+}
+
+/// What a drain looked like from the sandbox, for an account limit of
+/// `requests` per `per`:
+/// - `busiest`: the most requests (any endpoint, any answer) that arrived
+///   in one interval `[t, t + per)`, over every `t` that is an arrival (the
+///   busiest sliding window always starts at one); when it holds more than
+///   `requests`, `over` lists its calls (offset, chat or endpoint, status);
+/// - `steady_share`: the PUTs by arrival less the first and the last `edge`
+///   (start-up and tail): their `n - 1` intervals over the span from the
+///   first to the last of them, as a share of `requests / per`;
+/// - `repeats`: PUTs beyond the first for each chat, `worst` the most PUTs
+///   for one chat;
+/// - `gap`: the longest time between two consecutive PUTs, `gap_at` when
+///   it began (since the sandbox started).
+#[derive(Debug)]
+pub struct Figures {
+    pub requests: usize,
+    pub puts: usize,
+    pub chats_put: usize,
+    pub repeats: usize,
+    pub worst: usize,
+    pub rejected: usize,
+    pub busiest: usize,
+    pub over: Option<String>,
+    pub steady_share: f64,
+    pub gap: Duration,
+    pub gap_at: Duration,
+}
+
+/// [`Figures`] of what `sandbox` saw, for `requests` per `per`.
+pub fn figures(sandbox: &Sandbox, requests: u32, per: Duration, edge: usize) -> Figures {
+    let mut recorded = sandbox.requests();
+    recorded.sort_by_key(|r| r.at);
+    let all: Vec<Duration> = recorded.iter().map(|r| r.at).collect();
+    let (busiest, first) = busiest_window_at(&all, per);
+    let over = (busiest > requests as usize).then(|| {
+        let calls: Vec<String> = recorded[first..first + busiest]
+            .iter()
+            .map(|r| {
+                let what = match r.body.as_ref().and_then(|b| b["id"].as_i64()) {
+                    Some(chat) if r.method == "PUT" => format!("chat {chat}"),
+                    _ => format!("{} {}", r.method, r.path),
+                };
+                let offset = (r.at - all[first]).as_secs_f64() * 1000.0;
+                format!("+{offset:.0}ms {what} {}", r.status)
+            })
+            .collect();
+        format!(
+            "from {:.3}s: {}",
+            all[first].as_secs_f64(),
+            calls.join(", ")
+        )
+    });
+    let puts = puts(sandbox);
+    let mut per_chat = std::collections::HashMap::<i64, usize>::new();
+    for p in &puts {
+        *per_chat.entry(p.chat).or_default() += 1;
+    }
+    let times: Vec<Duration> = puts.iter().map(|p| p.at).collect();
+    let steady_share = if times.len() > 2 * edge + 1 {
+        let steady = &times[edge..times.len() - edge];
+        let span = (steady[steady.len() - 1] - steady[0]).as_secs_f64();
+        (steady.len() - 1) as f64 / span / (requests as f64 / per.as_secs_f64())
+    } else {
+        0.0
+    };
+    let (gap, gap_at) = longest_gap(&times);
+    Figures {
+        requests: all.len(),
+        puts: puts.len(),
+        chats_put: per_chat.len(),
+        repeats: per_chat.values().map(|n| n - 1).sum(),
+        worst: per_chat.values().copied().max().unwrap_or(0),
+        rejected: sandbox.rejected_429(),
+        busiest,
+        over,
+        steady_share,
+        gap,
+        gap_at,
+    }
+}
+
+impl Figures {
+    /// Prints the figures under the label `what`.
+    pub fn print(&self, what: &str, requests: u32, per: Duration) {
+        println!(
+            "{what}: {} requests ({} PUTs for {} chats, {} repeated, at most {} for one chat), \
+             {} answered 429, busiest {per:?} window {} (limit {requests}), steady share {:.1}% of \
+             the limit, longest gap between PUTs {:.2}s (at {:.2}s)",
+            self.requests,
+            self.puts,
+            self.chats_put,
+            self.repeats,
+            self.worst,
+            self.rejected,
+            self.busiest,
+            self.steady_share * 100.0,
+            self.gap.as_secs_f64(),
+            self.gap_at.as_secs_f64(),
+        );
+        if let Some(over) = &self.over {
+            println!("  the window over the limit: {over}");
+        }
+    }
+}
+
+/// How many chats each daemon assigned, from its `outcome` log lines.
+pub fn assigned_in_log(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("outcome") && l.contains("assigned"))
+        .count()
+}
+
+/// The `daemons:` section of `assignd status`: (pid, marked with `word`)
+/// per line; None without the section.
+pub fn status_daemons(status: &str, word: &str) -> Option<Vec<(u32, bool)>> {
+    let mut lines = status.lines().skip_while(|l| !l.starts_with("daemons:"));
+    lines.next()?;
+    let entries = lines
+        .take_while(|l| l.starts_with(' ') || l.starts_with('\t'))
+        .map(|l| {
+            let pid = l
+                .split("pid ")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            let marked = l.split(|c: char| !c.is_alphanumeric()).any(|w| w == word);
+            (pid, marked)
+        })
+        .collect();
+    Some(entries)
+}
+
+/// Waits until `assignd status` lists exactly `pids` as the live daemons
+/// with `holder` alone marked `word`; the time it took.
+pub async fn wait_status(app: &TestApp, pids: &[u32], holder: u32, word: &str) -> Duration {
+    let since = Instant::now();
+    let mut want: Vec<(u32, bool)> = pids.iter().map(|&p| (p, p == holder)).collect();
+    want.sort();
+    loop {
+        let (code, out, err) = app.exec(&["status"]);
+        let mut seen = status_daemons(&out, word).unwrap_or_default();
+        seen.sort();
+        if code == 0 && seen == want {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "`assignd status` should list the live daemons {want:?} as (pid, {word}) within 10 s \
+             (a `daemons:` section, one indented line per daemon with `pid N` and `{word}` on \
+             the holder); it printed (exit {code}):\n{out}{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

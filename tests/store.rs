@@ -1,0 +1,460 @@
+//! One store test suite, run against both backends: a real SQLite file and
+//! a real PostgreSQL server (`support/postgres.rs`). Each case is written
+//! once against the `Store` API and instantiated per backend by `both!`.
+
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use assignd::config::Synchronous;
+use assignd::domain::{AgentId, ChatId};
+use assignd::store::{
+    Assigned, Followup, LeaseKey, NewOutcome, NewQueueItem, Next, OutboxKind, OutboxMessage,
+    OutcomeResult, Settlement, Store, WebhookEffect, now_ms,
+};
+
+/// A migrated store and what keeps it alive; `raw` runs a producer's SQL.
+struct Fixture {
+    store: Store,
+    raw: Raw,
+    _dir: Option<tempfile::TempDir>,
+}
+
+enum Raw {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = Store::open(&path, Synchronous::Normal).await.unwrap();
+        store.migrate().await.unwrap();
+        let url = format!("sqlite://{}", path.display());
+        let raw = Raw::Sqlite(sqlx::SqlitePool::connect(&url).await.unwrap());
+        Fixture {
+            store,
+            raw,
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Option<Fixture> {
+        let url = postgres::server()?.database().await;
+        let store = Store::connect_postgres(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let raw = Raw::Postgres(sqlx::PgPool::connect(&url).await.unwrap());
+        Some(Fixture {
+            store,
+            raw,
+            _dir: None,
+        })
+    }
+
+    /// Runs a producer's statement as it would, outside assignd.
+    async fn producer(&self, sql: &'static str) -> Result<u64, sqlx::Error> {
+        Ok(match &self.raw {
+            Raw::Sqlite(p) => sqlx::query(sql).execute(p).await?.rows_affected(),
+            Raw::Postgres(p) => sqlx::query(sql).execute(p).await?.rows_affected(),
+        })
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        match &self.raw {
+            Raw::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+            Raw::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+        }
+    }
+}
+
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Fixture::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    if let Some(f) = super::Fixture::postgres().await {
+                        super::$case(f).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    a_producers_plain_insert_gets_defaults_and_duplicates_are_ignored,
+    claims_are_exclusive_between_claimers,
+    settle_is_fenced_by_the_claim,
+    release_gives_rows_and_messages_back,
+    dead_letters_come_back_with_retry,
+    an_assignment_moves_routing_state_and_queues_messages,
+    webhook_events_apply_once,
+    follow_ups_are_claimed_and_settled,
+    listings_and_pruning,
+);
+
+fn item(chat_id: i64) -> NewQueueItem {
+    NewQueueItem {
+        chat_id: ChatId(chat_id),
+        ..NewQueueItem::default()
+    }
+}
+
+fn key(owner: &str, epoch: i64) -> LeaseKey {
+    LeaseKey {
+        owner: owner.into(),
+        epoch,
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Enqueues `chat`, claims it, and settles it done with `assigned`.
+async fn settle_assigned(f: &Fixture, chat: i64, assigned: Assigned) {
+    f.store.enqueue(&[item(chat)]).await.unwrap();
+    let (row, claim) = claim_one(f).await;
+    let mut s = settlement(row.id, &claim, Next::Done);
+    s.assigned = Some(assigned);
+    assert!(f.store.settle(&s).await.unwrap());
+}
+
+/// Claims the one due row as owner `a`, epoch 1.
+async fn claim_one(f: &Fixture) -> (assignd::store::QueueRow, LeaseKey) {
+    let claim = key("a", 1);
+    let row = f.store.claim(&claim, LEASE, 1).await.unwrap().remove(0);
+    (row, claim)
+}
+
+fn settlement(queue_id: i64, lease: &LeaseKey, next: Next) -> Settlement<'_> {
+    Settlement {
+        queue_id,
+        lease,
+        next,
+        last_error: None,
+        waiting: None,
+        outcomes: vec![NewOutcome::new(ChatId(7), OutcomeResult::Assigned)],
+        assigned: None,
+    }
+}
+
+async fn a_producers_plain_insert_gets_defaults_and_duplicates_are_ignored(f: Fixture) {
+    assert_eq!(
+        f.producer("INSERT INTO queue (chat_id) VALUES (123)")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        f.producer("INSERT INTO queue (chat_id) VALUES (123)")
+            .await
+            .unwrap(),
+        0,
+        "a second active row for a chat is ignored"
+    );
+    assert_eq!(f.store.enqueue(&[item(123), item(124)]).await.unwrap(), 1);
+    let rows = f.store.claim(&key("a", 1), LEASE, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let first = rows.iter().find(|r| r.chat_id == ChatId(123)).unwrap();
+    assert_eq!((first.priority, first.attempts), (0, 1));
+    assert!(first.enqueued_at_ms > now_ms() - 60_000 && first.enqueued_at_ms <= now_ms());
+}
+
+async fn claims_are_exclusive_between_claimers(f: Fixture) {
+    let items: Vec<_> = (1..=60).map(item).collect();
+    assert_eq!(f.store.enqueue(&items).await.unwrap(), 60);
+    let mut tasks = Vec::new();
+    for owner in ["a", "b", "c"] {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for epoch in 0.. {
+                let rows = store.claim(&key(owner, epoch), LEASE, 4).await.unwrap();
+                if rows.is_empty() {
+                    break;
+                }
+                got.extend(rows.into_iter().map(|r| r.chat_id));
+            }
+            got
+        }));
+    }
+    let mut seen = HashSet::new();
+    for t in tasks {
+        for chat in t.await.unwrap() {
+            assert!(seen.insert(chat), "chat {chat} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 60);
+}
+
+async fn settle_is_fenced_by_the_claim(f: Fixture) {
+    f.store.enqueue(&[item(7)]).await.unwrap();
+    let (row, claim) = claim_one(&f).await;
+    let stale = key("a", 2);
+    assert!(
+        !f.store
+            .settle(&settlement(row.id, &stale, Next::Done))
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.store
+            .settle(&settlement(row.id, &claim, Next::Done))
+            .await
+            .unwrap()
+    );
+    let depth = f.store.queue_depth().await.unwrap();
+    assert!(depth.contains(&("done".into(), 1)), "{depth:?}");
+    let outcomes = f.store.recent_outcomes(10).await.unwrap();
+    assert_eq!(outcomes[0].result, "assigned");
+}
+
+async fn release_gives_rows_and_messages_back(f: Fixture) {
+    f.store.enqueue(&[item(1), item(2)]).await.unwrap();
+    let rows = f.store.claim(&key("me", 1), LEASE, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(f.store.release_all("other").await.unwrap(), (0, 0));
+    assert_eq!(f.store.release_all("me").await.unwrap(), (2, 0));
+    let again = f.store.claim(&key("you", 1), LEASE, 10).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(
+        again.iter().all(|r| r.attempts == 1),
+        "the released attempt is given back"
+    );
+}
+
+async fn dead_letters_come_back_with_retry(f: Fixture) {
+    f.store.enqueue(&[item(5), item(6)]).await.unwrap();
+    let claim = key("a", 1);
+    for row in f.store.claim(&claim, LEASE, 10).await.unwrap() {
+        let mut s = settlement(row.id, &claim, Next::Dead);
+        s.last_error = Some("404".into());
+        s.outcomes = vec![NewOutcome::new(row.chat_id, OutcomeResult::Failed)];
+        assert!(f.store.settle(&s).await.unwrap());
+    }
+    let dead = f.store.list_queue(Some("dead"), 10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].last_error.as_deref(), Some("404"));
+    assert_eq!(f.store.retry_dead(Some(&[dead[0].id])).await.unwrap(), 1);
+    assert_eq!(f.store.retry_dead(None).await.unwrap(), 1);
+    assert_eq!(f.store.active_count().await.unwrap(), 2);
+    assert_eq!(f.store.retry_no_match().await.unwrap(), 0);
+}
+
+async fn an_assignment_moves_routing_state_and_queues_messages(f: Fixture) {
+    settle_assigned(
+        &f,
+        9,
+        Assigned {
+            round_robin: Some(("support".into(), "bob".into())),
+            weights: Some((
+                "support".into(),
+                vec![("bob".into(), -2), ("amy".into(), 2)],
+            )),
+            opened: Some((ChatId(9), "bob".into())),
+            customer: Some(("id:c1".into(), "bob".into())),
+            messages: vec![OutboxMessage {
+                chat_id: ChatId(9),
+                kind: OutboxKind::Private,
+                agent_id: Some(AgentId(2)),
+                text: "routed by assignd".into(),
+            }],
+            followup: None,
+        },
+    )
+    .await;
+    let routing = f.store.load_routing().await.unwrap();
+    assert_eq!(routing.last_pick["support"], "bob");
+    assert_eq!(routing.weights["support"]["amy"], 2);
+    assert_eq!(routing.open["bob"], 1);
+    assert_eq!(
+        f.store
+            .customer_last_agent("id:c1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("bob")
+    );
+    let sent = f.store.claim_outbox("a", LEASE, 8).await.unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind, OutboxKind::Private);
+    assert!(
+        f.store
+            .settle_outbox("a", sent[0].id, "done", 0, false, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(f.store.outbox_pending().await.unwrap(), 0);
+    f.store.replace_open_chats("bob", &[]).await.unwrap();
+    assert!(f.store.open_chats().await.unwrap().is_empty());
+    f.store
+        .set_away("amy", Some(now_ms() + 1000))
+        .await
+        .unwrap();
+    assert!(f.store.load_away().await.unwrap()["amy"].is_some());
+    assert!(f.store.set_back("amy").await.unwrap());
+    assert!(!f.store.set_back("amy").await.unwrap());
+}
+
+async fn webhook_events_apply_once(f: Fixture) {
+    let opened = WebhookEffect::Assigned {
+        chat_id: ChatId(11),
+        agent: Some("amy".into()),
+    };
+    assert!(
+        f.store
+            .apply_webhook("e1", "chat.assigned", &opened)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .apply_webhook("e1", "chat.assigned", &opened)
+            .await
+            .unwrap()
+    );
+    assert_eq!(f.store.open_chats().await.unwrap()[&ChatId(11)], "amy");
+    let closed = WebhookEffect::Closed {
+        chat_id: ChatId(11),
+    };
+    assert!(
+        f.store
+            .apply_webhook("e2", "chat.closed", &closed)
+            .await
+            .unwrap()
+    );
+    assert!(f.store.open_chats().await.unwrap().is_empty());
+    let new = WebhookEffect::Enqueue(assignd::store::NewQueueItemJson {
+        chat_id: ChatId(12),
+        snapshot: "{\"id\": 12}".into(),
+    });
+    assert!(f.store.apply_webhook("e3", "chat.new", &new).await.unwrap());
+    assert_eq!(f.store.active_count().await.unwrap(), 1);
+}
+
+async fn follow_ups_are_claimed_and_settled(f: Fixture) {
+    settle_assigned(
+        &f,
+        21,
+        Assigned {
+            followup: Some(Followup {
+                chat_id: ChatId(21),
+                pool: "support".into(),
+                rule: Some("all".into()),
+                agent: "amy".into(),
+                hops: 0,
+                tried: vec!["amy".into()],
+                due_at_ms: now_ms() - 1,
+            }),
+            ..Assigned::default()
+        },
+    )
+    .await;
+    let due = f.store.claim_followups(LEASE, 8).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].tried, vec!["amy".to_string()]);
+    assert!(f.store.claim_followups(LEASE, 8).await.unwrap().is_empty());
+    f.store
+        .settle_followup(ChatId(21), &[], None, None)
+        .await
+        .unwrap();
+    assert_eq!(f.store.followup_next_due_ms().await.unwrap(), None);
+}
+
+async fn listings_and_pruning(f: Fixture) {
+    f.store.enqueue(&[item(31), item(32)]).await.unwrap();
+    assert!(f.store.next_due_ms().await.unwrap().is_some());
+    let claim = key("a", 1);
+    let rows = f.store.claim(&claim, LEASE, 10).await.unwrap();
+    let mut waiting = settlement(
+        rows[0].id,
+        &claim,
+        Next::Retry {
+            at_ms: now_ms() + 60_000,
+            count_attempt: false,
+        },
+    );
+    waiting.last_error = Some("waiting: no agent".into());
+    assert!(f.store.settle(&waiting).await.unwrap());
+    assert!(
+        f.store
+            .settle(&settlement(rows[1].id, &claim, Next::Done))
+            .await
+            .unwrap()
+    );
+    assert_eq!(f.store.waiting(10).await.unwrap().len(), 1);
+    assert_eq!(f.store.list_queue(None, 10).await.unwrap().len(), 2);
+    f.store.set_daemon_state("api", "ok").await.unwrap();
+    assert_eq!(
+        f.store.daemon_state_value("api").await.unwrap().as_deref(),
+        Some("ok")
+    );
+    let (pruned, outcomes) = f.store.prune(now_ms() + 1).await.unwrap();
+    assert_eq!((pruned, outcomes), (1, 2));
+    assert_eq!(f.count("SELECT COUNT(*) FROM queue").await, 1);
+    assert!(f.store.probe_write().await.is_ok());
+    f.store.ping().await.unwrap();
+}
+
+/// PostgreSQL types its columns, so a producer's bad value is refused at
+/// its INSERT, with PostgreSQL's own error, and nothing else is stored.
+#[tokio::test]
+async fn postgres_refuses_a_producers_bad_values_at_insert() {
+    let Some(f) = Fixture::postgres().await else {
+        return;
+    };
+    for (sql, says) in [
+        (
+            "INSERT INTO queue (chat_id) VALUES ('abc')",
+            "invalid input syntax",
+        ),
+        ("INSERT INTO queue (chat_id) VALUES (0)", "check constraint"),
+        (
+            "INSERT INTO queue (chat_id, attrs) VALUES (1, '[1]')",
+            "check constraint",
+        ),
+        (
+            "INSERT INTO queue (chat_id, attrs) VALUES (1, 'nope')",
+            "invalid input syntax",
+        ),
+    ] {
+        let e = f.producer(sql).await.unwrap_err().to_string();
+        assert!(e.contains(says), "{sql}: {e}");
+    }
+    assert_eq!(f.count("SELECT COUNT(*) FROM queue").await, 0);
+}
+
+/// The shared budget (PostgreSQL): calls are spaced by the period, a 429
+/// pause holds every caller, and background calls stand back while an
+/// assignment call waits.
+#[tokio::test]
+async fn postgres_budget_spaces_calls_and_shares_a_pause() {
+    let Some(f) = Fixture::postgres().await else {
+        return;
+    };
+    let period = Duration::from_millis(200);
+    let take = |assignment| f.store.take_budget(period, Duration::ZERO, assignment);
+    assert_eq!(
+        take(true).await.unwrap(),
+        None,
+        "an idle budget admits at once"
+    );
+    let wait = take(true).await.unwrap().expect("the next call waits");
+    assert!(wait > Duration::from_millis(150), "{wait:?}");
+    let background = take(false).await.unwrap().expect("background stands back");
+    assert!(background >= wait, "{background:?} < {wait:?}");
+    f.store.pause_budget(Duration::from_secs(30)).await.unwrap();
+    let paused = take(true).await.unwrap().expect("paused");
+    assert!(paused > Duration::from_secs(25), "{paused:?}");
+}

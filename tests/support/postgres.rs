@@ -1,0 +1,226 @@
+//! A real PostgreSQL server for the tests: `initdb` into a temp dir and
+//! `postgres` on a free loopback port, started once per test binary and
+//! killed with it (PR_SET_PDEATHSIG), and a fresh database per test.
+//!
+//! As root the server runs as the `postgres` user, since PostgreSQL refuses
+//! to run as root. Without the server binaries a test fails under CI
+//! (`CI=true`) and is skipped with a loud message elsewhere.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The running server of this test binary.
+pub struct PgServer {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+static START: Mutex<()> = Mutex::new(());
+
+/// The directory holding `initdb` and `postgres`, if installed.
+fn bin_dir() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("ASSIGND_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+/// The server, started on first use; `None` (after a loud message) when no
+/// PostgreSQL is installed and this is not CI.
+pub fn server() -> Option<&'static PgServer> {
+    let _one = START.lock().unwrap_or_else(|p| p.into_inner());
+    SERVER
+        .get_or_init(|| match bin_dir() {
+            Some(bin) => Some(start(&bin)),
+            None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI: no PostgreSQL server binaries (initdb) under /usr/lib/postgresql; .ci/run installs them")
+            }
+            None => {
+                eprintln!(
+                    "\n*** SKIPPED: no PostgreSQL server binaries found (install postgresql, or set ASSIGND_PG_BIN); PostgreSQL tests did not run ***\n"
+                );
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// The uid and gid of the `postgres` user, when running as root.
+fn run_as() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam takes a valid C string; the result is read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(
+        !pw.is_null(),
+        "running as root, but there is no `postgres` user to run the server as"
+    );
+    // SAFETY: pw is non-null and points at a valid passwd record.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+fn command(bin: &Path, program: &str, user: Option<(u32, u32)>) -> Command {
+    let mut c = Command::new(bin.join(program));
+    if let Some((uid, gid)) = user {
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn start(bin: &Path) -> PgServer {
+    let user = run_as();
+    let dir = std::env::temp_dir().join(format!("assignd-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    }
+    let data = dir.join("data");
+    let out = command(bin, "initdb", user)
+        .args([
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+        ])
+        .args(["-E", "UTF8", "--no-sync", "--no-instructions"])
+        .output()
+        .expect("initdb runs");
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    spawn_server(bin, user, &dir, port);
+    wait_ready(port, &dir);
+    PgServer { port, dir }
+}
+
+/// Starts `postgres` in the foreground from a thread that never ends, so
+/// that the parent-death signal fires only when the test process exits.
+fn spawn_server(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) {
+    let mut c = command(bin, "postgres", user);
+    c.args([
+        "-D",
+        dir.join("data").to_str().unwrap(),
+        "-p",
+        &port.to_string(),
+    ])
+    .args(["-c", "listen_addresses=127.0.0.1"])
+    .args(["-c", &format!("unix_socket_directories={}", dir.display())])
+    .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+    .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(dir.join("server.log")).unwrap());
+    // SAFETY: prctl is async-signal-safe; it only sets this child's
+    // parent-death signal.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let child = c.spawn();
+        let failed = child.as_ref().err().map(|e| e.to_string());
+        tx.send(failed).unwrap();
+        if let Ok(mut child) = child {
+            let _ = child.wait();
+        }
+        loop {
+            std::thread::park();
+        }
+    });
+    if let Some(e) = rx.recv().unwrap() {
+        panic!("cannot start postgres: {e}");
+    }
+}
+
+fn wait_ready(port: u16, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Accepting TCP is not yet accepting logins; pg_isready-like
+            // probing through a login follows in `database()`.
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "postgres did not start on port {port}: {}",
+        std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+    );
+}
+
+impl PgServer {
+    /// The url of a database on this server.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A new, empty database; returns its url.
+    pub async fn database(&self) -> String {
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::SeqCst)
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match admin(self, &name).await {
+                Ok(()) => return self.url(&name),
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot create a test database: {e}"),
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+async fn admin(server: &PgServer, name: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&server.url("postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await
+}
