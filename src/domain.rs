@@ -110,6 +110,8 @@ pub enum Wait {
 }
 
 impl QueueState {
+    pub const ALL: [QueueState; 4] = [Self::Pending, Self::Leased, Self::Done, Self::Dead];
+
     pub fn as_str(self) -> &'static str {
         match self {
             QueueState::Pending => "pending",

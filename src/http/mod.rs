@@ -8,6 +8,7 @@
 
 mod body;
 mod ready;
+mod scrape;
 mod server;
 mod webhook;
 
@@ -97,7 +98,7 @@ fn router(state: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready::readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(scrape::metrics_page))
         .route("/webhooks/helpcrunch", post(webhook::receive))
         .route("/v1/enqueue", post(enqueue))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -107,36 +108,6 @@ fn router(state: Arc<App>) -> Router {
 /// A JSON error answer: `{"error": "..."}`.
 pub(crate) fn reject(status: StatusCode, why: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": why.into() }))).into_response()
-}
-
-/// Prometheus text; queue rows and open chats are read now.
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let s = &app.listener;
-    let m = crate::metrics::metrics();
-    if let Ok(depth) = s.store.queue_depth().await {
-        for state in ["pending", "leased", "done", "dead"] {
-            let n = depth
-                .iter()
-                .find(|(k, _)| k == state)
-                .map_or(0, |(_, n)| *n);
-            m.queue_rows
-                .get_or_create(&vec![("state", state.to_string())])
-                .set(n);
-        }
-    }
-    for (agent, n) in s.health.open_counts() {
-        m.open_chats
-            .get_or_create(&vec![("agent", agent)])
-            .set(n as i64);
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        m.render(),
-    )
-        .into_response()
 }
 
 /// Compares secrets in time independent of where they differ.

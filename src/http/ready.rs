@@ -70,21 +70,26 @@ impl WriteProbe {
 /// Ready: the database takes a write, rules are loaded, no job of the
 /// worker has failed, and HelpCrunch has not rejected the API key.
 pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match readiness(&app).await {
+        Ok(()) => {
+            let rules = app.listener.health.rules();
+            let line = format!(
+                "ready: {} rules, {} agents\n",
+                rules.rules.len(),
+                rules.agents.len()
+            );
+            (StatusCode::OK, line).into_response()
+        }
+        Err(why) => reject(StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// Why the daemon is not ready, if it is not: `/readyz` and `assignd_ready`.
+pub(super) async fn readiness(app: &App) -> Verdict {
     let s = &app.listener;
-    if let Err(why) = app.write_probe.check(&s.store).await {
-        return reject(StatusCode::SERVICE_UNAVAILABLE, why);
+    app.write_probe.check(&s.store).await?;
+    match s.health.problem() {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
-    if let Some(why) = s.health.problem() {
-        return reject(StatusCode::SERVICE_UNAVAILABLE, why);
-    }
-    let rules = s.health.rules();
-    (
-        StatusCode::OK,
-        format!(
-            "ready: {} rules, {} agents\n",
-            rules.rules.len(),
-            rules.agents.len()
-        ),
-    )
-        .into_response()
 }

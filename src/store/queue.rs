@@ -251,6 +251,15 @@ impl Store {
         Ok(self.db.value(sql, vals![]).await?)
     }
 
+    /// How long the oldest row not yet finished (pending or leased) has
+    /// waited since it was enqueued, by this host's clock; zero when none.
+    pub async fn oldest_active_age(&self) -> Result<Duration, StoreError> {
+        let sql = "SELECT MIN(enqueued_at) FROM queue WHERE state IN ('pending', 'leased')";
+        let oldest: Option<i64> = self.db.value(sql, vals![]).await?;
+        let age = oldest.map_or(0, |at| (now_ms() - at).max(0));
+        Ok(Duration::from_millis(age as u64))
+    }
+
     /// Leases up to `limit` rows that are due, highest priority first, and
     /// also takes back rows whose lease expired (their owner died). Counts an
     /// attempt on each. Rows that cannot be processed are made `dead` with
