@@ -103,7 +103,7 @@ impl Application {
             done = &mut worker => Some(done),
         };
         tracing::info!("shutting down: no new work; finishing rows in flight");
-        crate::notify::notify("STOPPING=1");
+        crate::notify::notify(&[crate::notify::NotifyState::Stopping]);
         shutdown.cancel();
         self.stop_listener.cancel();
         let result = match ended {

@@ -17,6 +17,11 @@ use crate::secrets::{self, Secret, SecretError};
 
 pub const DEFAULT_PATH: &str = "/etc/assignd/assignd.toml";
 
+/// The SQLite file when `[database] url` does not name one and systemd's
+/// `StateDirectory=` is not set (the CLI run by hand): the service's own
+/// state directory, so that `assignd status` works from any directory.
+pub const DEFAULT_DATABASE: &str = "/var/lib/assignd/assignd.db";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -321,28 +326,26 @@ impl Config {
     }
 
     /// The SQLite file: `[database] url`, else `$STATE_DIRECTORY/assignd.db`
-    /// (set by systemd's `StateDirectory=`), else `./assignd.db`. Not used
-    /// with a PostgreSQL url.
+    /// (set by systemd's `StateDirectory=`), else [`DEFAULT_DATABASE`]. Not
+    /// used with a PostgreSQL url.
     fn database_file(&self) -> PathBuf {
         match &self.database.url {
             Some(url) if !is_postgres(url.get_ref()) => {
                 database_path(url.get_ref()).expect("validated at load")
             }
-            Some(_) => PathBuf::from("assignd.db"),
-            None => match std::env::var_os("STATE_DIRECTORY") {
-                // StateDirectory= may list several, separated by ':'.
-                Some(dirs) => {
-                    let first = dirs
-                        .to_string_lossy()
-                        .split(':')
-                        .next()
-                        .unwrap_or(".")
-                        .to_string();
-                    Path::new(&first).join("assignd.db")
-                }
-                None => PathBuf::from("assignd.db"),
-            },
+            _ => default_database_file(state_directory()),
         }
+    }
+
+    /// The directory of [`DEFAULT_DATABASE`] when that is the database in
+    /// use and the directory does not exist, so that the CLI can say so in
+    /// one sentence instead of SQLite's "unable to open database file".
+    pub fn missing_default_database_dir(&self) -> Option<PathBuf> {
+        if self.database.url.is_some() || state_directory().is_some() {
+            return None;
+        }
+        let dir = Path::new(DEFAULT_DATABASE).parent()?;
+        (!dir.is_dir()).then(|| dir.to_path_buf())
     }
 
     /// The HelpCrunch API key, by the lookup order of [`crate::secrets`].
@@ -412,6 +415,22 @@ fn postgres_url(url: &str) -> Result<PostgresUrl, String> {
         url: url.to_owned(),
         shown: parsed.to_string(),
     })
+}
+
+/// The first directory of `$STATE_DIRECTORY` (systemd's `StateDirectory=`
+/// may list several, separated by ':'), if it is set and not empty.
+fn state_directory() -> Option<PathBuf> {
+    let dirs = std::env::var_os("STATE_DIRECTORY")?;
+    let first = dirs.to_string_lossy().split(':').next()?.to_string();
+    (!first.is_empty()).then(|| PathBuf::from(first))
+}
+
+/// `assignd.db` in the state directory, else [`DEFAULT_DATABASE`].
+fn default_database_file(state_directory: Option<PathBuf>) -> PathBuf {
+    match state_directory {
+        Some(dir) => dir.join("assignd.db"),
+        None => PathBuf::from(DEFAULT_DATABASE),
+    }
 }
 
 /// `sqlite:///abs/path.db`, `sqlite://relative.db` or `sqlite:relative.db`.
@@ -546,6 +565,27 @@ format = "text"
                 assert!(found, "{msg} lacks {w}");
             }
         }
+    }
+
+    #[test]
+    fn the_database_defaults_to_the_state_directory_then_var_lib() {
+        assert_eq!(
+            default_database_file(Some(PathBuf::from("/var/lib/assignd"))),
+            PathBuf::from("/var/lib/assignd/assignd.db")
+        );
+        assert_eq!(
+            default_database_file(Some(PathBuf::from("/srv/state"))),
+            PathBuf::from("/srv/state/assignd.db")
+        );
+        // Outside systemd: never the working directory.
+        assert_eq!(
+            default_database_file(None),
+            PathBuf::from("/var/lib/assignd/assignd.db")
+        );
+        // `[database] url` wins, and then no default directory is needed.
+        let c = parse("[database]\nurl = \"sqlite:///srv/a.db\"\n").unwrap();
+        assert_eq!(c.database_file(), PathBuf::from("/srv/a.db"));
+        assert_eq!(c.missing_default_database_dir(), None);
     }
 
     #[test]

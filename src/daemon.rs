@@ -11,7 +11,7 @@ use crate::app::Runtime;
 use crate::config::{Config, ConfigError};
 use crate::helpcrunch::{Client, ClientError};
 use crate::http::ListenerSecrets;
-use crate::notify;
+use crate::notify::{self, NotifyState};
 use crate::rules::{self, Rules, RulesError};
 use crate::secrets::{self, Secret, SecretError};
 use crate::store::StoreError;
@@ -86,10 +86,12 @@ async fn build_when_possible(
         );
         // Not ready yet; keep systemd's start timeout and watchdog from
         // killing a daemon that is waiting on purpose.
-        notify::notify(&format!(
-            "STATUS=waiting for the database: {e}\nEXTEND_TIMEOUT_USEC={}\nWATCHDOG=1",
-            (wait + Duration::from_secs(30)).as_micros()
-        ));
+        let extend = (wait + Duration::from_secs(30)).as_micros();
+        notify::notify(&[
+            NotifyState::Status(&format!("waiting for the database: {e}")),
+            NotifyState::ExtendTimeoutUsec(u32::try_from(extend).unwrap_or(u32::MAX)),
+            NotifyState::Watchdog,
+        ]);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = &mut stop => return Ok(None),
@@ -158,7 +160,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let result = app.run_until_stopped(stop).await;
     runtime.store.close().await;
     if let Err(failed) = result {
-        notify::notify(&format!("STATUS=failed: {failed}"));
+        notify::notify(&[NotifyState::Status(&format!("failed: {failed}"))]);
         return Err(DaemonError::Job(failed));
     }
     tracing::info!("stopped");
@@ -180,13 +182,16 @@ async fn announce(config: &Config, app: &Application) {
     if let Some(bound) = app.http_addr() {
         tracing::info!(%bound, "HTTP listener ready");
     }
-    notify::notify("READY=1\nSTATUS=processing the queue");
+    notify::notify(&[
+        NotifyState::Ready,
+        NotifyState::Status("processing the queue"),
+    ]);
 }
 
 async fn reload(config_path: &Path, runtime: &Runtime, listener: &ListenerSecrets) {
     notify::reloading();
     reload_inner(config_path, runtime, listener).await;
-    notify::notify("READY=1");
+    notify::notify(&[NotifyState::Ready]);
 }
 
 async fn reload_inner(config_path: &Path, runtime: &Runtime, listener: &ListenerSecrets) {

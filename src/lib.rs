@@ -16,6 +16,7 @@ pub mod duration;
 pub mod helpcrunch;
 pub mod http;
 pub mod limiter;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod rules;

@@ -347,3 +347,200 @@ async fn queue_retry_takes_ids_or_flags() {
         "0 dead row(s) put back on the queue\n0 no_match row(s) put back on the queue\n"
     );
 }
+
+/// The binary alone, with no config anywhere it could find one.
+fn bare(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_assignd"))
+        .args(args)
+        .env("ASSIGND_CONFIG", "/nonexistent/assignd.toml")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `completions SHELL` and `man` come from the clap definition and need no
+/// config file.
+#[test]
+fn completions_and_the_man_page_need_no_config() {
+    let text = |args: &[&str]| ok_stdout(&format!("assignd {args:?}"), &bare(args));
+    let bash = text(&["completions", "bash"]);
+    assert_contains(
+        &bash,
+        &["_assignd()", "complete -F _assignd", "queue", "--json"],
+    );
+    for cmd in ["run", "status", "enqueue", "explain", "completions", "man"] {
+        assert!(bash.contains(cmd), "`{cmd}` in the bash completions");
+    }
+    if let Ok(out) = std::process::Command::new("bash")
+        .args(["-n", "-c", &bash])
+        .output()
+    {
+        assert!(out.status.success(), "bash -n: {out:?}");
+    }
+    assert!(text(&["completions", "zsh"]).starts_with("#compdef assignd"));
+    assert_contains(&text(&["completions", "fish"]), &["complete -c assignd"]);
+    assert_eq!(bare(&["completions", "tcsh"]).status.code(), Some(2));
+
+    let man = text(&["man"]);
+    assert!(
+        man.lines().take(5).any(|l| l.starts_with(".TH ASSIGND 1 ")),
+        "{}",
+        &man[..man.len().min(200)]
+    );
+    // Every command, with its own options, in the one page.
+    assert_contains(
+        &man,
+        &[
+            ".SH SYNOPSIS",
+            ".SH COMMANDS",
+            r#".SS "assignd queue list""#,
+            r#".SS "assignd agent away""#,
+            r#".SS "assignd status""#,
+            r#".SS "assignd completions""#,
+            "/var/lib/assignd/assignd.db",
+            "ASSIGND_CONFIG",
+        ],
+    );
+    assert!(
+        !man.contains("assignd-run(1)"),
+        "no links to pages not shipped"
+    );
+    assert_eq!(man.matches(".el .ds Aq").count(), 1, "one prelude");
+}
+
+/// `--version` says the version and the commit it was built from.
+#[test]
+fn version_names_the_commit() {
+    let out = ok_stdout("assignd --version", &bare(&["--version"]));
+    let commit = env!("ASSIGND_COMMIT");
+    assert!(!commit.is_empty());
+    assert_eq!(
+        out,
+        format!("assignd {} ({commit})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// `status --json` and `queue list --json` are one JSON document each, with
+/// the facts of the text output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_queue_list_speak_json() {
+    let app = app_with_rules(THREE_AGENTS).await;
+    app.migrate().await;
+    app.process_raw(1..=3, Duration::from_secs(20)).await;
+    app.insert_raw([4]).await;
+    app.execute("INSERT INTO queue (chat_id, state, last_error) VALUES ('abc', 'dead', 'bad id')")
+        .await;
+
+    let text = app.run_ok(&["status"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&app.run_ok(&["status", "--json"])).expect("status --json");
+    let q = &status["queue"];
+    let line = format!(
+        "queue: pending {}, leased {}, done {}, dead {}",
+        q["pending"], q["leased"], q["done"], q["dead"]
+    );
+    assert!(text.contains(&line), "`{line}` in: {text}");
+    assert_eq!(
+        (
+            q["pending"].as_i64(),
+            q["done"].as_i64(),
+            q["dead"].as_i64()
+        ),
+        (Some(1), Some(3), Some(1)),
+        "{status:#}"
+    );
+    assert_eq!(status["backend"], "sqlite");
+    assert_eq!(status["dead_letters"][0]["chat_id"], "'abc'");
+    assert_eq!(status["dead_letters"][0]["reason"], "bad id");
+    let outcomes = status["last_outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 3, "{status:#}");
+    assert!(outcomes.iter().all(|o| o["result"] == "assigned"));
+    let today = &status["assigned_today"];
+    assert_eq!(today["timezone"], "Europe/Kyiv");
+    let assigned: i64 = today["agents"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_i64().unwrap())
+        .sum();
+    assert_eq!(assigned, 3, "{status:#}");
+    for (agent, n) in today["agents"].as_object().unwrap() {
+        assert!(text.contains(&format!("{agent} {n}")), "{text}");
+    }
+    assert_eq!(status["daemons"], serde_json::json!([]));
+    assert!(text.contains("daemons: none running"));
+
+    let list: serde_json::Value =
+        serde_json::from_str(&app.run_ok(&["queue", "list", "--json"])).expect("queue list");
+    let rows = list["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{list:#}");
+    assert_eq!(rows[0]["chat_id"], "'abc'", "newest first, as stored");
+    assert_eq!(rows[0]["state"], "dead");
+    assert_eq!(rows[1]["chat_id"], 4);
+    assert_eq!(rows[1]["state"], "pending");
+    let text = app.run_ok(&["queue", "list"]);
+    assert_eq!(text.lines().count(), rows.len() + 1, "{text}");
+    let dead: serde_json::Value =
+        serde_json::from_str(&app.run_ok(&["queue", "list", "--state", "dead", "--json"])).unwrap();
+    assert_eq!(dead["state"], "dead");
+    assert_eq!(dead["rows"].as_array().unwrap().len(), 1);
+}
+
+/// Without `[database] url` the database is `$STATE_DIRECTORY/assignd.db`
+/// under systemd, else /var/lib/assignd/assignd.db: never the working
+/// directory. A missing default directory is one clear sentence.
+#[tokio::test]
+async fn the_database_defaults_to_the_state_directory_then_var_lib() {
+    let app = app_with_rules(THREE_AGENTS).await;
+    app.edit_config(|c| c.replace("url = \"sqlite://assignd.db\"\n", ""));
+    let cwd = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = app
+        .command(&["migrate"])
+        .current_dir(cwd.path())
+        .env(
+            "STATE_DIRECTORY",
+            format!("{}:/elsewhere", state.path().display()),
+        )
+        .output()
+        .unwrap();
+    let said = ok_stdout("migrate under systemd", &out);
+    let db = state.path().join("assignd.db");
+    assert!(db.exists(), "{said}");
+    assert!(said.contains(&db.display().to_string()), "{said}");
+
+    // Outside systemd: /var/lib/assignd. Only where it does not exist, so
+    // that no test ever touches a real installation's database.
+    let default_dir = std::path::Path::new("/var/lib/assignd");
+    if default_dir.exists() {
+        println!(
+            "SKIPPED part: {} exists on this machine",
+            default_dir.display()
+        );
+    } else {
+        for args in [&["status"][..], &["migrate"], &["queue", "list"], &["run"]] {
+            let out = app
+                .command(args)
+                .current_dir(cwd.path())
+                .env_remove("STATE_DIRECTORY")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert_eq!(
+                err.trim_end(),
+                format!(
+                    "assignd: the database directory /var/lib/assignd does not exist (the assignd service creates it when it first starts): start the service, create the directory, or set `[database] url` in {}",
+                    app.config_path.display()
+                ),
+                "{args:?}"
+            );
+        }
+        assert!(!default_dir.exists());
+    }
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "nothing in the working directory"
+    );
+}

@@ -153,7 +153,7 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     let path = dir.path().join("assignd.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/assignd", env!("CARGO_BIN_EXE_assignd")),
+        unit.replace("/usr/bin/assignd", env!("CARGO_BIN_EXE_assignd")),
     )
     .unwrap();
 

@@ -19,4 +19,8 @@ fn demo_accounts_for_every_chat_without_a_429() {
     );
     assert!(stdout.contains(", 0 answered 429"), "{stdout}");
     assert!(stdout.contains("chat 1060: HTTP 404"), "{stdout}");
+    // Not a terminal: progress comes as whole lines, the last when drained.
+    assert!(stdout.contains("\n  60/60 chats  · "), "{stdout}");
+    assert!(stdout.contains("/s of 20.00/s ("), "{stdout}");
+    assert!(!stdout.contains('\r'), "{stdout}");
 }

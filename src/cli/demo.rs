@@ -125,12 +125,13 @@ pub(super) async fn run(rules_path: Option<PathBuf>, chats: u32) -> Result<(), F
 
     let started = Instant::now();
     enqueue_samples(&runtime.store, &sandbox, last_chat).await?;
-    println!("  enqueued {chats} sample chats; processing...\n");
+    println!("  enqueued {chats} sample chats; processing...");
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let worker = tokio::spawn(app.run_until_stopped(async move { stop.cancelled().await }));
-    drain(&runtime.store).await?;
+    drain(&runtime.store, &sandbox, chats).await?;
     let elapsed = started.elapsed();
+    println!();
     shutdown.cancel();
     let _ = worker.await;
 
@@ -214,9 +215,11 @@ async fn enqueue_samples(store: &Store, sandbox: &Sandbox, last_chat: i64) -> Re
     Ok(())
 }
 
-/// Waits until the queue and the outbox are empty, or two minutes at most.
-async fn drain(store: &Store) -> Result<(), Failure> {
+/// Waits until the queue and the outbox are empty, or two minutes at most,
+/// showing the progress meanwhile.
+async fn drain(store: &Store, sandbox: &Sandbox, chats: i64) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut progress = Progress::new();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let active = store
@@ -227,10 +230,96 @@ async fn drain(store: &Store) -> Result<(), Failure> {
             .outbox_pending()
             .await
             .context("cannot read the outbox")?;
-        if (active == 0 && unsent == 0) || Instant::now() > deadline {
+        let over = (active == 0 && unsent == 0) || Instant::now() > deadline;
+        if over || progress.due() {
+            let rate = recent_rate(&sandbox.requests(), Instant::now(), DEMO_PER);
+            progress.show(&progress_line(chats - active, chats, rate));
+        }
+        if over {
+            progress.end();
             return Ok(());
         }
     }
+}
+
+/// The drain's progress while the daemon works: one line rewritten in
+/// place at a terminal; into a pipe or a file (a CI log) a line every few
+/// seconds instead, since `\r` would pile every update into one line.
+struct Progress {
+    tty: bool,
+    shown: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            tty: std::io::stdout().is_terminal(),
+            shown: Instant::now(),
+        }
+    }
+
+    fn due(&self) -> bool {
+        let every = if self.tty { 1 } else { 5 };
+        self.shown.elapsed() >= Duration::from_secs(every)
+    }
+
+    fn show(&mut self, line: &str) {
+        use std::io::Write;
+        if self.tty {
+            // Back to the line's start, then clear what a longer line left.
+            print!("\r{line}\x1b[K");
+            let _ = std::io::stdout().flush();
+        } else {
+            println!("{line}");
+        }
+        self.shown = Instant::now();
+    }
+
+    /// Ends the line rewritten in place.
+    fn end(&self) {
+        if self.tty {
+            println!();
+        }
+    }
+}
+
+/// E.g. `  142/200 chats  · 19.80/s of 20.00/s (99%)`: the chats finished
+/// (done or dead), and the call rate against the limit.
+fn progress_line(finished: i64, total: i64, rate: f64) -> String {
+    let limit = DEMO_REQUESTS as f64 / DEMO_PER.as_secs_f64();
+    let width = total.to_string().len();
+    format!(
+        "  {finished:>width$}/{total} chats  · {rate:.2}/s of {limit:.2}/s ({:.0}%)",
+        100.0 * rate / limit
+    )
+}
+
+/// Calls per second over the last `window` before `now`, the limit's own
+/// measure. Before a whole window has passed, over the time since the first
+/// call, counting the gaps between calls (as the report does): the first
+/// call alone is no rate.
+fn recent_rate(requests: &[Recorded], now: Instant, window: Duration) -> f64 {
+    let Some(first) = requests.first() else {
+        return 0.0;
+    };
+    let since_first = now.saturating_duration_since(first.received);
+    let span = since_first.min(window);
+    if span.is_zero() {
+        return 0.0;
+    }
+    let from = now - span;
+    let calls = requests
+        .iter()
+        .rev()
+        .take_while(|r| r.received >= from)
+        .count();
+    let gaps = if since_first < window {
+        calls.saturating_sub(1)
+    } else {
+        calls
+    };
+    gaps as f64 / span.as_secs_f64()
 }
 
 /// Where the enqueued chats ended up.
@@ -401,4 +490,46 @@ fn verdict(tally: &Tally, rejected: usize) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calls_at(start: Instant, millis: &[u64]) -> Vec<Recorded> {
+        millis
+            .iter()
+            .map(|ms| Recorded {
+                method: "PUT".into(),
+                path: "/chats/assignee".into(),
+                body: None,
+                status: 200,
+                at: Duration::from_millis(*ms),
+                received: start + Duration::from_millis(*ms),
+                time: jiff::Timestamp::UNIX_EPOCH,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rate_over_the_last_window() {
+        let start = Instant::now();
+        assert_eq!(recent_rate(&[], start, DEMO_PER), 0.0);
+        // Ten calls 100 ms apart: nine gaps in 0.9 s.
+        let tenth = calls_at(start, &(0..10).map(|i| i * 100).collect::<Vec<_>>());
+        let rate = recent_rate(&tenth, start + Duration::from_millis(900), DEMO_PER);
+        assert!((rate - 10.0).abs() < 1e-9, "{rate}");
+        // One call every 50 ms for 10 s: the last 6 s hold 120 calls.
+        let steady = calls_at(start, &(0..200).map(|i| i * 50).collect::<Vec<_>>());
+        let rate = recent_rate(&steady, start + Duration::from_millis(9_975), DEMO_PER);
+        assert!((rate - 20.0).abs() < 1e-9, "{rate}");
+    }
+
+    #[test]
+    fn progress_line_shows_chats_and_rate_against_the_limit() {
+        assert_eq!(
+            progress_line(42, 200, 19.8),
+            "   42/200 chats  · 19.80/s of 20.00/s (99%)"
+        );
+    }
 }

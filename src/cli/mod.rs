@@ -4,6 +4,7 @@
 
 mod agent;
 mod check;
+mod completions;
 mod demo;
 mod explain;
 mod queue;
@@ -24,7 +25,7 @@ use crate::store::Store;
 #[derive(Parser)]
 #[command(
     name = "assignd",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ASSIGND_COMMIT"), ")"),
     about = "Rule-based auto-assignment of HelpCrunch chats"
 )]
 struct Cli {
@@ -92,7 +93,11 @@ enum Command {
         json: bool,
     },
     /// Queue depth, waiting chats, recent outcomes, assignments today, API health.
-    Status,
+    Status {
+        /// One JSON document with the same facts, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect the queue; put dead rows back.
     Queue {
         #[command(subcommand)]
@@ -128,6 +133,13 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         chats: u32,
     },
+    /// Print shell completions (bash, zsh, fish, ...) to stdout.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +150,9 @@ enum QueueAction {
         state: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// One JSON document with the same rows, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Put dead rows, or chats that ended no_match, back on the queue.
     ///
@@ -247,8 +262,26 @@ fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure::Invalid(e.into()))
 }
 
+/// Refuses, in one sentence, a database in the built-in default directory
+/// (no `[database] url`, not under systemd) when that directory is missing:
+/// SQLite would only say "unable to open database file".
+fn default_database_dir_exists(config: &Config) -> Result<(), Failure> {
+    let Some(dir) = config.missing_default_database_dir() else {
+        return Ok(());
+    };
+    let file = config.source.as_deref().map_or_else(
+        || "the config file".to_string(),
+        |p| p.display().to_string(),
+    );
+    Err(Failure::Runtime(anyhow::anyhow!(
+        "the database directory {} does not exist (the assignd service creates it when it first starts): start the service, create the directory, or set `[database] url` in {file}",
+        dir.display()
+    )))
+}
+
 /// Opens and migrates the configured database.
 async fn open_store(config: &Config) -> Result<Store, Failure> {
+    default_database_dir_exists(config)?;
     let location = config.database();
     let store = Store::connect(&location, config.database.synchronous)
         .await
@@ -264,6 +297,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run => {
             let config = load_config(&cli.config)?;
+            default_database_dir_exists(&config)?;
             init_logging(config.log.format, "info");
             daemon::run(cli.config).await?;
         }
@@ -308,9 +342,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 json,
             },
         )?,
-        Command::Status => {
+        Command::Status { json } => {
             let config = load_config(&cli.config)?;
-            status::run(&config).await?;
+            status::run(&config, json).await?;
         }
         Command::Queue { action } => queue::run(&load_config(&cli.config)?, action).await?,
         Command::Agent { action } => agent::run(&load_config(&cli.config)?, action).await?,
@@ -332,26 +366,14 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             init_logging(LogFormat::Text, "warn");
             demo::run(rules, chats).await?;
         }
+        Command::Completions { shell } => completions::completions(shell)?,
+        Command::Man => completions::man()?,
     }
     Ok(())
 }
 
-/// Logs to stderr for journald. Under journald (`JOURNAL_STREAM` set) lines
-/// carry no timestamp, since the journal adds its own.
+/// Logs to stderr, with each line's level visible to journald (see
+/// [`crate::logging`]).
 fn init_logging(format: LogFormat, default_level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    use std::io::IsTerminal;
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    // Colour only for a person at a terminal, never into files or the journal.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && !journald);
-    let _ = match (format, journald) {
-        (LogFormat::Json, _) => builder.json().try_init(),
-        (LogFormat::Text, true) => builder.without_time().try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
-    };
+    crate::logging::init(format, default_level);
 }

@@ -1,7 +1,9 @@
 //! `assignd enqueue` and `assignd queue list | retry`.
 
 use anyhow::Context;
+use serde::Serialize;
 
+use super::status::chat_id_value;
 use super::{Failure, QueueAction, open_store};
 use crate::config::Config;
 use crate::domain::ChatId;
@@ -46,7 +48,9 @@ pub(super) async fn enqueue(
 pub(super) async fn run(config: &Config, action: QueueAction) -> Result<(), Failure> {
     let store = open_store(config).await?;
     match action {
-        QueueAction::List { state, limit } => list(&store, state.as_deref(), limit).await?,
+        QueueAction::List { state, limit, json } => {
+            list(&store, state.as_deref(), limit, json).await?
+        }
         QueueAction::Retry {
             ids,
             dead,
@@ -57,11 +61,46 @@ pub(super) async fn run(config: &Config, action: QueueAction) -> Result<(), Fail
     Ok(())
 }
 
-async fn list(store: &Store, state: Option<&str>, limit: u32) -> anyhow::Result<()> {
+/// `queue list --json`: the filter it was asked for and the rows, newest first.
+#[derive(Serialize)]
+struct List<'a> {
+    state: Option<&'a str>,
+    limit: u32,
+    rows: Vec<Row>,
+}
+
+/// One row of `queue list --json`.
+#[derive(Serialize)]
+struct Row {
+    row: i64,
+    /// As stored: a number, or the SQL literal a producer wrote (`'abc'`).
+    chat_id: serde_json::Value,
+    state: String,
+    attempts: i64,
+    /// Why the row is dead or waiting.
+    reason: Option<String>,
+}
+
+async fn list(store: &Store, state: Option<&str>, limit: u32, json: bool) -> anyhow::Result<()> {
     let rows = store
         .list_queue(state, limit)
         .await
         .context("cannot read the queue")?;
+    if json {
+        let rows: Vec<Row> = rows
+            .into_iter()
+            .map(|r| Row {
+                row: r.id,
+                chat_id: chat_id_value(&r.chat_id),
+                state: r.state,
+                attempts: r.attempts,
+                reason: r.last_error,
+            })
+            .collect();
+        let doc = List { state, limit, rows };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
     println!(
         "{:>8} {:>12} {:<8} {:>8}  reason",
         "row", "chat", "state", "attempts"

@@ -1,15 +1,105 @@
-//! `assignd status`: what the queue holds and how the daemon is doing.
+//! `assignd status`: what the queue holds and how the daemon is doing, as
+//! text for a person or, with `--json`, one JSON document with the same
+//! facts for scripts.
+
+use std::collections::BTreeMap;
 
 use anyhow::Context;
 use jiff::Timestamp;
+use serde::Serialize;
 
-use super::{Failure, open_store};
+use super::{Failure, default_database_dir_exists, open_store};
 use crate::cluster::GONE_AFTER;
 use crate::config::{Config, DatabaseLocation};
+use crate::domain::ChatId;
 use crate::rules;
 use crate::store::{Backend, Store, now_ms};
 
-pub(super) async fn run(config: &Config) -> Result<(), Failure> {
+/// Everything `status` reports.
+#[derive(Serialize)]
+struct Status {
+    /// The SQLite file or the PostgreSQL url (never with a password).
+    database: String,
+    backend: &'static str,
+    queue: Depth,
+    /// Pending rows that wait, oldest first, with why.
+    waiting: Vec<Waiting>,
+    /// The newest dead rows (all with `assignd queue list --state dead`).
+    dead_letters: Vec<DeadLetter>,
+    assigned_today: Today,
+    /// Newest first.
+    last_outcomes: Vec<Outcome>,
+    /// What the running daemon reports about itself (API, limiter, rules).
+    daemon_state: BTreeMap<String, StateValue>,
+    /// The daemons heard from lately.
+    daemons: Vec<Daemon>,
+}
+
+#[derive(Serialize)]
+struct Depth {
+    pending: i64,
+    leased: i64,
+    done: i64,
+    dead: i64,
+}
+
+#[derive(Serialize)]
+struct Waiting {
+    row: i64,
+    chat_id: i64,
+    next_attempt_at: Option<String>,
+    /// Whole seconds until the next attempt; 0 when due now.
+    next_attempt_in_secs: i64,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct DeadLetter {
+    row: i64,
+    /// As stored: a number, or the SQL literal a producer wrote.
+    chat_id: serde_json::Value,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Today {
+    /// The rules' time zone (UTC when the rules do not load).
+    timezone: String,
+    since: Option<String>,
+    /// Assignments per agent name.
+    agents: BTreeMap<String, i64>,
+}
+
+#[derive(Serialize)]
+struct Outcome {
+    at: Option<String>,
+    chat_id: ChatId,
+    result: String,
+    rule: Option<String>,
+    agent: Option<String>,
+    http_status: Option<i64>,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StateValue {
+    value: String,
+    at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Daemon {
+    host: String,
+    pid: i64,
+    since: Option<String>,
+    /// SQLite: the one that works the file; PostgreSQL: the leader.
+    holder: bool,
+    /// SQLite only: waiting to take over from the holder.
+    standby: bool,
+}
+
+pub(super) async fn run(config: &Config, json: bool) -> Result<(), Failure> {
+    default_database_dir_exists(config)?;
     if let DatabaseLocation::Sqlite(path) = config.database()
         && !path.exists()
     {
@@ -19,56 +109,153 @@ pub(super) async fn run(config: &Config) -> Result<(), Failure> {
         )));
     }
     let store = open_store(config).await?;
-    print_queue(&store).await?;
-    print_today(&store, config).await?;
-    print_recent(&store).await?;
-    print_daemon_state(&store).await?;
-    print_daemons(&store).await?;
+    let status = gather(&store, config).await;
     store.close().await;
+    let status = status?;
+    if json {
+        let text = serde_json::to_string_pretty(&status).context("cannot write JSON")?;
+        println!("{text}");
+    } else {
+        print_text(&status);
+    }
     Ok(())
 }
 
-/// Depth by state, the waiting chats with their reasons, the dead letters.
-async fn print_queue(store: &Store) -> anyhow::Result<()> {
-    let depth = store.queue_depth().await.context("cannot read the queue")?;
+fn rfc3339(ms: i64) -> Option<String> {
+    Timestamp::from_millisecond(ms).ok().map(|t| t.to_string())
+}
+
+/// A chat id as `queue list` stores it: a number when it is one.
+pub(super) fn chat_id_value(stored: &str) -> serde_json::Value {
+    stored
+        .parse::<i64>()
+        .map_or_else(|_| stored.into(), serde_json::Value::from)
+}
+
+async fn gather(store: &Store, config: &Config) -> anyhow::Result<Status> {
+    let depth = store.queue_depth().await.context(QUEUE)?;
     let count = |s: &str| depth.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-    println!(
-        "queue: pending {}, leased {}, done {}, dead {}",
-        count("pending"),
-        count("leased"),
-        count("done"),
-        count("dead")
-    );
-    let waiting = store.waiting(20).await.context("cannot read the queue")?;
-    if !waiting.is_empty() {
-        println!("waiting:");
-        let now = now_ms();
-        for (id, chat, next, why) in waiting {
-            let due = if next <= now {
-                "due now".to_string()
+    let queue = Depth {
+        pending: count("pending"),
+        leased: count("leased"),
+        done: count("done"),
+        dead: count("dead"),
+    };
+    let dead_letters = if queue.dead == 0 {
+        Vec::new()
+    } else {
+        dead_letters(store).await?
+    };
+    Ok(Status {
+        database: config.database().to_string(),
+        backend: match store.backend() {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        },
+        queue,
+        waiting: waiting(store).await?,
+        dead_letters,
+        assigned_today: today(store, config).await?,
+        last_outcomes: last_outcomes(store).await?,
+        daemon_state: daemon_state(store).await?,
+        daemons: daemons(store).await?,
+    })
+}
+
+const QUEUE: &str = "cannot read the queue";
+
+/// Rows that wait for a later attempt, and why.
+async fn waiting(store: &Store) -> anyhow::Result<Vec<Waiting>> {
+    let now = now_ms();
+    let rows = store.waiting(20).await.context(QUEUE)?;
+    Ok(rows
+        .into_iter()
+        .map(|(row, chat_id, next, reason)| Waiting {
+            row,
+            chat_id,
+            next_attempt_at: rfc3339(next),
+            next_attempt_in_secs: if next <= now {
+                0
             } else {
-                format!("next try in {}s", (next - now + 999) / 1000)
-            };
-            println!("  chat {chat} (row {id}), {due}: {why}");
-        }
-    }
-    if count("dead") == 0 {
-        return Ok(());
-    }
-    let dead = store
-        .list_queue(Some("dead"), 10)
+                (next - now + 999) / 1000
+            },
+            reason,
+        })
+        .collect())
+}
+
+async fn dead_letters(store: &Store) -> anyhow::Result<Vec<DeadLetter>> {
+    let rows = store.list_queue(Some("dead"), 10).await.context(QUEUE)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DeadLetter {
+            row: r.id,
+            chat_id: chat_id_value(&r.chat_id),
+            reason: r.last_error,
+        })
+        .collect())
+}
+
+async fn last_outcomes(store: &Store) -> anyhow::Result<Vec<Outcome>> {
+    let rows = store
+        .recent_outcomes(10)
         .await
-        .context("cannot read the queue")?;
-    println!("dead letters (newest first; all with `assignd queue list --state dead`):");
-    for r in dead {
-        let why = r.last_error.as_deref().unwrap_or("no reason recorded");
-        println!("  chat {} (row {}): {why}", r.chat_id, r.id);
-    }
-    Ok(())
+        .context("cannot read outcomes")?;
+    Ok(rows
+        .into_iter()
+        .map(|o| Outcome {
+            at: rfc3339(o.at_ms),
+            chat_id: o.chat_id,
+            result: o.result,
+            rule: o.rule,
+            agent: o.agent,
+            http_status: o.http_status,
+            reason: o.reason,
+        })
+        .collect())
+}
+
+async fn daemon_state(store: &Store) -> anyhow::Result<BTreeMap<String, StateValue>> {
+    let rows = store
+        .daemon_state()
+        .await
+        .context("cannot read daemon state")?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, value, _)| !value.is_empty())
+        .map(|(key, value, at)| {
+            let at = rfc3339(at);
+            (key, StateValue { value, at })
+        })
+        .collect())
+}
+
+/// The live daemons on this database, and which holds the lease.
+async fn daemons(store: &Store) -> anyhow::Result<Vec<Daemon>> {
+    let lease = match store.backend() {
+        Backend::Sqlite => "daemon",
+        Backend::Postgres => "leader",
+    };
+    let rows = store
+        .live_daemons(GONE_AFTER, lease)
+        .await
+        .context("cannot read the daemons")?;
+    Ok(rows
+        .into_iter()
+        .map(|d| Daemon {
+            host: d.host,
+            pid: d.pid,
+            since: Timestamp::from_millisecond(d.started_at_ms)
+                .ok()
+                .map(|t| format!("{t:.0}")),
+            holder: d.holder,
+            standby: !d.holder && store.backend() == Backend::Sqlite,
+        })
+        .collect())
 }
 
 /// Assignments per agent since midnight in the rules' time zone.
-async fn print_today(store: &Store, config: &Config) -> anyhow::Result<()> {
+async fn today(store: &Store, config: &Config) -> anyhow::Result<Today> {
     // "Today" is in the rules' time zone when the rules load, else UTC.
     let tz = rules::load_path(&config.rules.path)
         .map(|r| r.timezone)
@@ -78,40 +265,83 @@ async fn print_today(store: &Store, config: &Config) -> anyhow::Result<()> {
         .start_of_day()
         .map(|z| z.timestamp().as_millisecond())
         .unwrap_or(0);
-    let today = store
+    let agents = store
         .assignments_since(midnight)
         .await
-        .context("cannot read outcomes")?;
-    let listed: Vec<String> = today.iter().map(|(a, n)| format!("{a} {n}")).collect();
+        .context("cannot read outcomes")?
+        .into_iter()
+        .collect();
+    Ok(Today {
+        timezone: tz.iana_name().unwrap_or("UTC").to_string(),
+        since: rfc3339(midnight),
+        agents,
+    })
+}
+
+fn print_text(s: &Status) {
+    let q = &s.queue;
+    println!(
+        "queue: pending {}, leased {}, done {}, dead {}",
+        q.pending, q.leased, q.done, q.dead
+    );
+    if !s.waiting.is_empty() {
+        println!("waiting:");
+        for w in &s.waiting {
+            let due = match w.next_attempt_in_secs {
+                0 => "due now".to_string(),
+                n => format!("next try in {n}s"),
+            };
+            println!("  chat {} (row {}), {due}: {}", w.chat_id, w.row, w.reason);
+        }
+    }
+    if !s.dead_letters.is_empty() {
+        println!("dead letters (newest first; all with `assignd queue list --state dead`):");
+        for d in &s.dead_letters {
+            let chat = match &d.chat_id {
+                serde_json::Value::String(raw) => raw.clone(),
+                other => other.to_string(),
+            };
+            let why = d.reason.as_deref().unwrap_or("no reason recorded");
+            println!("  chat {chat} (row {}): {why}", d.row);
+        }
+    }
+    let listed: Vec<String> = s
+        .assigned_today
+        .agents
+        .iter()
+        .map(|(a, n)| format!("{a} {n}"))
+        .collect();
     println!(
         "assigned today ({}): {}",
-        tz.iana_name().unwrap_or("UTC"),
+        s.assigned_today.timezone,
         if listed.is_empty() {
             "none".into()
         } else {
             listed.join(", ")
         }
     );
-    Ok(())
+    print_outcomes(s);
+    for (key, v) in &s.daemon_state {
+        println!(
+            "{key}: {} (as of {})",
+            v.value,
+            v.at.as_deref().unwrap_or("")
+        );
+    }
+    print_daemons(s);
 }
 
-async fn print_recent(store: &Store) -> anyhow::Result<()> {
-    let recent = store
-        .recent_outcomes(10)
-        .await
-        .context("cannot read outcomes")?;
-    if !recent.is_empty() {
+fn print_outcomes(s: &Status) {
+    if !s.last_outcomes.is_empty() {
         println!("last outcomes:");
-        for o in recent {
-            let at = Timestamp::from_millisecond(o.at_ms)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
+        for o in &s.last_outcomes {
             let http = o
                 .http_status
                 .map(|s| format!(" HTTP {s}"))
                 .unwrap_or_default();
             println!(
-                "  {at} chat {} {} {}{http}: {}",
+                "  {} chat {} {} {}{http}: {}",
+                o.at.as_deref().unwrap_or(""),
                 o.chat_id,
                 o.result,
                 o.agent.as_deref().unwrap_or("-"),
@@ -119,58 +349,32 @@ async fn print_recent(store: &Store) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
 }
 
-/// What the running daemon reports about itself (API, limiter, rules).
-async fn print_daemon_state(store: &Store) -> anyhow::Result<()> {
-    let state = store
-        .daemon_state()
-        .await
-        .context("cannot read daemon state")?;
-    for (key, value, at) in state {
-        if value.is_empty() {
-            continue;
-        }
-        let at = Timestamp::from_millisecond(at)
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        println!("{key}: {value} (as of {at})");
-    }
-    Ok(())
-}
-
-/// The daemons heard from lately: host, pid, since, and which one holds
-/// the lease (SQLite: works the file; PostgreSQL: leads).
-async fn print_daemons(store: &Store) -> anyhow::Result<()> {
-    let (lease, role) = match store.backend() {
-        Backend::Sqlite => ("daemon", "holder"),
-        Backend::Postgres => ("leader", "leader"),
-    };
-    let daemons = store
-        .live_daemons(GONE_AFTER, lease)
-        .await
-        .context("cannot read the daemons")?;
-    if daemons.is_empty() {
+/// The live daemons, and which one holds the lease.
+fn print_daemons(s: &Status) {
+    if s.daemons.is_empty() {
         println!("daemons: none running");
-        return Ok(());
+        return;
     }
+    let role = if s.backend == "postgres" {
+        "leader"
+    } else {
+        "holder"
+    };
     println!("daemons:");
-    for d in daemons {
-        let since = Timestamp::from_millisecond(d.started_at_ms)
-            .map(|t| format!("{t:.0}"))
-            .unwrap_or_default();
+    for d in &s.daemons {
         let mark = if d.holder {
             format!(" {role}")
         } else {
             String::new()
         };
-        let idle = if d.holder || store.backend() == Backend::Postgres {
-            ""
-        } else {
-            " standby"
-        };
-        println!("  {} pid {} since {since}{mark}{idle}", d.host, d.pid);
+        let idle = if d.standby { " standby" } else { "" };
+        println!(
+            "  {} pid {} since {}{mark}{idle}",
+            d.host,
+            d.pid,
+            d.since.as_deref().unwrap_or("")
+        );
     }
-    Ok(())
 }

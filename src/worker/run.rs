@@ -170,7 +170,9 @@ impl Worker {
         if let Some(every) = t.watchdog
             && t.last_ping.is_none_or(|at| at.elapsed() >= every)
         {
-            crate::notify::notify(&format!("WATCHDOG=1\nSTATUS={}", self.status_line().await));
+            use crate::notify::{NotifyState, notify};
+            let status = self.status_line().await;
+            notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
             t.last_ping = Some(Instant::now());
         }
         self.refresh_away().await;
