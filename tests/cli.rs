@@ -544,3 +544,24 @@ async fn the_database_defaults_to_the_state_directory_then_var_lib() {
         "nothing in the working directory"
     );
 }
+
+/// Output piped into a reader that stops early (`| head`) ends the command
+/// quietly, never with a panic.
+#[tokio::test]
+async fn a_closed_pipe_ends_output_without_a_panic() {
+    let app = TestApp::builder().build().await;
+    let commands: [&[&str]; 3] = [&["check"], &["man"], &["completions", "bash"]];
+    for args in commands {
+        let mut child = app
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command writes its first line.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "assignd {args:?}: {stderr}");
+    }
+}

@@ -220,6 +220,10 @@ impl From<anyhow::Error> for Failure {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The servers keep Rust's default: SIGPIPE ignored.
+    if !matches!(cli.command, Command::Run | Command::Sandbox { .. }) {
+        quiet_on_closed_pipe();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -237,6 +241,18 @@ pub fn main() -> ExitCode {
             eprintln!("assignd: {}", describe(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// A command whose output is piped into `head` ends quietly when the pipe
+/// closes, as other Unix tools do, instead of panicking in `println!`:
+/// SIGPIPE gets its default action back (Rust ignores it). Sockets are
+/// unaffected (Rust sends with MSG_NOSIGNAL).
+fn quiet_on_closed_pipe() {
+    // SAFETY: restoring a signal's default disposition at start-up, before
+    // any thread is spawned, has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
