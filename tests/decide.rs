@@ -257,3 +257,73 @@ assign = "pool:day"
         "{w}"
     );
 }
+
+/// TOML folds `attr.p = "1", attr.q = "2"` into one `attr` table; inside
+/// `any` each of those keys is still an alternative of its own, as quoted
+/// keys are, and `explain` names the nested keys that decided.
+#[test]
+fn dotted_keys_inside_any_are_alternatives_and_explain_names_them() {
+    let text = r#"
+[agents]
+alice = { id = 1 }
+
+[[rule]]
+name = "either"
+match = { any = { attr.p = "1", attr.q = "1", customer.email = "*@corp.example" } }
+assign = "alice"
+
+[[rule]]
+name = "quoted"
+match = { any = { "attr.p" = "2", "attr.q" = "2" } }
+assign = "alice"
+
+[[rule]]
+name = "not both"
+match = { not = { attr.p = "3", attr.q = "3" } }
+assign = "alice"
+
+[[rule]]
+name = "rest"
+match = {}
+assign = "none"
+"#;
+    let r = rules::load_sources(&[(PathBuf::from("r.toml"), text.to_string())]).unwrap();
+    let s = RoutingState::default();
+    let noon = at("2026-06-03T09:00:00Z");
+    let with = |attrs| {
+        chat(
+            r#"{"id": 1, "customer": {"email": "x@home.example"}}"#,
+            attrs,
+        )
+    };
+    let picked = |attrs| rule_name(&r, &decide(&r, &with(attrs), &s, noon));
+    // One alternative is enough, dotted or quoted.
+    assert_eq!(picked(serde_json::json!({"p": "1"})), "either");
+    assert_eq!(picked(serde_json::json!({"q": "1"})), "either");
+    assert_eq!(picked(serde_json::json!({"q": "2"})), "quoted");
+    // `not` excludes the case where its whole table holds.
+    assert_eq!(picked(serde_json::json!({"p": "3", "q": "3"})), "rest");
+    assert_eq!(picked(serde_json::json!({"p": "3"})), "not both");
+
+    let (_, e) =
+        rules::explain::explain(&r, &with(serde_json::json!({"p": "3", "q": "3"})), &s, noon);
+    let seen = |i: usize| e.rules[i].seen.clone().unwrap_or_default();
+    assert_eq!(e.rules[0].failed_key.as_deref(), Some("any"));
+    assert!(
+        seen(0).contains("attr.p saw \"3\"; attr.q saw \"3\""),
+        "{}",
+        seen(0)
+    );
+    assert!(
+        seen(0).contains("customer.email saw \"x@home.example\""),
+        "{}",
+        seen(0)
+    );
+    assert!(seen(1).contains("attr.q saw \"3\""), "{}", seen(1));
+    assert_eq!(e.rules[2].failed_key.as_deref(), Some("not"));
+    assert!(
+        seen(2).contains("attr.p saw \"3\", attr.q saw \"3\""),
+        "{}",
+        seen(2)
+    );
+}

@@ -163,10 +163,7 @@ fn group_condition(
             })
             .collect::<Result<Vec<_>, _>>()?,
         // One table: for `any`, each key alone; for `not`, all together.
-        RawValue::Table(entries) if key == "any" => entries
-            .iter()
-            .map(|e| compile_match(f, std::slice::from_ref(e), names, tz))
-            .collect::<Result<Vec<_>, _>>()?,
+        RawValue::Table(entries) if key == "any" => alternatives(f, entries, names, tz)?,
         RawValue::Table(entries) => vec![compile_match(f, entries, names, tz)?],
         _ => {
             return Err(f.err(
@@ -180,6 +177,33 @@ fn group_condition(
     } else {
         Condition::Not(groups)
     })
+}
+
+/// `any = { … }`: each key is one alternative. TOML folds dotted keys
+/// (`attr.p = "1", attr.q = "2"`) into one `attr` table, so the keys of a
+/// `customer` or `attr` table are alternatives of their own, as quoted
+/// keys (`"attr.p" = "1"`) are.
+fn alternatives(
+    f: &File,
+    entries: &[(Spanned<String>, Spanned<RawValue>)],
+    names: &Names,
+    tz: &TimeZone,
+) -> Result<Vec<Vec<Condition>>, SourceError> {
+    let mut groups = Vec::new();
+    for entry @ (key, value) in entries {
+        match (key.get_ref().as_str(), value.get_ref()) {
+            (prefix @ ("customer" | "attr"), RawValue::Table(sub)) => {
+                for (k, v) in sub {
+                    let mut group = Vec::new();
+                    let dotted = format!("{prefix}.{}", k.get_ref());
+                    compile_key(f, &dotted, k.span(), v, names, tz, &mut group)?;
+                    groups.push(group);
+                }
+            }
+            _ => groups.push(compile_match(f, std::slice::from_ref(entry), names, tz)?),
+        }
+    }
+    Ok(groups)
 }
 
 /// The error for a key no condition has, with the nearest known one.

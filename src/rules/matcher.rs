@@ -379,8 +379,28 @@ impl Condition {
                 )
             }
             Condition::Weekday { tz, .. } => now.to_zoned(tz.clone()).strftime("%a").to_string(),
-            Condition::Any(_) | Condition::Not(_) => "nested conditions".into(),
+            Condition::Any(groups) => {
+                let failed: Vec<String> = groups
+                    .iter()
+                    .filter_map(|g| first_failing(g, chat, schedules, now))
+                    .map(|c| c.saw(chat, schedules, now))
+                    .collect();
+                format!("no alternative held: {}", failed.join("; "))
+            }
+            Condition::Not(groups) => {
+                let held: Vec<String> = groups
+                    .iter()
+                    .filter(|g| all_hold(g, chat, schedules, now))
+                    .flat_map(|g| g.iter().map(|c| c.saw(chat, schedules, now)))
+                    .collect();
+                format!("an excluded case held: {}", held.join(", "))
+            }
         }
+    }
+
+    /// `key saw value`, naming a nested condition in `seen`.
+    fn saw(&self, chat: &ChatContext, schedules: &[Schedule], now: Timestamp) -> String {
+        format!("{} saw {}", self.key(), self.seen(chat, schedules, now))
     }
 }
 
