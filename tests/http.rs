@@ -68,6 +68,26 @@ impl Served {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// The status line's code for a webhook that declares a body one byte
+    /// over the limit.
+    async fn oversize_status(&self) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://");
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /webhooks/helpcrunch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-HelpCrunch-Signature: 00\r\nContent-Length: {}\r\n\r\n",
+            assignd::http::MAX_BODY + 1
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 64];
+        let n = conn.read(&mut answer).await.unwrap();
+        let line = String::from_utf8_lossy(&answer[..n]).to_string();
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    }
+
     async fn stop(self) {
         self.daemon.stop().await;
     }
@@ -119,8 +139,10 @@ async fn bad_webhooks_are_rejected_and_store_nothing() {
         401,
         "signature of other bytes"
     );
-    let big = vec![b' '; assignd::http::MAX_BODY + 1];
-    assert_eq!(s.webhook(&big, Some(&sign(&big))).await.0, 413, "oversize");
+    // The 413 comes from the declared length, before the body is read; a
+    // client still writing 1 MiB may meet the closed connection instead of
+    // the answer, so the request declares the size and sends no body.
+    assert_eq!(s.oversize_status().await, 413, "oversize");
     let broken = b"{\"event\": \"chat.new\", \"eventData\": ".to_vec();
     let (status, text) = s.webhook(&broken, Some(&sign(&broken))).await;
     assert_eq!(status, 400, "malformed JSON");
