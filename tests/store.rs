@@ -103,6 +103,7 @@ both!(
     webhook_events_apply_once,
     follow_ups_are_claimed_and_settled,
     listings_and_pruning,
+    reconciliation_merges_what_its_search_cannot_know,
 );
 
 fn item(chat_id: i64) -> NewQueueItem {
@@ -296,7 +297,10 @@ async fn an_assignment_moves_routing_state_and_queues_messages(f: Fixture) {
             .unwrap()
     );
     assert_eq!(f.store.outbox_pending().await.unwrap(), 0);
-    f.store.replace_open_chats("bob", &[]).await.unwrap();
+    f.store
+        .reconcile_open_chats("bob", &[], now_ms() + 1, 0)
+        .await
+        .unwrap();
     assert!(f.store.open_chats().await.unwrap().is_empty());
     f.store
         .set_away("amy", Some(now_ms() + 1000))
@@ -305,6 +309,67 @@ async fn an_assignment_moves_routing_state_and_queues_messages(f: Fixture) {
     assert!(f.store.load_away().await.unwrap()["amy"].is_some());
     assert!(f.store.set_back("amy").await.unwrap());
     assert!(!f.store.set_back("amy").await.unwrap());
+}
+
+/// Issue 14: a reconciliation keeps the seats reserved by decisions in
+/// flight and the chats opened after its search started, and does not count
+/// again a chat closed since; a stale reservation goes.
+async fn reconciliation_merges_what_its_search_cannot_know(f: Fixture) {
+    let opened = |chat: i64| WebhookEffect::Assigned {
+        chat_id: ChatId(chat),
+        agent: Some("amy".into()),
+    };
+    f.store
+        .apply_webhook("o1", "chat.assigned", &opened(1))
+        .await
+        .unwrap();
+    f.store
+        .apply_webhook("o4", "chat.assigned", &opened(4))
+        .await
+        .unwrap();
+    let (held, _) = f.store.lock_routing().await.unwrap();
+    let seat = Assigned {
+        opened: Some((ChatId(2), "amy".into())),
+        ..Assigned::default()
+    };
+    held.reserve(&seat).await.unwrap();
+    let since = now_ms() + 1;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // After the search started: chat 3 opened, chat 4 closed.
+    f.store
+        .apply_webhook("o3", "chat.assigned", &opened(3))
+        .await
+        .unwrap();
+    let closed = WebhookEffect::Closed { chat_id: ChatId(4) };
+    f.store
+        .apply_webhook("c4", "chat.closed", &closed)
+        .await
+        .unwrap();
+    // The search saw 1 and 4 open, and 5, which amy took outside us.
+    let found = [ChatId(1), ChatId(4), ChatId(5)];
+    f.store
+        .reconcile_open_chats("amy", &found, since, since - 60_000)
+        .await
+        .unwrap();
+    let mut open: Vec<i64> = f
+        .store
+        .open_chats()
+        .await
+        .unwrap()
+        .into_keys()
+        .map(|c| c.0)
+        .collect();
+    open.sort();
+    assert_eq!(open, vec![1, 2, 3, 5]);
+    assert_eq!(f.store.load_routing().await.unwrap().open["amy"], 4);
+    // Later, the search finds nothing: all forgotten, the stale seat too.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let later = now_ms();
+    f.store
+        .reconcile_open_chats("amy", &[], later, later)
+        .await
+        .unwrap();
+    assert!(f.store.open_chats().await.unwrap().is_empty());
 }
 
 async fn webhook_events_apply_once(f: Fixture) {

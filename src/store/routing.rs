@@ -18,8 +18,28 @@ const INSERT_MESSAGE: &str =
 const UPSERT_ROTATION: &str = "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES ($1, $2, $3)
     ON CONFLICT (pool) DO UPDATE SET last_agent = excluded.last_agent, updated_at = excluded.updated_at";
 const UPSERT_OPEN_CHAT: &str =
-    "INSERT INTO open_chats (chat_id, agent, assigned_at) VALUES ($1, $2, $3)
-    ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at";
+    "INSERT INTO open_chats (chat_id, agent, assigned_at, reserved) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at,
+        reserved = excluded.reserved";
+/// Reconciliation forgets the agent's chats that were counted before its
+/// search started, unless still reserved by a decision in flight (a
+/// reservation older than the lease is stale: its daemon is gone).
+const FORGET_OPEN_CHATS: &str = "DELETE FROM open_chats WHERE agent = $1 AND assigned_at < $2
+    AND (reserved = 0 OR assigned_at < $3)";
+/// Reconciliation counts a chat HelpCrunch reports open with `agent`,
+/// unless it was closed after the search started, or moved (or reserved) by
+/// a decision since.
+const RECONCILE_OPEN_CHAT: &str = "INSERT INTO open_chats (chat_id, agent, assigned_at, reserved)
+    SELECT $1, $2, $3, 0
+     WHERE NOT EXISTS (SELECT 1 FROM closed_chats WHERE chat_id = $1 AND closed_at >= $3)
+    ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at,
+        reserved = 0
+     WHERE open_chats.agent <> excluded.agent AND open_chats.reserved = 0
+       AND open_chats.assigned_at < excluded.assigned_at";
+const UPSERT_CLOSED_CHAT: &str = "INSERT INTO closed_chats (chat_id, closed_at) VALUES ($1, $2)
+    ON CONFLICT (chat_id) DO UPDATE SET closed_at = excluded.closed_at";
+/// How long a close is remembered for reconciliations already under way.
+const CLOSED_KEPT_MS: i64 = 600_000;
 
 impl Store {
     /// Everything the decision needs from the database.
@@ -77,20 +97,28 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the open chats recorded for `agent` with `chats`, as
-    /// HelpCrunch reports them; a freed seat wakes the waiting chats.
-    pub async fn replace_open_chats(
+    /// Merges what HelpCrunch reports open with `agent` (`chats`, from a
+    /// search that started at `since_ms`) into the open chats recorded:
+    /// the search's chats, plus those opened or reserved since it started
+    /// (which it cannot know yet), minus those closed since. A reservation
+    /// older than `stale_before_ms` is dropped (its decision is long gone).
+    /// A freed seat wakes the waiting chats.
+    pub async fn reconcile_open_chats(
         &self,
         agent: &str,
         chats: &[ChatId],
+        since_ms: i64,
+        stale_before_ms: i64,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
-        tx.run("DELETE FROM open_chats WHERE agent = $1", vals![agent])
+        tx.run(FORGET_OPEN_CHATS, vals![agent, since_ms, stale_before_ms])
             .await?;
         for chat in chats {
-            upsert_open_chat(&mut tx, *chat, agent, now).await?;
+            tx.run(RECONCILE_OPEN_CHAT, vals![*chat, agent, since_ms])
+                .await?;
         }
+        let forgotten = "DELETE FROM closed_chats WHERE closed_at < $1";
+        tx.run(forgotten, vals![since_ms - CLOSED_KEPT_MS]).await?;
         wake_waiting(&mut tx).await?;
         tx.commit().await?;
         Ok(())
@@ -122,9 +150,10 @@ pub struct RoutingLock {
 
 impl RoutingLock {
     /// Writes what the decision reserved (rotation, weights, the open
-    /// chat) and lets the lock go.
+    /// chat, marked reserved until the assignment settles) and lets the
+    /// lock go.
     pub async fn reserve(mut self, reserved: &Assigned) -> Result<(), StoreError> {
-        apply_assigned(&mut self.tx, reserved, None, now_ms()).await?;
+        apply_moves(&mut self.tx, reserved, None, now_ms(), true).await?;
         self.tx.commit().await?;
         Ok(())
     }
@@ -176,13 +205,25 @@ pub(super) async fn apply_assigned(
     queue_id: Option<i64>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    apply_moves(tx, assigned, queue_id, now, false).await
+}
+
+/// [`apply_assigned`]; `reserved`: the assignment is not confirmed yet.
+async fn apply_moves(
+    tx: &mut Tx,
+    assigned: &Assigned,
+    queue_id: Option<i64>,
+    now: i64,
+    reserved: bool,
+) -> Result<(), sqlx::Error> {
     if let Some((pool, weights)) = &assigned.weights {
         for (agent, current) in weights {
             tx.run(UPSERT_WEIGHT, vals![pool, agent, current]).await?;
         }
     }
     if let Some((chat_id, agent)) = &assigned.opened {
-        upsert_open_chat(tx, *chat_id, agent, now).await?;
+        let values = vals![*chat_id, agent, now, i64::from(reserved)];
+        tx.run(UPSERT_OPEN_CHAT, values).await?;
     }
     if let Some((customer, agent)) = &assigned.customer {
         tx.run(UPSERT_CUSTOMER, vals![customer, agent, now]).await?;
@@ -207,7 +248,22 @@ pub(super) async fn upsert_open_chat(
     agent: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    tx.run(UPSERT_OPEN_CHAT, vals![chat_id, agent, now]).await?;
+    tx.run(UPSERT_OPEN_CHAT, vals![chat_id, agent, now, 0i64])
+        .await?;
+    Ok(())
+}
+
+/// Records that `chat_id` is open with nobody (closed, or unassigned): its
+/// seat is free, and a reconciliation whose search started before now
+/// does not count it again.
+pub(super) async fn close_open_chat(
+    tx: &mut Tx,
+    chat_id: ChatId,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    tx.run("DELETE FROM open_chats WHERE chat_id = $1", vals![chat_id])
+        .await?;
+    tx.run(UPSERT_CLOSED_CHAT, vals![chat_id, now]).await?;
     Ok(())
 }
 

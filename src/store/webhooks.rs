@@ -1,6 +1,6 @@
 //! Webhook events, applied once each with their effect.
 
-use super::routing::{upsert_open_chat, wake_waiting};
+use super::routing::{close_open_chat, upsert_open_chat, wake_waiting};
 use super::{Store, StoreError, WebhookEffect, now_ms, vals};
 
 /// Records an event id; a repeated id changes nothing.
@@ -42,8 +42,7 @@ impl Store {
                 agent: None,
             }
             | WebhookEffect::Closed { chat_id } => {
-                let closed = "DELETE FROM open_chats WHERE chat_id = $1";
-                tx.run(closed, vals![chat_id]).await?;
+                close_open_chat(&mut tx, *chat_id, now).await?;
                 if matches!(effect, WebhookEffect::Closed { .. }) {
                     let unwatched = "DELETE FROM followups WHERE chat_id = $1";
                     tx.run(unwatched, vals![chat_id]).await?;

@@ -115,10 +115,7 @@ impl Worker {
             store,
             client: RwLock::new(client),
             rules: RwLock::new(rules),
-            routing: Mutex::new(Routing {
-                state: stored.into_state(),
-                open_chats,
-            }),
+            routing: Mutex::new(Routing::new(stored.into_state(), open_chats)),
             settings,
             owner,
             cluster,

@@ -235,6 +235,7 @@ impl Worker {
         let reserved = routing
             .state
             .apply_pick(rules, agent, Some(p), weights.as_deref());
+        routing.reserved(f.chat_id, &reserved.agent);
         Some(Pick {
             agent,
             weights,

@@ -2,40 +2,56 @@
 //! (`[load] refresh`). Like the poller, it calls at background priority,
 //! so assignments always go first.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::Worker;
+use super::{Worker, lock};
 use crate::domain::ChatId;
 use crate::helpcrunch::types::Chat;
+use crate::store::now_ms;
 
 impl Worker {
-    /// One round of the reconcile job: replaces each agent's open chats
-    /// with what HelpCrunch reports, which corrects what webhooks missed.
+    /// One round of the reconcile job: merges each agent's open chats with
+    /// what HelpCrunch reports, which corrects what webhooks missed. The
+    /// search cannot know the seats reserved or opened after it started,
+    /// nor the closes since: those stay as they are here (issue 14), so
+    /// caps hold while decisions are in flight.
     pub(super) async fn reconcile_round(&self, stop: &CancellationToken) -> Duration {
         let rules = self.rules();
+        let round_started = Instant::now();
         let mut changed = false;
         for agent in &rules.agents {
             let filter = json!([{"field": "chats.assignee", "operator": "=", "value": agent.id}]);
+            let (since, since_ms) = (Instant::now(), now_ms());
             let Some(chats) = self.search_all(filter, stop).await else {
                 break; // an error or shutdown: try again next round
             };
-            let open: Vec<ChatId> = chats
+            let open: HashSet<ChatId> = chats
                 .iter()
                 .filter(|(c, _)| !c.is_closed())
                 .map(|(c, _)| c.id)
                 .collect();
-            match self.store.replace_open_chats(&agent.name, &open).await {
+            let list: Vec<ChatId> = open.iter().copied().collect();
+            let lease = self.settings.lease;
+            let stale_ms = since_ms - lease.as_millis() as i64;
+            match self
+                .store
+                .reconcile_open_chats(&agent.name, &list, since_ms, stale_ms)
+                .await
+            {
                 Ok(()) => changed = true,
                 Err(e) => {
                     tracing::warn!(agent = %agent.name, error = %e, "cannot record open chats")
                 }
             }
+            let stale = since.checked_sub(lease);
+            lock(&self.routing).reconcile(&agent.name, &open, since, stale);
         }
+        lock(&self.routing).forget_closes(round_started);
         if changed {
-            self.reload_open_chats().await;
             self.wake();
         }
         self.settings.load_refresh
@@ -76,18 +92,5 @@ impl Worker {
                 return Some(all);
             }
         }
-    }
-
-    /// Reads open chats back from the database after a reconciliation.
-    async fn reload_open_chats(&self) {
-        let (Ok(stored), Ok(open_chats)) = (
-            self.store.load_routing().await,
-            self.store.open_chats().await,
-        ) else {
-            return;
-        };
-        let mut routing = super::lock(&self.routing);
-        routing.state.open = stored.open;
-        routing.open_chats = open_chats;
     }
 }

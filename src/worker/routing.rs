@@ -3,8 +3,8 @@
 //! call gives back what its decision reserved.
 
 use crate::domain::ChatId;
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rand::RngExt;
@@ -76,6 +76,9 @@ impl Worker {
             .decision
             .observe(started.elapsed().as_secs_f64());
         let reserved = routing.state.apply(rules, &decision);
+        if let Some(applied) = &reserved {
+            routing.reserved(context.chat_id, &applied.agent);
+        }
         (decision, reserved)
     }
 
@@ -109,7 +112,9 @@ impl Worker {
                 tracing::warn!(error = %e, "cannot give back the reserved seat; reconciliation will");
             }
         }
-        lock(&self.routing).state.undo(applied);
+        let mut routing = lock(&self.routing);
+        routing.in_flight.remove(&chat_id);
+        routing.state.undo(applied);
     }
 
     /// Records in memory that `chat` is now open with `agent` (the open count
@@ -117,6 +122,9 @@ impl Worker {
     /// lowers that agent's count.
     pub(super) fn opened(&self, chat: ChatId, agent: &str) {
         let mut routing = lock(&self.routing);
+        routing.in_flight.remove(&chat);
+        routing.opened_at.insert(chat, Instant::now());
+        routing.closed_at.remove(&chat);
         if let Some(before) = routing.open_chats.insert(chat, agent.to_string())
             && let Some(n) = routing.state.open.get_mut(&before)
         {
@@ -130,9 +138,19 @@ impl Worker {
     pub fn note_open(&self, chat: ChatId, agent: Option<&str>) {
         let freed = {
             let mut routing = lock(&self.routing);
+            let now = Instant::now();
             let previous = match agent {
-                Some(a) => routing.open_chats.insert(chat, a.to_string()),
-                None => routing.open_chats.remove(&chat),
+                Some(a) => {
+                    routing.opened_at.insert(chat, now);
+                    routing.closed_at.remove(&chat);
+                    routing.open_chats.insert(chat, a.to_string())
+                }
+                None => {
+                    routing.opened_at.remove(&chat);
+                    routing.closed_at.insert(chat, now);
+                    routing.bound_memory(now);
+                    routing.open_chats.remove(&chat)
+                }
             };
             if previous.as_deref() == agent {
                 return;
@@ -197,8 +215,164 @@ impl Worker {
 }
 
 /// The decision state, and which agent each open chat is with (so that a
-/// chat moving between agents moves its count).
+/// chat moving between agents moves its count). The agent's open count in
+/// `state` is its open chats plus the seats reserved by decisions in
+/// flight; when each chat was opened or closed here is kept so that a
+/// reconciliation can merge a search that predates them (issue 14).
 pub(super) struct Routing {
     pub(super) state: RoutingState,
     pub(super) open_chats: HashMap<ChatId, String>,
+    /// When each chat of `open_chats` was opened (or moved) here; a chat
+    /// loaded from the database has none (it predates every search).
+    pub(super) opened_at: HashMap<ChatId, Instant>,
+    /// Seats reserved by decisions whose assignment has not settled yet,
+    /// and when.
+    pub(super) in_flight: HashMap<ChatId, (String, Instant)>,
+    /// Chats closed here recently, for the reconciliation under way.
+    pub(super) closed_at: HashMap<ChatId, Instant>,
+}
+
+impl Routing {
+    pub(super) fn new(state: RoutingState, open_chats: HashMap<ChatId, String>) -> Self {
+        Self {
+            state,
+            open_chats,
+            opened_at: HashMap::new(),
+            in_flight: HashMap::new(),
+            closed_at: HashMap::new(),
+        }
+    }
+
+    /// Notes the seat a decision just took (with `RoutingState::apply`)
+    /// for `chat`, until its assignment settles or is undone.
+    pub(super) fn reserved(&mut self, chat: ChatId, agent: &str) {
+        let now = Instant::now();
+        self.in_flight.insert(chat, (agent.to_string(), now));
+        self.bound_memory(now);
+    }
+
+    /// Where no reconciliation runs (a daemon that does not lead, or a long
+    /// `[load] refresh`), forgets the closes and reservations older than
+    /// any search could be once there are many.
+    fn bound_memory(&mut self, now: Instant) {
+        const MANY: usize = 4096;
+        const KEPT: Duration = Duration::from_secs(600);
+        if self.closed_at.len() + self.in_flight.len() < MANY {
+            return;
+        }
+        if let Some(before) = now.checked_sub(KEPT) {
+            self.closed_at.retain(|_, t| *t >= before);
+            self.in_flight.retain(|_, (_, t)| *t >= before);
+        }
+    }
+
+    /// Merges what HelpCrunch reports open with `agent` (`open`, from a
+    /// search that started at `since`): the search's chats, plus the chats
+    /// opened here since it started or still in flight, minus the chats
+    /// closed here since. Then counts every agent's seats again. A seat
+    /// reserved before `stale_before` is given back: its decision never
+    /// settled (a lost lease), and the row will be decided again.
+    pub(super) fn reconcile(
+        &mut self,
+        agent: &str,
+        open: &HashSet<ChatId>,
+        since: Instant,
+        stale_before: Option<Instant>,
+    ) {
+        if let Some(stale) = stale_before {
+            self.in_flight.retain(|_, (_, at)| *at >= stale);
+        }
+        let opened_before = |r: &Self, c: &ChatId| r.opened_at.get(c).is_none_or(|t| *t < since);
+        let forgotten: Vec<ChatId> = self
+            .open_chats
+            .iter()
+            .filter(|(c, a)| a.as_str() == agent && !open.contains(c) && opened_before(self, c))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in forgotten {
+            self.open_chats.remove(&c);
+            self.opened_at.remove(&c);
+        }
+        for c in open {
+            let closed_since = self.closed_at.get(c).is_some_and(|t| *t >= since);
+            let moved_since = match self.open_chats.get(c) {
+                Some(a) => a != agent && !opened_before(self, c),
+                None => false,
+            };
+            if closed_since || moved_since || self.in_flight.contains_key(c) {
+                continue;
+            }
+            if self.open_chats.insert(*c, agent.to_string()).as_deref() != Some(agent) {
+                self.opened_at.insert(*c, since);
+            }
+        }
+        self.recount();
+    }
+
+    /// Forgets the closes older than `before`: no reconciliation under way
+    /// started before them.
+    pub(super) fn forget_closes(&mut self, before: Instant) {
+        self.closed_at.retain(|_, t| *t >= before);
+    }
+
+    /// Each agent's open count: its open chats, and the seats reserved for
+    /// it by decisions in flight (a chat counted once).
+    fn recount(&mut self) {
+        let mut open: HashMap<String, u32> = HashMap::new();
+        for a in self.open_chats.values() {
+            *open.entry(a.clone()).or_default() += 1;
+        }
+        for (c, (a, _)) in &self.in_flight {
+            if self.open_chats.get(c) != Some(a) {
+                *open.entry(a.clone()).or_default() += 1;
+            }
+        }
+        for n in self.state.open.values_mut() {
+            *n = 0;
+        }
+        self.state.open.extend(open);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[i64]) -> HashSet<ChatId> {
+        list.iter().map(|&c| ChatId(c)).collect()
+    }
+
+    /// Issue 14: a search that predates a reservation, an assignment or a
+    /// close does not undo them; what it reports from before is taken.
+    #[test]
+    fn reconcile_merges_what_the_search_cannot_know() {
+        let loaded = [(ChatId(1), "amy".to_string()), (ChatId(4), "amy".into())];
+        let mut r = Routing::new(RoutingState::default(), loaded.into_iter().collect());
+        r.state.open.insert("amy".into(), 2);
+        // In flight before the search started.
+        r.reserved(ChatId(2), "amy");
+        *r.state.open.get_mut("amy").unwrap() += 1;
+        let since = Instant::now();
+        // After it started: chat 3 opened (its seat reserved, then
+        // settled), chat 4 closed.
+        r.reserved(ChatId(3), "amy");
+        r.in_flight.remove(&ChatId(3));
+        r.open_chats.insert(ChatId(3), "amy".into());
+        r.opened_at.insert(ChatId(3), Instant::now());
+        r.open_chats.remove(&ChatId(4));
+        r.closed_at.insert(ChatId(4), Instant::now());
+        // The search saw 1, 4 and 5 (taken outside us) open with amy.
+        r.reconcile("amy", &ids(&[1, 4, 5]), since, None);
+        let mut open: Vec<i64> = r.open_chats.keys().map(|c| c.0).collect();
+        open.sort();
+        assert_eq!(open, vec![1, 3, 5]);
+        assert_eq!(r.state.open["amy"], 4, "1, 3, 5 and the seat in flight");
+        // A later search that finds nothing: only the seat in flight stays,
+        // until it is stale.
+        let later = Instant::now();
+        r.reconcile("amy", &ids(&[]), later, None);
+        assert_eq!(r.state.open["amy"], 1);
+        r.reconcile("amy", &ids(&[]), Instant::now(), Some(Instant::now()));
+        assert_eq!(r.state.open["amy"], 0);
+    }
 }
