@@ -11,9 +11,13 @@
 //! not go in time (the process stalled, was stopped or starved) asks again.
 //!
 //! Also here, because every caller must obey them: the pause after a 429
-//! (Retry-After, else 1 s doubling to 60 s), and priority: assignment calls
-//! go first; background calls wait while any assignment call is waiting.
+//! (Retry-After, else 1 s doubling to 60 s), and priority: calls of rows in
+//! flight go first, then the processing loop's slot for its next claim, and
+//! background calls wait while either is waiting. The loop claims a row
+//! only once it holds a slot ([`Limiter::with_slot`] hands it to the row's
+//! first call), so the row that goes is the best one at that instant.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -36,6 +40,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const SHARED_PAUSE_AT: Duration = Duration::from_secs(1);
 /// Below this, a caller yields instead of sleeping (the timer's granularity).
 const PRECISE_WAIT: Duration = Duration::from_millis(2);
+/// How often the loop's claim looks whether rows in flight still wait.
+const CLAIM_NAP: Duration = Duration::from_millis(5);
 /// The share of [`SAFETY`]'s margin a slot may age before it is sent: a
 /// call sent later than that (the process stalled, stopped or starved
 /// between its slot and its send) could land in the next call's window.
@@ -43,8 +49,11 @@ const SEND_WITHIN: f64 = 0.5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
-    /// Assignment calls and the reads they need.
+    /// Assignment calls and the reads they need, for rows in flight.
     Assign,
+    /// The processing loop's slot for the next row it claims: after the
+    /// calls of rows already in flight, before background calls.
+    Claim,
     /// Notes, replies, reconciliation reads.
     Background,
 }
@@ -85,6 +94,7 @@ pub struct Limiter {
     send_within: Duration,
     shared: Option<Arc<dyn SharedBudget>>,
     urgent_waiting: AtomicUsize,
+    claim_waiting: AtomicUsize,
     /// One caller at a time waits for the next slot; the rest queue, FIFO.
     turn: tokio::sync::Mutex<()>,
     pause: Mutex<Pause>,
@@ -159,6 +169,7 @@ impl Limiter {
             send_within: per.mul_f64(SAFETY * SEND_WITHIN),
             shared: None,
             urgent_waiting: AtomicUsize::new(0),
+            claim_waiting: AtomicUsize::new(0),
             turn: tokio::sync::Mutex::new(()),
             pause: Mutex::new(Pause {
                 until: None,
@@ -211,6 +222,11 @@ impl Limiter {
         if self.stopping.is_cancelled() {
             return Err(Closed::Stopping);
         }
+        if priority == Priority::Assign
+            && let Some(slot) = self.ticket()
+        {
+            return Ok(slot);
+        }
         tokio::select! {
             admitted = self.wait_for_slot(priority) => admitted,
             _ = self.stopping.cancelled() => Err(Closed::Stopping),
@@ -224,19 +240,27 @@ impl Limiter {
     /// burst of 1 every late wake-up would be budget lost for good.
     async fn wait_for_slot(&self, priority: Priority) -> Result<Slot, Closed> {
         let started = Instant::now();
-        let _urgent =
-            (priority == Priority::Assign).then(|| UrgentGuard::new(&self.urgent_waiting));
+        let _waiting = match priority {
+            Priority::Assign => Some(WaitingGuard::new(&self.urgent_waiting)),
+            Priority::Claim => Some(WaitingGuard::new(&self.claim_waiting)),
+            Priority::Background => None,
+        };
         loop {
-            if priority == Priority::Background && self.urgent_waiting.load(Ordering::Acquire) > 0 {
-                tokio::time::sleep(self.period).await;
+            if self.outranked(priority) {
+                // A caller that outranks this one takes at most one slot per
+                // period; the loop's claim looks again soon, since a slot
+                // taken late is budget lost.
+                let nap = match priority {
+                    Priority::Claim => self.period.min(CLAIM_NAP),
+                    _ => self.period,
+                };
+                tokio::time::sleep(nap).await;
                 continue;
             }
             let _turn = self.turn.lock().await;
             loop {
-                // A background caller gives its turn up to any assignment call.
-                if priority == Priority::Background
-                    && self.urgent_waiting.load(Ordering::Acquire) > 0
-                {
+                // A caller gives its turn up to any that outranks it.
+                if self.outranked(priority) {
                     break;
                 }
                 if let Some(until) = self.paused_until() {
@@ -272,6 +296,39 @@ impl Limiter {
         }
     }
 
+    /// Whether a caller of higher priority is waiting.
+    fn outranked(&self, priority: Priority) -> bool {
+        let urgent = self.urgent_waiting.load(Ordering::Acquire);
+        match priority {
+            Priority::Assign => false,
+            Priority::Claim => urgent > 0,
+            Priority::Background => urgent + self.claim_waiting.load(Ordering::Acquire) > 0,
+        }
+    }
+
+    /// The slot the processing loop handed to this task, if it still may
+    /// go: not after a 429 pause or a 401 since, and not stale.
+    fn ticket(&self) -> Option<Slot> {
+        let slot = TICKET.try_with(Cell::take).ok().flatten()?;
+        if slot.fresh() && self.paused_until().is_none() && !self.is_closed() {
+            return Some(slot);
+        }
+        self.forfeit(slot);
+        None
+    }
+
+    /// Runs `work` holding `slot`, which its first assignment call then
+    /// uses instead of waiting; returns the slot too if no call used it,
+    /// for the next row.
+    pub async fn with_slot<F: Future>(slot: Slot, work: F) -> (F::Output, Option<Slot>) {
+        TICKET
+            .scope(Cell::new(Some(slot)), async move {
+                let out = work.await;
+                (out, TICKET.with(Cell::take))
+            })
+            .await
+    }
+
     /// Whether a call may go now, else how long until it may: from the
     /// shared budget if there is one, else from this process's GCRA. A
     /// shared budget that cannot be read admits nothing (fail closed).
@@ -282,7 +339,7 @@ impl Limiter {
                 .check()
                 .map_err(|not_until| not_until.wait_time_from(self.clock.now()));
         };
-        let assignment = priority == Priority::Assign;
+        let assignment = priority != Priority::Background;
         match shared.take(self.period, self.tau, assignment).await {
             Ok(None) => Ok(()),
             Ok(Some(wait)) => {
@@ -368,18 +425,23 @@ impl Limiter {
     }
 }
 
-/// Counts a waiting assignment call for as long as it waits, even if the
-/// waiting future is dropped.
-struct UrgentGuard<'a>(&'a AtomicUsize);
+tokio::task_local! {
+    /// The slot a row's task was started with (see [`Limiter::with_slot`]).
+    static TICKET: Cell<Option<Slot>>;
+}
 
-impl<'a> UrgentGuard<'a> {
+/// Counts a waiting call of its priority for as long as it waits, even if
+/// the waiting future is dropped.
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingGuard<'a> {
     fn new(c: &'a AtomicUsize) -> Self {
         c.fetch_add(1, Ordering::AcqRel);
         Self(c)
     }
 }
 
-impl Drop for UrgentGuard<'_> {
+impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }

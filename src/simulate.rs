@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::helpcrunch::types::{Chat, timestamp_from_value};
-use crate::rules::{RoutingState, Rules, Verdict, decide};
+use crate::rules::{LastAgent, RoutingState, Rules, Verdict, decide};
 
 /// One chat to replay: a chat object as `GET /chats/{id}` returns it, plus
 /// optional `at` (when to decide; RFC 3339 or Unix seconds) and `attrs`.
@@ -70,7 +70,7 @@ pub struct Replay {
 /// Replays `chats` in order. `default_at` is used for chats without `at`.
 pub fn replay(rules: &Rules, chats: &[SimChat], default_at: Timestamp) -> Replay {
     let mut state = RoutingState::default();
-    let mut customers: HashMap<String, String> = HashMap::new();
+    let mut customers: HashMap<String, LastAgent> = HashMap::new();
     let mut outcomes = Vec::new();
     for (i, c) in chats.iter().enumerate() {
         // A fixed seed per position keeps `random` repeatable.
@@ -81,12 +81,12 @@ pub fn replay(rules: &Rules, chats: &[SimChat], default_at: Timestamp) -> Replay
 }
 
 /// One chat through the rules; `customers` remembers each customer's last
-/// agent, as the worker's outcomes do.
+/// agent and when, as the worker's `customer_agent` table does.
 fn replay_one(
     rules: &Rules,
     c: &SimChat,
     state: &mut RoutingState,
-    customers: &mut HashMap<String, String>,
+    customers: &mut HashMap<String, LastAgent>,
     default_at: Timestamp,
 ) -> SimOutcome {
     let mut context = c.chat.rules_context(&c.attrs);
@@ -101,11 +101,12 @@ fn replay_one(
             reason: why.into(),
         };
     }
-    let d = decide(rules, &context, state, c.at.unwrap_or(default_at));
+    let now = c.at.unwrap_or(default_at);
+    let d = decide(rules, &context, state, now);
     // The same move the worker makes after a successful assignment.
-    let agent = state.apply(rules, &d).map(|a| a.agent);
+    let agent = state.apply(rules, &d, now).map(|a| a.agent);
     if let (Some(k), Some(name)) = (key, &agent) {
-        customers.insert(k, name.clone());
+        customers.insert(k, LastAgent::new(name.clone(), Some(now)));
     }
     SimOutcome {
         chat_id: c.chat.id.0,

@@ -383,3 +383,54 @@ fn explain_sends_every_fixture_chat_where_it_should() {
         }
     }
 }
+
+/// `simulate` moves its state as the worker does, on the chats' own clock:
+/// `max_per_hour` counts the replayed assignments of the sliding hour, and
+/// `sticky` forgets a customer's agent after `sticky_for`.
+#[test]
+fn simulate_honours_hourly_caps_and_sticky_for_on_its_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[agents]\nalice = { id = 1, max_per_hour = 2 }\nbob = { id = 2 }\n\
+         [pools.capped]\nagents = [\"alice\"]\n\
+         [pools.sticky]\nagents = [\"alice\", \"bob\"]\nstrategy = \"sticky\"\nsticky_for = \"1d\"\n\
+         [[rule]]\nname = \"sticky\"\nmatch = { attr.kind = \"sticky\" }\nassign = \"pool:sticky\"\n\
+         [[rule]]\nname = \"capped\"\nassign = \"pool:capped\"\n",
+    )
+    .unwrap();
+    let line = |id: i64, at: &str, customer: i64, kind: &str| {
+        format!(
+            r#"{{"id": {id}, "status": "new", "assignee": null, "customer": {{"id": {customer}}}, "at": "{at}", "attrs": {{"kind": "{kind}"}}}}"#
+        )
+    };
+    let chats = [
+        line(1, "2026-06-03T10:00:00Z", 7, "capped"),
+        line(2, "2026-06-03T10:10:00Z", 7, "capped"),
+        line(3, "2026-06-03T10:20:00Z", 7, "capped"),
+        line(4, "2026-06-03T11:05:00Z", 7, "capped"),
+        // Customer 8: alice first, alice again by sticky, then, three
+        // days on, round-robin after alice.
+        line(5, "2026-06-03T12:00:00Z", 8, "sticky"),
+        line(6, "2026-06-03T13:00:00Z", 8, "sticky"),
+        line(7, "2026-06-06T13:00:00Z", 8, "sticky"),
+    ];
+    let file = dir.path().join("chats.jsonl");
+    std::fs::write(&file, chats.join("\n")).unwrap();
+    let out = simulate(&rules, &file, &["--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let outcomes = v["result"]["outcomes"].as_array().unwrap();
+    let agents: Vec<Option<&str>> = outcomes.iter().map(|o| o["agent"].as_str()).collect();
+    let alice = Some("alice");
+    assert_eq!(
+        agents,
+        [alice, alice, None, alice, alice, alice, Some("bob")],
+        "{out}"
+    );
+    assert_eq!(
+        outcomes[2]["reason"],
+        "rule `capped`: pool `capped` has no available agent (when_full = wait); \
+         at hourly cap: alice (2/2 this hour)"
+    );
+}

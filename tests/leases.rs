@@ -61,6 +61,7 @@ async fn an_expired_lease_is_taken_over_and_the_late_owner_is_fenced() {
                 next: Next::Dead,
                 last_error: Some("late".into()),
                 waiting: None,
+                priority: None,
                 outcomes: vec![NewOutcome::new(row.chat_id, OutcomeResult::Failed)],
                 assigned: None,
             })

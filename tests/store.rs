@@ -104,6 +104,9 @@ both!(
     follow_ups_are_claimed_and_settled,
     listings_and_pruning,
     reconciliation_merges_what_its_search_cannot_know,
+    claims_take_priority_then_age_and_waiting_rows_keep_their_rules_priority,
+    hourly_counts_come_from_outcomes_and_reservations,
+    customers_past_sticky_for_are_forgotten,
 );
 
 fn item(chat_id: i64) -> NewQueueItem {
@@ -145,6 +148,7 @@ fn settlement(queue_id: i64, lease: &LeaseKey, next: Next) -> Settlement<'_> {
         next,
         last_error: None,
         waiting: None,
+        priority: None,
         outcomes: vec![NewOutcome::new(ChatId(7), OutcomeResult::Assigned)],
         assigned: None,
     }
@@ -197,6 +201,63 @@ async fn claims_are_exclusive_between_claimers(f: Fixture) {
         }
     }
     assert_eq!(seen.len(), 60);
+}
+
+async fn claims_take_priority_then_age_and_waiting_rows_keep_their_rules_priority(f: Fixture) {
+    let with = |chat_id: i64, priority: i64| NewQueueItem {
+        chat_id: ChatId(chat_id),
+        priority,
+        ..NewQueueItem::default()
+    };
+    let items = [with(1, 0), with(2, 5), with(3, 0), with(4, 0), with(5, 3)];
+    f.store.enqueue(&items).await.unwrap();
+    // 25 minutes old: two levels gained (one per 10 minutes), so above 1 and 3.
+    let aged = "UPDATE queue SET enqueued_at = enqueued_at - 1500000 WHERE chat_id = 4";
+    assert_eq!(f.producer(aged).await.unwrap(), 1);
+    let mut order = Vec::new();
+    for epoch in 0..5 {
+        let row = f.store.claim(&key("a", epoch), LEASE, 1).await.unwrap();
+        order.push(row[0].chat_id.0);
+    }
+    assert_eq!(order, [2, 5, 4, 1, 3]);
+
+    // A chat that waits keeps its rule's priority (raised, never lowered).
+    f.store.enqueue(&[with(10, 0)]).await.unwrap();
+    let (row, claim) = claim_one(&f).await;
+    let mut wait = settlement(
+        row.id,
+        &claim,
+        Next::Retry {
+            at_ms: 0,
+            count_attempt: false,
+        },
+    );
+    wait.priority = Some(7);
+    assert!(f.store.settle(&wait).await.unwrap());
+    f.store.enqueue(&[with(11, 6)]).await.unwrap();
+    let b1 = key("b", 1);
+    let first = f.store.claim(&b1, LEASE, 1).await.unwrap();
+    assert_eq!(
+        first[0].chat_id.0, 10,
+        "the waiting chat's rule priority 7 beats 6"
+    );
+    assert_eq!(first[0].priority, 7);
+    let mut lower = settlement(
+        first[0].id,
+        &b1,
+        Next::Retry {
+            at_ms: 0,
+            count_attempt: false,
+        },
+    );
+    lower.priority = Some(-3);
+    assert!(f.store.settle(&lower).await.unwrap());
+    let again = f.store.claim(&key("b", 2), LEASE, 2).await.unwrap();
+    assert_eq!(again[0].chat_id.0, 10);
+    assert_eq!(
+        again[0].priority, 7,
+        "a lower rule priority never lowers the row's"
+    );
 }
 
 async fn settle_is_fenced_by_the_claim(f: Fixture) {
@@ -284,8 +345,8 @@ async fn an_assignment_moves_routing_state_and_queues_messages(f: Fixture) {
             .customer_last_agent("id:c1")
             .await
             .unwrap()
-            .as_deref(),
-        Some("bob")
+            .map(|l| (l.name, l.at.is_some())),
+        Some(("bob".to_string(), true))
     );
     let sent = f.store.claim_outbox("a", LEASE, 8).await.unwrap();
     assert_eq!(sent.len(), 1);
@@ -522,4 +583,87 @@ async fn postgres_budget_spaces_calls_and_shares_a_pause() {
     f.store.pause_budget(Duration::from_secs(30)).await.unwrap();
     let paused = take(true).await.unwrap().expect("paused");
     assert!(paused > Duration::from_secs(25), "{paused:?}");
+}
+
+/// Settles chat `chat` as assigned to `agent`, its outcome naming the agent.
+async fn settle_to(f: &Fixture, chat: i64, agent: &str) {
+    f.store.enqueue(&[item(chat)]).await.unwrap();
+    let (row, claim) = claim_one(f).await;
+    let mut s = settlement(row.id, &claim, Next::Done);
+    let mut failed = NewOutcome::new(ChatId(chat), OutcomeResult::Failed);
+    failed.agent = Some(agent.into());
+    let mut assigned = NewOutcome::new(ChatId(chat), OutcomeResult::Assigned);
+    assigned.agent = Some(agent.into());
+    s.outcomes = vec![failed, assigned];
+    s.assigned = Some(Assigned {
+        opened: Some((ChatId(chat), agent.into())),
+        ..Assigned::default()
+    });
+    assert!(f.store.settle(&s).await.unwrap());
+}
+
+/// `max_per_hour` counts the `assigned` outcomes after the instant asked,
+/// and the seats reserved under the routing lock whose call has not
+/// settled (another daemon's, in flight): each assignment once.
+async fn hourly_counts_come_from_outcomes_and_reservations(f: Fixture) {
+    let since = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+    let counts = |recent: std::collections::HashMap<String, Vec<jiff::Timestamp>>| {
+        let mut v: Vec<(String, usize)> = recent.into_iter().map(|(a, t)| (a, t.len())).collect();
+        v.sort();
+        v
+    };
+    settle_to(&f, 1, "bob").await;
+    let (held, _) = f.store.lock_routing().await.unwrap();
+    let reserved = Assigned {
+        opened: Some((ChatId(2), "amy".into())),
+        ..Assigned::default()
+    };
+    held.reserve(&reserved).await.unwrap();
+    let expected = vec![("amy".to_string(), 1), ("bob".to_string(), 1)];
+    assert_eq!(
+        counts(f.store.recent_assignments(since).await.unwrap()),
+        expected
+    );
+    let (mut held, _) = f.store.lock_routing().await.unwrap();
+    let locked = held.recent_assignments(since).await.unwrap();
+    held.release().await.unwrap();
+    assert_eq!(counts(locked), expected, "the same under the lock");
+    // The reserved call succeeds: its outcome replaces the reservation.
+    settle_to(&f, 2, "amy").await;
+    assert_eq!(
+        counts(f.store.recent_assignments(since).await.unwrap()),
+        expected
+    );
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    assert!(f.store.recent_assignments(later).await.unwrap().is_empty());
+}
+
+/// The retention job forgets the customers' agents older than the longest
+/// `sticky_for` it passes, and keeps the others.
+async fn customers_past_sticky_for_are_forgotten(f: Fixture) {
+    let customer = |key: &str| Assigned {
+        customer: Some((key.into(), "bob".into())),
+        ..Assigned::default()
+    };
+    settle_assigned(&f, 1, customer("id:old")).await;
+    f.producer("UPDATE customer_agent SET at = at - 86400000 WHERE customer = 'id:old'")
+        .await
+        .unwrap();
+    settle_assigned(&f, 2, customer("id:new")).await;
+    let forgotten = f.store.prune_customers(now_ms() - 3_600_000).await.unwrap();
+    assert_eq!(forgotten, 1);
+    assert!(
+        f.store
+            .customer_last_agent("id:old")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        f.store
+            .customer_last_agent("id:new")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use assignd::diag::Location;
 use assignd::rules::{
-    Agent, ChatContext, Pool, RoutingState, Rule, Rules, Strategy, Target, Verdict, WhenFull,
-    decide,
+    Agent, ChatContext, LastAgent, Pool, RoutingState, Rule, Rules, Strategy, Target, Verdict,
+    WhenFull, decide,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -19,6 +19,7 @@ fn agent(i: usize, weight: u32, max_open: Option<u32>, skills: &[&str]) -> Agent
         schedule: None,
         weight,
         max_open,
+        max_per_hour: None,
     }
 }
 
@@ -36,9 +37,12 @@ fn rules(agents: Vec<Agent>, members: Vec<usize>, strategy: Strategy, skills: &[
             max_open: None,
             reassign_after: None,
             max_reassign: 1,
+            max_per_hour: None,
+            sticky_for: assignd::rules::DEFAULT_STICKY_FOR,
         }],
         rules: vec![Rule {
             name: "all".into(),
+            priority: 0,
             conditions: Vec::new(),
             target: Target::Pool(0),
             require_skills: skills.iter().map(|s| s.to_string()).collect(),
@@ -163,7 +167,7 @@ proptest! {
             state.open.insert(name, *open);
         }
         state.last_pick.insert("p".into(), format!("a{last}"));
-        let chat = ChatContext { last_agent: Some(format!("a{sticky}")), ..ChatContext::default() };
+        let chat = ChatContext { last_agent: Some(LastAgent::new(format!("a{sticky}"), None)), ..ChatContext::default() };
         let eligible = |i: usize| {
             let (away, unusable, open, skilled) = flags[i];
             !away && !unusable && open < 2 && skilled

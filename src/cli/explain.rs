@@ -15,6 +15,7 @@ use crate::domain::ChatId;
 use crate::helpcrunch::Client;
 use crate::helpcrunch::types::Chat;
 use crate::limiter::{Limiter, Priority};
+use crate::rules::decide::hour_before;
 use crate::rules::{self, ChatContext, RoutingState};
 use crate::simulate::SimChat;
 
@@ -59,8 +60,8 @@ pub(super) async fn run(config_path: &Path, args: Args) -> Result<(), Failure> {
     };
     attrs.extend(args.attrs);
     let mut context = chat.rules_context(&attrs);
-    let state = routing_state(&config, &mut context).await?;
     let now = args.at.or(file_at).unwrap_or_else(Timestamp::now);
+    let state = routing_state(&config, &mut context, now).await?;
     let (_, explanation) = rules::explain::explain(&rules, &context, &state, now);
     let skip = if chat.is_closed() {
         Some("the chat is closed: the worker would skip it".to_string())
@@ -88,11 +89,13 @@ pub(super) async fn run(config_path: &Path, args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The daemon's routing state from the database, if there is one; a fresh
-/// state otherwise. Nothing is written.
+/// The daemon's routing state from the database, if there is one, with
+/// the assignments of the hour before `now`; a fresh state otherwise.
+/// Nothing is written.
 async fn routing_state(
     config: &Config,
     context: &mut ChatContext,
+    now: Timestamp,
 ) -> Result<RoutingState, Failure> {
     if let DatabaseLocation::Sqlite(path) = config.database()
         && !path.exists()
@@ -110,8 +113,15 @@ async fn routing_state(
             .await
             .context("cannot read the customer's agent")?;
     }
+    let recent = store
+        .recent_assignments(hour_before(now))
+        .await
+        .context("cannot read the last hour's assignments")?;
     store.close().await;
-    Ok(stored.into_state())
+    Ok(RoutingState {
+        recent,
+        ..stored.into_state()
+    })
 }
 
 /// One `GET /chats/{id}`: a single call, well inside any budget.

@@ -17,6 +17,7 @@ use super::template::{Placeholder, Template};
 use super::{Agent, Pool, Reply, Rule, Rules, Strategy, Target, WhenFull};
 use crate::diag::{Location, SourceError};
 use crate::domain::AgentId;
+use crate::duration::HumanDuration;
 
 /// Where each name is defined, for duplicate errors.
 pub(super) struct Names {
@@ -166,6 +167,7 @@ fn compile_agent(
         schedule,
         weight: raw.weight.as_ref().map_or(1, |w| *w.get_ref()),
         max_open: raw.max_open,
+        max_per_hour: per_hour(f, raw.max_per_hour.as_ref())?,
     })
 }
 
@@ -237,6 +239,7 @@ fn compile_rule(
     check_next_open(f, raw, note.as_ref(), reply.as_ref(), schedule)?;
     Ok(Rule {
         name: raw.name.get_ref().clone(),
+        priority: raw.priority,
         conditions,
         target,
         require_skills: raw.require_skills.clone(),
@@ -390,7 +393,39 @@ fn compile_pool(f: &File, name: &str, raw: &RawPool, names: &Names) -> Result<Po
         max_open: raw.max_open,
         reassign_after: raw.reassign_after.as_ref().map(|r| r.get_ref().0),
         max_reassign: raw.max_reassign.as_ref().map_or(1, |m| *m.get_ref()),
+        max_per_hour: per_hour(f, raw.max_per_hour.as_ref())?,
+        sticky_for: sticky_for(f, raw.sticky_for.as_ref())?,
     })
+}
+
+/// `max_per_hour`: a whole number of assignments, at least 1 (a cap of 0
+/// would be an agent who never gets a chat: leave them out of the pool).
+fn per_hour(f: &File, raw: Option<&Spanned<i64>>) -> Result<Option<u32>, SourceError> {
+    let Some(n) = raw else { return Ok(None) };
+    match u32::try_from(*n.get_ref()) {
+        Ok(cap) if cap >= 1 => Ok(Some(cap)),
+        _ => Err(f.err(
+            n.span(),
+            format!(
+                "`max_per_hour` must be a whole number of assignments from 1 to {}, not {}",
+                u32::MAX,
+                n.get_ref()
+            ),
+        )),
+    }
+}
+
+fn sticky_for(
+    f: &File,
+    raw: Option<&Spanned<HumanDuration>>,
+) -> Result<std::time::Duration, SourceError> {
+    let Some(d) = raw else {
+        return Ok(super::DEFAULT_STICKY_FOR);
+    };
+    if d.get_ref().0.is_zero() {
+        return Err(f.err(d.span(), "`sticky_for` must be longer than zero"));
+    }
+    Ok(d.get_ref().0)
 }
 
 fn check_reassign(f: &File, raw: &RawPool) -> Result<(), SourceError> {

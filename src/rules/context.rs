@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
+
 use crate::domain::{AgentId, ChatId};
 
 /// A text value with its lower-case form precomputed.
@@ -42,7 +44,24 @@ pub struct ChatContext {
     pub assignee: Option<AgentId>,
     /// The agent who last had a chat of this customer, for `sticky`; the
     /// caller fills it in from its history.
-    pub last_agent: Option<String>,
+    pub last_agent: Option<LastAgent>,
+}
+
+/// Who last had a chat of the customer, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastAgent {
+    pub name: String,
+    /// When they got it; `None` when unknown, which counts as recent.
+    pub at: Option<Timestamp>,
+}
+
+impl LastAgent {
+    pub fn new(name: impl Into<String>, at: Option<Timestamp>) -> Self {
+        Self {
+            name: name.into(),
+            at,
+        }
+    }
 }
 
 impl ChatContext {

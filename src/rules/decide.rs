@@ -6,8 +6,9 @@
 //! weights) is returned in the [`Verdict`] for the caller to apply.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::context::ChatContext;
 use super::matcher::{Condition, first_failing};
@@ -27,11 +28,42 @@ pub struct RoutingState {
     pub open: HashMap<String, u32>,
     /// Pool name -> agent name -> current weight, for `weighted`.
     pub weights: HashMap<String, HashMap<String, i64>>,
+    /// Agent name -> the instants of its assignments within the last hour
+    /// (at least), oldest first, for `max_per_hour`.
+    pub recent: HashMap<String, Vec<Timestamp>>,
     /// Randomness for `random`, drawn by the caller for each decision.
     pub entropy: u64,
 }
 
+/// The window `max_per_hour` counts in.
+pub const HOUR: SignedDuration = SignedDuration::from_hours(1);
+
+/// The start of the hour that ends at `now` (excluded from it).
+pub fn hour_before(now: Timestamp) -> Timestamp {
+    now.saturating_sub(HOUR).unwrap_or(Timestamp::MIN)
+}
+
 impl RoutingState {
+    /// `agent`'s assignments within the hour up to `now`: (now - 1h, now].
+    pub fn assigned_last_hour(&self, agent: &str, now: Timestamp) -> u32 {
+        let Some(times) = self.recent.get(agent) else {
+            return 0;
+        };
+        let from = times.partition_point(|t| *t <= hour_before(now));
+        let to = times.partition_point(|t| *t <= now);
+        u32::try_from(to.saturating_sub(from)).unwrap_or(u32::MAX)
+    }
+
+    /// When `agent`'s oldest assignment of the hour up to `now` leaves the
+    /// window, freeing a place under an hourly cap.
+    pub fn hourly_frees_at(&self, agent: &str, now: Timestamp) -> Option<Timestamp> {
+        let times = self.recent.get(agent)?;
+        let from = times.partition_point(|t| *t <= hour_before(now));
+        times
+            .get(from)
+            .map(|t| t.saturating_add(HOUR).unwrap_or(Timestamp::MAX))
+    }
+
     pub fn is_away(&self, agent: &str, now: Timestamp) -> bool {
         match self.away.get(agent) {
             Some(None) => true,
@@ -52,7 +84,15 @@ pub enum CandidateVerdict {
     Away,
     OffShift,
     MissingSkill(String),
-    AtCapacity { open: u32, cap: u32 },
+    AtCapacity {
+        open: u32,
+        cap: u32,
+    },
+    /// `max_per_hour`: `count` assignments in the last hour, `cap` allowed.
+    HourlyCap {
+        count: u32,
+        cap: u32,
+    },
 }
 
 impl CandidateVerdict {
@@ -67,6 +107,9 @@ impl CandidateVerdict {
             CandidateVerdict::MissingSkill(s) => format!("missing skill `{s}`"),
             CandidateVerdict::AtCapacity { open, cap } => {
                 format!("at capacity ({open} open, max {cap})")
+            }
+            CandidateVerdict::HourlyCap { count, cap } => {
+                format!("at hourly cap ({count}/{cap} this hour)")
             }
         }
     }
@@ -104,12 +147,18 @@ pub enum Verdict {
     NoCandidate {
         pool: Option<usize>,
         when_full: WhenFull,
+        /// The members left out by `max_per_hour`, so the reason can say
+        /// why the chat waits (their places come back within the hour).
+        hourly: Vec<HourlyCapped>,
     },
     /// The rule says `assign = "none"`.
     Nobody,
     /// No rule matched.
     NoMatch,
 }
+
+/// A member at its hourly cap: (agent index, assignments this hour, cap).
+pub type HourlyCapped = (usize, u32, u32);
 
 /// An assignment's agent, pool and the pool's new weights (indexes into `Rules`).
 pub type Assignment<'v> = (usize, Option<usize>, Option<&'v [(String, i64)]>);
@@ -172,12 +221,27 @@ impl Decision {
             } => {
                 format!("rule `{rule}` assigns {}", rules.agents[*agent].name)
             }
-            Verdict::NoCandidate { pool, when_full } => {
+            Verdict::NoCandidate {
+                pool,
+                when_full,
+                hourly,
+            } => {
                 let target = pool
                     .map(|p| format!("pool `{}`", rules.pools[p].name))
                     .unwrap_or("the agent".into());
+                let capped: Vec<String> = hourly
+                    .iter()
+                    .map(|(a, count, cap)| {
+                        format!("{} ({count}/{cap} this hour)", rules.agents[*a].name)
+                    })
+                    .collect();
+                let capped = if capped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; at hourly cap: {}", capped.join(", "))
+                };
                 format!(
-                    "rule `{rule}`: {target} has no available agent (when_full = {})",
+                    "rule `{rule}`: {target} has no available agent (when_full = {}){capped}",
                     when_full.name()
                 )
             }
@@ -201,7 +265,7 @@ pub fn decide_observed<O: Observer>(
     observer: &mut O,
 ) -> Decision {
     // A `when_full = "next"` rule that fell through, reported if nothing later decides.
-    let mut overflowed: Option<(usize, Option<usize>)> = None;
+    let mut overflowed: Option<(usize, Option<usize>, Vec<HourlyCapped>)> = None;
     let may_match = if O::SEES_EVERY_RULE {
         None
     } else {
@@ -225,16 +289,17 @@ pub fn decide_observed<O: Observer>(
                     verdict,
                 };
             }
-            RuleOutcome::Overflowed(pool) => overflowed = Some((index, pool)),
+            RuleOutcome::Overflowed(pool, hourly) => overflowed = Some((index, pool, hourly)),
         }
     }
     match overflowed {
         // Overflow with nowhere left to go: leave it, visibly.
-        Some((rule, pool)) => Decision {
+        Some((rule, pool, hourly)) => Decision {
             rule: Some(rule),
             verdict: Verdict::NoCandidate {
                 pool,
                 when_full: WhenFull::Leave,
+                hourly,
             },
         },
         None => Decision {
@@ -248,7 +313,7 @@ pub fn decide_observed<O: Observer>(
 enum RuleOutcome {
     Decided(Verdict),
     /// No candidate, and `when_full = "next"`: try the later rules.
-    Overflowed(Option<usize>),
+    Overflowed(Option<usize>, Vec<HourlyCapped>),
 }
 
 /// The verdict of rule `index`, which matched the chat.
@@ -271,11 +336,13 @@ fn decide_rule<O: Observer>(
     };
     let pool = pool_index.map(|p| &rules.pools[p]);
     let when_full = pool.map_or(WhenFull::Wait, |p| p.when_full);
-    let candidates = kept(rules, index, members, pool, state, now, observer);
+    let (candidates, hourly) = kept(rules, index, members, pool, state, now, observer);
     let picked = match pool {
         None => candidates.first().map(|c| (c.index, None, None)),
-        Some(pool) => pick(pool, &candidates, chat, state).inspect(|_| {
-            observer.picked(index, &|| explain_pick(pool, &candidates, chat, state));
+        Some(pool) => pick(pool, &candidates, chat, state, now).inspect(|_| {
+            observer.picked(index, &|| {
+                super::explain::explain_pick(pool, &candidates, chat, state, now)
+            });
         }),
     };
     match picked {
@@ -285,16 +352,17 @@ fn decide_rule<O: Observer>(
             previous,
             weights,
         }),
-        None if when_full == WhenFull::Next => RuleOutcome::Overflowed(pool_index),
+        None if when_full == WhenFull::Next => RuleOutcome::Overflowed(pool_index, hourly),
         None => RuleOutcome::Decided(Verdict::NoCandidate {
             pool: pool_index,
             when_full,
+            hourly,
         }),
     }
 }
 
 /// The members of rule `index`'s target who may take a chat now, each
-/// judged aloud to `observer`.
+/// judged aloud to `observer`; and those left out by their hourly cap.
 fn kept<'r, O: Observer>(
     rules: &'r Rules,
     index: usize,
@@ -303,21 +371,25 @@ fn kept<'r, O: Observer>(
     state: &RoutingState,
     now: Timestamp,
     observer: &mut O,
-) -> Vec<Candidate<'r>> {
+) -> (Vec<Candidate<'r>>, Vec<HourlyCapped>) {
     let skills = &rules.rules[index].require_skills;
     // Sized once: growing it from a filter costs two reallocations.
     let mut candidates: Vec<Candidate> = Vec::with_capacity(members.len());
+    let mut hourly = Vec::new();
     for &a in members {
         let verdict = judge(rules, a, pool, skills, state, now);
         observer.candidate(index, a, &verdict);
-        if verdict == CandidateVerdict::Kept {
-            candidates.push(candidate(rules, a, state));
+        match verdict {
+            CandidateVerdict::Kept => candidates.push(candidate(rules, a, state)),
+            // Rare, so the empty list costs nothing on the usual path.
+            CandidateVerdict::HourlyCap { count, cap } => hourly.push((a, count, cap)),
+            _ => {}
         }
     }
-    candidates
+    (candidates, hourly)
 }
 
-type Pick = (usize, Option<String>, Option<Weights>);
+pub(super) type Pick = (usize, Option<String>, Option<Weights>);
 
 /// The next agent for a chat nobody answered: the pool's strategy among its
 /// candidates, leaving out the agents who already had the chat. Returns the
@@ -340,7 +412,7 @@ pub fn reassign_pick(
         .filter(|&a| judge(rules, a, Some(p), require_skills, state, now) == CandidateVerdict::Kept)
         .map(|a| candidate(rules, a, state))
         .collect();
-    pick(p, &candidates, chat, state).map(|(agent, _, weights)| (agent, weights))
+    pick(p, &candidates, chat, state, now).map(|(agent, _, weights)| (agent, weights))
 }
 
 fn candidate<'r>(rules: &'r Rules, a: usize, state: &RoutingState) -> Candidate<'r> {
@@ -353,11 +425,12 @@ fn candidate<'r>(rules: &'r Rules, a: usize, state: &RoutingState) -> Candidate<
     }
 }
 
-fn pick(
+pub(super) fn pick(
     pool: &Pool,
     candidates: &[Candidate],
     chat: &ChatContext,
     state: &RoutingState,
+    now: Timestamp,
 ) -> Option<Pick> {
     let last = state.last_pick.get(&pool.name).map(String::as_str);
     let previous = last.map(str::to_string);
@@ -373,57 +446,26 @@ fn pick(
         Strategy::Random => {
             strategy::random(candidates, state.entropy).map(|c| (c.index, previous, None))
         }
-        Strategy::Sticky => strategy::sticky(candidates, chat.last_agent.as_deref(), last)
-            .map(|c| (c.index, previous, None)),
+        Strategy::Sticky => {
+            let remembered = chat.last_agent.as_ref().and_then(|l| {
+                let forgotten = sticky_age(pool, l.at, now).is_some_and(|(old, _)| old);
+                (!forgotten).then_some(l.name.as_str())
+            });
+            strategy::sticky(candidates, remembered, last).map(|c| (c.index, previous, None))
+        }
     }
 }
 
-/// The strategy's reasoning in words, for `explain`.
-fn explain_pick(
+/// How long ago the customer's last agent had them (`at`), and whether that
+/// is longer than `pool` remembers; `None` when the time is unknown (which
+/// counts as recent: a row written before times were kept).
+pub(super) fn sticky_age(
     pool: &Pool,
-    candidates: &[Candidate],
-    chat: &ChatContext,
-    state: &RoutingState,
-) -> String {
-    let last = state.last_pick.get(&pool.name).map(String::as_str);
-    let Some((picked, _, _)) = pick(pool, candidates, chat, state) else {
-        return "no candidate".into();
-    };
-    let name = candidates
-        .iter()
-        .find(|c| c.index == picked)
-        .map_or("?", |c| c.name);
-    let last_text = last.unwrap_or("nobody yet");
-    match pool.strategy {
-        Strategy::RoundRobin => format!("round-robin: last was {last_text} -> {name}"),
-        Strategy::LeastOpen => {
-            let counts: Vec<String> = candidates
-                .iter()
-                .map(|c| format!("{} {}", c.name, c.open))
-                .collect();
-            format!(
-                "least-open: open chats {} (ties after {last_text}) -> {name}",
-                counts.join(", ")
-            )
-        }
-        Strategy::Weighted => {
-            let weights: Vec<String> = candidates
-                .iter()
-                .map(|c| format!("{} x{}", c.name, c.weight))
-                .collect();
-            format!("weighted: {} -> {name}", weights.join(", "))
-        }
-        Strategy::Random => format!("random among {} candidates -> {name}", candidates.len()),
-        Strategy::Sticky => match chat.last_agent.as_deref() {
-            Some(prev) if prev == name => format!("sticky: the customer's last agent -> {name}"),
-            Some(prev) => format!(
-                "sticky: the customer's last agent {prev} is not a candidate; round-robin after {last_text} -> {name}"
-            ),
-            None => format!(
-                "sticky: no earlier agent for this customer; round-robin after {last_text} -> {name}"
-            ),
-        },
-    }
+    at: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<(bool, Duration)> {
+    let age = Duration::try_from(now.duration_since(at?)).unwrap_or(Duration::ZERO);
+    Some((age > pool.sticky_for, age))
 }
 
 fn judge(
@@ -460,6 +502,16 @@ fn judge(
         let open = state.open.get(&a.name).copied().unwrap_or(0);
         if open >= cap {
             return CandidateVerdict::AtCapacity { open, cap };
+        }
+    }
+    let hourly = match pool {
+        Some(p) => p.hourly_cap(a),
+        None => a.max_per_hour,
+    };
+    if let Some(cap) = hourly {
+        let count = state.assigned_last_hour(&a.name, now);
+        if count >= cap {
+            return CandidateVerdict::HourlyCap { count, cap };
         }
     }
     CandidateVerdict::Kept

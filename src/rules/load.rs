@@ -124,6 +124,7 @@ pub(super) struct RawAgent {
     pub(super) schedule: Option<Spanned<String>>,
     pub(super) weight: Option<Spanned<u32>>,
     pub(super) max_open: Option<u32>,
+    pub(super) max_per_hour: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +153,8 @@ pub(super) struct RawPool {
     pub(super) max_open: Option<u32>,
     pub(super) reassign_after: Option<Spanned<HumanDuration>>,
     pub(super) max_reassign: Option<Spanned<u32>>,
+    pub(super) max_per_hour: Option<Spanned<i64>>,
+    pub(super) sticky_for: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +164,8 @@ pub(super) struct RawRule {
     #[serde(rename = "match")]
     pub(super) matches: Option<Spanned<RawValue>>,
     pub(super) assign: Spanned<String>,
+    #[serde(default)]
+    pub(super) priority: i64,
     #[serde(default)]
     pub(super) require_skills: Vec<String>,
     pub(super) note: Option<Spanned<String>>,
@@ -304,5 +309,99 @@ assign = "a"
                 "not"
             ]
         );
+    }
+
+    const ONE_POOL: &str = "[agents]\na = { id = 1 }\n[pools.p]\nagents = [\"a\"]\n";
+
+    #[test]
+    fn priority_is_an_integer_zero_by_default_and_may_be_negative() {
+        let r = load(&[(
+            "r.toml",
+            &format!(
+                "{ONE_POOL}[[rule]]\nname = \"urgent\"\npriority = 10\nassign = \"pool:p\"\n\
+                 [[rule]]\nname = \"low\"\npriority = -5\nassign = \"a\"\n\
+                 [[rule]]\nname = \"plain\"\nassign = \"a\"\n"
+            ),
+        )])
+        .unwrap();
+        let p: Vec<i64> = r.rules.iter().map(|r| r.priority).collect();
+        assert_eq!(p, [10, -5, 0]);
+        let err = load(&[(
+            "r.toml",
+            "[agents]\na = { id = 1 }\n[[rule]]\nname = \"x\"\npriority = \"high\"\nassign = \"a\"\n",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("r.toml:5:12: "), "{err}");
+    }
+
+    #[test]
+    fn max_per_hour_on_agents_and_pools_with_the_agents_winning() {
+        let r = load(&[(
+            "r.toml",
+            "[agents]\na = { id = 1, max_per_hour = 3 }\nb = { id = 2 }\n\
+             [pools.p]\nagents = [\"a\", \"b\"]\nmax_per_hour = 5\n\
+             [[rule]]\nname = \"all\"\nassign = \"pool:p\"\n",
+        )])
+        .unwrap();
+        let p = &r.pools[0];
+        assert_eq!(p.max_per_hour, Some(5));
+        assert_eq!(p.hourly_cap(&r.agents[0]), Some(3), "the agent's own wins");
+        assert_eq!(p.hourly_cap(&r.agents[1]), Some(5));
+    }
+
+    #[test]
+    fn max_per_hour_must_be_at_least_one() {
+        let rule = "[[rule]]\nname = \"all\"\nassign = \"pool:p\"\n";
+        for (text, at) in [
+            (
+                format!(
+                    "[agents]\na = {{ id = 1, max_per_hour = 0 }}\n[pools.p]\nagents = [\"a\"]\n{rule}"
+                ),
+                "r.toml:2:30",
+            ),
+            (
+                format!(
+                    "[agents]\na = {{ id = 1, max_per_hour = -2 }}\n[pools.p]\nagents = [\"a\"]\n{rule}"
+                ),
+                "r.toml:2:30",
+            ),
+            (format!("{ONE_POOL}max_per_hour = 0\n{rule}"), "r.toml:5:16"),
+        ] {
+            let err = load(&[("r.toml", &text)]).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "{at}: `max_per_hour` must be a whole number of assignments from 1"
+                )),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn sticky_for_is_a_duration_of_30_days_by_default() {
+        let rule = "[[rule]]\nname = \"all\"\nassign = \"pool:p\"\n";
+        let r = load(&[("r.toml", &format!("{ONE_POOL}{rule}"))]).unwrap();
+        assert_eq!(
+            r.pools[0].sticky_for,
+            std::time::Duration::from_secs(30 * 86_400)
+        );
+        let text = format!("{ONE_POOL}strategy = \"sticky\"\nsticky_for = \"36h\"\n{rule}");
+        let r = load(&[("r.toml", &text)]).unwrap();
+        assert_eq!(
+            r.pools[0].sticky_for,
+            std::time::Duration::from_secs(36 * 3600)
+        );
+        for (bad, message) in [
+            ("\"0s\"", "`sticky_for` must be longer than zero"),
+            ("\"soon\"", "`soon` is not a duration"),
+        ] {
+            let text = format!("{ONE_POOL}sticky_for = {bad}\n{rule}");
+            let err = load(&[("r.toml", &text)]).unwrap_err().to_string();
+            assert!(
+                err.starts_with("r.toml:5:14: ") && err.contains(message),
+                "{err}"
+            );
+        }
     }
 }

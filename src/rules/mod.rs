@@ -21,7 +21,7 @@ use jiff::tz::TimeZone;
 
 use crate::diag::Location;
 use crate::domain::AgentId;
-pub use context::ChatContext;
+pub use context::{ChatContext, LastAgent};
 pub use decide::{
     CandidateVerdict, Decision, Observer, RoutingState, Verdict, decide, decide_observed,
     reassign_pick,
@@ -61,6 +61,9 @@ pub struct Agent {
     pub weight: u32,
     /// The agent's own cap on open chats; wins over the pool's.
     pub max_open: Option<u32>,
+    /// The agent's own cap on new assignments in any sliding hour; wins
+    /// over the pool's.
+    pub max_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,12 +129,24 @@ pub struct Pool {
     pub reassign_after: Option<std::time::Duration>,
     /// How many times a chat may be moved on for lack of an answer.
     pub max_reassign: u32,
+    /// Default cap on new assignments per member in any sliding hour.
+    pub max_per_hour: Option<u32>,
+    /// How long `sticky` remembers a customer's agent.
+    pub sticky_for: std::time::Duration,
 }
+
+/// `sticky_for` when a pool does not say.
+pub const DEFAULT_STICKY_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 impl Pool {
     /// An agent's cap in this pool: their own `max_open`, else the pool's.
     pub fn cap(&self, agent: &Agent) -> Option<u32> {
         agent.max_open.or(self.max_open)
+    }
+
+    /// An agent's hourly cap in this pool: their own `max_per_hour`, else the pool's.
+    pub fn hourly_cap(&self, agent: &Agent) -> Option<u32> {
+        agent.max_per_hour.or(self.max_per_hour)
     }
 }
 
@@ -146,6 +161,8 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
+    /// Waiting chats are taken highest priority first (default 0).
+    pub priority: i64,
     /// All must hold; empty matches every chat.
     pub conditions: Vec<Condition>,
     pub target: Target,
@@ -180,6 +197,16 @@ impl Rules {
 
     pub fn pool_by_name(&self, name: &str) -> Option<usize> {
         self.pools.iter().position(|p| p.name == name)
+    }
+
+    /// The longest `sticky_for` of any pool: how long a customer's agent
+    /// can matter to a decision (the default when there is no pool).
+    pub fn longest_sticky_for(&self) -> std::time::Duration {
+        self.pools
+            .iter()
+            .map(|p| p.sticky_for)
+            .max()
+            .unwrap_or(DEFAULT_STICKY_FOR)
     }
 
     pub fn agent_by_id(&self, id: AgentId) -> Option<usize> {

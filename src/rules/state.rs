@@ -1,14 +1,17 @@
 //! The one way a decision changes [`RoutingState`]: an assignment takes a
-//! seat (the agent's open count), advances the pool's rotation and, for
-//! `weighted`, stores the pool's new current weights. The worker, the
+//! seat (the agent's open count), counts towards the agent's hourly cap,
+//! advances the pool's rotation and, for `weighted`, stores the pool's new
+//! current weights. The worker, the
 //! reassignment job and `simulate` all apply decisions through here, so
 //! their state moves the same way; [`RoutingState::undo`] gives a seat back
 //! when the assignment then fails.
 
 use std::collections::HashMap;
 
+use jiff::Timestamp;
+
 use super::Rules;
-use super::decide::{Decision, RoutingState};
+use super::decide::{Decision, RoutingState, hour_before};
 
 /// What applying a decision changed, to give back if the assignment fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +20,8 @@ pub struct Applied {
     pub agent: String,
     /// The pool whose rotation moved, if the agent was picked from one.
     pub pool: Option<String>,
+    /// When: the instant counted towards the agent's hourly cap.
+    pub at: Timestamp,
     previous_pick: Option<String>,
     /// The pool's weights before, when the decision carried new ones.
     previous_weights: Option<HashMap<String, i64>>,
@@ -30,29 +35,34 @@ impl Applied {
 }
 
 impl RoutingState {
-    /// Applies `decision` if it assigns; `None` when it does not.
-    pub fn apply(&mut self, rules: &Rules, decision: &Decision) -> Option<Applied> {
+    /// Applies `decision`, taken at `now`, if it assigns; `None` when it
+    /// does not.
+    pub fn apply(&mut self, rules: &Rules, decision: &Decision, now: Timestamp) -> Option<Applied> {
         let (agent, pool, weights) = decision.verdict.assignment()?;
-        Some(self.apply_pick(rules, agent, pool, weights))
+        Some(self.apply_pick(rules, agent, pool, weights, now))
     }
 
     /// Applies a pick made outside [`decide`](super::decide()) (a
     /// reassignment): `agent` and `pool` index into `rules`, `weights` are
-    /// the pool's new current weights for `weighted`.
+    /// the pool's new current weights for `weighted`, `now` the instant of
+    /// the assignment.
     pub fn apply_pick(
         &mut self,
         rules: &Rules,
         agent: usize,
         pool: Option<usize>,
         weights: Option<&[(String, i64)]>,
+        now: Timestamp,
     ) -> Applied {
         let agent = rules.agents[agent].name.clone();
         let pool = pool.map(|p| rules.pools[p].name.clone());
         *self.open.entry(agent.clone()).or_default() += 1;
+        self.count_assignment(&agent, now);
         let Some(name) = &pool else {
             return Applied {
                 agent,
                 pool,
+                at: now,
                 previous_pick: None,
                 previous_weights: None,
             };
@@ -67,6 +77,7 @@ impl RoutingState {
         Applied {
             agent,
             pool,
+            at: now,
             previous_pick,
             previous_weights,
         }
@@ -79,6 +90,11 @@ impl RoutingState {
         if let Some(n) = self.open.get_mut(&applied.agent) {
             *n = n.saturating_sub(1);
         }
+        if let Some(times) = self.recent.get_mut(&applied.agent)
+            && let Some(i) = times.iter().rposition(|t| *t == applied.at)
+        {
+            times.remove(i);
+        }
         let Some(pool) = applied.pool else { return };
         if self.last_pick.get(&pool) != Some(&applied.agent) {
             return;
@@ -90,6 +106,18 @@ impl RoutingState {
         if let Some(w) = applied.previous_weights {
             self.weights.insert(pool, w);
         }
+    }
+
+    /// Counts an assignment of `agent` at `now` towards its hourly cap,
+    /// and forgets its assignments that left the hour, so the list stays
+    /// as short as the cap.
+    fn count_assignment(&mut self, agent: &str, now: Timestamp) {
+        let times = self.recent.entry(agent.to_string()).or_default();
+        let gone = times.partition_point(|t| *t <= hour_before(now));
+        times.drain(..gone);
+        // Kept in order even if a caller's clock steps back.
+        let at = times.partition_point(|t| *t <= now);
+        times.insert(at, now);
     }
 }
 
@@ -119,6 +147,10 @@ mod tests {
         }
     }
 
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
     fn w(list: &[(&str, i64)]) -> Vec<(String, i64)> {
         list.iter().map(|(a, n)| (a.to_string(), *n)).collect()
     }
@@ -127,7 +159,11 @@ mod tests {
     fn apply_takes_a_seat_and_moves_rotation_and_weights() {
         let rules = rules();
         let mut state = RoutingState::default();
-        let applied = state.apply(&rules, &assign(1, Some(w(&[("ann", 1), ("bob", -1)]))));
+        let applied = state.apply(
+            &rules,
+            &assign(1, Some(w(&[("ann", 1), ("bob", -1)]))),
+            t(0),
+        );
         let applied = applied.expect("an assignment applies");
         assert_eq!(
             (applied.agent.as_str(), applied.pool.as_deref()),
@@ -151,7 +187,7 @@ mod tests {
             rule: None,
             verdict: Verdict::NoMatch,
         };
-        assert_eq!(state.apply(&rules, &none), None);
+        assert_eq!(state.apply(&rules, &none, t(0)), None);
         assert!(state.open.is_empty() && state.last_pick.is_empty());
     }
 
@@ -159,8 +195,18 @@ mod tests {
     fn undo_keeps_rotation_and_weights_that_moved_since() {
         let rules = rules();
         let mut state = RoutingState::default();
-        let first = state.apply(&rules, &assign(0, Some(w(&[("ann", -2), ("bob", 2)]))));
-        let second = state.apply_pick(&rules, 1, Some(0), Some(&w(&[("ann", 1), ("bob", -1)])));
+        let first = state.apply(
+            &rules,
+            &assign(0, Some(w(&[("ann", -2), ("bob", 2)]))),
+            t(0),
+        );
+        let second = state.apply_pick(
+            &rules,
+            1,
+            Some(0),
+            Some(&w(&[("ann", 1), ("bob", -1)])),
+            t(1),
+        );
         // The first fails after the second moved the pool: only its seat goes back.
         state.undo(first.unwrap());
         assert_eq!(state.open["ann"], 0);
@@ -178,10 +224,34 @@ mod tests {
     fn a_direct_assignment_moves_only_the_seat() {
         let rules = rules();
         let mut state = RoutingState::default();
-        let applied = state.apply_pick(&rules, 0, None, None);
+        let applied = state.apply_pick(&rules, 0, None, None, t(0));
         assert_eq!(state.open["ann"], 1);
         assert!(state.last_pick.is_empty() && state.weights.is_empty());
         state.undo(applied);
         assert_eq!(state.open["ann"], 0);
+    }
+
+    #[test]
+    fn assignments_count_for_an_hour_and_undo_gives_them_back() {
+        let rules = rules();
+        let mut state = RoutingState::default();
+        state.apply_pick(&rules, 0, None, None, t(0));
+        state.apply_pick(&rules, 0, None, None, t(1800));
+        assert_eq!(state.assigned_last_hour("ann", t(1800)), 2);
+        assert_eq!(
+            state.assigned_last_hour("ann", t(3600)),
+            1,
+            "t(0) left the hour"
+        );
+        assert_eq!(state.hourly_frees_at("ann", t(3599)), Some(t(3600)));
+        let third = state.apply_pick(&rules, 0, None, None, t(3700));
+        assert_eq!(
+            state.recent["ann"],
+            vec![t(1800), t(3700)],
+            "pruned when applying"
+        );
+        state.undo(third);
+        assert_eq!(state.recent["ann"], vec![t(1800)]);
+        assert_eq!(state.assigned_last_hour("bob", t(0)), 0);
     }
 }

@@ -1,6 +1,36 @@
 //! The `outcomes` table: one row per decision or API attempt.
 
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+
 use super::{NewOutcome, OutcomeCount, OutcomeRow, Store, StoreError, Tx, vals};
+
+/// Assignment instants per agent name, oldest first (for `max_per_hour`).
+pub type RecentAssignments = HashMap<String, Vec<Timestamp>>;
+
+/// Each agent's assignments after $1 (Unix ms), oldest first: the outcomes
+/// `assigned` (a reassignment hop is one too), and the seats reserved under
+/// the routing lock whose assignment has not settled yet (PostgreSQL:
+/// settling writes the outcome and clears the mark in one transaction, so
+/// nothing is counted twice, and every daemon counts the others' calls in
+/// flight).
+pub(super) const RECENT_ASSIGNMENTS: &str = "SELECT agent, at FROM outcomes
+     WHERE result = 'assigned' AND agent IS NOT NULL AND at > $1
+    UNION ALL
+    SELECT agent, assigned_at FROM open_chats WHERE reserved = 1 AND assigned_at > $1
+    ORDER BY 1, 2";
+
+/// The rows of [`RECENT_ASSIGNMENTS`], by agent.
+pub(super) fn by_agent(rows: Vec<(String, i64)>) -> RecentAssignments {
+    let mut out = RecentAssignments::new();
+    for (agent, ms) in rows {
+        if let Ok(at) = Timestamp::from_millisecond(ms) {
+            out.entry(agent).or_default().push(at);
+        }
+    }
+    out
+}
 
 const INSERT: &str = "INSERT INTO outcomes (chat_id, queue_id, at, rule, pool, strategy, agent,
         agent_id, result, http_status, error_code, latency_ms, reason)
@@ -19,6 +49,19 @@ impl Store {
         let sql = "SELECT agent, COUNT(*) FROM outcomes WHERE result = 'assigned' AND at >= $1
                     GROUP BY agent ORDER BY agent";
         Ok(self.db.all(sql, vals![since_ms]).await?)
+    }
+
+    /// Each agent's assignments after `since`, oldest first: what
+    /// `max_per_hour` counts (see [`RECENT_ASSIGNMENTS`]).
+    pub async fn recent_assignments(
+        &self,
+        since: Timestamp,
+    ) -> Result<RecentAssignments, StoreError> {
+        let rows = self
+            .db
+            .all(RECENT_ASSIGNMENTS, vals![since.as_millisecond()])
+            .await?;
+        Ok(by_agent(rows))
     }
 
     /// Outcome counts by (result, rule), all time.

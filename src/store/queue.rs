@@ -23,7 +23,8 @@ use super::{
 
 /// Settles one claimed row, fenced by its claim (owner and epoch).
 const SETTLE: &str = "UPDATE queue
-    SET state = $1, next_attempt_at = $2, last_error = $3, waiting = $9, lease_owner = NULL,
+    SET state = $1, next_attempt_at = $2, last_error = $3, waiting = $9,
+        priority = CASE WHEN $10 > priority THEN $10 ELSE priority END, lease_owner = NULL,
         lease_epoch = NULL, lease_until = NULL, attempts = CASE WHEN attempts > $4 THEN attempts - $4 ELSE 0 END, updated_at = $5
   WHERE id = $6 AND state = 'leased' AND lease_owner = $7 AND lease_epoch = $8";
 
@@ -33,7 +34,9 @@ const DEAD_LETTER: &str = "UPDATE queue
         lease_until = NULL, updated_at = $2
   WHERE id = $3 AND state = 'leased' AND lease_owner = $4 AND lease_epoch = $5";
 
-/// Claims due rows (and rows whose lease expired) and reports the storage
+/// Claims due rows (and rows whose lease expired), highest priority first,
+/// then oldest; a row gains one priority level for every 10 minutes since it
+/// was enqueued ([`AGING_MS`]), so no priority starves. Reports the storage
 /// class of each producer column, so that a bad row is found before any of
 /// its values is decoded. A `next_attempt_at` or `lease_until` that is not
 /// an integer would never compare due: such a row is claimed at once. The
@@ -47,14 +50,19 @@ const CLAIM: Stmt = Stmt::each(
         -- Two selects, each served by its partial index, so the finished
         -- rows kept for retention are never scanned.
         SELECT id FROM (
-            SELECT id, priority FROM queue
+            SELECT id, priority, enqueued_at FROM queue
              WHERE state = 'pending'
                AND (next_attempt_at <= $4 OR typeof(next_attempt_at) != 'integer')
             UNION ALL
-            SELECT id, priority FROM queue
+            SELECT id, priority, enqueued_at FROM queue
              WHERE state = 'leased'
                AND (lease_until <= $4 OR typeof(lease_until) != 'integer'))
-         ORDER BY priority DESC, id
+         -- A row of the wrong type goes first, to be dead-lettered.
+         ORDER BY CASE WHEN typeof(priority) = 'integer' THEN MIN(MAX(priority, -1000000), 1000000)
+                       ELSE 2000000 END
+                  + ($4 - CASE WHEN typeof(enqueued_at) = 'integer'
+                               THEN MIN(MAX(enqueued_at, 0), $4) ELSE $4 END) / 600000 DESC,
+                  id
          LIMIT $5)
 RETURNING id,
           CASE WHEN typeof(chat_id) = 'integer' THEN chat_id END AS chat_id,
@@ -74,7 +82,10 @@ RETURNING id,
         SELECT id FROM queue
          WHERE (state = 'pending' AND next_attempt_at <= $4)
             OR (state = 'leased' AND lease_until <= $4)
-         ORDER BY priority DESC, id
+         -- Bounded, so that no producer's value can overflow the sum.
+         ORDER BY LEAST(GREATEST(priority, -1000000), 1000000)
+                  + ($4 - LEAST(GREATEST(enqueued_at, 0), $4)) / 600000 DESC,
+                  id
          LIMIT $5
          FOR UPDATE SKIP LOCKED)
 RETURNING id, chat_id, attrs, priority, attempts, snapshot, enqueued_at, last_error, waiting,
@@ -82,6 +93,10 @@ RETURNING id, chat_id, attrs, priority, attempts, snapshot, enqueued_at, last_er
           CASE WHEN attrs IS NULL THEN 'null' ELSE 'text' END AS attrs_type,
           'integer' AS priority_type",
 );
+
+/// How long a row waits to gain one priority level in the claim order
+/// (written out in the claim's SQL).
+pub const AGING_MS: i64 = 600_000;
 
 const ENQUEUE: &str =
     "INSERT INTO queue (chat_id, attrs, snapshot, priority, enqueued_at, updated_at)
@@ -284,7 +299,11 @@ impl Store {
         }
         tx.commit().await?;
         // RETURNING gives no order guarantee.
-        out.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        let rank = |r: &QueueRow| {
+            let age = (now - r.enqueued_at_ms.clamp(0, now)) / AGING_MS;
+            r.priority.clamp(-1_000_000, 1_000_000) + age
+        };
+        out.sort_by(|a, b| rank(b).cmp(&rank(a)).then(a.id.cmp(&b.id)));
         Ok(out)
     }
 
@@ -314,6 +333,7 @@ impl Store {
             &s.lease.owner,
             s.lease.epoch,
             s.waiting,
+            s.priority,
         ];
         let held = tx.run(SETTLE, values).await? == 1;
         // What was done is recorded either way; what it moves (notes,

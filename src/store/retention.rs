@@ -22,4 +22,16 @@ impl Store {
         tx.commit().await?;
         Ok((rows, outcomes))
     }
+
+    /// Forgets the customers whose last agent had them before `before_ms`:
+    /// `sticky` ignores them anyway (the caller passes the longest
+    /// `sticky_for` of the rules). Kept apart from [`Store::prune`]: this is
+    /// routing state, and its horizon is the rules', not the history's.
+    pub async fn prune_customers(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let sql = "DELETE FROM customer_agent WHERE at < $1";
+        let customers = tx.run(sql, vals![before_ms]).await?;
+        tx.commit().await?;
+        Ok(customers)
+    }
 }

@@ -2,10 +2,14 @@
 //! customers' last agents, and what a successful assignment moves.
 
 use crate::domain::ChatId;
+use crate::rules::LastAgent;
 use std::collections::HashMap;
+
+use jiff::Timestamp;
 
 use super::db::Source;
 use super::followups::upsert_followup;
+use super::outcomes::{RECENT_ASSIGNMENTS, RecentAssignments, by_agent};
 use super::{Assigned, Backend, Store, StoreError, StoredRouting, Tx, now_ms, vals};
 
 const UPSERT_WEIGHT: &str = "INSERT INTO wrr_state (pool, agent, current) VALUES ($1, $2, $3)
@@ -133,13 +137,14 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
-    /// The agent who last had a chat of this customer.
-    pub async fn customer_last_agent(&self, customer: &str) -> Result<Option<String>, StoreError> {
-        self.text_by_key(
-            "SELECT agent FROM customer_agent WHERE customer = $1",
-            customer,
-        )
-        .await
+    /// The agent who last had a chat of this customer, and when.
+    pub async fn customer_last_agent(
+        &self,
+        customer: &str,
+    ) -> Result<Option<LastAgent>, StoreError> {
+        let sql = "SELECT agent, at FROM customer_agent WHERE customer = $1";
+        let row: Option<(String, i64)> = self.db.first(sql, vals![customer]).await?;
+        Ok(row.map(|(agent, at)| LastAgent::new(agent, Timestamp::from_millisecond(at).ok())))
     }
 }
 
@@ -156,6 +161,19 @@ impl RoutingLock {
         apply_moves(&mut self.tx, reserved, None, now_ms(), true).await?;
         self.tx.commit().await?;
         Ok(())
+    }
+
+    /// Each agent's assignments after `since`, read under the lock, so that
+    /// every daemon's hourly counts are the same (see [`RECENT_ASSIGNMENTS`]).
+    pub async fn recent_assignments(
+        &mut self,
+        since: Timestamp,
+    ) -> Result<RecentAssignments, StoreError> {
+        let rows = self
+            .tx
+            .all(RECENT_ASSIGNMENTS, vals![since.as_millisecond()])
+            .await?;
+        Ok(by_agent(rows))
     }
 
     /// Lets the lock go without a change (the decision assigned nobody).

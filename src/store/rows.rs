@@ -125,6 +125,9 @@ pub struct Settlement<'a> {
     pub last_error: Option<String>,
     /// Set with a retry that waits on purpose; what ends the wait finds it.
     pub waiting: Option<Wait>,
+    /// The deciding rule's `priority`, raised onto the row (never lowered)
+    /// so that waiting chats are taken in that order.
+    pub priority: Option<i64>,
     pub outcomes: Vec<NewOutcome>,
     /// What a successful assignment changes besides the row.
     pub assigned: Option<Assigned>,

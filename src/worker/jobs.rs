@@ -144,6 +144,15 @@ impl Worker {
         let before = now_ms() - self.settings.retention.as_millis() as i64;
         let done = self.store.prune(before).await;
         log_counts(done, "pruned past the retention", ("rows", "outcomes"));
+        // A customer's last agent matters for the longest `sticky_for`.
+        let sticky_for = self.rules().longest_sticky_for().as_millis() as i64;
+        match self.store.prune_customers(now_ms() - sticky_for).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("forgot the last agent of {n} customers, past sticky_for"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not forget customers past sticky_for; will try again")
+            }
+        }
     }
 
     /// One round of a job that works through items as they fall due: each

@@ -88,6 +88,10 @@ pub struct Worker {
     cluster: Arc<Membership>,
     batches: AtomicU64,
     wake: Notify,
+    /// A rate slot a row's task did not use (it made no call), for the
+    /// next claim; `slot_back` tells the loop.
+    spare_slot: Mutex<Option<crate::limiter::Slot>>,
+    slot_back: Notify,
     outbox_wake: Notify,
     /// The last outcome, for systemd's STATUS= line.
     last_outcome: Mutex<Option<String>>,
@@ -121,6 +125,8 @@ impl Worker {
             cluster,
             batches: AtomicU64::new(0),
             wake: Notify::new(),
+            spare_slot: Mutex::new(None),
+            slot_back: Notify::new(),
             outbox_wake: Notify::new(),
             last_outcome: Mutex::new(None),
             storage_error: Mutex::new(None),

@@ -48,6 +48,7 @@ impl Worker {
             next: plan.next,
             last_error: plan.last_error,
             waiting: plan.waiting,
+            priority: plan.priority,
             outcomes: plan.outcomes,
             assigned: plan.assigned,
         };
@@ -251,7 +252,9 @@ impl Worker {
                     outcomes.push(outcome);
                 }
                 let at_ms = now_ms() + self.wait_delay(rules, decision).as_millis() as i64;
-                return Plan::wait(Wait::Candidate, at_ms, wait_reason, outcomes);
+                let mut plan = Plan::wait(Wait::Candidate, at_ms, wait_reason, outcomes);
+                plan.priority = decision.rule.map(|r| rules.rules[r].priority);
+                return plan;
             }
             _ => {}
         }
@@ -315,6 +318,7 @@ impl Worker {
             next,
             last_error: Some(why),
             waiting: None,
+            priority: None,
             outcomes: vec![outcome],
             assigned: None,
         }
@@ -458,6 +462,7 @@ pub(super) fn released(row: &QueueRow) -> Plan {
         next: Next::Release,
         last_error: row.last_error.clone(),
         waiting: row.waiting,
+        priority: None,
         outcomes: Vec::new(),
         assigned: None,
     }
@@ -468,6 +473,8 @@ pub(super) struct Plan {
     pub(super) next: Next,
     pub(super) last_error: Option<String>,
     pub(super) waiting: Option<Wait>,
+    /// The deciding rule's priority, for a chat that waits.
+    pub(super) priority: Option<i64>,
     pub(super) outcomes: Vec<NewOutcome>,
     pub(super) assigned: Option<Assigned>,
 }
@@ -480,6 +487,7 @@ impl Plan {
             next,
             last_error: outcome.reason.clone().filter(|_| next != Next::Done),
             waiting: None,
+            priority: None,
             outcomes: vec![outcome],
             assigned: None,
         }
@@ -492,6 +500,7 @@ impl Plan {
             next: Next::Done,
             last_error: None,
             waiting: None,
+            priority: None,
             outcomes,
             assigned,
         }
@@ -507,6 +516,7 @@ impl Plan {
             },
             last_error: Some(reason),
             waiting: Some(why),
+            priority: None,
             outcomes,
             assigned: None,
         }

@@ -163,6 +163,7 @@ impl Worker {
     ) -> Step {
         let pool = &rules.pools[p];
         let context = chat.rules_context(&serde_json::Map::new());
+        self.ensure_recent().await;
         let Some(Pick {
             agent: next,
             weights,
@@ -234,7 +235,7 @@ impl Worker {
             reassign_pick(rules, p, context, &routing.state, now, &skills, &f.tried)?;
         let reserved = routing
             .state
-            .apply_pick(rules, agent, Some(p), weights.as_deref());
+            .apply_pick(rules, agent, Some(p), weights.as_deref(), now);
         routing.reserved(f.chat_id, &reserved.agent);
         Some(Pick {
             agent,

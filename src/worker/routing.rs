@@ -9,12 +9,16 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use rand::RngExt;
 
+use crate::rules::decide::hour_before;
 use crate::rules::{Applied, ChatContext, Decision, RoutingState, Rules, Target, decide};
 use crate::store::{Assigned, Backend, StoreError, StoredRouting, away_from_ms};
 
 use super::policy::WAIT_RETRY;
 use super::process::effects;
 use super::{Worker, lock};
+
+/// Assignment instants per agent name, as the store reads them.
+type Recent = HashMap<String, Vec<Timestamp>>;
 
 impl Worker {
     /// Decides under the routing lock and applies what the decision moves
@@ -29,10 +33,14 @@ impl Worker {
         context: &ChatContext,
     ) -> Result<(Decision, Option<Applied>), StoreError> {
         if self.store.backend() == Backend::Sqlite {
+            self.ensure_recent().await;
             return Ok(self.decide_in_memory(rules, context, None));
         }
-        let (held, stored) = self.store.lock_routing().await?;
-        let (decision, reserved) = self.decide_in_memory(rules, context, Some(stored));
+        let (mut held, stored) = self.store.lock_routing().await?;
+        let recent = held
+            .recent_assignments(hour_before(Timestamp::now()))
+            .await?;
+        let (decision, reserved) = self.decide_in_memory(rules, context, Some((stored, recent)));
         match reserved {
             Some(_) => {
                 let Assigned {
@@ -60,26 +68,48 @@ impl Worker {
         &self,
         rules: &Rules,
         context: &ChatContext,
-        fresh: Option<StoredRouting>,
+        fresh: Option<(StoredRouting, Recent)>,
     ) -> (Decision, Option<Applied>) {
         let mut routing = lock(&self.routing);
-        if let Some(stored) = fresh {
+        if let Some((stored, recent)) = fresh {
             routing.state.last_pick = stored.last_pick;
             routing.state.weights = stored.weights;
             routing.state.open = stored.open;
             routing.state.away = away_from_ms(stored.away);
+            routing.state.recent = recent;
         }
         routing.state.entropy = rand::rng().random();
         let started = std::time::Instant::now();
-        let decision = decide(rules, context, &routing.state, Timestamp::now());
+        let now = Timestamp::now();
+        let decision = decide(rules, context, &routing.state, now);
         crate::metrics::metrics()
             .decision
             .observe(started.elapsed().as_secs_f64());
-        let reserved = routing.state.apply(rules, &decision);
+        let reserved = routing.state.apply(rules, &decision, now);
         if let Some(applied) = &reserved {
             routing.reserved(context.chat_id, &applied.agent);
         }
         (decision, reserved)
+    }
+
+    /// Loads each agent's assignments of the last hour from the outcomes
+    /// (for `max_per_hour`) when the in-memory counts are not loaded yet:
+    /// after a start, and after each reconciliation round. Merged, not
+    /// replaced: an agent's count never drops below what this daemon has
+    /// applied itself (its calls in flight have no outcome yet). On failure
+    /// the decision goes on with the counts it has, and the next one tries
+    /// again.
+    pub(super) async fn ensure_recent(&self) {
+        if lock(&self.routing).recent_loaded {
+            return;
+        }
+        let now = Timestamp::now();
+        match self.store.recent_assignments(hour_before(now)).await {
+            Ok(stored) => lock(&self.routing).merge_recent(stored, now),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the last hour's assignments; counting from memory")
+            }
+        }
     }
 
     /// What a settle writes of an assignment's effects. On PostgreSQL the
@@ -202,15 +232,44 @@ impl Worker {
             Some(Target::Agent(a)) => vec![a],
             _ => Vec::new(),
         };
-        members
+        let shifts = members
             .iter()
             .filter_map(|&a| rules.agents[a].schedule)
             .filter_map(|s| rules.schedules[s].next_open(now))
-            .filter_map(|z| Duration::try_from(z.timestamp().duration_since(now)).ok())
+            .map(|z| z.timestamp());
+        let hourly = self.hourly_frees(rules, decision, &members, now);
+        shifts
+            .chain(hourly)
+            .filter_map(|t| Duration::try_from(t.duration_since(now)).ok())
             .min()
             .map_or(WAIT_RETRY, |d| {
                 d.clamp(Duration::from_millis(50), WAIT_RETRY)
             })
+    }
+
+    /// When the members that are at their hourly cap get a place again.
+    fn hourly_frees(
+        &self,
+        rules: &Rules,
+        decision: &Decision,
+        members: &[usize],
+        now: Timestamp,
+    ) -> Vec<Timestamp> {
+        let pool = match decision.rule.map(|r| rules.rules[r].target) {
+            Some(Target::Pool(p)) => Some(&rules.pools[p]),
+            _ => None,
+        };
+        let routing = lock(&self.routing);
+        let state = &routing.state;
+        members
+            .iter()
+            .map(|&a| &rules.agents[a])
+            .filter(|a| {
+                pool.map_or(a.max_per_hour, |p| p.hourly_cap(a))
+                    .is_some_and(|cap| state.assigned_last_hour(&a.name, now) >= cap)
+            })
+            .filter_map(|a| state.hourly_frees_at(&a.name, now))
+            .collect()
     }
 }
 
@@ -230,6 +289,9 @@ pub(super) struct Routing {
     pub(super) in_flight: HashMap<ChatId, (String, Instant)>,
     /// Chats closed here recently, for the reconciliation under way.
     pub(super) closed_at: HashMap<ChatId, Instant>,
+    /// Whether `state.recent` holds the outcomes' last hour; see
+    /// [`Worker::ensure_recent`].
+    pub(super) recent_loaded: bool,
 }
 
 impl Routing {
@@ -240,7 +302,25 @@ impl Routing {
             opened_at: HashMap::new(),
             in_flight: HashMap::new(),
             closed_at: HashMap::new(),
+            recent_loaded: false,
         }
+    }
+
+    /// Takes an agent's assignments of the hour up to `now` from `stored`
+    /// when they are more than the ones counted here. This daemon's own
+    /// instants after the newest stored one have no outcome yet (calls in
+    /// flight), so they count on top of the stored ones.
+    pub(super) fn merge_recent(&mut self, stored: Recent, now: Timestamp) {
+        let in_hour = |v: &[Timestamp]| v.len() - v.partition_point(|t| *t <= hour_before(now));
+        for (agent, mut times) in stored {
+            let here = self.state.recent.get(&agent).map_or(&[][..], Vec::as_slice);
+            let newest = times.last().copied();
+            times.extend(here.iter().filter(|t| newest.is_none_or(|n| **t > n)));
+            if in_hour(&times) > in_hour(here) {
+                self.state.recent.insert(agent, times);
+            }
+        }
+        self.recent_loaded = true;
     }
 
     /// Notes the seat a decision just took (with `RoutingState::apply`)
@@ -282,6 +362,9 @@ impl Routing {
         if let Some(stale) = stale_before {
             self.in_flight.retain(|_, (_, at)| *at >= stale);
         }
+        // The hourly counts are read again from the outcomes too, before
+        // the next decision.
+        self.recent_loaded = false;
         let opened_before = |r: &Self, c: &ChatId| r.opened_at.get(c).is_none_or(|t| *t < since);
         let forgotten: Vec<ChatId> = self
             .open_chats
@@ -374,5 +457,28 @@ mod tests {
         assert_eq!(r.state.open["amy"], 1);
         r.reconcile("amy", &ids(&[]), Instant::now(), Some(Instant::now()));
         assert_eq!(r.state.open["amy"], 0);
+    }
+
+    /// The hourly counts loaded from the outcomes never drop below what
+    /// was applied here, and calls still in flight count on top.
+    #[test]
+    fn loaded_hourly_counts_merge_with_the_ones_applied_here() {
+        let t = |m: i64| Timestamp::from_second(1_800_000_000 + m * 60).unwrap();
+        let mut r = Routing::new(RoutingState::default(), HashMap::new());
+        r.state.recent.insert("amy".into(), vec![t(10), t(50)]);
+        r.state.recent.insert("bob".into(), vec![t(1), t(2), t(3)]);
+        let stored: Recent = [
+            ("amy".to_string(), vec![t(5), t(20), t(30)]),
+            ("bob".to_string(), vec![t(2)]),
+            ("cy".to_string(), vec![t(40)]),
+        ]
+        .into_iter()
+        .collect();
+        r.merge_recent(stored, t(55));
+        assert!(r.recent_loaded);
+        // amy: three stored, and t(50), in flight, after the newest.
+        assert_eq!(r.state.recent["amy"], vec![t(5), t(20), t(30), t(50)]);
+        assert_eq!(r.state.recent["bob"], vec![t(1), t(2), t(3)], "kept");
+        assert_eq!(r.state.recent["cy"], vec![t(40)]);
     }
 }

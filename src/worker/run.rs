@@ -22,6 +22,7 @@ use super::jobs::Job;
 use super::policy::DRAIN_TIMEOUT;
 use super::{Worker, lock};
 use crate::cluster::{GONE_AFTER, process_alive};
+use crate::limiter::{Limiter, Priority, Slot};
 use crate::store::{Backend, BadRow, LeaseKey, QueueRow, now_ms};
 
 /// A peer job ended while the daemon was meant to run.
@@ -53,6 +54,8 @@ struct Turn {
     store_backoff: Duration,
     last_ping: Option<Instant>,
     watchdog: Option<Duration>,
+    /// The last claim found a row: more are probably due.
+    backlog: bool,
 }
 
 impl Worker {
@@ -80,6 +83,7 @@ impl Worker {
             store_backoff: self.settings.poll_interval,
             last_ping: None,
             watchdog: watchdog_interval(),
+            backlog: false,
         };
         let mut failure = None;
         while !stop.is_cancelled() {
@@ -142,7 +146,7 @@ impl Worker {
     }
 
     /// One turn of the loop: report, wait if the API cannot be used, then
-    /// claim what the free permits allow.
+    /// claim the next row if a permit is free.
     async fn turn(self: &Arc<Self>, stop: &CancellationToken, rows: &mut InFlight, t: &mut Turn) {
         self.report_auth(t).await;
         if !self.api_authorized() {
@@ -176,15 +180,14 @@ impl Worker {
             t.last_ping = Some(Instant::now());
         }
         self.refresh_away().await;
-        let free = rows.permits.available_permits() as u32;
-        if free == 0 {
+        if rows.permits.available_permits() == 0 {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 Some(done) = rows.tasks.join_next_with_id() => self.reap(rows, done).await,
             }
             return;
         }
-        self.claim_some(stop, rows, t, free).await;
+        self.claim_next(stop, rows, t).await;
     }
 
     /// Says in the database whether the API key is accepted, when that changes.
@@ -203,37 +206,47 @@ impl Worker {
         }
     }
 
-    /// Claims up to `free` rows and starts a task for each; idles when none
-    /// is due, backs off while the database fails.
-    async fn claim_some(
+    /// Takes a rate slot, then claims the best due row for it and starts
+    /// its task. Claiming only once a call can go means the row that goes is
+    /// the highest-priority, oldest one at that instant: an urgent chat never
+    /// waits behind rows claimed before it. Idles when nothing is due, backs
+    /// off while the database fails.
+    async fn claim_next(
         self: &Arc<Self>,
         stop: &CancellationToken,
         rows: &mut InFlight,
         t: &mut Turn,
-        free: u32,
     ) {
+        if !t.backlog && !self.work_due(stop).await {
+            return;
+        }
+        let Some(slot) = self.take_slot(stop).await else {
+            return;
+        };
         let key = LeaseKey {
             owner: self.owner.clone(),
             epoch: self.batches.fetch_add(1, Ordering::Relaxed) as i64,
         };
-        let claimed = self.store.claim(&key, self.settings.lease, free).await;
+        let claimed = self.store.claim(&key, self.settings.lease, 1).await;
         self.storage_result(&claimed);
         match claimed {
             Ok(claimed) if !claimed.is_empty() => {
                 t.store_backoff = self.settings.poll_interval;
+                t.backlog = true;
+                let mut slot = Some(slot);
                 for row in claimed {
-                    self.start(rows, row, key.clone()).await;
+                    self.start(rows, row, key.clone(), slot.take()).await;
                 }
             }
             Ok(_) => {
+                // Kept for a row that comes while it is still good.
+                *lock(&self.spare_slot) = Some(slot);
                 t.store_backoff = self.settings.poll_interval;
-                let wait = match self.store.next_due_ms().await {
-                    Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(1) as u64),
-                    _ => self.settings.poll_interval,
-                };
-                self.idle(stop, wait.min(self.settings.poll_interval)).await;
+                t.backlog = false;
             }
             Err(e) => {
+                *lock(&self.spare_slot) = Some(slot);
+                t.backlog = false;
                 tracing::error!(error = %e, retry_in_ms = t.store_backoff.as_millis() as u64, "cannot claim work");
                 self.idle(stop, t.store_backoff).await;
                 t.store_backoff = (t.store_backoff * 2).min(Duration::from_secs(5));
@@ -241,7 +254,47 @@ impl Worker {
         }
     }
 
-    async fn start(self: &Arc<Self>, rows: &mut InFlight, row: QueueRow, key: LeaseKey) {
+    /// Whether a row is due now; if not, idles until one may be (or until
+    /// woken) and says no.
+    async fn work_due(&self, stop: &CancellationToken) -> bool {
+        let wait = match self.store.next_due_ms().await {
+            Ok(Some(due)) if due <= now_ms() => return true,
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(1) as u64),
+            // Unknown: try a claim, which reports a failing database.
+            Err(_) => return true,
+            Ok(None) => self.settings.poll_interval,
+        };
+        self.idle(stop, wait.min(self.settings.poll_interval)).await;
+        false
+    }
+
+    /// A slot for the next row: one a finished row did not use, while it
+    /// is good, else the limiter's next, after the calls of rows in flight.
+    async fn take_slot(&self, stop: &CancellationToken) -> Option<Slot> {
+        let limiter = self.client().limiter().clone();
+        loop {
+            if let Some(slot) = lock(&self.spare_slot).take() {
+                if slot.fresh() {
+                    return Some(slot);
+                }
+                limiter.forfeit(slot);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = self.slot_back.notified() => {}
+                // Closed or stopping: the next turn finds out why.
+                got = limiter.acquire(Priority::Claim) => return got.ok(),
+            }
+        }
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        rows: &mut InFlight,
+        row: QueueRow,
+        key: LeaseKey,
+        slot: Option<Slot>,
+    ) {
         let Ok(permit) = rows.permits.clone().acquire_owned().await else {
             return;
         };
@@ -250,8 +303,19 @@ impl Worker {
         let task_key = key.clone();
         let handle = rows.tasks.spawn(async move {
             injected_panic(&format!("row:{}", row.chat_id));
-            worker.process(row, &task_key).await;
+            let work = worker.process(row, &task_key);
+            let unused = match slot {
+                Some(slot) => Limiter::with_slot(slot, work).await.1,
+                None => {
+                    work.await;
+                    None
+                }
+            };
             drop(permit);
+            if let Some(slot) = unused {
+                *lock(&worker.spare_slot) = Some(slot);
+                worker.slot_back.notify_one();
+            }
         });
         rows.rows.insert(handle.id(), (id, key));
     }
