@@ -24,4 +24,5 @@ pub mod sandbox;
 pub mod secrets;
 pub mod simulate;
 pub mod store;
+pub mod timeline;
 pub mod worker;

@@ -10,32 +10,46 @@ use crate::helpcrunch::types::{Chat, timestamp_from_value};
 use crate::rules::{LastAgent, RoutingState, Rules, Verdict, decide};
 
 /// One chat to replay: a chat object as `GET /chats/{id}` returns it, plus
-/// optional `at` (when to decide; RFC 3339 or Unix seconds) and `attrs`.
+/// optional `at` (when to decide; RFC 3339 or Unix seconds), `enqueued_at`
+/// (when it was enqueued, for `escalate`; same forms) and `attrs`.
 #[derive(Debug, Clone)]
 pub struct SimChat {
     pub chat: Chat,
     pub at: Option<Timestamp>,
+    pub enqueued_at: Option<Timestamp>,
     pub attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An optional time field: RFC 3339 text or Unix seconds.
+fn time_field(value: &serde_json::Value, key: &str) -> Result<Option<Timestamp>, String> {
+    match value.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.contains('-') => s
+            .parse::<Timestamp>()
+            .map(Some)
+            .map_err(|e| format!("`{key}`: {e}")),
+        Some(v) => timestamp_from_value(v).map_err(|e| format!("`{key}`: {e}")),
+    }
 }
 
 impl SimChat {
     /// Parses one JSON line.
     pub fn parse(line: &str) -> Result<Self, String> {
         let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-        let at = match value.get("at") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) if s.contains('-') => {
-                Some(s.parse::<Timestamp>().map_err(|e| format!("`at`: {e}"))?)
-            }
-            Some(v) => timestamp_from_value(v).map_err(|e| format!("`at`: {e}"))?,
-        };
+        let at = time_field(&value, "at")?;
+        let enqueued_at = time_field(&value, "enqueued_at")?;
         let attrs = match value.get("attrs") {
             Some(serde_json::Value::Object(m)) => m.clone(),
             None | Some(serde_json::Value::Null) => serde_json::Map::new(),
             Some(_) => return Err("`attrs` must be an object".into()),
         };
         let chat: Chat = serde_json::from_value(value).map_err(|e| e.to_string())?;
-        Ok(Self { chat, at, attrs })
+        Ok(Self {
+            chat,
+            at,
+            enqueued_at,
+            attrs,
+        })
     }
 }
 
@@ -92,6 +106,7 @@ fn replay_one(
     let mut context = c.chat.rules_context(&c.attrs);
     let key = context.customer_key();
     context.last_agent = key.as_ref().and_then(|k| customers.get(k).cloned());
+    context.enqueued_at = c.enqueued_at;
     if let Some(why) = skip_reason(&c.chat) {
         return SimOutcome {
             chat_id: c.chat.id.0,

@@ -1,9 +1,10 @@
 //! Issue 14: `max_open` holds under churn. Chats stream in, chats close
-//! every 30–200 ms (in HelpCrunch, then with a `chat.closed` webhook), and
+//! every 5–40 ms (in HelpCrunch, then with a `chat.closed` webhook), and
 //! `[load] refresh` reconciles every 250 ms; from the sandbox's record of
 //! every accepted assignment and the test's record of every close, the
 //! open chats per agent never exceed the cap at any moment. On SQLite with
-//! one daemon, and on PostgreSQL with two sharing the routing state.
+//! one daemon, and on PostgreSQL with two and with three sharing the
+//! routing state.
 
 mod common;
 #[path = "support/postgres.rs"]
@@ -55,6 +56,14 @@ async fn caps_hold_across_two_daemons_on_postgres() {
     churn(Some(server.database().await), 2).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caps_hold_across_three_daemons_on_postgres() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    churn(Some(server.database().await), 3).await;
+}
+
 fn event(id: String, event: &str, data: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&json!({"event": event, "eventData": data, "attempts": 0, "lastAttemptAt": 1638953588, "createdAt": 1638953588, "id": id})).unwrap()
 }
@@ -93,17 +102,11 @@ async fn churn(database: Option<String>, daemons: usize) {
     let mut sent = 0usize;
     let mut post = async |body: Vec<u8>| {
         sent += 1;
-        let r = http
-            .post(format!("{}/webhooks/helpcrunch", bases[sent % bases.len()]))
-            .header(
-                "X-HelpCrunch-Signature",
-                assignd::http::webhook_signature(WEBHOOK_KEY.as_bytes(), &body),
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
+        let base = &bases[sent % bases.len()];
+        assert_eq!(
+            common::post_webhook(&http, base, WEBHOOK_KEY, body).await,
+            200
+        );
     };
     let new_chat = |id: i64| {
         let data = json!({"id": id, "status": "new", "createdAt": "1607540767.414", "customer": {"id": id + 500_000, "email": "x@example.com"}, "assignee": null, "department": {"id": 1, "name": "Support"}, "communicatedAgents": []});
@@ -122,7 +125,7 @@ async fn churn(database: Option<String>, daemons: usize) {
         next_chat += 1;
     }
     while started.elapsed() < run_for {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(30..200))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
         post(new_chat(next_chat)).await;
         next_chat += 1;
         // Close one open chat, in HelpCrunch first, then by webhook.

@@ -22,7 +22,7 @@ async fn check_accepts_the_shipped_rules_and_warns() {
     let (code, out, err) = check(&app);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("ok: 5 agents, 3 pools, 1 schedules, 4 rules"),
+        out.contains("ok: 5 agents, 3 pools, 2 schedules, 4 rules"),
         "{out}"
     );
     assert!(out.contains("API key: found"), "{out}");

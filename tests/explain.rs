@@ -82,6 +82,19 @@ fn simulate(rules: &Path, chats: &Path, extra: &[&str]) -> String {
     assignd_ok("simulate", &[("rules", rules), ("chats", chats)], extra)
 }
 
+/// `assignd simulate --json` of chat `lines` over the rules `text`: the
+/// replay's outcomes.
+fn simulate_json(text: &str, lines: &[String]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, text).unwrap();
+    let file = dir.path().join("chats.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = simulate(&rules, &file, &["--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["result"]["outcomes"].as_array().unwrap().clone()
+}
+
 /// The element of the JSON array `list` whose `key` is `value`.
 fn element<'a>(list: &'a Value, key: &str, value: &str) -> &'a Value {
     let list = list.as_array().unwrap();
@@ -389,17 +402,11 @@ fn explain_sends_every_fixture_chat_where_it_should() {
 /// `sticky` forgets a customer's agent after `sticky_for`.
 #[test]
 fn simulate_honours_hourly_caps_and_sticky_for_on_its_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(
-        &rules,
-        "[agents]\nalice = { id = 1, max_per_hour = 2 }\nbob = { id = 2 }\n\
+    let rules = "[agents]\nalice = { id = 1, max_per_hour = 2 }\nbob = { id = 2 }\n\
          [pools.capped]\nagents = [\"alice\"]\n\
          [pools.sticky]\nagents = [\"alice\", \"bob\"]\nstrategy = \"sticky\"\nsticky_for = \"1d\"\n\
          [[rule]]\nname = \"sticky\"\nmatch = { attr.kind = \"sticky\" }\nassign = \"pool:sticky\"\n\
-         [[rule]]\nname = \"capped\"\nassign = \"pool:capped\"\n",
-    )
-    .unwrap();
+         [[rule]]\nname = \"capped\"\nassign = \"pool:capped\"\n";
     let line = |id: i64, at: &str, customer: i64, kind: &str| {
         format!(
             r#"{{"id": {id}, "status": "new", "assignee": null, "customer": {{"id": {customer}}}, "at": "{at}", "attrs": {{"kind": "{kind}"}}}}"#
@@ -416,21 +423,45 @@ fn simulate_honours_hourly_caps_and_sticky_for_on_its_clock() {
         line(6, "2026-06-03T13:00:00Z", 8, "sticky"),
         line(7, "2026-06-06T13:00:00Z", 8, "sticky"),
     ];
-    let file = dir.path().join("chats.jsonl");
-    std::fs::write(&file, chats.join("\n")).unwrap();
-    let out = simulate(&rules, &file, &["--json"]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let outcomes = v["result"]["outcomes"].as_array().unwrap();
+    let outcomes = simulate_json(rules, &chats);
     let agents: Vec<Option<&str>> = outcomes.iter().map(|o| o["agent"].as_str()).collect();
     let alice = Some("alice");
     assert_eq!(
         agents,
         [alice, alice, None, alice, alice, alice, Some("bob")],
-        "{out}"
+        "{outcomes:?}"
     );
     assert_eq!(
         outcomes[2]["reason"],
         "rule `capped`: pool `capped` has no available agent (when_full = wait); \
          at hourly cap: alice (2/2 this hour)"
+    );
+}
+
+/// `simulate` applies `escalate` through the same decision: a chat's wait
+/// runs from its `enqueued_at` to its `at`.
+#[test]
+fn simulate_escalates_a_chat_by_how_long_it_has_waited() {
+    let rules = "[agents]\nalice = { id = 1, max_open = 1 }\nbob = { id = 2 }\n\
+         [pools.support]\nagents = [\"alice\"]\nescalate = [{ after = \"2m\", assign = \"pool:overflow\" }]\n\
+         [pools.overflow]\nagents = [\"bob\"]\n\
+         [[rule]]\nname = \"all\"\nassign = \"pool:support\"\n";
+    let line = |id: i64, enqueued: &str, at: &str| {
+        format!(
+            r#"{{"id": {id}, "status": "new", "assignee": null, "enqueued_at": "{enqueued}", "at": "{at}"}}"#
+        )
+    };
+    let chats = [
+        line(1, "2026-06-03T10:00:00Z", "2026-06-03T10:00:00Z"),
+        line(2, "2026-06-03T10:00:30Z", "2026-06-03T10:01:00Z"),
+        line(3, "2026-06-03T10:00:30Z", "2026-06-03T10:02:30Z"),
+    ];
+    let outcomes = simulate_json(rules, &chats);
+    let agents: Vec<Option<&str>> = outcomes.iter().map(|o| o["agent"].as_str()).collect();
+    assert_eq!(agents, [Some("alice"), None, Some("bob")], "{outcomes:?}");
+    assert_eq!(
+        outcomes[2]["reason"],
+        "rule `all`: pool `support` had no available agent; escalated after 2m \
+         (step 1 of 1) to pool `overflow`: round-robin: first pick -> bob"
     );
 }

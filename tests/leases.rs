@@ -64,6 +64,7 @@ async fn an_expired_lease_is_taken_over_and_the_late_owner_is_fenced() {
                 priority: None,
                 outcomes: vec![NewOutcome::new(row.chat_id, OutcomeResult::Failed)],
                 assigned: None,
+                busy_reply: None,
             })
             .await
             .unwrap();

@@ -4,94 +4,19 @@
 
 #[path = "support/postgres.rs"]
 mod postgres;
+#[path = "support/store_fixture.rs"]
+mod store_fixture;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use assignd::config::Synchronous;
 use assignd::domain::{AgentId, ChatId};
 use assignd::store::{
-    Assigned, Followup, LeaseKey, NewOutcome, NewQueueItem, Next, OutboxKind, OutboxMessage,
-    OutcomeResult, Settlement, Store, WebhookEffect, now_ms,
+    Assigned, Followup, NewOutcome, Next, OutboxKind, OutboxMessage, OutcomeResult, WebhookEffect,
+    now_ms,
 };
 
-/// A migrated store and what keeps it alive; `raw` runs a producer's SQL.
-struct Fixture {
-    store: Store,
-    raw: Raw,
-    _dir: Option<tempfile::TempDir>,
-}
-
-enum Raw {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-impl Fixture {
-    async fn sqlite() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.db");
-        let store = Store::open(&path, Synchronous::Normal).await.unwrap();
-        store.migrate().await.unwrap();
-        let url = format!("sqlite://{}", path.display());
-        let raw = Raw::Sqlite(sqlx::SqlitePool::connect(&url).await.unwrap());
-        Fixture {
-            store,
-            raw,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Option<Fixture> {
-        let url = postgres::server()?.database().await;
-        let store = Store::connect_postgres(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let raw = Raw::Postgres(sqlx::PgPool::connect(&url).await.unwrap());
-        Some(Fixture {
-            store,
-            raw,
-            _dir: None,
-        })
-    }
-
-    /// Runs a producer's statement as it would, outside assignd.
-    async fn producer(&self, sql: &'static str) -> Result<u64, sqlx::Error> {
-        Ok(match &self.raw {
-            Raw::Sqlite(p) => sqlx::query(sql).execute(p).await?.rows_affected(),
-            Raw::Postgres(p) => sqlx::query(sql).execute(p).await?.rows_affected(),
-        })
-    }
-
-    async fn count(&self, sql: &'static str) -> i64 {
-        match &self.raw {
-            Raw::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
-            Raw::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
-        }
-    }
-}
-
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Fixture::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres_backend {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    if let Some(f) = super::Fixture::postgres().await {
-                        super::$case(f).await;
-                    }
-                }
-            )*
-        }
-    };
-}
+use store_fixture::*;
 
 both!(
     a_producers_plain_insert_gets_defaults_and_duplicates_are_ignored,
@@ -104,55 +29,9 @@ both!(
     follow_ups_are_claimed_and_settled,
     listings_and_pruning,
     reconciliation_merges_what_its_search_cannot_know,
-    claims_take_priority_then_age_and_waiting_rows_keep_their_rules_priority,
     hourly_counts_come_from_outcomes_and_reservations,
     customers_past_sticky_for_are_forgotten,
 );
-
-fn item(chat_id: i64) -> NewQueueItem {
-    NewQueueItem {
-        chat_id: ChatId(chat_id),
-        ..NewQueueItem::default()
-    }
-}
-
-fn key(owner: &str, epoch: i64) -> LeaseKey {
-    LeaseKey {
-        owner: owner.into(),
-        epoch,
-    }
-}
-
-const LEASE: Duration = Duration::from_secs(60);
-
-/// Enqueues `chat`, claims it, and settles it done with `assigned`.
-async fn settle_assigned(f: &Fixture, chat: i64, assigned: Assigned) {
-    f.store.enqueue(&[item(chat)]).await.unwrap();
-    let (row, claim) = claim_one(f).await;
-    let mut s = settlement(row.id, &claim, Next::Done);
-    s.assigned = Some(assigned);
-    assert!(f.store.settle(&s).await.unwrap());
-}
-
-/// Claims the one due row as owner `a`, epoch 1.
-async fn claim_one(f: &Fixture) -> (assignd::store::QueueRow, LeaseKey) {
-    let claim = key("a", 1);
-    let row = f.store.claim(&claim, LEASE, 1).await.unwrap().remove(0);
-    (row, claim)
-}
-
-fn settlement(queue_id: i64, lease: &LeaseKey, next: Next) -> Settlement<'_> {
-    Settlement {
-        queue_id,
-        lease,
-        next,
-        last_error: None,
-        waiting: None,
-        priority: None,
-        outcomes: vec![NewOutcome::new(ChatId(7), OutcomeResult::Assigned)],
-        assigned: None,
-    }
-}
 
 async fn a_producers_plain_insert_gets_defaults_and_duplicates_are_ignored(f: Fixture) {
     assert_eq!(
@@ -201,63 +80,6 @@ async fn claims_are_exclusive_between_claimers(f: Fixture) {
         }
     }
     assert_eq!(seen.len(), 60);
-}
-
-async fn claims_take_priority_then_age_and_waiting_rows_keep_their_rules_priority(f: Fixture) {
-    let with = |chat_id: i64, priority: i64| NewQueueItem {
-        chat_id: ChatId(chat_id),
-        priority,
-        ..NewQueueItem::default()
-    };
-    let items = [with(1, 0), with(2, 5), with(3, 0), with(4, 0), with(5, 3)];
-    f.store.enqueue(&items).await.unwrap();
-    // 25 minutes old: two levels gained (one per 10 minutes), so above 1 and 3.
-    let aged = "UPDATE queue SET enqueued_at = enqueued_at - 1500000 WHERE chat_id = 4";
-    assert_eq!(f.producer(aged).await.unwrap(), 1);
-    let mut order = Vec::new();
-    for epoch in 0..5 {
-        let row = f.store.claim(&key("a", epoch), LEASE, 1).await.unwrap();
-        order.push(row[0].chat_id.0);
-    }
-    assert_eq!(order, [2, 5, 4, 1, 3]);
-
-    // A chat that waits keeps its rule's priority (raised, never lowered).
-    f.store.enqueue(&[with(10, 0)]).await.unwrap();
-    let (row, claim) = claim_one(&f).await;
-    let mut wait = settlement(
-        row.id,
-        &claim,
-        Next::Retry {
-            at_ms: 0,
-            count_attempt: false,
-        },
-    );
-    wait.priority = Some(7);
-    assert!(f.store.settle(&wait).await.unwrap());
-    f.store.enqueue(&[with(11, 6)]).await.unwrap();
-    let b1 = key("b", 1);
-    let first = f.store.claim(&b1, LEASE, 1).await.unwrap();
-    assert_eq!(
-        first[0].chat_id.0, 10,
-        "the waiting chat's rule priority 7 beats 6"
-    );
-    assert_eq!(first[0].priority, 7);
-    let mut lower = settlement(
-        first[0].id,
-        &b1,
-        Next::Retry {
-            at_ms: 0,
-            count_attempt: false,
-        },
-    );
-    lower.priority = Some(-3);
-    assert!(f.store.settle(&lower).await.unwrap());
-    let again = f.store.claim(&key("b", 2), LEASE, 2).await.unwrap();
-    assert_eq!(again[0].chat_id.0, 10);
-    assert_eq!(
-        again[0].priority, 7,
-        "a lower rule priority never lowers the row's"
-    );
 }
 
 async fn settle_is_fenced_by_the_claim(f: Fixture) {

@@ -39,6 +39,9 @@ fn rules(agents: Vec<Agent>, members: Vec<usize>, strategy: Strategy, skills: &[
             max_reassign: 1,
             max_per_hour: None,
             sticky_for: assignd::rules::DEFAULT_STICKY_FOR,
+            handback: assignd::rules::Handback::None,
+            escalate: Vec::new(),
+            busy_reply: None,
         }],
         rules: vec![Rule {
             name: "all".into(),

@@ -11,12 +11,14 @@ use common::{NO_FETCH, TestApp, puts, support_rules};
 /// 10 calls a second with a burst of 1: a backlog of 80 takes 8 s.
 const RATE: &str = "requests = 10\nper = \"1s\"\nburst = 1";
 
-/// Inserts a chat with `priority` as a producer would.
-async fn insert_urgent(app: &TestApp, chat: i64, priority: i64) -> Instant {
+/// Inserts a chat with `priority` and `attrs` as a producer would;
+/// returns when it was committed.
+async fn insert(app: &TestApp, chat: i64, priority: i64, attrs: &str) -> Instant {
     let pool = app.producer().await;
-    sqlx::query("INSERT INTO queue (chat_id, priority) VALUES (?, ?)")
+    sqlx::query("INSERT INTO queue (chat_id, priority, attrs) VALUES (?, ?, ?)")
         .bind(chat)
         .bind(priority)
+        .bind(attrs)
         .execute(&pool)
         .await
         .unwrap();
@@ -54,7 +56,7 @@ async fn position_behind_backlog(fetch: &str) -> Vec<usize> {
         .await;
         // Off the slot boundary by a varying amount.
         tokio::time::sleep(Duration::from_millis(17 * n as u64)).await;
-        let committed = insert_urgent(&app, urgent, 10).await;
+        let committed = insert(&app, urgent, 10, "{}").await;
         daemon.runtime.worker.wake();
         let mut position = None;
         common::wait_for("the urgent chat's PUT", Duration::from_secs(10), || {
@@ -120,14 +122,7 @@ async fn waiting_chats_are_taken_by_rule_priority_then_age() {
     let daemon = app.start_in_process().await;
     // Oldest first: two plain chats, then the gold one, all waiting.
     for (chat, attrs) in [(1, "{}"), (2, "{}"), (3, "{\"tier\": \"gold\"}")] {
-        let pool = app.producer().await;
-        sqlx::query("INSERT INTO queue (chat_id, attrs) VALUES (?, ?)")
-            .bind(chat)
-            .bind(attrs)
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
+        insert(&app, chat, 0, attrs).await;
         daemon.runtime.worker.wake();
     }
     app.wait_count(
@@ -143,7 +138,7 @@ async fn waiting_chats_are_taken_by_rule_priority_then_age() {
         5,
         "the gold rule's priority is kept on the waiting row"
     );
-    app.run_ok(&["agent", "back", "alice"]);
+    app.cli_ok(&["agent", "back", "alice"]).await;
     common::wait_for(
         "the freed seat to be taken",
         Duration::from_secs(10),

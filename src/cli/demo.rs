@@ -136,6 +136,10 @@ pub(super) async fn run(rules_path: Option<PathBuf>, chats: u32) -> Result<(), F
     let _ = worker.await;
 
     let verdict = report(&runtime.store, &sandbox, &rules, chats, elapsed).await;
+    super::day::print(
+        &rules,
+        &crate::timeline::run(&rules, &super::day::scenario(&rules)),
+    );
     runtime.store.close().await;
     sandbox.stop().await;
     verdict

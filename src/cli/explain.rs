@@ -113,6 +113,13 @@ async fn routing_state(
             .await
             .context("cannot read the customer's agent")?;
     }
+    // A chat still in the queue has waited since its row was enqueued: the
+    // escalation steps it reached show.
+    let enqueued = store
+        .active_enqueued_at(context.chat_id)
+        .await
+        .context("cannot read the chat's queue row")?;
+    context.enqueued_at = enqueued.and_then(|ms| Timestamp::from_millisecond(ms).ok());
     let recent = store
         .recent_assignments(hour_before(now))
         .await

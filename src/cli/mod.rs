@@ -5,6 +5,7 @@
 mod agent;
 mod check;
 mod completions;
+mod day;
 mod demo;
 mod explain;
 mod queue;

@@ -25,6 +25,7 @@ impl Chat {
             attrs: attrs_from_json(attrs),
             assignee: self.assignee.as_ref().map(|a| a.id),
             last_agent: None,
+            enqueued_at: None,
         }
     }
 }

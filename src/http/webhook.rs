@@ -119,7 +119,9 @@ async fn handle(s: &Listener, headers: &HeaderMap, body: &[u8]) -> Response {
                     s.intake.note_open(*chat_id, agent.as_deref())
                 }
                 WebhookEffect::Closed { chat_id } => s.intake.note_open(*chat_id, None),
-                WebhookEffect::Answered { .. } | WebhookEffect::Ignored => {}
+                WebhookEffect::Answered { .. }
+                | WebhookEffect::CustomerWrote { .. }
+                | WebhookEffect::Ignored => {}
             }
             tracing::info!(event = %envelope.event, id = %envelope.id, "webhook applied");
             (StatusCode::OK, "ok\n").into_response()
@@ -141,6 +143,16 @@ fn id_of(v: &Value) -> Option<i64> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
+}
+
+/// The chat of a message event: `chat_id`, or `chat.id`.
+fn message_chat(e: &Envelope) -> Result<ChatId, String> {
+    let data = &e.event_data;
+    data.get("chat_id")
+        .or_else(|| data.get("chat").and_then(|c| c.get("id")))
+        .and_then(id_of)
+        .map(ChatId)
+        .ok_or_else(|| format!("`{}` without a chat id", e.event))
 }
 
 /// What an event means here. `chat.assigned` never triggers a decision: it
@@ -180,13 +192,26 @@ fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
                 chat_id: chat_id()?,
             }
         }
-        "message.chat.agent" => WebhookEffect::Answered {
-            chat_id: data
-                .get("chat_id")
-                .or_else(|| data.get("chat").and_then(|c| c.get("id")))
+        "message.chat.agent" => {
+            let rules = s.intake.rules();
+            // `agent` is the agent object; an id alone is taken too. An
+            // agent the rules do not name is kept by id, so that their
+            // message never counts as the assignee's answer.
+            let agent = data
+                .get("agent")
+                .and_then(|a| a.get("id").or(Some(a)))
                 .and_then(id_of)
-                .map(ChatId)
-                .ok_or("`message.chat.agent` without a chat id")?,
+                .map(|id| match rules.agent_by_id(AgentId(id)) {
+                    Some(a) => rules.agents[a].name.clone(),
+                    None => format!("#{id}"),
+                });
+            WebhookEffect::Answered {
+                chat_id: message_chat(e)?,
+                agent,
+            }
+        }
+        "message.chat.customer" => WebhookEffect::CustomerWrote {
+            chat_id: message_chat(e)?,
         },
         _ => WebhookEffect::Ignored,
     })

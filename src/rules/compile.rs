@@ -9,12 +9,13 @@ use std::collections::{BTreeSet, HashMap};
 use jiff::tz::TimeZone;
 use toml::Spanned;
 
+use super::Handback;
 use super::keys::compile_match;
 use super::load::{File, OneOrMany, RawAgent, RawPool, RawReply, RawRule, RawSchedule, RawValue};
 use super::matcher::Condition;
 use super::schedule::{self, Schedule};
 use super::template::{Placeholder, Template};
-use super::{Agent, Pool, Reply, Rule, Rules, Strategy, Target, WhenFull};
+use super::{Agent, BusyReply, Pool, Reply, Rule, Rules, Strategy, Target, WhenFull};
 use crate::diag::{Location, SourceError};
 use crate::domain::AgentId;
 use crate::duration::HumanDuration;
@@ -34,7 +35,8 @@ pub(super) fn compile(files: &[File]) -> Result<Rules, SourceError> {
     let mut names = declare(files)?;
     let schedules = compile_schedules(files, &mut names)?;
     let agents = compile_agents(files, &names)?;
-    let pools = compile_pools(files, &mut names)?;
+    let mut pools = compile_pools(files, &mut names)?;
+    super::escalate::compile(files, &names, &mut pools)?;
     let rules = compile_rules(files, &names)?;
     Ok(Rules {
         timezone: rules_tz,
@@ -237,6 +239,7 @@ fn compile_rule(
         _ => None,
     });
     check_next_open(f, raw, note.as_ref(), reply.as_ref(), schedule)?;
+    check_position(f, raw, note.as_ref(), reply.as_ref())?;
     Ok(Rule {
         name: raw.name.get_ref().clone(),
         priority: raw.priority,
@@ -282,6 +285,49 @@ fn check_next_open(
     Err(f.err(
         span,
         "`{next_open}` needs the rule to match `within` or `outside` a schedule",
+    ))
+}
+
+/// `busy_reply`: nobody is assigned yet, so `{agent}` has no value; the
+/// wait must be longer than zero.
+fn busy_reply(f: &File, raw: &RawPool, names: &Names) -> Result<Option<BusyReply>, SourceError> {
+    let Some(b) = &raw.busy_reply else {
+        return Ok(None);
+    };
+    let b = b.get_ref();
+    let text = template(f, &b.text)?;
+    if text.uses(Placeholder::Agent) {
+        return Err(f.err(
+            b.text.span(),
+            "`{agent}` cannot be used in busy_reply: nobody is assigned yet",
+        ));
+    }
+    if b.after.get_ref().0.is_zero() {
+        return Err(f.err(b.after.span(), "`after` must be longer than zero"));
+    }
+    Ok(Some(BusyReply {
+        from: lookup(f, &b.from, &names.agents, "agent")?,
+        text,
+        after: b.after.get_ref().0,
+    }))
+}
+
+/// `{position}` is a waiting chat's place in the queue: only a pool's
+/// `busy_reply` is sent while the chat waits.
+fn check_position(
+    f: &File,
+    raw: &RawRule,
+    note: Option<&Template>,
+    reply: Option<&Reply>,
+) -> Result<(), SourceError> {
+    let span = match (note, reply) {
+        (Some(n), _) if n.uses(Placeholder::Position) => raw.note.as_ref().map(|n| n.span()),
+        (_, Some(r)) if r.text.uses(Placeholder::Position) => raw.reply.as_ref().map(|r| r.span()),
+        _ => return Ok(()),
+    };
+    Err(f.err(
+        span.unwrap_or(0..0),
+        "`{position}` can only be used in a pool's busy_reply (the chat waits there)",
     ))
 }
 
@@ -395,6 +441,10 @@ fn compile_pool(f: &File, name: &str, raw: &RawPool, names: &Names) -> Result<Po
         max_reassign: raw.max_reassign.as_ref().map_or(1, |m| *m.get_ref()),
         max_per_hour: per_hour(f, raw.max_per_hour.as_ref())?,
         sticky_for: sticky_for(f, raw.sticky_for.as_ref())?,
+        handback: handback(f, raw.handback.as_ref())?,
+        // Filled in once every pool has a name: a step may name a later one.
+        escalate: Vec::new(),
+        busy_reply: busy_reply(f, raw, names)?,
     })
 }
 
@@ -426,6 +476,25 @@ fn sticky_for(
         return Err(f.err(d.span(), "`sticky_for` must be longer than zero"));
     }
     Ok(d.get_ref().0)
+}
+
+/// `handback`: "none" (the default), "unanswered" or "all".
+fn handback(f: &File, raw: Option<&Spanned<String>>) -> Result<Handback, SourceError> {
+    let Some(h) = raw else {
+        return Ok(Handback::None);
+    };
+    Handback::ALL
+        .into_iter()
+        .find(|m| m.name() == h.get_ref())
+        .ok_or_else(|| {
+            f.err(
+                h.span(),
+                format!(
+                    "unknown handback `{}` (use none, unanswered or all)",
+                    h.get_ref()
+                ),
+            )
+        })
 }
 
 fn check_reassign(f: &File, raw: &RawPool) -> Result<(), SourceError> {
@@ -473,7 +542,7 @@ fn when_full(f: &File, raw: Option<&Spanned<String>>) -> Result<WhenFull, Source
     }
 }
 
-fn compile_target(
+pub(super) fn compile_target(
     f: &File,
     assign: &Spanned<String>,
     names: &Names,

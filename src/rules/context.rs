@@ -45,6 +45,8 @@ pub struct ChatContext {
     /// The agent who last had a chat of this customer, for `sticky`; the
     /// caller fills it in from its history.
     pub last_agent: Option<LastAgent>,
+    /// When the chat was enqueued, for `escalate`: how long it has waited.
+    pub enqueued_at: Option<jiff::Timestamp>,
 }
 
 /// Who last had a chat of the customer, and when.
@@ -73,6 +75,13 @@ impl ChatContext {
             attrs: attrs_from_json(attrs),
             ..Self::default()
         }
+    }
+
+    /// How long the chat has waited at `now` (zero when not known).
+    pub fn waited(&self, now: jiff::Timestamp) -> std::time::Duration {
+        self.enqueued_at
+            .and_then(|at| std::time::Duration::try_from(now.duration_since(at)).ok())
+            .unwrap_or_default()
     }
 
     /// The key under which the customer's last agent is remembered.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::context::ChatContext;
+use super::escalate;
 use super::matcher::{Condition, first_failing};
 use super::strategy::{self, Candidate};
 use super::{Pool, Rules, Strategy, Target, WhenFull};
@@ -142,6 +143,8 @@ pub enum Verdict {
         previous: Option<String>,
         /// For `weighted`: the pool's new current weights.
         weights: Option<Weights>,
+        /// The step of the rule's pool's `escalate` that found the agent.
+        escalation: Option<usize>,
     },
     /// The rule's target had no candidate.
     NoCandidate {
@@ -150,6 +153,8 @@ pub enum Verdict {
         /// The members left out by `max_per_hour`, so the reason can say
         /// why the chat waits (their places come back within the hour).
         hourly: Vec<HourlyCapped>,
+        /// The last step of the rule's pool's `escalate` the chat reached.
+        escalation: Option<usize>,
     },
     /// The rule says `assign = "none"`.
     Nobody,
@@ -184,71 +189,6 @@ pub struct Decision {
     /// The deciding rule (index into `Rules::rules`).
     pub rule: Option<usize>,
     pub verdict: Verdict,
-}
-
-impl Decision {
-    /// A one-line reason, as recorded in outcomes and shown by `explain`.
-    pub fn reason(&self, rules: &Rules) -> String {
-        let rule = self
-            .rule
-            .map(|r| rules.rules[r].name.as_str())
-            .unwrap_or("-");
-        match &self.verdict {
-            Verdict::Assign {
-                agent,
-                pool: Some(p),
-                previous,
-                ..
-            } => {
-                let pool = &rules.pools[*p];
-                let agent = &rules.agents[*agent].name;
-                match (pool.strategy, previous) {
-                    (Strategy::RoundRobin, Some(prev)) => {
-                        format!("rule `{rule}`: round-robin: last was {prev} -> {agent}")
-                    }
-                    (Strategy::RoundRobin, None) => {
-                        format!("rule `{rule}`: round-robin: first pick -> {agent}")
-                    }
-                    (s, _) => format!(
-                        "rule `{rule}`: pool `{}` {} -> {agent}",
-                        pool.name,
-                        s.name()
-                    ),
-                }
-            }
-            Verdict::Assign {
-                agent, pool: None, ..
-            } => {
-                format!("rule `{rule}` assigns {}", rules.agents[*agent].name)
-            }
-            Verdict::NoCandidate {
-                pool,
-                when_full,
-                hourly,
-            } => {
-                let target = pool
-                    .map(|p| format!("pool `{}`", rules.pools[p].name))
-                    .unwrap_or("the agent".into());
-                let capped: Vec<String> = hourly
-                    .iter()
-                    .map(|(a, count, cap)| {
-                        format!("{} ({count}/{cap} this hour)", rules.agents[*a].name)
-                    })
-                    .collect();
-                let capped = if capped.is_empty() {
-                    String::new()
-                } else {
-                    format!("; at hourly cap: {}", capped.join(", "))
-                };
-                format!(
-                    "rule `{rule}`: {target} has no available agent (when_full = {}){capped}",
-                    when_full.name()
-                )
-            }
-            Verdict::Nobody => format!("rule `{rule}` assigns none"),
-            Verdict::NoMatch => "no rule matched".into(),
-        }
-    }
 }
 
 /// Decides who should get `chat` at instant `now`.
@@ -300,6 +240,7 @@ pub fn decide_observed<O: Observer>(
                 pool,
                 when_full: WhenFull::Leave,
                 hourly,
+                escalation: None,
             },
         },
         None => Decision {
@@ -316,7 +257,8 @@ enum RuleOutcome {
     Overflowed(Option<usize>, Vec<HourlyCapped>),
 }
 
-/// The verdict of rule `index`, which matched the chat.
+/// The verdict of rule `index`, which matched the chat: its target, then
+/// each escalation step the chat has reached, the first with a candidate.
 fn decide_rule<O: Observer>(
     rules: &Rules,
     index: usize,
@@ -325,9 +267,72 @@ fn decide_rule<O: Observer>(
     now: Timestamp,
     observer: &mut O,
 ) -> RuleOutcome {
-    let single: [usize; 1];
-    let (members, pool_index): (&[usize], Option<usize>) = match rules.rules[index].target {
+    let target = rules.rules[index].target;
+    let rule_pool = match target {
         Target::Nobody => return RuleOutcome::Decided(Verdict::Nobody),
+        Target::Agent(_) => None,
+        Target::Pool(p) => Some(p),
+    };
+    let mut hourly = match try_target(rules, index, target, chat, state, now, observer) {
+        Ok(assign) => return RuleOutcome::Decided(assign),
+        Err(hourly) => hourly,
+    };
+    let steps = rule_pool.map_or(&[][..], |p| &rules.pools[p].escalate[..]);
+    let reached = rule_pool.map_or(0, |p| escalate::reached(&rules.pools[p], chat.waited(now)));
+    for (n, step) in steps.iter().take(reached).enumerate() {
+        match try_target(rules, index, step.target, chat, state, now, observer) {
+            Ok(Verdict::Assign {
+                agent,
+                pool,
+                previous,
+                weights,
+                ..
+            }) => {
+                return RuleOutcome::Decided(Verdict::Assign {
+                    agent,
+                    pool,
+                    previous,
+                    weights,
+                    escalation: Some(n),
+                });
+            }
+            Ok(other) => return RuleOutcome::Decided(other),
+            Err(more) => {
+                for m in more {
+                    if !hourly.iter().any(|h| h.0 == m.0) {
+                        hourly.push(m);
+                    }
+                }
+            }
+        }
+    }
+    let when_full = rule_pool.map_or(WhenFull::Wait, |p| rules.pools[p].when_full);
+    if when_full == WhenFull::Next {
+        return RuleOutcome::Overflowed(rule_pool, hourly);
+    }
+    RuleOutcome::Decided(Verdict::NoCandidate {
+        pool: rule_pool,
+        when_full,
+        hourly,
+        escalation: reached.checked_sub(1),
+    })
+}
+
+/// One target (the rule's, or an escalation step's): an assignment to the
+/// candidate its strategy picks, else the members left out by their
+/// hourly cap.
+fn try_target<O: Observer>(
+    rules: &Rules,
+    index: usize,
+    target: Target,
+    chat: &ChatContext,
+    state: &RoutingState,
+    now: Timestamp,
+    observer: &mut O,
+) -> Result<Verdict, Vec<HourlyCapped>> {
+    let single: [usize; 1];
+    let (members, pool_index): (&[usize], Option<usize>) = match target {
+        Target::Nobody => return Err(Vec::new()),
         Target::Agent(agent) => {
             single = [agent];
             (&single[..], None)
@@ -335,7 +340,6 @@ fn decide_rule<O: Observer>(
         Target::Pool(p) => (&rules.pools[p].members, Some(p)),
     };
     let pool = pool_index.map(|p| &rules.pools[p]);
-    let when_full = pool.map_or(WhenFull::Wait, |p| p.when_full);
     let (candidates, hourly) = kept(rules, index, members, pool, state, now, observer);
     let picked = match pool {
         None => candidates.first().map(|c| (c.index, None, None)),
@@ -346,18 +350,14 @@ fn decide_rule<O: Observer>(
         }),
     };
     match picked {
-        Some((agent, previous, weights)) => RuleOutcome::Decided(Verdict::Assign {
+        Some((agent, previous, weights)) => Ok(Verdict::Assign {
             agent,
             pool: pool_index,
             previous,
             weights,
+            escalation: None,
         }),
-        None if when_full == WhenFull::Next => RuleOutcome::Overflowed(pool_index, hourly),
-        None => RuleOutcome::Decided(Verdict::NoCandidate {
-            pool: pool_index,
-            when_full,
-            hourly,
-        }),
+        None => Err(hourly),
     }
 }
 

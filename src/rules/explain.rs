@@ -267,7 +267,7 @@ fn ago(d: Duration) -> String {
 }
 
 /// A configured duration as the rules would write it: "30d", "36h", "90s".
-fn exact(d: Duration) -> String {
+pub(super) fn exact(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {
         m if m % 86_400_000 == 0 => format!("{}d", m / 86_400_000),

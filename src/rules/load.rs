@@ -155,6 +155,27 @@ pub(super) struct RawPool {
     pub(super) max_reassign: Option<Spanned<u32>>,
     pub(super) max_per_hour: Option<Spanned<i64>>,
     pub(super) sticky_for: Option<Spanned<HumanDuration>>,
+    pub(super) handback: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) escalate: Vec<Spanned<RawStep>>,
+    pub(super) busy_reply: Option<Spanned<RawBusyReply>>,
+}
+
+/// A pool's `busy_reply`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBusyReply {
+    pub(super) from: Spanned<String>,
+    pub(super) text: Spanned<String>,
+    pub(super) after: Spanned<HumanDuration>,
+}
+
+/// One step of a pool's `escalate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStep {
+    pub(super) after: Spanned<HumanDuration>,
+    pub(super) assign: Spanned<String>,
 }
 
 #[derive(Deserialize)]

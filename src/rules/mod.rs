@@ -4,11 +4,14 @@
 mod compile;
 pub mod context;
 pub mod decide;
+pub mod escalate;
 pub mod explain;
+pub mod fill;
 pub mod index;
 mod keys;
 pub mod load;
 pub mod matcher;
+mod reason;
 pub mod schedule;
 pub mod state;
 pub mod strategy;
@@ -133,6 +136,47 @@ pub struct Pool {
     pub max_per_hour: Option<u32>,
     /// How long `sticky` remembers a customer's agent.
     pub sticky_for: std::time::Duration,
+    /// Where a chat may go once it has waited long enough, in order of `after`.
+    pub escalate: Vec<escalate::Step>,
+    /// The one message a chat gets when it has waited this long with nobody free.
+    pub busy_reply: Option<BusyReply>,
+    /// Which of an absent member's chats go back through the rules.
+    pub handback: Handback,
+}
+
+/// A pool's `handback`: what becomes of a member's open chats from the
+/// pool when they are marked away or their shift ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handback {
+    /// They stay with the agent.
+    #[default]
+    None,
+    /// Those the agent has not answered go back through the rules.
+    Unanswered,
+    /// All of them go back through the rules.
+    All,
+}
+
+impl Handback {
+    pub const ALL: [Handback; 3] = [Handback::None, Handback::Unanswered, Handback::All];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Handback::None => "none",
+            Handback::Unanswered => "unanswered",
+            Handback::All => "all",
+        }
+    }
+}
+
+/// A pool's `busy_reply`: posted once per chat, as `from`, when the chat has
+/// waited `after` (since it was enqueued) with no candidate.
+#[derive(Debug, Clone)]
+pub struct BusyReply {
+    /// The agent the message is posted as (index into `Rules::agents`).
+    pub from: usize,
+    pub text: Template,
+    pub after: std::time::Duration,
 }
 
 /// `sticky_for` when a pool does not say.
@@ -286,7 +330,8 @@ impl Rules {
         }
         for (i, a) in self.agents.iter().enumerate() {
             let in_pool = self.pools.iter().any(|p| p.members.contains(&i));
-            let named = self.rules.iter().any(|r| r.target == Target::Agent(i));
+            let named = self.rules.iter().any(|r| r.target == Target::Agent(i))
+                || escalate::is_step_target(self, Target::Agent(i));
             if !in_pool && !named {
                 out.push(format!(
                     "agent `{}` is in no pool and no rule assigns to it",
@@ -295,11 +340,32 @@ impl Rules {
             }
         }
         for (i, p) in self.pools.iter().enumerate() {
-            if !self.rules.iter().any(|r| r.target == Target::Pool(i)) {
+            if !self.rules.iter().any(|r| r.target == Target::Pool(i))
+                && !escalate::is_step_target(self, Target::Pool(i))
+            {
                 out.push(format!("pool `{}` is used by no rule", p.name));
             }
         }
+        out.extend(self.handback_warnings());
+        out.extend(escalate::warnings(self));
         out
+    }
+
+    /// A pool that hands chats back but none of whose members has a shift:
+    /// only `agent away` can ever set it off.
+    fn handback_warnings(&self) -> Vec<String> {
+        self.pools
+            .iter()
+            .filter(|p| p.handback != Handback::None)
+            .filter(|p| p.members.iter().all(|&a| self.agents[a].schedule.is_none()))
+            .map(|p| {
+                format!(
+                    "pool `{}` has handback = \"{}\" but none of its agents has a schedule: it acts only when an agent is marked away",
+                    p.name,
+                    p.handback.name()
+                )
+            })
+            .collect()
     }
 }
 
@@ -318,4 +384,52 @@ fn describe_hours(hours: &[(usize, u8)]) -> String {
         .map(|(d, a, b)| format!("{} {a:02}:00-{b:02}:00", DAYS[*d]))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod handback_tests {
+    use super::*;
+
+    fn load(pool: &str, agents: &str) -> Result<Rules, RulesError> {
+        let text = format!(
+            "[schedules.day]\nhours = {{ all = \"09:00-18:00\" }}\n\n[agents]\n{agents}\n\n[pools.support]\nagents = [\"alice\", \"bob\"]\n{pool}\n\n[[rule]]\nname = \"all\"\nassign = \"pool:support\"\n"
+        );
+        load_sources(&[(PathBuf::from("rules.toml"), text)])
+    }
+
+    const NO_SHIFTS: &str = "alice = { id = 1 }\nbob = { id = 2 }";
+
+    #[test]
+    fn handback_is_none_unless_set() {
+        let r = load("", NO_SHIFTS).unwrap();
+        assert_eq!(r.pools[0].handback, Handback::None);
+        let r = load("handback = \"unanswered\"", NO_SHIFTS).unwrap();
+        assert_eq!(r.pools[0].handback, Handback::Unanswered);
+        let r = load("handback = \"all\"", NO_SHIFTS).unwrap();
+        assert_eq!(r.pools[0].handback, Handback::All);
+    }
+
+    #[test]
+    fn a_bad_handback_names_file_line_and_column() {
+        let e = load("handback = \"some\"", NO_SHIFTS)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rules.toml:10:12"), "{e}");
+        assert!(e.contains("unknown handback `some`"), "{e}");
+    }
+
+    #[test]
+    fn handback_without_any_shift_warns_that_only_away_sets_it_off() {
+        let warned = |r: &Rules| r.warnings().iter().any(|w| w.contains("handback"));
+        let r = load("handback = \"all\"", NO_SHIFTS).unwrap();
+        let w = r.warnings();
+        assert!(
+            w.iter().any(|w| w
+                == "pool `support` has handback = \"all\" but none of its agents has a schedule: it acts only when an agent is marked away"),
+            "{w:?}"
+        );
+        let shifts = "alice = { id = 1, schedule = \"day\" }\nbob = { id = 2 }";
+        assert!(!warned(&load("handback = \"all\"", shifts).unwrap()));
+        assert!(!warned(&load("", NO_SHIFTS).unwrap()));
+    }
 }

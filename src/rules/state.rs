@@ -143,6 +143,7 @@ mod tests {
                 pool: Some(0),
                 previous: None,
                 weights,
+                escalation: None,
             },
         }
     }

@@ -1,6 +1,7 @@
-//! Message templates for `note` and `reply.text`: `{agent}`, `{rule}`,
-//! `{pool}`, `{chat}`, `{customer}`, `{next_open}`. Parsed at load, so an
-//! unknown placeholder is a load error, not a surprise in a customer's chat.
+//! Message templates for `note`, `reply.text` and `busy_reply.text`:
+//! `{agent}`, `{rule}`, `{pool}`, `{chat}`, `{customer}`, `{next_open}`, and
+//! in `busy_reply` only, `{position}`. Parsed at load, so an unknown
+//! placeholder is a load error, not a surprise in a customer's chat.
 
 /// A placeholder a template may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,16 +12,19 @@ pub enum Placeholder {
     Chat,
     Customer,
     NextOpen,
+    /// The chat's place among the chats waiting for a seat (busy_reply).
+    Position,
 }
 
 impl Placeholder {
-    const ALL: [(&'static str, Placeholder); 6] = [
+    const ALL: [(&'static str, Placeholder); 7] = [
         ("agent", Placeholder::Agent),
         ("rule", Placeholder::Rule),
         ("pool", Placeholder::Pool),
         ("chat", Placeholder::Chat),
         ("customer", Placeholder::Customer),
         ("next_open", Placeholder::NextOpen),
+        ("position", Placeholder::Position),
     ];
 }
 

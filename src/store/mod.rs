@@ -18,10 +18,12 @@
 //! so it takes the write lock up front, and none is held across an HTTP call.
 
 mod agents;
+mod busy;
 mod cluster;
 mod daemon_state;
 mod db;
 mod followups;
+pub mod handback;
 mod health;
 mod outbox;
 mod outcomes;

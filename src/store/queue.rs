@@ -8,6 +8,7 @@
 //! repaired rather than trusted, and a `snapshot` that is not JSON text is
 //! ignored like a malformed one (the chat is fetched instead).
 
+use super::busy::queue_busy_reply;
 use super::outcomes::insert_outcome;
 use super::routing::apply_assigned;
 use std::time::Duration;
@@ -71,6 +72,7 @@ RETURNING id,
           CASE WHEN typeof(snapshot) = 'text' THEN snapshot END AS snapshot,
           CASE WHEN typeof(enqueued_at) = 'integer' THEN enqueued_at ELSE $4 END AS enqueued_at,
           CASE WHEN typeof(last_error) = 'text' THEN last_error END AS last_error, waiting,
+          CASE WHEN typeof(handback) = 'text' THEN handback END AS handback,
           typeof(chat_id) AS chat_id_type, typeof(attrs) AS attrs_type,
           typeof(priority) AS priority_type",
     // Types are the schema's own here; SKIP LOCKED lets daemons claim side
@@ -89,7 +91,7 @@ RETURNING id,
          LIMIT $5
          FOR UPDATE SKIP LOCKED)
 RETURNING id, chat_id, attrs, priority, attempts, snapshot, enqueued_at, last_error, waiting,
-          'integer' AS chat_id_type,
+          handback, 'integer' AS chat_id_type,
           CASE WHEN attrs IS NULL THEN 'null' ELSE 'text' END AS attrs_type,
           'integer' AS priority_type",
 );
@@ -169,6 +171,7 @@ struct ClaimedRow {
     enqueued_at: i64,
     last_error: Option<String>,
     waiting: Option<Wait>,
+    handback: Option<String>,
     chat_id_type: String,
     attrs_type: String,
     priority_type: String,
@@ -232,6 +235,7 @@ fn check_claimed(r: ClaimedRow) -> Result<QueueRow, BadRow> {
         enqueued_at_ms: r.enqueued_at,
         last_error: r.last_error,
         waiting: r.waiting,
+        handback: r.handback,
     })
 }
 
@@ -264,6 +268,14 @@ impl Store {
     pub async fn active_count(&self) -> Result<i64, StoreError> {
         let sql = "SELECT COUNT(*) FROM queue WHERE state IN ('pending', 'leased')";
         Ok(self.db.value(sql, vals![]).await?)
+    }
+
+    /// When the chat's active (pending or leased) row was enqueued, if it
+    /// has one: how long it has waited, for `explain`.
+    pub async fn active_enqueued_at(&self, chat_id: ChatId) -> Result<Option<i64>, StoreError> {
+        let sql = "SELECT MAX(CAST(enqueued_at AS BIGINT)) FROM queue
+                    WHERE chat_id = $1 AND state IN ('pending', 'leased')";
+        Ok(self.db.value(sql, vals![chat_id]).await?)
     }
 
     /// How long the oldest row not yet finished (pending or leased) has
@@ -344,6 +356,9 @@ impl Store {
         }
         if let (true, Some(assigned)) = (held, &s.assigned) {
             apply_assigned(&mut tx, assigned, Some(s.queue_id), now).await?;
+        }
+        if let (true, Some(m)) = (held, &s.busy_reply) {
+            queue_busy_reply(&mut tx, m, s.queue_id, now).await?;
         }
         tx.commit().await?;
         Ok(held)

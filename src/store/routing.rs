@@ -16,7 +16,7 @@ const UPSERT_WEIGHT: &str = "INSERT INTO wrr_state (pool, agent, current) VALUES
     ON CONFLICT (pool, agent) DO UPDATE SET current = excluded.current";
 const UPSERT_CUSTOMER: &str = "INSERT INTO customer_agent (customer, agent, at) VALUES ($1, $2, $3)
     ON CONFLICT (customer) DO UPDATE SET agent = excluded.agent, at = excluded.at";
-const INSERT_MESSAGE: &str =
+pub(super) const INSERT_MESSAGE: &str =
     "INSERT INTO outbox (chat_id, queue_id, kind, agent_id, text, created_at)
     VALUES ($1, $2, $3, $4, $5, $6)";
 const UPSERT_ROTATION: &str = "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES ($1, $2, $3)

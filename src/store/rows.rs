@@ -37,6 +37,10 @@ pub struct QueueRow {
     pub last_error: Option<String>,
     /// Why the row was held back, if it was on purpose.
     pub waiting: Option<Wait>,
+    /// Set on a row that hands a chat back from an absent agent (pool
+    /// `handback`): why, for the outcome. The chat is decided although it
+    /// has an assignee.
+    pub handback: Option<String>,
 }
 
 /// One row for `outcomes`.
@@ -131,6 +135,8 @@ pub struct Settlement<'a> {
     pub outcomes: Vec<NewOutcome>,
     /// What a successful assignment changes besides the row.
     pub assigned: Option<Assigned>,
+    /// A waiting chat's pool's "all busy" message, sent once per chat.
+    pub busy_reply: Option<OutboxMessage>,
 }
 
 /// The state a successful assignment moves, written with its outcome.
@@ -245,8 +251,15 @@ pub enum WebhookEffect {
     },
     /// `chat.closed` (or a status update to closed): no longer open.
     Closed { chat_id: ChatId },
-    /// `message.chat.agent`: an agent answered.
-    Answered { chat_id: ChatId },
+    /// `message.chat.agent`: an agent answered (by name, or `#<id>` for
+    /// an agent the rules do not name; without an agent in the event, the
+    /// chat's assignee is taken to have).
+    Answered {
+        chat_id: ChatId,
+        agent: Option<String>,
+    },
+    /// `message.chat.customer`: the customer wrote (pool `handback`).
+    CustomerWrote { chat_id: ChatId },
     /// An event that changes nothing here; its id is still recorded.
     Ignored,
 }

@@ -1,5 +1,6 @@
 //! Webhook events, applied once each with their effect.
 
+use super::handback::{forget_chat, record_answer, record_customer_message};
 use super::routing::{close_open_chat, upsert_open_chat, wake_waiting};
 use super::{Store, StoreError, WebhookEffect, now_ms, vals};
 
@@ -46,13 +47,18 @@ impl Store {
                 if matches!(effect, WebhookEffect::Closed { .. }) {
                     let unwatched = "DELETE FROM followups WHERE chat_id = $1";
                     tx.run(unwatched, vals![chat_id]).await?;
+                    forget_chat(&mut tx, *chat_id).await?;
                 }
                 // A seat may have freed up.
                 wake_waiting(&mut tx).await?;
             }
-            WebhookEffect::Answered { chat_id } => {
+            WebhookEffect::Answered { chat_id, agent } => {
                 let answered = "UPDATE followups SET answered_at = $1 WHERE chat_id = $2";
                 tx.run(answered, vals![now, chat_id]).await?;
+                record_answer(&mut tx, *chat_id, agent.as_deref(), now).await?;
+            }
+            WebhookEffect::CustomerWrote { chat_id } => {
+                record_customer_message(&mut tx, *chat_id, now).await?;
             }
             WebhookEffect::Ignored => {}
         }

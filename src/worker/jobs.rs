@@ -33,12 +33,16 @@ pub(super) enum Job {
     Reclaim,
     /// New rows announced by PostgreSQL wake the loop (`listen.rs`).
     Listen,
+    /// Chats of absent agents back through the rules (`handback.rs`).
+    Handback,
 }
 
 impl Job {
     /// The jobs this worker runs.
     pub(super) fn enabled(worker: &Worker) -> Vec<Job> {
         let mut jobs = vec![Job::Outbox, Job::Followups, Job::Reconcile, Job::Retention];
+        // Always: a reload may give a pool `handback`; idle rounds read nothing.
+        jobs.push(Job::Handback);
         if worker.settings.poll_new_chats.is_some() {
             jobs.push(Job::Poller);
         }
@@ -58,6 +62,7 @@ impl Job {
             Job::Retention => "retention",
             Job::Reclaim => "reclaim",
             Job::Listen => "listen",
+            Job::Handback => "handback",
         }
     }
 
@@ -98,6 +103,7 @@ impl Job {
                 HEARTBEAT
             }
             Job::Listen => w.listen_round(stop).await,
+            Job::Handback => w.handback_round().await,
         }
     }
 

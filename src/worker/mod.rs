@@ -25,6 +25,8 @@ use crate::helpcrunch::Client;
 use crate::rules::Rules;
 use crate::store::Store;
 
+mod busy;
+mod handback;
 mod handles;
 mod jobs;
 mod listen;

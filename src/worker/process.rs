@@ -10,7 +10,8 @@ use crate::config::FetchChat;
 use crate::helpcrunch::types::Chat;
 use crate::helpcrunch::{ApiError, Call, ErrorClass};
 use crate::limiter::Priority;
-use crate::rules::template::{Placeholder, Template};
+use crate::rules::fill::Fill;
+use crate::rules::template::Template;
 use crate::rules::{Agent, ChatContext, Decision, Rules, Target, Verdict, WhenFull};
 use crate::store::{
     Assigned, Followup, LeaseKey, NewOutcome, Next, OutboxKind, OutboxMessage, OutcomeResult,
@@ -51,6 +52,7 @@ impl Worker {
             priority: plan.priority,
             outcomes: plan.outcomes,
             assigned: plan.assigned,
+            busy_reply: plan.busy_reply,
         };
         if self.settle(&settlement, lease_ends).await {
             record_metrics(&settlement.outcomes, Some(row.enqueued_at_ms));
@@ -169,7 +171,10 @@ impl Worker {
                     o.reason = Some("chat is closed".into());
                     return Plan::finish(Next::Done, o);
                 }
-                if let (Some(a), false) = (&chat.assignee, self.settings.reassign) {
+                // A hand-back row exists to move a chat that has an assignee.
+                if let (Some(a), false, None) =
+                    (&chat.assignee, self.settings.reassign, &row.handback)
+                {
                     let mut o = NewOutcome::new(row.chat_id, OutcomeResult::Skipped);
                     o.reason = Some(format!("chat is already assigned to agent {}", a.id));
                     return Plan::finish(Next::Done, o);
@@ -179,6 +184,7 @@ impl Worker {
             None => ChatContext::bare(row.chat_id, &attrs),
         };
         let mut context = context;
+        context.enqueued_at = Timestamp::from_millisecond(row.enqueued_at_ms).ok();
         if let Some(key) = context.customer_key() {
             match self.store.customer_last_agent(&key).await {
                 Ok(agent) => context.last_agent = agent,
@@ -187,7 +193,7 @@ impl Worker {
                 }
             }
         }
-        self.assign(row, &context).await
+        self.assign(row, &context).await.handed_back(row)
     }
 
     /// Decides and assigns; after HelpCrunch rejects an agent, decides once
@@ -203,7 +209,10 @@ impl Worker {
             };
             let mut outcome = describe(&rules, &decision, row.chat_id);
             let Verdict::Assign { agent, .. } = decision.verdict else {
-                return self.unassigned(row, &rules, &decision, outcome, outcomes);
+                let mut plan = self.unassigned(row, &rules, &decision, outcome, outcomes);
+                self.add_busy_reply(row, &rules, &decision, context, &mut plan)
+                    .await;
+                return plan;
             };
             let agent = &rules.agents[agent];
             let call: Call<Chat> = self.client().assign(row.chat_id, agent.id).await;
@@ -251,7 +260,8 @@ impl Worker {
                 if row.last_error.as_deref() != Some(&wait_reason) {
                     outcomes.push(outcome);
                 }
-                let at_ms = now_ms() + self.wait_delay(rules, decision).as_millis() as i64;
+                let delay = self.wait_delay(rules, decision, row.enqueued_at_ms);
+                let at_ms = now_ms() + delay.as_millis() as i64;
                 let mut plan = Plan::wait(Wait::Candidate, at_ms, wait_reason, outcomes);
                 plan.priority = decision.rule.map(|r| rules.rules[r].priority);
                 return plan;
@@ -321,6 +331,7 @@ impl Worker {
             priority: None,
             outcomes: vec![outcome],
             assigned: None,
+            busy_reply: None,
         }
     }
 }
@@ -357,20 +368,16 @@ pub(super) fn effects(rules: &Rules, decision: &Decision, context: &ChatContext)
     let agent = &rules.agents[*agent];
     let pool_name = pool.map(|p| rules.pools[p].name.clone());
     let rule = decision.rule.map(|r| &rules.rules[r]);
-    let render = |t: &Template| {
-        t.render(|p| match p {
-            Placeholder::Agent => agent.name.clone(),
-            Placeholder::Rule => rule.map(|r| r.name.clone()).unwrap_or_default(),
-            Placeholder::Pool => pool_name.clone().unwrap_or_default(),
-            Placeholder::Chat => context.chat_id.to_string(),
-            Placeholder::Customer => context.customer_label().to_string(),
-            Placeholder::NextOpen => rule
-                .and_then(|r| r.schedule)
-                .and_then(|s| rules.schedules[s].next_open(Timestamp::now()))
-                .map(|z| z.strftime("%A %-d %B, %H:%M %Z").to_string())
-                .unwrap_or_default(),
-        })
+    let fill = Fill {
+        rules,
+        rule,
+        pool: pool_name.as_deref(),
+        agent: Some(&agent.name),
+        context,
+        position: None,
+        now: Timestamp::now(),
     };
+    let render = |t: &Template| fill.render(t);
     let mut messages = Vec::new();
     if let Some(note) = rule.and_then(|r| r.note.as_ref()) {
         messages.push(OutboxMessage {
@@ -465,6 +472,7 @@ pub(super) fn released(row: &QueueRow) -> Plan {
         priority: None,
         outcomes: Vec::new(),
         assigned: None,
+        busy_reply: None,
     }
 }
 
@@ -477,6 +485,8 @@ pub(super) struct Plan {
     pub(super) priority: Option<i64>,
     pub(super) outcomes: Vec<NewOutcome>,
     pub(super) assigned: Option<Assigned>,
+    /// The pool's "all busy" message for a chat that waits.
+    pub(super) busy_reply: Option<OutboxMessage>,
 }
 
 impl Plan {
@@ -490,6 +500,7 @@ impl Plan {
             priority: None,
             outcomes: vec![outcome],
             assigned: None,
+            busy_reply: None,
         }
     }
 
@@ -503,6 +514,7 @@ impl Plan {
             priority: None,
             outcomes,
             assigned,
+            busy_reply: None,
         }
     }
 
@@ -519,6 +531,7 @@ impl Plan {
             priority: None,
             outcomes,
             assigned: None,
+            busy_reply: None,
         }
     }
 }

@@ -225,8 +225,15 @@ impl Worker {
 
     /// How long a chat waits for a candidate: [`WAIT_RETRY`], or less if a
     /// member's shift starts sooner.
-    pub(super) fn wait_delay(&self, rules: &Rules, decision: &Decision) -> Duration {
+    pub(super) fn wait_delay(
+        &self,
+        rules: &Rules,
+        decision: &Decision,
+        enqueued_at_ms: i64,
+    ) -> Duration {
         let now = Timestamp::now();
+        let escalation = next_escalation(rules, decision, enqueued_at_ms);
+        let busy_reply = busy_reply_due(rules, decision, enqueued_at_ms);
         let members: Vec<usize> = match decision.rule.map(|r| rules.rules[r].target) {
             Some(Target::Pool(p)) => rules.pools[p].members.clone(),
             Some(Target::Agent(a)) => vec![a],
@@ -240,6 +247,8 @@ impl Worker {
         let hourly = self.hourly_frees(rules, decision, &members, now);
         shifts
             .chain(hourly)
+            .chain(escalation)
+            .chain(busy_reply)
             .filter_map(|t| Duration::try_from(t.duration_since(now)).ok())
             .min()
             .map_or(WAIT_RETRY, |d| {
@@ -271,6 +280,27 @@ impl Worker {
             .filter_map(|a| state.hourly_frees_at(&a.name, now))
             .collect()
     }
+}
+
+/// When a waiting chat's pool's busy reply is due (a past time is ignored).
+fn busy_reply_due(rules: &Rules, decision: &Decision, enqueued_at_ms: i64) -> Option<Timestamp> {
+    let after = decision.rule_pool(rules)?.busy_reply.as_ref()?.after;
+    let after = jiff::SignedDuration::try_from(after).ok()?;
+    Timestamp::from_millisecond(enqueued_at_ms)
+        .ok()?
+        .checked_add(after)
+        .ok()
+}
+
+/// When a waiting chat reaches its rule's pool's next escalation step.
+fn next_escalation(rules: &Rules, decision: &Decision, enqueued_at_ms: i64) -> Option<Timestamp> {
+    let crate::rules::Verdict::NoCandidate { escalation, .. } = decision.verdict else {
+        return None;
+    };
+    let pool = decision.rule_pool(rules)?;
+    let done = escalation.map_or(0, |step| step + 1);
+    let enqueued_at = Timestamp::from_millisecond(enqueued_at_ms).ok()?;
+    crate::rules::escalate::next_step_at(pool, done, enqueued_at)
 }
 
 /// The decision state, and which agent each open chat is with (so that a

@@ -25,6 +25,9 @@ use crate::cluster::{GONE_AFTER, process_alive};
 use crate::limiter::{Limiter, Priority, Slot};
 use crate::store::{Backend, BadRow, LeaseKey, QueueRow, now_ms};
 
+/// How often a wait for the next slot looks whether a 429 pause began.
+const PAUSE_CHECK: Duration = Duration::from_secs(1);
+
 /// A peer job ended while the daemon was meant to run.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the {job} job stopped unexpectedly: {cause}")]
@@ -270,6 +273,8 @@ impl Worker {
 
     /// A slot for the next row: one a finished row did not use, while it
     /// is good, else the limiter's next, after the calls of rows in flight.
+    /// `None` when stopping, or when a 429 pause began: the loop's turn then
+    /// reports the pause and waits it out.
     async fn take_slot(&self, stop: &CancellationToken) -> Option<Slot> {
         let limiter = self.client().limiter().clone();
         loop {
@@ -279,9 +284,15 @@ impl Worker {
                 }
                 limiter.forfeit(slot);
             }
+            if limiter.paused_until().is_some() {
+                return None;
+            }
             tokio::select! {
                 _ = stop.cancelled() => return None,
                 _ = self.slot_back.notified() => {}
+                // A wait longer than this is a pause (or rows in flight
+                // taking every slot): look again.
+                _ = tokio::time::sleep(PAUSE_CHECK) => {}
                 // Closed or stopping: the next turn finds out why.
                 got = limiter.acquire(Priority::Claim) => return got.ok(),
             }

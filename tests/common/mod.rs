@@ -314,6 +314,21 @@ impl TestApp {
         v
     }
 
+    /// The rows `sql` (with one `?`, bound to `chat`) selects, as `T`.
+    pub async fn chat_rows<T>(&self, sql: &'static str, chat: i64) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        let pool = self.producer().await;
+        let rows = sqlx::query_as(sql)
+            .bind(chat)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows
+    }
+
     /// Waits until no row is pending or leased.
     pub async fn wait_drained(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -405,6 +420,18 @@ impl TestApp {
         )
     }
 
+    /// [`Self::run_ok`] off the runtime's thread: while a daemon runs in
+    /// this process (the sandbox too), a command that waits on the
+    /// database or the sandbox must not block the thread they run on.
+    pub async fn cli_ok(&self, args: &[&str]) -> String {
+        let mut command = self.command(args);
+        let what = format!("assignd {args:?}");
+        let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        ok_stdout(&what, &out)
+    }
+
     /// Starts `assignd run`, logging to a file in the temp dir.
     pub fn spawn_daemon(&self, log_name: &str) -> Child {
         let log = std::fs::File::create(self.dir.path().join(log_name)).unwrap();
@@ -493,6 +520,22 @@ impl DbLock {
 
 /// Asserts that a finished command (`what`) exited 0, showing what it
 /// printed if not; its stdout.
+/// Posts the webhook event `body` to the listener at `base`, signed with
+/// `key`; returns the status.
+pub async fn post_webhook(http: &reqwest::Client, base: &str, key: &str, body: Vec<u8>) -> u16 {
+    http.post(format!("{base}/webhooks/helpcrunch"))
+        .header(
+            "X-HelpCrunch-Signature",
+            assignd::http::webhook_signature(key.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 pub fn ok_stdout(what: &str, out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(

@@ -1,0 +1,155 @@
+//! Issue 14, in the store, on both backends: the claim order (priority,
+//! then age, with aging so no priority starves; a waiting row keeps its
+//! rule's priority) and the busy reply (a chat's place in line; one reply
+//! per chat whatever happens).
+
+#[path = "support/postgres.rs"]
+mod postgres;
+#[path = "support/store_fixture.rs"]
+mod store_fixture;
+
+use assignd::domain::{AgentId, ChatId};
+use assignd::store::{NewQueueItem, Next, OutboxKind, OutboxMessage, Wait};
+
+use store_fixture::*;
+
+fn with(chat_id: i64, priority: i64) -> NewQueueItem {
+    NewQueueItem {
+        chat_id: ChatId(chat_id),
+        priority,
+        ..NewQueueItem::default()
+    }
+}
+
+both!(
+    claims_take_priority_then_age_and_waiting_rows_keep_their_rules_priority,
+    a_busy_reply_knows_its_place_and_goes_once,
+);
+
+async fn claims_take_priority_then_age_and_waiting_rows_keep_their_rules_priority(f: Fixture) {
+    let items = [with(1, 0), with(2, 5), with(3, 0), with(4, 0), with(5, 3)];
+    f.store.enqueue(&items).await.unwrap();
+    // 25 minutes old: two levels gained (one per 10 minutes), so above 1 and 3.
+    let aged = "UPDATE queue SET enqueued_at = enqueued_at - 1500000 WHERE chat_id = 4";
+    assert_eq!(f.producer(aged).await.unwrap(), 1);
+    let mut order = Vec::new();
+    for epoch in 0..5 {
+        let row = f.store.claim(&key("a", epoch), LEASE, 1).await.unwrap();
+        order.push(row[0].chat_id.0);
+    }
+    assert_eq!(order, [2, 5, 4, 1, 3]);
+
+    // A chat that waits keeps its rule's priority (raised, never lowered).
+    f.store.enqueue(&[with(10, 0)]).await.unwrap();
+    let (row, claim) = claim_one(&f).await;
+    let mut wait = settlement(
+        row.id,
+        &claim,
+        Next::Retry {
+            at_ms: 0,
+            count_attempt: false,
+        },
+    );
+    wait.priority = Some(7);
+    assert!(f.store.settle(&wait).await.unwrap());
+    f.store.enqueue(&[with(11, 6)]).await.unwrap();
+    let b1 = key("b", 1);
+    let first = f.store.claim(&b1, LEASE, 1).await.unwrap();
+    assert_eq!(
+        first[0].chat_id.0, 10,
+        "the waiting chat's rule priority 7 beats 6"
+    );
+    assert_eq!(first[0].priority, 7);
+    let mut lower = settlement(
+        first[0].id,
+        &b1,
+        Next::Retry {
+            at_ms: 0,
+            count_attempt: false,
+        },
+    );
+    lower.priority = Some(-3);
+    assert!(f.store.settle(&lower).await.unwrap());
+    let again = f.store.claim(&key("b", 2), LEASE, 2).await.unwrap();
+    assert_eq!(again[0].chat_id.0, 10);
+    assert_eq!(
+        again[0].priority, 7,
+        "a lower rule priority never lowers the row's"
+    );
+}
+
+async fn a_busy_reply_knows_its_place_and_goes_once(f: Fixture) {
+    // Three chats wait for a seat: 1 and 2 at priority 0, 3 at priority 2.
+    f.store
+        .enqueue(&[with(1, 0), with(2, 0), with(3, 2)])
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for epoch in 0..3 {
+        let claim = key("a", epoch);
+        let row = f.store.claim(&claim, LEASE, 1).await.unwrap().remove(0);
+        let mut wait = settlement(
+            row.id,
+            &claim,
+            Next::Retry {
+                at_ms: i64::MAX / 2,
+                count_attempt: false,
+            },
+        );
+        wait.waiting = Some(Wait::Candidate);
+        assert!(f.store.settle(&wait).await.unwrap());
+        ids.push((row.chat_id.0, row.id));
+    }
+    let id = |chat: i64| ids.iter().find(|(c, _)| *c == chat).unwrap().1;
+    // Chat 3 goes first; of 1 and 2, the older.
+    assert_eq!(f.store.waiting_position(id(3), 2).await.unwrap(), 1);
+    assert_eq!(f.store.waiting_position(id(1), 0).await.unwrap(), 2);
+    assert_eq!(f.store.waiting_position(id(2), 0).await.unwrap(), 3);
+
+    // Twice the reply, from two claims of the chat: one message, once.
+    f.store.enqueue(&[with(4, 0)]).await.unwrap();
+    let message = OutboxMessage {
+        chat_id: ChatId(4),
+        kind: OutboxKind::Message,
+        agent_id: Some(AgentId(2533)),
+        text: "all busy".into(),
+    };
+    assert!(!f.store.busy_replied(ChatId(4)).await.unwrap());
+    for epoch in 10..12 {
+        let claim = key("b", epoch);
+        let row = f.store.claim(&claim, LEASE, 1).await.unwrap().remove(0);
+        assert_eq!(row.chat_id, ChatId(4));
+        let mut wait = settlement(
+            row.id,
+            &claim,
+            Next::Retry {
+                at_ms: 0,
+                count_attempt: false,
+            },
+        );
+        wait.busy_reply = Some(message.clone());
+        assert!(f.store.settle(&wait).await.unwrap());
+    }
+    assert!(f.store.busy_replied(ChatId(4)).await.unwrap());
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM outbox WHERE chat_id = 4")
+            .await,
+        1
+    );
+    // A settlement that lost its claim sends nothing.
+    f.store.enqueue(&[with(5, 0)]).await.unwrap();
+    let row = f
+        .store
+        .claim(&key("c", 1), LEASE, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let lost = key("c", 2);
+    let mut late = settlement(row.id, &lost, Next::Done);
+    late.busy_reply = Some(OutboxMessage {
+        chat_id: ChatId(5),
+        ..message
+    });
+    assert!(!f.store.settle(&late).await.unwrap());
+    assert!(!f.store.busy_replied(ChatId(5)).await.unwrap());
+}
