@@ -19,6 +19,7 @@ pub mod limiter;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod report;
 pub mod rules;
 pub mod sandbox;
 pub mod secrets;

@@ -71,6 +71,24 @@ pub struct PoolFairness {
     pub jain: f64,
 }
 
+impl PoolFairness {
+    /// Max, min and Jain's index of the members' `counts` (1 when all are zero).
+    pub fn of(pool: &str, counts: &[u32]) -> Self {
+        let sum: f64 = counts.iter().map(|&c| f64::from(c)).sum();
+        let squares: f64 = counts.iter().map(|&c| f64::from(c).powi(2)).sum();
+        Self {
+            pool: pool.to_string(),
+            max: counts.iter().copied().max().unwrap_or(0),
+            min: counts.iter().copied().min().unwrap_or(0),
+            jain: if squares == 0.0 {
+                1.0
+            } else {
+                sum * sum / (counts.len() as f64 * squares)
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Replay {
     pub chats: usize,
@@ -176,18 +194,7 @@ fn summarize(rules: &Rules, chats: usize, outcomes: Vec<SimOutcome>) -> Replay {
                 .iter()
                 .map(|&a| per_agent[&rules.agents[a].name])
                 .collect();
-            let sum: f64 = counts.iter().map(|&c| c as f64).sum();
-            let squares: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
-            PoolFairness {
-                pool: p.name.clone(),
-                max: counts.iter().copied().max().unwrap_or(0),
-                min: counts.iter().copied().min().unwrap_or(0),
-                jain: if squares == 0.0 {
-                    1.0
-                } else {
-                    sum * sum / (counts.len() as f64 * squares)
-                },
-            }
+            PoolFairness::of(&p.name, &counts)
         })
         .collect();
     Replay {

@@ -9,6 +9,7 @@ mod day;
 mod demo;
 mod explain;
 mod queue;
+mod report;
 mod simulate;
 mod status;
 
@@ -98,6 +99,18 @@ enum Command {
         /// One JSON document with the same facts, for scripts.
         #[arg(long)]
         json: bool,
+    },
+    /// Assignments, fairness, time in queue and dead letters of a window, from the database.
+    Report {
+        /// How far back the window reaches (e.g. "7d", "36h").
+        #[arg(long, default_value = "7d", value_parser = report::parse_since)]
+        since: std::time::Duration,
+        /// One JSON document with the same figures, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Also write one self-contained HTML page with charts to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Inspect the queue; put dead rows back.
     Queue {
@@ -362,6 +375,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Status { json } => {
             let config = load_config(&cli.config)?;
             status::run(&config, json).await?;
+        }
+        Command::Report { since, json, html } => {
+            report::run(&cli.config, report::Args { since, json, html }).await?
         }
         Command::Queue { action } => queue::run(&load_config(&cli.config)?, action).await?,
         Command::Agent { action } => agent::run(&load_config(&cli.config)?, action).await?,

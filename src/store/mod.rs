@@ -28,6 +28,7 @@ mod health;
 mod outbox;
 mod outcomes;
 mod queue;
+pub mod report;
 mod retention;
 mod retry;
 mod routing;

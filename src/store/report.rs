@@ -1,0 +1,89 @@
+//! What `assignd report` reads: the outcomes of a window with their queue
+//! rows' enqueue times, and the rows dead-lettered in it. Only reads.
+
+use super::db::Stmt;
+use super::{ChatId, Store, StoreError, vals};
+
+/// The outcomes that say who got a chat or why it moved (`assigned` and
+/// `skipped`) between $1 and $2 (Unix ms, half open), oldest first, with
+/// the enqueue time of their queue row (none for a reassignment hop). A
+/// producer's `enqueued_at` of the wrong type reads as none.
+const OUTCOMES: Stmt = Stmt::each(
+    "SELECT o.id, o.chat_id, o.queue_id, o.at, o.rule, o.pool, o.agent, o.result, o.reason,
+            CASE WHEN typeof(q.enqueued_at) = 'integer' THEN q.enqueued_at END AS enqueued_at
+       FROM outcomes o LEFT JOIN queue q ON q.id = o.queue_id
+      WHERE o.at >= $1 AND o.at < $2 AND o.result IN ('assigned', 'skipped')
+      ORDER BY o.at, o.id",
+    "SELECT o.id, o.chat_id, o.queue_id, o.at, o.rule, o.pool, o.agent, o.result, o.reason,
+            q.enqueued_at
+       FROM outcomes o LEFT JOIN queue q ON q.id = o.queue_id
+      WHERE o.at >= $1 AND o.at < $2 AND o.result IN ('assigned', 'skipped')
+      ORDER BY o.at, o.id",
+);
+
+/// Rows that became `dead` between $1 and $2, newest first, with their
+/// reasons; any value a producer wrote reads as text, never a panic.
+const DEAD: Stmt = Stmt::each(
+    "SELECT id,
+            CASE typeof(chat_id) WHEN 'integer' THEN CAST(chat_id AS TEXT) ELSE quote(chat_id) END AS chat_id,
+            CASE typeof(last_error) WHEN 'text' THEN last_error WHEN 'null' THEN NULL
+                 ELSE quote(last_error) END AS last_error,
+            CAST(updated_at AS INTEGER) AS updated_at
+       FROM queue WHERE state = 'dead' AND updated_at >= $1 AND updated_at < $2
+      ORDER BY updated_at DESC, id DESC LIMIT $3",
+    "SELECT id, CAST(chat_id AS TEXT) AS chat_id, last_error, updated_at
+       FROM queue WHERE state = 'dead' AND updated_at >= $1 AND updated_at < $2
+      ORDER BY updated_at DESC, id DESC LIMIT $3",
+);
+
+/// One outcome as the report reads it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ReportOutcome {
+    pub id: i64,
+    pub chat_id: ChatId,
+    pub queue_id: Option<i64>,
+    #[sqlx(rename = "at")]
+    pub at_ms: i64,
+    pub rule: Option<String>,
+    pub pool: Option<String>,
+    pub agent: Option<String>,
+    /// `assigned` or `skipped`.
+    pub result: String,
+    pub reason: Option<String>,
+    /// When the outcome's queue row was enqueued (Unix ms).
+    #[sqlx(rename = "enqueued_at")]
+    pub enqueued_at_ms: Option<i64>,
+}
+
+/// A dead-lettered queue row and why.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeadLetterRow {
+    pub id: i64,
+    /// As stored: digits, or the SQL literal a producer wrote.
+    pub chat_id: String,
+    pub last_error: Option<String>,
+    /// When the row became dead (Unix ms).
+    #[sqlx(rename = "updated_at")]
+    pub at_ms: i64,
+}
+
+impl Store {
+    /// The `assigned` and `skipped` outcomes of `[since_ms, until_ms)`.
+    pub async fn report_outcomes(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<ReportOutcome>, StoreError> {
+        Ok(self.db.all(OUTCOMES, vals![since_ms, until_ms]).await?)
+    }
+
+    /// At most `limit` rows dead-lettered in `[since_ms, until_ms)`, newest first.
+    pub async fn report_dead_letters(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeadLetterRow>, StoreError> {
+        Ok(self.db.all(DEAD, vals![since_ms, until_ms, limit]).await?)
+    }
+}
