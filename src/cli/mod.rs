@@ -323,6 +323,21 @@ async fn open_store(config: &Config) -> Result<Store, Failure> {
     Ok(store)
 }
 
+/// [`open_store`] for commands that only read what a daemon wrote: a
+/// SQLite file that does not exist yet is one sentence, not a new file.
+async fn open_existing_store(config: &Config) -> Result<Store, Failure> {
+    default_database_dir_exists(config)?;
+    if let crate::config::DatabaseLocation::Sqlite(path) = config.database()
+        && !path.exists()
+    {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "no database at {} (has `assignd run` or `assignd migrate` been run?)",
+            path.display()
+        )));
+    }
+    open_store(config).await
+}
+
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run => {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Failure, default_database_dir_exists, open_store};
-use crate::config::{Config, DatabaseLocation};
+use super::{Failure, open_existing_store};
+use crate::config::Config;
 use crate::report::{self, Report, Wait, human_ms};
 use crate::rules;
 
@@ -71,16 +71,7 @@ type Rows = (
 
 /// The window's outcomes and dead letters.
 async fn read(config: &Config, since: Timestamp, until: Timestamp) -> Result<Rows, Failure> {
-    default_database_dir_exists(config)?;
-    if let DatabaseLocation::Sqlite(path) = config.database()
-        && !path.exists()
-    {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "no database at {} (has `assignd run` or `assignd migrate` been run?)",
-            path.display()
-        )));
-    }
-    let store = open_store(config).await?;
+    let store = open_existing_store(config).await?;
     let (from, to) = (since.as_millisecond(), until.as_millisecond());
     let outcomes = store.report_outcomes(from, to).await;
     let dead = store.report_dead_letters(from, to, DEAD_LETTERS).await;

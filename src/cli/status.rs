@@ -8,9 +8,9 @@ use anyhow::Context;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::{Failure, default_database_dir_exists, open_store};
+use super::{Failure, open_existing_store};
 use crate::cluster::GONE_AFTER;
-use crate::config::{Config, DatabaseLocation};
+use crate::config::Config;
 use crate::domain::ChatId;
 use crate::rules;
 use crate::store::{Backend, Store, now_ms};
@@ -99,16 +99,7 @@ struct Daemon {
 }
 
 pub(super) async fn run(config: &Config, json: bool) -> Result<(), Failure> {
-    default_database_dir_exists(config)?;
-    if let DatabaseLocation::Sqlite(path) = config.database()
-        && !path.exists()
-    {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "no database at {} (has `assignd run` or `assignd migrate` been run?)",
-            path.display()
-        )));
-    }
-    let store = open_store(config).await?;
+    let store = open_existing_store(config).await?;
     let status = gather(&store, config).await;
     store.close().await;
     let status = status?;
