@@ -98,13 +98,25 @@ async fn a_busy_reply_knows_its_place_and_goes_once(f: Fixture) {
         );
         wait.waiting = Some(Wait::Candidate);
         assert!(f.store.settle(&wait).await.unwrap());
-        ids.push((row.chat_id.0, row.id));
+        ids.push((row.chat_id.0, row.id, row.enqueued_at_ms));
     }
-    let id = |chat: i64| ids.iter().find(|(c, _)| *c == chat).unwrap().1;
+    let row = |chat: i64| *ids.iter().find(|(c, _, _)| *c == chat).unwrap();
+    let place = async |chat: i64, priority: i64, aged_ms: i64| {
+        let (_, id, at) = row(chat);
+        f.store
+            .waiting_position(id, priority, at - aged_ms)
+            .await
+            .unwrap()
+    };
     // Chat 3 goes first; of 1 and 2, the older.
-    assert_eq!(f.store.waiting_position(id(3), 2).await.unwrap(), 1);
-    assert_eq!(f.store.waiting_position(id(1), 0).await.unwrap(), 2);
-    assert_eq!(f.store.waiting_position(id(2), 0).await.unwrap(), 3);
+    assert_eq!(place(3, 2, 0).await, 1);
+    assert_eq!(place(1, 0, 0).await, 2);
+    assert_eq!(place(2, 0, 0).await, 3);
+    // Chat 2 has waited 30 minutes: three levels gained, it goes first.
+    let aged = "UPDATE queue SET enqueued_at = enqueued_at - 1800000 WHERE chat_id = 2";
+    assert_eq!(f.producer(aged).await.unwrap(), 1);
+    assert_eq!(place(2, 0, 1_800_000).await, 1);
+    assert_eq!(place(3, 2, 0).await, 2);
 
     // Twice the reply, from two claims of the chat: one message, once.
     f.store.enqueue(&[with(4, 0)]).await.unwrap();

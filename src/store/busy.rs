@@ -1,15 +1,29 @@
 //! `busy_replies`: which chats got their pool's "all busy" message, so that
 //! each gets it once; and a waiting chat's place in the queue for it.
 
+use super::db::Stmt;
+use super::queue::claim_rank;
 use super::routing::INSERT_MESSAGE;
-use super::{ChatId, OutboxMessage, Store, StoreError, Tx, vals};
+use super::{ChatId, OutboxMessage, Store, StoreError, Tx, now_ms, vals};
 
 /// The chat's place among the rows waiting for a seat, in claim order
-/// (priority, then oldest), itself included; the row is leased while it is
-/// decided, so it is counted apart.
-const POSITION: &str = "SELECT COUNT(*) + 1 FROM queue
-    WHERE state = 'pending' AND waiting = 'candidate' AND id != $1
-      AND (priority > $2 OR (priority = $2 AND id < $1))";
+/// (rank: priority plus aging, as the claim computes it; then oldest),
+/// itself included; the row is leased while it is decided, so it is
+/// counted apart. `$2` is its own rank, `$3` now.
+const POSITION: Stmt = Stmt::each(
+    "SELECT COUNT(*) + 1 FROM (
+        SELECT id, CASE WHEN typeof(priority) = 'integer'
+                        THEN MIN(MAX(priority, -1000000), 1000000) ELSE 0 END
+                   + ($3 - CASE WHEN typeof(enqueued_at) = 'integer'
+                                THEN MIN(MAX(enqueued_at, 0), $3) ELSE $3 END) / 600000 AS rank
+          FROM queue WHERE state = 'pending' AND waiting = 'candidate' AND id != $1) AS w
+      WHERE rank > $2 OR (rank = $2 AND id < $1)",
+    "SELECT COUNT(*) + 1 FROM (
+        SELECT id, LEAST(GREATEST(priority, -1000000), 1000000)
+                   + ($3 - LEAST(GREATEST(enqueued_at, 0), $3)) / 600000 AS rank
+          FROM queue WHERE state = 'pending' AND waiting = 'candidate' AND id != $1) AS w
+      WHERE rank > $2 OR (rank = $2 AND id < $1)",
+);
 
 const REMEMBER: &str = "INSERT INTO busy_replies (chat_id, at) VALUES ($1, $2)
     ON CONFLICT (chat_id) DO NOTHING";
@@ -23,9 +37,16 @@ impl Store {
     }
 
     /// Row `queue_id`'s place among the chats waiting for a seat (1 = next),
-    /// at `priority`.
-    pub async fn waiting_position(&self, queue_id: i64, priority: i64) -> Result<i64, StoreError> {
-        Ok(self.db.value(POSITION, vals![queue_id, priority]).await?)
+    /// at `priority`, enqueued at `enqueued_at_ms`.
+    pub async fn waiting_position(
+        &self,
+        queue_id: i64,
+        priority: i64,
+        enqueued_at_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let rank = claim_rank(priority, enqueued_at_ms, now);
+        Ok(self.db.value(POSITION, vals![queue_id, rank, now]).await?)
     }
 }
 

@@ -100,6 +100,13 @@ RETURNING id, chat_id, attrs, priority, attempts, snapshot, enqueued_at, last_er
 /// (written out in the claim's SQL).
 pub const AGING_MS: i64 = 600_000;
 
+/// A row's place in the claim order at `now` (higher first), as the claim's
+/// SQL computes it: its priority, bounded, plus one per [`AGING_MS`] waited.
+pub fn claim_rank(priority: i64, enqueued_at_ms: i64, now: i64) -> i64 {
+    let age = (now - enqueued_at_ms.clamp(0, now)) / AGING_MS;
+    priority.clamp(-1_000_000, 1_000_000) + age
+}
+
 const ENQUEUE: &str =
     "INSERT INTO queue (chat_id, attrs, snapshot, priority, enqueued_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6)";
@@ -311,10 +318,7 @@ impl Store {
         }
         tx.commit().await?;
         // RETURNING gives no order guarantee.
-        let rank = |r: &QueueRow| {
-            let age = (now - r.enqueued_at_ms.clamp(0, now)) / AGING_MS;
-            r.priority.clamp(-1_000_000, 1_000_000) + age
-        };
+        let rank = |r: &QueueRow| claim_rank(r.priority, r.enqueued_at_ms, now);
         out.sort_by(|a, b| rank(b).cmp(&rank(a)).then(a.id.cmp(&b.id)));
         Ok(out)
     }

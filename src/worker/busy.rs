@@ -36,7 +36,11 @@ impl Worker {
         let priority = row.priority.max(plan.priority.unwrap_or(i64::MIN));
         let position = match self.store.busy_replied(row.chat_id).await {
             Ok(true) => return,
-            Ok(false) => self.store.waiting_position(row.id, priority).await,
+            Ok(false) => {
+                self.store
+                    .waiting_position(row.id, priority, row.enqueued_at_ms)
+                    .await
+            }
             Err(e) => Err(e),
         };
         let position = match position {

@@ -9,7 +9,7 @@
 //! go back once per absence (again only if the customer writes later).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -29,7 +29,6 @@ pub(super) const HANDBACK_EVERY: Duration = Duration::from_secs(1);
 /// long (a `chat.closed` webhook forgets them at once), pruned this often.
 const KEEP_MS: i64 = 86_400_000;
 const PRUNE_EVERY_MS: i64 = 600_000;
-static LAST_PRUNE_MS: AtomicI64 = AtomicI64::new(0);
 
 /// Why an agent is absent now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +77,8 @@ impl Worker {
             return HANDBACK_EVERY * 5;
         }
         let now = now_ms();
-        if now - LAST_PRUNE_MS.load(Ordering::Relaxed) >= PRUNE_EVERY_MS {
-            LAST_PRUNE_MS.store(now, Ordering::Relaxed);
+        if now - self.handback_pruned.load(Ordering::Relaxed) >= PRUNE_EVERY_MS {
+            self.handback_pruned.store(now, Ordering::Relaxed);
             if let Err(e) = self.store.prune_handback(now - KEEP_MS).await {
                 tracing::warn!(error = %e, "cannot prune what hand-backs remember; will try again");
             }

@@ -94,6 +94,8 @@ pub struct Worker {
     /// next claim; `slot_back` tells the loop.
     spare_slot: Mutex<Option<crate::limiter::Slot>>,
     slot_back: Notify,
+    /// When the hand-back job last pruned its marks (Unix ms).
+    handback_pruned: std::sync::atomic::AtomicI64,
     outbox_wake: Notify,
     /// The last outcome, for systemd's STATUS= line.
     last_outcome: Mutex<Option<String>>,
@@ -129,6 +131,7 @@ impl Worker {
             wake: Notify::new(),
             spare_slot: Mutex::new(None),
             slot_back: Notify::new(),
+            handback_pruned: std::sync::atomic::AtomicI64::new(0),
             outbox_wake: Notify::new(),
             last_outcome: Mutex::new(None),
             storage_error: Mutex::new(None),
