@@ -9,9 +9,21 @@ mod postgres;
 mod store_fixture;
 
 use assignd::domain::{AgentId, ChatId};
-use assignd::store::{NewQueueItem, Next, OutboxKind, OutboxMessage, Wait};
+use assignd::store::{LeaseKey, NewQueueItem, Next, OutboxKind, OutboxMessage, Settlement, Wait};
 
 use store_fixture::*;
+
+/// A settlement that puts the row back until `at_ms`, its attempt given back.
+fn retry_at(queue_id: i64, lease: &LeaseKey, at_ms: i64) -> Settlement<'_> {
+    settlement(
+        queue_id,
+        lease,
+        Next::Retry {
+            at_ms,
+            count_attempt: false,
+        },
+    )
+}
 
 fn with(chat_id: i64, priority: i64) -> NewQueueItem {
     NewQueueItem {
@@ -42,14 +54,7 @@ async fn claims_take_priority_then_age_and_waiting_rows_keep_their_rules_priorit
     // A chat that waits keeps its rule's priority (raised, never lowered).
     f.store.enqueue(&[with(10, 0)]).await.unwrap();
     let (row, claim) = claim_one(&f).await;
-    let mut wait = settlement(
-        row.id,
-        &claim,
-        Next::Retry {
-            at_ms: 0,
-            count_attempt: false,
-        },
-    );
+    let mut wait = retry_at(row.id, &claim, 0);
     wait.priority = Some(7);
     assert!(f.store.settle(&wait).await.unwrap());
     f.store.enqueue(&[with(11, 6)]).await.unwrap();
@@ -60,14 +65,7 @@ async fn claims_take_priority_then_age_and_waiting_rows_keep_their_rules_priorit
         "the waiting chat's rule priority 7 beats 6"
     );
     assert_eq!(first[0].priority, 7);
-    let mut lower = settlement(
-        first[0].id,
-        &b1,
-        Next::Retry {
-            at_ms: 0,
-            count_attempt: false,
-        },
-    );
+    let mut lower = retry_at(first[0].id, &b1, 0);
     lower.priority = Some(-3);
     assert!(f.store.settle(&lower).await.unwrap());
     let again = f.store.claim(&key("b", 2), LEASE, 2).await.unwrap();
@@ -88,14 +86,7 @@ async fn a_busy_reply_knows_its_place_and_goes_once(f: Fixture) {
     for epoch in 0..3 {
         let claim = key("a", epoch);
         let row = f.store.claim(&claim, LEASE, 1).await.unwrap().remove(0);
-        let mut wait = settlement(
-            row.id,
-            &claim,
-            Next::Retry {
-                at_ms: i64::MAX / 2,
-                count_attempt: false,
-            },
-        );
+        let mut wait = retry_at(row.id, &claim, i64::MAX / 2);
         wait.waiting = Some(Wait::Candidate);
         assert!(f.store.settle(&wait).await.unwrap());
         ids.push((row.chat_id.0, row.id, row.enqueued_at_ms));
@@ -131,14 +122,7 @@ async fn a_busy_reply_knows_its_place_and_goes_once(f: Fixture) {
         let claim = key("b", epoch);
         let row = f.store.claim(&claim, LEASE, 1).await.unwrap().remove(0);
         assert_eq!(row.chat_id, ChatId(4));
-        let mut wait = settlement(
-            row.id,
-            &claim,
-            Next::Retry {
-                at_ms: 0,
-                count_attempt: false,
-            },
-        );
+        let mut wait = retry_at(row.id, &claim, 0);
         wait.busy_reply = Some(message.clone());
         assert!(f.store.settle(&wait).await.unwrap());
     }

@@ -239,6 +239,13 @@ impl Rules {
             .ok()
     }
 
+    /// Whether any agent or pool has a `max_per_hour`: else the last hour's
+    /// assignments need not be read for a decision.
+    pub fn uses_hourly_caps(&self) -> bool {
+        self.agents.iter().any(|a| a.max_per_hour.is_some())
+            || self.pools.iter().any(|p| p.max_per_hour.is_some())
+    }
+
     pub fn pool_by_name(&self, name: &str) -> Option<usize> {
         self.pools.iter().position(|p| p.name == name)
     }

@@ -32,14 +32,21 @@ impl Worker {
         rules: &Rules,
         context: &ChatContext,
     ) -> Result<(Decision, Option<Applied>), StoreError> {
+        let hourly = rules.uses_hourly_caps();
         if self.store.backend() == Backend::Sqlite {
-            self.ensure_recent().await;
+            if hourly {
+                self.ensure_recent().await;
+            }
             return Ok(self.decide_in_memory(rules, context, None));
         }
         let (mut held, stored) = self.store.lock_routing().await?;
-        let recent = held
-            .recent_assignments(hour_before(Timestamp::now()))
-            .await?;
+        // Read only when a cap needs it: one query less per decision else.
+        let recent = if hourly {
+            held.recent_assignments(hour_before(Timestamp::now()))
+                .await?
+        } else {
+            Recent::new()
+        };
         let (decision, reserved) = self.decide_in_memory(rules, context, Some((stored, recent)));
         match reserved {
             Some(_) => {
