@@ -114,6 +114,8 @@ pub struct Http {
     pub listen: Option<SocketAddr>,
     pub webhook_key_file: Option<PathBuf>,
     pub intake_token_file: Option<PathBuf>,
+    /// Opens the console (`/console/`) to whoever has this token.
+    pub console_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,6 +243,7 @@ impl Config {
             &mut config.helpcrunch.api_key_file,
             &mut config.http.webhook_key_file,
             &mut config.http.intake_token_file,
+            &mut config.http.console_token_file,
         ]
         .into_iter()
         .flatten()

@@ -10,7 +10,7 @@ use crate::app::Application;
 use crate::app::Runtime;
 use crate::config::{Config, ConfigError};
 use crate::helpcrunch::{Client, ClientError};
-use crate::http::ListenerSecrets;
+use crate::http::{ListenerKeys, ListenerSecrets};
 use crate::notify::{self, NotifyState};
 use crate::rules::{self, Rules, RulesError};
 use crate::secrets::{self, Secret, SecretError};
@@ -100,18 +100,15 @@ async fn build_when_possible(
     }
 }
 
-/// The webhook key and intake token, by the secrets' lookup order.
-fn listener_secrets_of(config: &Config) -> Result<(Option<Secret>, Option<Secret>), DaemonError> {
-    Ok((
-        secrets::load(
-            secrets::WEBHOOK_KEY,
-            config.http.webhook_key_file.as_deref(),
-        )?,
-        secrets::load(
-            secrets::INTAKE_TOKEN,
-            config.http.intake_token_file.as_deref(),
-        )?,
-    ))
+/// The webhook key and the intake and console tokens, by the secrets'
+/// lookup order.
+pub fn listener_secrets_of(config: &Config) -> Result<ListenerKeys, DaemonError> {
+    let http = &config.http;
+    Ok(ListenerKeys {
+        webhook_key: secrets::load(secrets::WEBHOOK_KEY, http.webhook_key_file.as_deref())?,
+        intake_token: secrets::load(secrets::INTAKE_TOKEN, http.intake_token_file.as_deref())?,
+        console_token: secrets::load(secrets::CONSOLE_TOKEN, http.console_token_file.as_deref())?,
+    })
 }
 
 /// Reads the config, its rules and its API key.
@@ -130,8 +127,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let (webhook_key, intake_token) = listener_secrets_of(&config)?;
-    let secrets = ListenerSecrets::new(webhook_key, intake_token);
+    let secrets = ListenerSecrets::of(listener_secrets_of(&config)?);
     let stop = async {
         tokio::select! {
             _ = term.recv() => {}
@@ -196,8 +192,8 @@ async fn reload(config_path: &Path, runtime: &Runtime, listener: &ListenerSecret
 
 async fn reload_inner(config_path: &Path, runtime: &Runtime, listener: &ListenerSecrets) {
     match load(config_path).and_then(|(c, r, k)| listener_secrets_of(&c).map(|s| (c, r, k, s))) {
-        Ok((config, rules, key, (webhook_key, intake_token))) => {
-            listener.replace(webhook_key, intake_token);
+        Ok((config, rules, key, keys)) => {
+            listener.replace(keys);
             match Client::new(
                 &config.helpcrunch.base_url,
                 &key,

@@ -109,6 +109,19 @@ pub enum Wait {
     ApiKey,
 }
 
+/// The `action` column of `audit`: a change made by a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    /// An agent marked away (`until` set when it ends by itself).
+    Away,
+    /// An agent marked back.
+    Back,
+    /// Finished rows put back on the queue.
+    Retry,
+    /// A console sign-in.
+    SignIn,
+}
+
 impl QueueState {
     pub const ALL: [QueueState; 4] = [Self::Pending, Self::Leased, Self::Done, Self::Dead];
 
@@ -149,6 +162,17 @@ impl Wait {
         match self {
             Wait::Candidate => "candidate",
             Wait::ApiKey => "api_key",
+        }
+    }
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Away => "away",
+            AuditAction::Back => "back",
+            AuditAction::Retry => "retry",
+            AuditAction::SignIn => "sign_in",
         }
     }
 }
@@ -197,6 +221,12 @@ text_column!(
 );
 text_column!(OutboxKind: OutboxKind::Private, OutboxKind::Message);
 text_column!(Wait: Wait::Candidate, Wait::ApiKey);
+text_column!(
+    AuditAction: AuditAction::Away,
+    AuditAction::Back,
+    AuditAction::Retry,
+    AuditAction::SignIn
+);
 
 #[cfg(test)]
 mod tests {

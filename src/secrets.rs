@@ -1,4 +1,5 @@
-//! Secrets (API key, webhook key, intake token) and where they come from.
+//! Secrets (API key, webhook key, intake and console tokens) and where
+//! they come from.
 //!
 //! Lookup order, first found wins: the systemd credential
 //! (`$CREDENTIALS_DIRECTORY/<name>`), the `*_file` named in the config, then an
@@ -54,6 +55,10 @@ pub const WEBHOOK_KEY: SecretSpec = SecretSpec {
 pub const INTAKE_TOKEN: SecretSpec = SecretSpec {
     credential: "intake-token",
     env: "ASSIGND_INTAKE_TOKEN",
+};
+pub const CONSOLE_TOKEN: SecretSpec = SecretSpec {
+    credential: "console-token",
+    env: "ASSIGND_CONSOLE_TOKEN",
 };
 
 #[derive(Debug, thiserror::Error)]

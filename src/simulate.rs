@@ -151,7 +151,7 @@ fn replay_one(
 }
 
 /// Why the worker would leave the chat alone without deciding.
-fn skip_reason(chat: &Chat) -> Option<&'static str> {
+pub fn skip_reason(chat: &Chat) -> Option<&'static str> {
     if chat.is_closed() {
         Some("chat is closed")
     } else if chat.assignee.is_some() {
@@ -162,7 +162,7 @@ fn skip_reason(chat: &Chat) -> Option<&'static str> {
 }
 
 /// The outcome's `result` as the worker records it.
-fn result_of(verdict: &Verdict) -> &'static str {
+pub fn result_of(verdict: &Verdict) -> &'static str {
     match verdict {
         Verdict::Assign { .. } => "assigned",
         Verdict::NoCandidate { .. } => "no_agent",
@@ -171,7 +171,8 @@ fn result_of(verdict: &Verdict) -> &'static str {
     }
 }
 
-fn summarize(rules: &Rules, chats: usize, outcomes: Vec<SimOutcome>) -> Replay {
+/// Counts per result, rule and agent, and fairness per pool, of `outcomes`.
+pub fn summarize(rules: &Rules, chats: usize, outcomes: Vec<SimOutcome>) -> Replay {
     let mut per_rule = BTreeMap::new();
     let mut per_agent: BTreeMap<String, u32> =
         rules.agents.iter().map(|a| (a.name.clone(), 0)).collect();

@@ -5,6 +5,13 @@
 //! reply, and are handed back when their agent is marked away or their shift
 //! ends. Pure: the clock is the scenario's, nothing is read or written, so
 //! the demo can show a whole day whatever the time is now.
+//!
+//! [`replay`] runs recorded history instead (`simulate --history`,
+//! [`history`]): chats close at their real close, agents' answers are
+//! absolute, assignments keep the API limiter's pace, and the clock moves
+//! from event to event.
+
+pub mod history;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,6 +22,7 @@ use crate::domain::ChatId;
 use crate::rules::fill::Fill;
 use crate::rules::{ChatContext, Decision, Handback, LastAgent, RoutingState, Rules, Verdict};
 use crate::rules::{WhenFull, decide};
+use crate::simulate::result_of;
 
 /// A chat of the scenario.
 #[derive(Debug, Clone)]
@@ -46,6 +54,19 @@ pub struct Scenario {
     pub tick: Duration,
 }
 
+/// What a replay of recorded history knows that a [`Scenario`] does not.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// Per arrival (same index): when the chat really closed, instead of
+    /// `open_for`; `None`: it has not closed. Assigned after it closed, it
+    /// closes at once.
+    pub closed_at: Vec<Option<Timestamp>>,
+    /// Per arrival: when its agent answered, instead of `answer_after`.
+    pub answered_at: Vec<Option<Timestamp>>,
+    /// At most one assignment per `pace` (the limiter's `per / requests`).
+    pub pace: Option<Duration>,
+}
+
 /// What happened to a chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -70,6 +91,9 @@ pub struct Entry {
     pub event: Event,
     /// The decision's reason, as the worker records it.
     pub reason: String,
+    /// For a decision: its result and rule, as the worker's outcome row
+    /// records them (`assigned`, `no_agent`, `no_match`, `skipped`).
+    pub decided: Option<(&'static str, Option<String>)>,
 }
 
 /// A chat waiting for a seat.
@@ -99,10 +123,25 @@ struct Sim<'a> {
     customers: HashMap<String, LastAgent>,
     busy_sent: Vec<usize>,
     log: Vec<Entry>,
+    recorded: Option<&'a Recorded>,
+    /// When the limiter allows the next assignment.
+    next_free: Timestamp,
 }
 
 /// Runs `scenario` over `rules`; returns what happened, in order.
 pub fn run(rules: &Rules, scenario: &Scenario) -> Vec<Entry> {
+    run_with(rules, scenario, None)
+}
+
+/// Runs recorded history: like [`run`], with `recorded`'s closes, answers
+/// and pace, and a clock that moves to the next event (an arrival, a close,
+/// an absence's start or end, the limiter's next slot) or by the
+/// scenario's tick (shifts, escalations), whichever comes first.
+pub fn replay(rules: &Rules, scenario: &Scenario, recorded: &Recorded) -> Vec<Entry> {
+    run_with(rules, scenario, Some(recorded))
+}
+
+fn run_with(rules: &Rules, scenario: &Scenario, recorded: Option<&Recorded>) -> Vec<Entry> {
     let mut order: Vec<usize> = (0..scenario.arrivals.len()).collect();
     order.sort_by_key(|&i| scenario.arrivals[i].at);
     let mut sim = Sim {
@@ -114,6 +153,8 @@ pub fn run(rules: &Rules, scenario: &Scenario) -> Vec<Entry> {
         customers: HashMap::new(),
         busy_sent: Vec::new(),
         log: Vec::new(),
+        recorded,
+        next_free: scenario.start,
     };
     let tick = SignedDuration::try_from(scenario.tick).unwrap_or(SignedDuration::from_mins(1));
     let mut next = order.iter().peekable();
@@ -128,15 +169,42 @@ pub fn run(rules: &Rules, scenario: &Scenario) -> Vec<Entry> {
             next.next();
         }
         sim.decide_waiting(t);
-        let Ok(later) = t.checked_add(tick) else {
+        let Ok(mut later) = t.checked_add(tick) else {
             break;
         };
+        if recorded.is_some() {
+            let arrival = next.peek().map(|&&i| scenario.arrivals[i].at);
+            later = sim.next_event(t, arrival).map_or(later, |e| e.min(later));
+        }
         t = later;
     }
     sim.log
 }
 
 impl Sim<'_> {
+    /// The first moment after `t` at which something recorded happens.
+    fn next_event(&self, t: Timestamp, arrival: Option<Timestamp>) -> Option<Timestamp> {
+        let closes = self.open.iter().map(|o| o.closes_at);
+        let absences = self
+            .scenario
+            .absences
+            .iter()
+            .flat_map(|a| [a.from, a.until]);
+        let slot = (!self.waiting.is_empty()).then_some(self.next_free);
+        arrival
+            .into_iter()
+            .chain(closes)
+            .chain(absences)
+            .chain(slot)
+            .filter(|&e| e > t)
+            .min()
+    }
+
+    /// Whether the limiter holds assignments back at `t`.
+    fn paced(&self, t: Timestamp) -> bool {
+        self.recorded.is_some_and(|r| r.pace.is_some()) && t < self.next_free
+    }
+
     fn enqueue(&mut self, arrival: usize, at: Timestamp, priority: i64) {
         self.waiting.push(Waiting {
             arrival,
@@ -153,7 +221,24 @@ impl Sim<'_> {
             chat,
             event,
             reason,
+            decided: None,
         });
+    }
+
+    /// [`Self::entry`] for a decision.
+    fn decision(
+        &mut self,
+        at: Timestamp,
+        arrival: usize,
+        event: Event,
+        reason: String,
+        d: &Decision,
+    ) {
+        self.entry(at, arrival, event, reason);
+        let rule = d.rule.map(|r| self.rules.rules[r].name.clone());
+        if let Some(e) = self.log.last_mut() {
+            e.decided = Some((result_of(&d.verdict), rule));
+        }
     }
 
     /// Closed chats give their seats back, as the close webhook does.
@@ -237,6 +322,10 @@ impl Sim<'_> {
     }
 
     fn decide_one(&mut self, mut w: Waiting, t: Timestamp) {
+        if self.paced(t) {
+            self.waiting.push(w);
+            return;
+        }
         let arrival = &self.scenario.arrivals[w.arrival];
         let mut context = arrival.context.clone();
         context.enqueued_at = Some(w.enqueued_at);
@@ -253,13 +342,13 @@ impl Sim<'_> {
                 ..
             } => {
                 if w.last_reason.as_deref() != Some(reason.as_str()) {
-                    self.entry(t, w.arrival, Event::Waiting, reason.clone());
+                    self.decision(t, w.arrival, Event::Waiting, reason.clone(), &d);
                     w.last_reason = Some(reason);
                 }
                 self.busy_reply(&w, &d, &context, t);
                 self.waiting.push(w);
             }
-            _ => self.entry(t, w.arrival, Event::Unassigned, reason),
+            _ => self.decision(t, w.arrival, Event::Unassigned, reason, &d),
         }
     }
 
@@ -275,7 +364,6 @@ impl Sim<'_> {
         let Some(applied) = self.state.apply(rules, d, t) else {
             return;
         };
-        let arrival = &self.scenario.arrivals[w.arrival];
         let Verdict::Assign {
             pool, escalation, ..
         } = &d.verdict
@@ -286,23 +374,24 @@ impl Sim<'_> {
             self.customers
                 .insert(key, LastAgent::new(applied.agent.clone(), Some(t)));
         }
-        let later = |d: Duration| {
-            SignedDuration::try_from(d)
-                .ok()
-                .and_then(|d| t.checked_add(d).ok())
-        };
-        self.open.push(Open {
-            arrival: w.arrival,
-            agent: applied.agent.clone(),
-            pool: *pool,
-            closes_at: later(arrival.open_for).unwrap_or(t),
-            answered_at: arrival.answer_after.and_then(later),
-        });
+        let (closes_at, answered_at) = self.timing(w.arrival, t);
         let event = Event::Assigned {
             agent: applied.agent.clone(),
             escalated: escalation.is_some(),
         };
-        self.entry(t, w.arrival, event, reason);
+        self.decision(t, w.arrival, event, reason, d);
+        if closes_at <= t && self.recorded.is_some() {
+            // Closed before the replay got to it: the seat is not taken.
+            self.free_seat(&applied.agent);
+        } else {
+            self.open.push(Open {
+                arrival: w.arrival,
+                agent: applied.agent.clone(),
+                pool: *pool,
+                closes_at,
+                answered_at,
+            });
+        }
         let rule = d.rule.map(|r| &rules.rules[r]);
         if let Some(reply) = rule.and_then(|r| r.reply.as_ref()) {
             let fill = Fill {
@@ -318,6 +407,29 @@ impl Sim<'_> {
             let text = fill.render(&reply.text);
             self.entry(t, w.arrival, Event::Reply { from, text }, String::new());
         }
+    }
+
+    /// When a chat assigned at `t` closes and is answered: as recorded, or
+    /// after the scenario's durations. Recorded, it moves the limiter's
+    /// next slot too.
+    fn timing(&mut self, arrival: usize, t: Timestamp) -> (Timestamp, Option<Timestamp>) {
+        let later = |d: Duration| {
+            SignedDuration::try_from(d)
+                .ok()
+                .and_then(|d| t.checked_add(d).ok())
+        };
+        let Some(r) = self.recorded else {
+            let a = &self.scenario.arrivals[arrival];
+            return (
+                later(a.open_for).unwrap_or(t),
+                a.answer_after.and_then(later),
+            );
+        };
+        self.next_free = r.pace.and_then(later).unwrap_or(t);
+        let closed = r.closed_at.get(arrival).copied().flatten();
+        let answered = r.answered_at.get(arrival).copied().flatten();
+        // Never closed: it stays open.
+        (closed.map_or(Timestamp::MAX, |c| c.max(t)), answered)
     }
 
     /// The pool's busy reply, once per chat, when it has waited long enough.

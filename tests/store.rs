@@ -130,10 +130,16 @@ async fn dead_letters_come_back_with_retry(f: Fixture) {
     let dead = f.store.list_queue(Some("dead"), 10).await.unwrap();
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0].last_error.as_deref(), Some("404"));
-    assert_eq!(f.store.retry_dead(Some(&[dead[0].id])).await.unwrap(), 1);
-    assert_eq!(f.store.retry_dead(None).await.unwrap(), 1);
+    assert_eq!(
+        f.store
+            .retry_dead(Some(&[dead[0].id]), "test")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(f.store.retry_dead(None, "test").await.unwrap(), 1);
     assert_eq!(f.store.active_count().await.unwrap(), 2);
-    assert_eq!(f.store.retry_no_match().await.unwrap(), 0);
+    assert_eq!(f.store.retry_no_match("test").await.unwrap(), 0);
 }
 
 async fn an_assignment_moves_routing_state_and_queues_messages(f: Fixture) {
@@ -186,12 +192,12 @@ async fn an_assignment_moves_routing_state_and_queues_messages(f: Fixture) {
         .unwrap();
     assert!(f.store.open_chats().await.unwrap().is_empty());
     f.store
-        .set_away("amy", Some(now_ms() + 1000))
+        .set_away("amy", Some(now_ms() + 1000), "test")
         .await
         .unwrap();
     assert!(f.store.load_away().await.unwrap()["amy"].is_some());
-    assert!(f.store.set_back("amy").await.unwrap());
-    assert!(!f.store.set_back("amy").await.unwrap());
+    assert!(f.store.set_back("amy", "test").await.unwrap());
+    assert!(!f.store.set_back("amy", "test").await.unwrap());
 }
 
 /// Issue 14: a reconciliation keeps the seats reserved by decisions in

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 
-use super::{AgentAction, Failure, open_store};
+use super::{AgentAction, Failure, cli_actor, open_store};
 use crate::config::Config;
 
 pub(super) async fn run(config: &Config, action: AgentAction) -> Result<(), Failure> {
@@ -14,7 +14,7 @@ pub(super) async fn run(config: &Config, action: AgentAction) -> Result<(), Fail
     match action {
         AgentAction::Away { until, .. } => {
             store
-                .set_away(&name, until.map(|t| t.as_millisecond()))
+                .set_away(&name, until.map(|t| t.as_millisecond()), &cli_actor())
                 .await
                 .context("cannot mark the agent away")?;
             match until {
@@ -24,7 +24,7 @@ pub(super) async fn run(config: &Config, action: AgentAction) -> Result<(), Fail
         }
         AgentAction::Back { .. } => {
             let was = store
-                .set_back(&name)
+                .set_back(&name, &cli_actor())
                 .await
                 .context("cannot mark the agent back")?;
             let now = if was {

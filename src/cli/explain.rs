@@ -15,7 +15,6 @@ use crate::domain::ChatId;
 use crate::helpcrunch::Client;
 use crate::helpcrunch::types::Chat;
 use crate::limiter::{Limiter, Priority};
-use crate::rules::decide::hour_before;
 use crate::rules::{self, ChatContext, RoutingState};
 use crate::simulate::SimChat;
 
@@ -103,32 +102,11 @@ async fn routing_state(
         return Ok(RoutingState::default());
     }
     let store = open_store(config).await?;
-    let stored = store
-        .load_routing()
+    let state = crate::explain::routing_state(&store, context, now)
         .await
         .context("cannot read the routing state")?;
-    if let Some(key) = context.customer_key() {
-        context.last_agent = store
-            .customer_last_agent(&key)
-            .await
-            .context("cannot read the customer's agent")?;
-    }
-    // A chat still in the queue has waited since its row was enqueued: the
-    // escalation steps it reached show.
-    let enqueued = store
-        .active_enqueued_at(context.chat_id)
-        .await
-        .context("cannot read the chat's queue row")?;
-    context.enqueued_at = enqueued.and_then(|ms| Timestamp::from_millisecond(ms).ok());
-    let recent = store
-        .recent_assignments(hour_before(now))
-        .await
-        .context("cannot read the last hour's assignments")?;
     store.close().await;
-    Ok(RoutingState {
-        recent,
-        ..stored.into_state()
-    })
+    Ok(state)
 }
 
 /// One `GET /chats/{id}`: a single call, well inside any budget.

@@ -11,6 +11,7 @@ mod explain;
 mod queue;
 mod report;
 mod simulate;
+mod simulate_history;
 mod status;
 
 use std::net::SocketAddr;
@@ -77,11 +78,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Replay chats (JSON lines) through the rules offline; compare two rule sets.
+    /// Replay chats (JSON lines, or the ones this daemon saw) through the rules; compare two rule sets.
+    #[command(group(clap::ArgGroup::new("input").required(true).args(["chats", "history"])))]
     Simulate {
         /// One chat object per line; optional `at` and `attrs` fields.
         #[arg(long)]
-        chats: PathBuf,
+        chats: Option<PathBuf>,
+        /// Replay the chats this daemon saw in the last DURATION (e.g. "7d", "24h") over time.
+        #[arg(long, value_name = "DURATION", value_parser = simulate_history::parse_history)]
+        history: Option<std::time::Duration>,
+        /// With `--history`: how many differing chats to list.
+        #[arg(long, value_name = "N", default_value_t = 10, requires = "history")]
+        diff: usize,
         /// Rules to use instead of the config's.
         #[arg(long)]
         rules: Option<PathBuf>,
@@ -89,7 +97,7 @@ enum Command {
         #[arg(long)]
         against: Option<PathBuf>,
         /// Decide chats without `at` as at this instant (default: now).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "history")]
         at: Option<jiff::Timestamp>,
         #[arg(long)]
         json: bool,
@@ -310,6 +318,21 @@ fn default_database_dir_exists(config: &Config) -> Result<(), Failure> {
 }
 
 /// Opens and migrates the configured database.
+/// Who a command's change is recorded as in the audit: `cli:USER@HOST`
+/// (the user behind sudo, when there is one).
+fn cli_actor() -> String {
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| format!("uid {}", unsafe_uid()));
+    format!("cli:{user}@{}", crate::cluster::hostname())
+}
+
+fn unsafe_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
 async fn open_store(config: &Config) -> Result<Store, Failure> {
     default_database_dir_exists(config)?;
     let location = config.database();
@@ -373,20 +396,38 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Simulate {
             chats,
+            history,
             rules,
             against,
             at,
+            diff,
             json,
-        } => simulate::run(
-            &cli.config,
-            simulate::Args {
-                chats,
-                rules,
-                against,
-                at,
-                json,
-            },
-        )?,
+        } => match (history, chats) {
+            (Some(window), _) => {
+                let args = simulate_history::Args {
+                    window,
+                    rules,
+                    against,
+                    diff,
+                    json,
+                };
+                simulate_history::run(&cli.config, args).await?
+            }
+            (None, Some(chats)) => simulate::run(
+                &cli.config,
+                simulate::Args {
+                    chats,
+                    rules,
+                    against,
+                    at,
+                    json,
+                },
+            )?,
+            (None, None) => {
+                let e = anyhow::anyhow!("`simulate` needs --chats FILE or --history DURATION");
+                return Err(Failure::Invalid(e));
+            }
+        },
         Command::Status { json } => {
             let config = load_config(&cli.config)?;
             status::run(&config, json).await?;

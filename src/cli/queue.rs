@@ -4,7 +4,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::status::chat_id_value;
-use super::{Failure, QueueAction, open_store};
+use super::{Failure, QueueAction, cli_actor, open_store};
 use crate::config::Config;
 use crate::domain::ChatId;
 use crate::store::{NewQueueItem, Store};
@@ -121,15 +121,15 @@ async fn list(store: &Store, state: Option<&str>, limit: u32, json: bool) -> any
 async fn retry(store: &Store, ids: &[i64], dead: bool, no_match: bool) -> anyhow::Result<()> {
     const BACK: &str = "cannot put rows back";
     if !ids.is_empty() {
-        let n = store.retry_ids(ids).await.context(BACK)?;
+        let n = store.retry_ids(ids, &cli_actor()).await.context(BACK)?;
         println!("{n} of {} row(s) put back on the queue", ids.len());
     }
     if dead {
-        let n = store.retry_dead(None).await.context(BACK)?;
+        let n = store.retry_dead(None, &cli_actor()).await.context(BACK)?;
         println!("{n} dead row(s) put back on the queue");
     }
     if no_match {
-        let n = store.retry_no_match().await.context(BACK)?;
+        let n = store.retry_no_match(&cli_actor()).await.context(BACK)?;
         println!("{n} no_match row(s) put back on the queue");
     }
     Ok(())

@@ -148,7 +148,7 @@ fn print_two(a_path: &Path, a: &Replay, b_path: &Path, b: &Replay) {
     }
 }
 
-fn keys(
+pub(super) fn keys(
     a: &std::collections::BTreeMap<String, u32>,
     b: &std::collections::BTreeMap<String, u32>,
 ) -> Vec<String> {
@@ -158,6 +158,6 @@ fn keys(
     k
 }
 
-fn get(m: &std::collections::BTreeMap<String, u32>, k: &str) -> u32 {
+pub(super) fn get(m: &std::collections::BTreeMap<String, u32>, k: &str) -> u32 {
     m.get(k).copied().unwrap_or(0)
 }

@@ -1,5 +1,5 @@
 //! The HTTP listener (`[http] listen`): HelpCrunch webhooks, the enqueue
-//! API, and health and readiness for the service manager.
+//! API, health and readiness for the service manager, and the console.
 //!
 //! Every request is checked before anything is parsed or stored: a bad
 //! signature or token gets 401, an oversize body 413, malformed JSON 400, and
@@ -7,6 +7,7 @@
 //! effect is committed.
 
 mod body;
+mod console;
 mod ready;
 mod scrape;
 mod server;
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::secrets::Secret;
 use crate::store::{NewQueueItem, Store};
-use crate::worker::{Health, Intake};
+use crate::worker::{Health, Intake, Worker};
 pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
 pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG, MAX_CONNECTIONS};
@@ -43,28 +44,52 @@ pub struct Listener {
     /// Why the worker cannot work, for `/readyz`; open chats for `/metrics`.
     pub health: Health,
     pub secrets: Arc<ListenerSecrets>,
+    /// The rules, the API client and the wake-up, for the console.
+    pub worker: Arc<Worker>,
+}
+
+/// The secrets the listener checks requests against.
+#[derive(Default, Clone)]
+pub struct ListenerKeys {
+    pub webhook_key: Option<Secret>,
+    pub intake_token: Option<Secret>,
+    /// Opens `/console/`; without it the console is not served.
+    pub console_token: Option<Secret>,
 }
 
 /// The listener's secrets, replaced as a whole on reload.
 #[derive(Default)]
 pub struct ListenerSecrets {
-    inner: std::sync::RwLock<(Option<Secret>, Option<Secret>)>,
+    inner: std::sync::RwLock<ListenerKeys>,
 }
 
 impl ListenerSecrets {
     pub fn new(webhook_key: Option<Secret>, intake_token: Option<Secret>) -> Arc<Self> {
-        Arc::new(Self {
-            inner: std::sync::RwLock::new((webhook_key, intake_token)),
+        Self::of(ListenerKeys {
+            webhook_key,
+            intake_token,
+            console_token: None,
         })
     }
-    pub fn replace(&self, webhook_key: Option<Secret>, intake_token: Option<Secret>) {
-        *self.inner.write().expect("secrets lock") = (webhook_key, intake_token);
+    pub fn of(keys: ListenerKeys) -> Arc<Self> {
+        Arc::new(Self {
+            inner: std::sync::RwLock::new(keys),
+        })
+    }
+    pub fn replace(&self, keys: ListenerKeys) {
+        *self.inner.write().expect("secrets lock") = keys;
+    }
+    fn keys(&self) -> std::sync::RwLockReadGuard<'_, ListenerKeys> {
+        self.inner.read().expect("secrets lock")
     }
     pub fn webhook_key(&self) -> Option<Secret> {
-        self.inner.read().expect("secrets lock").0.clone()
+        self.keys().webhook_key.clone()
     }
     pub fn intake_token(&self) -> Option<Secret> {
-        self.inner.read().expect("secrets lock").1.clone()
+        self.keys().intake_token.clone()
+    }
+    pub fn console_token(&self) -> Option<Secret> {
+        self.keys().console_token.clone()
     }
 }
 
@@ -101,6 +126,7 @@ fn router(state: Arc<App>) -> Router {
         .route("/metrics", get(scrape::metrics_page))
         .route("/webhooks/helpcrunch", post(webhook::receive))
         .route("/v1/enqueue", post(enqueue))
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

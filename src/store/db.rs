@@ -8,7 +8,7 @@ use sqlx::postgres::{PgArguments, PgPool, PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqlitePool, SqliteRow};
 use sqlx::{Arguments, Encode, FromRow, Transaction, Type};
 
-use crate::domain::{AgentId, ChatId, OutboxKind, OutcomeResult, QueueState, Wait};
+use crate::domain::{AgentId, AuditAction, ChatId, OutboxKind, OutcomeResult, QueueState, Wait};
 
 /// The pools of one backend.
 #[derive(Clone)]
@@ -98,6 +98,7 @@ val_from!(Text:
     QueueState => |v: QueueState| Some(v.as_str().to_owned()),
     OutcomeResult => |v: OutcomeResult| Some(v.as_str().to_owned()),
     OutboxKind => |v: OutboxKind| Some(v.as_str().to_owned()),
+    AuditAction => |v: AuditAction| Some(v.as_str().to_owned()),
     Option<Wait> => |v: Option<Wait>| v.map(|w| w.as_str().to_owned()),
 );
 val_from!(Text:

@@ -18,13 +18,16 @@
 //! so it takes the write lock up front, and none is held across an HTTP call.
 
 mod agents;
+mod audit;
 mod busy;
 mod cluster;
+mod console;
 mod daemon_state;
 mod db;
 mod followups;
 pub mod handback;
 mod health;
+mod history;
 mod outbox;
 mod outcomes;
 mod queue;
@@ -43,9 +46,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::config::{DatabaseLocation, Synchronous};
+pub use audit::{AuditRow, NewAudit};
 pub use cluster::{DaemonRow, LeaseHolder, QueueListener};
+pub use console::{ChatInput, ConsoleRow};
 pub use db::Backend;
 use db::{Db, Tx, vals};
+pub use history::{History, HistoryOutcome, HistoryRow};
 pub use queue::BadRow;
 pub use routing::RoutingLock;
 pub use rows::*;

@@ -352,6 +352,7 @@ impl Store {
             s.priority,
         ];
         let held = tx.run(SETTLE, values).await? == 1;
+        super::history::record_arrival(&mut tx, s.queue_id).await?;
         // What was done is recorded either way; what it moves (notes,
         // follow-ups, open chats) only while this claim holds the row, so a
         // daemon that lost it late adds no second note.

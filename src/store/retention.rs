@@ -17,6 +17,10 @@ impl Store {
         tx.run(sent, vals![before_ms]).await?;
         let busy = "DELETE FROM busy_replies WHERE at < $1";
         tx.run(busy, vals![before_ms]).await?;
+        tx.run("DELETE FROM audit WHERE at < $1", vals![before_ms])
+            .await?;
+        let history = "DELETE FROM chat_history WHERE arrived_at < $1";
+        tx.run(history, vals![before_ms]).await?;
         // Event ids are kept at least 7 days, longer than HelpCrunch retries.
         let events_before = before_ms.min(now_ms() - 7 * 86_400_000);
         let events = "DELETE FROM webhook_events WHERE received_at < $1";

@@ -2,7 +2,7 @@
 //! letters, and chats that ended `no_match` (say, under an empty or broken
 //! rule set) so that the fixed rules can still assign them.
 
-use super::{Store, StoreError, Tx, now_ms, vals};
+use super::{AuditAction, NewAudit, Store, StoreError, Tx, now_ms, vals};
 
 /// Makes a dead row (`$2`) pending again, unless its chat has an active row.
 const REVIVE_DEAD: &str = "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = 0,
@@ -38,7 +38,7 @@ impl Store {
     /// Puts dead rows back on the queue as new: all of them, or those in
     /// `ids` that are dead. A row whose chat already has an active row
     /// stays dead (the active one will do). Returns how many came back.
-    pub async fn retry_dead(&self, ids: Option<&[i64]>) -> Result<u64, StoreError> {
+    pub async fn retry_dead(&self, ids: Option<&[i64]>, actor: &str) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let targets: Vec<i64> = match ids {
             Some(ids) => ids.to_vec(),
@@ -52,7 +52,7 @@ impl Store {
                 dead.into_iter().map(|(id,)| id).collect()
             }
         };
-        let revived = revive(&mut tx, &targets, REVIVE_DEAD).await?;
+        let revived = revive(&mut tx, &targets, REVIVE_DEAD, actor).await?;
         tx.commit().await?;
         Ok(revived)
     }
@@ -62,20 +62,20 @@ impl Store {
     /// `no_match`; any other row, and a row whose chat already has an
     /// active (pending or leased) row, stays as it is. Returns how many
     /// came back.
-    pub async fn retry_ids(&self, ids: &[i64]) -> Result<u64, StoreError> {
+    pub async fn retry_ids(&self, ids: &[i64], actor: &str) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let revived = revive(&mut tx, ids, REVIVE_DEAD_OR_NO_MATCH).await?;
+        let revived = revive(&mut tx, ids, REVIVE_DEAD_OR_NO_MATCH, actor).await?;
         tx.commit().await?;
         Ok(revived)
     }
 
     /// Puts back every done row whose last outcome is `no_match`, as
     /// [`Store::retry_ids`] does. Returns how many came back.
-    pub async fn retry_no_match(&self) -> Result<u64, StoreError> {
+    pub async fn retry_no_match(&self, actor: &str) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let targets: Vec<(i64,)> = tx.all(DONE_NO_MATCH, vals![]).await?;
         let targets: Vec<i64> = targets.into_iter().map(|(id,)| id).collect();
-        let revived = revive(&mut tx, &targets, REVIVE_DEAD_OR_NO_MATCH).await?;
+        let revived = revive(&mut tx, &targets, REVIVE_DEAD_OR_NO_MATCH, actor).await?;
         tx.commit().await?;
         Ok(revived)
     }
@@ -83,11 +83,31 @@ impl Store {
 
 /// Runs `update` (one of the `REVIVE_*` statements) for each of `ids`. One
 /// row at a time, so that two finished rows of one chat never both come back.
-async fn revive(tx: &mut Tx, ids: &[i64], update: &'static str) -> Result<u64, sqlx::Error> {
+/// Records the rows that came back, if any, as `actor`'s retry.
+async fn revive(
+    tx: &mut Tx,
+    ids: &[i64],
+    update: &'static str,
+    actor: &str,
+) -> Result<u64, sqlx::Error> {
     let now = now_ms();
-    let mut revived = 0;
+    let mut back = Vec::new();
     for &id in ids {
-        revived += tx.run(update, vals![now, id]).await?;
+        if tx.run(update, vals![now, id]).await? > 0 {
+            back.push(id.to_string());
+        }
     }
-    Ok(revived)
+    if !back.is_empty() {
+        let subject = format!("{} row(s)", back.len());
+        let detail = format!("queue rows {}", back.join(", "));
+        let audit = NewAudit {
+            actor,
+            action: AuditAction::Retry,
+            subject: &subject,
+            until_ms: None,
+            detail: &detail,
+        };
+        audit.write(tx).await?;
+    }
+    Ok(back.len() as u64)
 }

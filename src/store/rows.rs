@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-pub use crate::domain::{AgentId, ChatId, OutboxKind, OutcomeResult, QueueState, Wait};
+pub use crate::domain::{
+    AgentId, AuditAction, ChatId, OutboxKind, OutcomeResult, QueueState, Wait,
+};
 
 /// A chat to put on the queue.
 #[derive(Debug, Clone, Default)]

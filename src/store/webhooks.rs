@@ -48,6 +48,7 @@ impl Store {
                     let unwatched = "DELETE FROM followups WHERE chat_id = $1";
                     tx.run(unwatched, vals![chat_id]).await?;
                     forget_chat(&mut tx, *chat_id).await?;
+                    super::history::record_close(&mut tx, *chat_id, now).await?;
                 }
                 // A seat may have freed up.
                 wake_waiting(&mut tx).await?;

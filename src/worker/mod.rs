@@ -171,7 +171,7 @@ impl Worker {
         !self.client().limiter().is_closed()
     }
 
-    fn client(&self) -> Client {
+    pub fn client(&self) -> Client {
         read(&self.client).clone()
     }
 

@@ -35,6 +35,15 @@ impl Worker {
                 .map(|(c, _)| c.id)
                 .collect();
             let list: Vec<ChatId> = open.iter().copied().collect();
+            // For `simulate --history`: when each chat was seen closed.
+            let closed: Vec<(ChatId, i64)> = chats
+                .iter()
+                .filter(|(c, _)| c.is_closed())
+                .map(|(c, _)| (c.id, c.closed_at.map_or(since_ms, |t| t.as_millisecond())))
+                .collect();
+            if let Err(e) = self.store.record_closes(&closed).await {
+                tracing::warn!(agent = %agent.name, error = %e, "cannot record closed chats");
+            }
             let lease = self.settings.lease;
             let stale_ms = since_ms - lease.as_millis() as i64;
             match self

@@ -1,0 +1,119 @@
+//! The `chat_history` table: each chat the daemon decided, as it first
+//! decided it, and when it was seen closed, for `simulate --history`.
+//! Written inside transactions that already run (a settle, a close
+//! webhook), so recording costs one statement, not a round trip.
+
+use crate::domain::ChatId;
+
+use super::db::{Stmt, Tx};
+use super::{Store, StoreError, vals};
+
+/// The queue row's chat as the worker decided it; the first arrival wins
+/// (a later row of the same chat, a hand-back, changes nothing).
+const RECORD: &str = "INSERT INTO chat_history (chat_id, arrived_at, snapshot, attrs, priority)
+    SELECT chat_id, enqueued_at, snapshot, attrs, priority FROM queue WHERE id = $1
+    ON CONFLICT (chat_id) DO NOTHING";
+
+/// The first close seen is kept: a later one (reconciliation finding the
+/// chat closed again) says nothing new.
+const CLOSE: &str =
+    "UPDATE chat_history SET closed_at = $2 WHERE chat_id = $1 AND closed_at IS NULL";
+
+/// Many closes at once, `$1` a JSON array of `[chat_id, closed_at_ms]`.
+const CLOSE_MANY: Stmt = Stmt::each(
+    "UPDATE chat_history SET closed_at = json_extract(j.value, '$[1]')
+       FROM json_each($1) AS j
+      WHERE chat_history.chat_id = json_extract(j.value, '$[0]')
+        AND chat_history.closed_at IS NULL",
+    "UPDATE chat_history h SET closed_at = (j.value->>1)::bigint
+       FROM jsonb_array_elements($1::jsonb) AS j(value)
+      WHERE h.chat_id = (j.value->>0)::bigint AND h.closed_at IS NULL",
+);
+
+const SINCE: &str = "SELECT chat_id, arrived_at AS arrived_at_ms, snapshot, attrs, priority,
+       closed_at AS closed_at_ms
+  FROM chat_history WHERE arrived_at >= $1 ORDER BY arrived_at, chat_id";
+
+/// Every decision recorded since `$1`, oldest first: the last `assigned`
+/// one of a chat is what really happened to it.
+const OUTCOMES: &str = "SELECT chat_id, result, rule, agent, reason FROM outcomes
+  WHERE at >= $1 AND result IN ('assigned', 'no_agent', 'no_match', 'skipped') ORDER BY id";
+
+/// The agents' answers still known (they are forgotten when a chat closes).
+const ANSWERS: &str = "SELECT chat_id, MIN(at) FROM chat_answers GROUP BY chat_id";
+
+/// A recorded chat.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub chat_id: ChatId,
+    pub arrived_at_ms: i64,
+    /// The chat object (JSON) the worker decided on, if the row had one.
+    pub snapshot: Option<String>,
+    pub attrs: Option<String>,
+    pub priority: i64,
+    pub closed_at_ms: Option<i64>,
+}
+
+/// A recorded decision: (chat, result, rule, agent, reason).
+pub type HistoryOutcome = (
+    ChatId,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// What the history of a window holds: its chats, the outcomes recorded
+/// for them (oldest first), and the first answer of chats still open.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub chats: Vec<HistoryRow>,
+    /// (chat, result, rule, agent, reason).
+    pub outcomes: Vec<HistoryOutcome>,
+    pub answers: Vec<(ChatId, i64)>,
+}
+
+/// Records the chat of queue row `queue_id` as first decided (in the
+/// settle's transaction).
+pub(super) async fn record_arrival(tx: &mut Tx, queue_id: i64) -> Result<(), sqlx::Error> {
+    tx.run(RECORD, vals![queue_id]).await?;
+    Ok(())
+}
+
+/// Records that `chat_id` was seen closed at `at_ms` (in the webhook's
+/// transaction).
+pub(super) async fn record_close(
+    tx: &mut Tx,
+    chat_id: ChatId,
+    at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    tx.run(CLOSE, vals![chat_id, at_ms]).await?;
+    Ok(())
+}
+
+impl Store {
+    /// Records chats seen closed by a search (load reconciliation), each
+    /// with when it closed, in one statement.
+    pub async fn record_closes(&self, closed: &[(ChatId, i64)]) -> Result<(), StoreError> {
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let pairs: Vec<[i64; 2]> = closed.iter().map(|(c, at)| [c.0, *at]).collect();
+        // Numbers only: this cannot fail.
+        let json = serde_json::to_string(&pairs).unwrap_or_default();
+        let mut tx = self.begin_write().await?;
+        tx.run(CLOSE_MANY, vals![json]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The chats that arrived at or after `since_ms`, their outcomes, and
+    /// the answers still known.
+    pub async fn history_since(&self, since_ms: i64) -> Result<History, StoreError> {
+        Ok(History {
+            chats: self.db.all(SINCE, vals![since_ms]).await?,
+            outcomes: self.db.all(OUTCOMES, vals![since_ms]).await?,
+            answers: self.db.all(ANSWERS, vals![]).await?,
+        })
+    }
+}
