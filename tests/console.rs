@@ -95,58 +95,9 @@ async fn console_in_a_real_browser() {
         return;
     };
     let started = Instant::now();
-    let app = TestApp::builder().key(API_KEY).listen().build().await;
+    let (app, mut daemon, base) = start_daemon().await;
+    let dead_row = seed(&app, &daemon).await;
     let dir = app.dir.path().to_path_buf();
-    for (file, secret) in [
-        ("console-token", CONSOLE_TOKEN),
-        ("webhook-key", WEBHOOK_KEY),
-        ("intake-token", INTAKE_TOKEN),
-    ] {
-        std::fs::write(dir.join(file), format!("{secret}\n")).unwrap();
-    }
-    // `.listen()` makes `[http]` the config's last table.
-    app.edit_config(|c| {
-        format!(
-            "{c}webhook_key_file = \"webhook-key\"\nintake_token_file = \"intake-token\"\n\
-             console_token_file = \"console-token\"\n"
-        )
-    });
-    app.migrate().await;
-    let mut daemon = Daemon {
-        child: app.spawn_daemon(LOG),
-        log: dir.join(LOG),
-    };
-    let addr = app.listener_addr(LOG).await;
-    let base = format!("http://{addr}");
-
-    // History for the chart and the chat page, and a dead letter.
-    app.insert_raw(FIRST).await;
-    assert!(
-        reaches(
-            &app,
-            "outcomes WHERE result = 'assigned' AND chat_id BETWEEN 101 AND 103",
-            3,
-            Duration::from_secs(10),
-        )
-        .await,
-        "the first chats were not assigned; the log:\n{}",
-        daemon.log_text()
-    );
-    app.execute(
-        "INSERT INTO queue (chat_id, state, attempts, last_error)
-         VALUES (300, 'dead', 10, 'HelpCrunch answered 503 ten times')",
-    )
-    .await;
-    app.execute(
-        "INSERT INTO queue (chat_id, attempts, last_error, next_attempt_at)
-         VALUES (400, 1, 'HelpCrunch answered 429',
-                 CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + 3600000)",
-    )
-    .await;
-    let dead_row = app
-        .scalar("SELECT id FROM queue WHERE chat_id = 300 AND state = 'dead'")
-        .await;
-
     let shots = dir.join("screenshots");
     std::fs::create_dir(&shots).unwrap();
     let agent_names: Vec<&str> = ABC.iter().map(|(a, _)| *a).collect();
@@ -173,143 +124,7 @@ async fn console_in_a_real_browser() {
             Said::Done(result) => break result,
             Said::Step(step, data) => (step, data),
         };
-        let mut failures: Vec<String> = Vec::new();
-        let mut reply = json!({});
-        match step.as_str() {
-            // Scenario 1: the sign-in is in the audit, by its name.
-            "signed_in" => {
-                let n = app
-                    .count("audit WHERE action = 'sign_in' AND actor LIKE '%dana%'")
-                    .await;
-                if n == 0 {
-                    println!(
-                        "note: no `sign_in` audit row for {NAME} (the migration says console sign-ins are audited)"
-                    );
-                }
-            }
-            // Scenario 2: away in the database; every chat enqueued now
-            // goes to someone else.
-            "away" => {
-                if app.count("agent_away WHERE agent = 'bob'").await != 1 {
-                    failures.push(format!(
-                        "agent_away has no row for {} after Mark away",
-                        AWAY.0
-                    ));
-                }
-                app.insert_raw(WHILE_AWAY).await;
-                let done = reaches(
-                    &app,
-                    "outcomes WHERE result = 'assigned' AND chat_id BETWEEN 201 AND 206",
-                    WHILE_AWAY.len() as i64,
-                    Duration::from_secs(15),
-                )
-                .await;
-                if !done {
-                    failures.push(format!("the chats {WHILE_AWAY:?} enqueued while {} was away were not all assigned in 15 s", AWAY.0));
-                }
-                let mut to = BTreeMap::<String, usize>::new();
-                for chat in WHILE_AWAY {
-                    for (agent, id) in assigned(&app, chat).await {
-                        let agent = agent.unwrap_or_default();
-                        if agent == AWAY.0 || id == Some(AWAY.1) {
-                            failures.push(format!("chat {chat} went to {} while away", AWAY.0));
-                        }
-                        *to.entry(agent).or_default() += 1;
-                    }
-                    if app.sandbox.assignee(chat) == Some(AWAY.1) {
-                        failures.push(format!(
-                            "the sandbox has chat {chat} assigned to {}",
-                            AWAY.0
-                        ));
-                    }
-                }
-                println!("while {} was away: {to:?}", AWAY.0);
-                if to.len() != 2 {
-                    failures.push(format!(
-                        "while {} was away the chats went to {to:?}, want alice and carol both",
-                        AWAY.0
-                    ));
-                }
-                reply = json!({ "open": open_chats(&app).await });
-            }
-            "back" => {
-                if app.count("agent_away").await != 0 {
-                    failures.push(format!(
-                        "agent_away still has a row after {} was marked back",
-                        AWAY.0
-                    ));
-                }
-                if app
-                    .count("audit WHERE actor LIKE '%dana%' AND subject = 'bob' AND action IN ('away', 'back')")
-                    .await
-                    != 2
-                {
-                    failures.push(format!("the audit table has not one away and one back by {NAME} for {}", AWAY.0));
-                }
-            }
-            // Scenario 6: nothing changed.
-            "forged" => {
-                if app.count("agent_away").await != 0 {
-                    failures.push(format!(
-                        "a forged POST marked {VICTIM} away (agent_away has a row)"
-                    ));
-                }
-                if app.count("audit WHERE subject = 'alice'").await != 0 {
-                    failures.push(format!(
-                        "the audit has a change for {VICTIM} after the forged POSTs"
-                    ));
-                }
-            }
-            // Scenario 3: the revived row is assigned.
-            "retried" => {
-                let ok = reaches(
-                    &app,
-                    "outcomes WHERE chat_id = 300 AND result = 'assigned'",
-                    1,
-                    Duration::from_secs(10),
-                )
-                .await;
-                if !ok {
-                    failures.push(format!(
-                        "the retried row {dead_row} (chat {DEAD_CHAT}) was not assigned in 10 s"
-                    ));
-                }
-                if app
-                    .count("queue WHERE chat_id = 300 AND state = 'dead'")
-                    .await
-                    != 0
-                {
-                    failures.push(format!("chat {DEAD_CHAT} still has a dead row after Retry"));
-                }
-                if app.sandbox.assignee(DEAD_CHAT).is_none() {
-                    failures.push(format!(
-                        "the sandbox has no assignee for chat {DEAD_CHAT} after Retry"
-                    ));
-                }
-                if app
-                    .count("audit WHERE action = 'retry' AND actor LIKE '%dana%'")
-                    .await
-                    != 1
-                {
-                    failures.push(format!("the audit table has no retry by {NAME}"));
-                }
-            }
-            // Scenario 4: the decisions shown are the database's.
-            "chat" => {
-                let rows = assigned(&app, FIRST[0]).await;
-                let agent = rows
-                    .first()
-                    .and_then(|(a, _)| a.clone())
-                    .unwrap_or_default();
-                let shown = data["decisions"].to_string();
-                if agent.is_empty() || !shown.contains(&agent) {
-                    failures.push(format!(
-                        "table#decisions does not name the agent the outcome has ({agent:?}): {shown}"
-                    ));
-                }
-            }
-            other => failures.push(format!("unknown step {other}")),
-        }
+        let (mut reply, failures) = check_step(&app, &step, &data, dead_row).await;
         for f in &failures {
             println!("FAIL (rust, step {step}): {f}");
         }
@@ -317,7 +132,74 @@ async fn console_in_a_real_browser() {
         script.reply(&reply).await;
     };
 
-    // Scenario 8: the screenshots.
+    let shot_failures = screenshots(&shots);
+    print_page_weight(&result);
+    let outside = outside_the_browser(&mut daemon, &dir);
+    verdict(&result, shot_failures, outside, started, &daemon);
+}
+
+/// The real `assignd run` with every secret a canary and the console on;
+/// the app, the daemon and the listener's base URL.
+async fn start_daemon() -> (TestApp, Daemon, String) {
+    let app = TestApp::builder().key(API_KEY).listen().build().await;
+    let dir = app.dir.path().to_path_buf();
+    for (file, secret) in [
+        ("console-token", CONSOLE_TOKEN),
+        ("webhook-key", WEBHOOK_KEY),
+        ("intake-token", INTAKE_TOKEN),
+    ] {
+        std::fs::write(dir.join(file), format!("{secret}\n")).unwrap();
+    }
+    // `.listen()` makes `[http]` the config's last table.
+    app.edit_config(|c| {
+        format!(
+            "{c}webhook_key_file = \"webhook-key\"\nintake_token_file = \"intake-token\"\n\
+             console_token_file = \"console-token\"\n"
+        )
+    });
+    app.migrate().await;
+    let daemon = Daemon {
+        child: app.spawn_daemon(LOG),
+        log: dir.join(LOG),
+    };
+    let addr = app.listener_addr(LOG).await;
+    let base = format!("http://{addr}");
+    (app, daemon, base)
+}
+
+/// History for the chart and the chat page, a dead letter and a waiting
+/// row; the dead row's id.
+async fn seed(app: &TestApp, daemon: &Daemon) -> i64 {
+    // History for the chart and the chat page, and a dead letter.
+    app.insert_raw(FIRST).await;
+    assert!(
+        reaches(
+            app,
+            "outcomes WHERE result = 'assigned' AND chat_id BETWEEN 101 AND 103",
+            3,
+            Duration::from_secs(10),
+        )
+        .await,
+        "the first chats were not assigned; the log:\n{}",
+        daemon.log_text()
+    );
+    app.execute(
+        "INSERT INTO queue (chat_id, state, attempts, last_error)
+         VALUES (300, 'dead', 10, 'HelpCrunch answered 503 ten times')",
+    )
+    .await;
+    app.execute(
+        "INSERT INTO queue (chat_id, attempts, last_error, next_attempt_at)
+         VALUES (400, 1, 'HelpCrunch answered 429',
+                 CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + 3600000)",
+    )
+    .await;
+    app.scalar("SELECT id FROM queue WHERE chat_id = 300 AND state = 'dead'")
+        .await
+}
+
+/// Scenario 8: every page's screenshot, and docs/console.png on request.
+fn screenshots(shots: &Path) -> Vec<String> {
     let mut shot_failures = Vec::new();
     println!("screenshots (in the test's temp dir, removed at its end):");
     for page in ["signin", "agents", "queue", "chat", "audit"] {
@@ -335,7 +217,11 @@ async fn console_in_a_real_browser() {
         }
         println!("  copied agents.png to {}", docs.display());
     }
-    // The page weight: each page's HTML and stylesheet as received.
+    shot_failures
+}
+
+/// The page weight: each page's HTML and stylesheet as received.
+fn print_page_weight(result: &serde_json::Value) {
     println!("page weight (bytes as received; encoded body in parentheses):");
     for (page, w) in result["pages"].as_object().into_iter().flatten() {
         let html = w["html_bytes"].as_i64().unwrap_or(0);
@@ -348,8 +234,11 @@ async fn console_in_a_real_browser() {
             w["url"].as_str().unwrap_or_default()
         );
     }
+}
 
-    // Scenario 7, outside the browser: the log and the database files.
+/// Scenario 7, outside the browser: the log and the database files; and
+/// a clean stop.
+fn outside_the_browser(daemon: &mut Daemon, dir: &Path) -> Vec<String> {
     daemon.assert_running("after the browser run");
     let status = terminate(&mut daemon.child, Duration::from_secs(10));
     let mut outside = Vec::new();
@@ -367,8 +256,17 @@ async fn console_in_a_real_browser() {
     if !status.success() {
         outside.push(format!("assignd exited with {status} after SIGTERM"));
     }
+    outside
+}
 
-    // Every scenario's verdict.
+/// Every scenario's verdict: printed, and the test fails if any failed.
+fn verdict(
+    result: &serde_json::Value,
+    shot_failures: Vec<String>,
+    outside: Vec<String>,
+    started: Instant,
+    daemon: &Daemon,
+) {
     let mut scenarios: BTreeMap<String, Vec<String>> = result["scenarios"]
         .as_object()
         .into_iter()
@@ -414,6 +312,173 @@ async fn console_in_a_real_browser() {
             .collect::<Vec<_>>(),
         tail(&daemon.log_text(), 40)
     );
+}
+
+/// What the Rust side checks at a step of the script: its reply (extra
+/// data for the script) and what failed.
+async fn check_step(
+    app: &TestApp,
+    step: &str,
+    data: &serde_json::Value,
+    dead_row: i64,
+) -> (serde_json::Value, Vec<String>) {
+    let mut reply = json!({});
+    let failures = match step {
+        "signed_in" => signed_in(app).await,
+        "away" => {
+            let (open, failures) = while_away(app).await;
+            reply = json!({ "open": open });
+            failures
+        }
+        "back" => back(app).await,
+        "forged" => forged(app).await,
+        "retried" => retried(app, dead_row).await,
+        "chat" => chat_page(app, data).await,
+        other => vec![format!("unknown step {other}")],
+    };
+    (reply, failures)
+}
+
+/// Scenario 1: the sign-in is in the audit, by its name.
+async fn signed_in(app: &TestApp) -> Vec<String> {
+    let n = app
+        .count("audit WHERE action = 'sign_in' AND actor = 'console:dana'")
+        .await;
+    if n == 1 {
+        vec![]
+    } else {
+        vec![format!("{n} `sign_in` audit rows for {NAME}, want 1")]
+    }
+}
+
+/// Scenario 2: away in the database; every chat enqueued now goes to
+/// someone else. Also the open chats per agent, for the page's check.
+async fn while_away(app: &TestApp) -> (BTreeMap<String, i64>, Vec<String>) {
+    let mut failures = Vec::new();
+    if app.count("agent_away WHERE agent = 'bob'").await != 1 {
+        failures.push(format!(
+            "agent_away has no row for {} after Mark away",
+            AWAY.0
+        ));
+    }
+    app.insert_raw(WHILE_AWAY).await;
+    let done = reaches(
+        app,
+        "outcomes WHERE result = 'assigned' AND chat_id BETWEEN 201 AND 206",
+        WHILE_AWAY.len() as i64,
+        Duration::from_secs(15),
+    )
+    .await;
+    if !done {
+        failures.push(format!(
+            "the chats {WHILE_AWAY:?} enqueued while {} was away were not all assigned in 15 s",
+            AWAY.0
+        ));
+    }
+    let mut to = BTreeMap::<String, usize>::new();
+    for chat in WHILE_AWAY {
+        for (agent, id) in assigned(app, chat).await {
+            let agent = agent.unwrap_or_default();
+            if agent == AWAY.0 || id == Some(AWAY.1) {
+                failures.push(format!("chat {chat} went to {} while away", AWAY.0));
+            }
+            *to.entry(agent).or_default() += 1;
+        }
+        if app.sandbox.assignee(chat) == Some(AWAY.1) {
+            failures.push(format!(
+                "the sandbox has chat {chat} assigned to {}",
+                AWAY.0
+            ));
+        }
+    }
+    println!("while {} was away: {to:?}", AWAY.0);
+    if to.len() != 2 {
+        failures.push(format!(
+            "while {} was away the chats went to {to:?}, want alice and carol both",
+            AWAY.0
+        ));
+    }
+    (open_chats(app).await, failures)
+}
+
+/// Scenario 2, back: the flag is gone; the audit has both changes by name.
+async fn back(app: &TestApp) -> Vec<String> {
+    let mut failures = Vec::new();
+    if app.count("agent_away").await != 0 {
+        failures.push(format!(
+            "agent_away still has a row after {} was marked back",
+            AWAY.0
+        ));
+    }
+    let both =
+        "audit WHERE actor = 'console:dana' AND subject = 'bob' AND action IN ('away', 'back')";
+    if app.count(both).await != 2 {
+        failures.push(format!(
+            "the audit table has not one away and one back by {NAME} for {}",
+            AWAY.0
+        ));
+    }
+    failures
+}
+
+/// Scenario 6: the forged posts changed nothing.
+async fn forged(app: &TestApp) -> Vec<String> {
+    let mut failures = Vec::new();
+    if app.count("agent_away").await != 0 {
+        failures.push(format!(
+            "a forged POST marked {VICTIM} away (agent_away has a row)"
+        ));
+    }
+    if app.count("audit WHERE subject = 'alice'").await != 0 {
+        failures.push(format!(
+            "the audit has a change for {VICTIM} after the forged POSTs"
+        ));
+    }
+    failures
+}
+
+/// Scenario 3: the revived row is assigned, and the retry audited.
+async fn retried(app: &TestApp, dead_row: i64) -> Vec<String> {
+    let mut failures = Vec::new();
+    let assigned = "outcomes WHERE chat_id = 300 AND result = 'assigned'";
+    if !reaches(app, assigned, 1, Duration::from_secs(10)).await {
+        failures.push(format!(
+            "the retried row {dead_row} (chat {DEAD_CHAT}) was not assigned in 10 s"
+        ));
+    }
+    if app
+        .count("queue WHERE chat_id = 300 AND state = 'dead'")
+        .await
+        != 0
+    {
+        failures.push(format!("chat {DEAD_CHAT} still has a dead row after Retry"));
+    }
+    if app.sandbox.assignee(DEAD_CHAT).is_none() {
+        failures.push(format!(
+            "the sandbox has no assignee for chat {DEAD_CHAT} after Retry"
+        ));
+    }
+    let audited = "audit WHERE action = 'retry' AND actor = 'console:dana'";
+    if app.count(audited).await != 1 {
+        failures.push(format!("the audit table has no retry by {NAME}"));
+    }
+    failures
+}
+
+/// Scenario 4: the decisions shown are the database's.
+async fn chat_page(app: &TestApp, data: &serde_json::Value) -> Vec<String> {
+    let rows = assigned(app, FIRST[0]).await;
+    let agent = rows
+        .first()
+        .and_then(|(a, _)| a.clone())
+        .unwrap_or_default();
+    let shown = data["decisions"].to_string();
+    if agent.is_empty() || !shown.contains(&agent) {
+        return vec![format!(
+            "table#decisions does not name the agent the outcome has ({agent:?}): {shown}"
+        )];
+    }
+    Vec::new()
 }
 
 /// The last `n` lines of `text` above debug level.

@@ -79,29 +79,7 @@ enum Command {
         json: bool,
     },
     /// Replay chats (JSON lines, or the ones this daemon saw) through the rules; compare two rule sets.
-    #[command(group(clap::ArgGroup::new("input").required(true).args(["chats", "history"])))]
-    Simulate {
-        /// One chat object per line; optional `at` and `attrs` fields.
-        #[arg(long)]
-        chats: Option<PathBuf>,
-        /// Replay the chats this daemon saw in the last DURATION (e.g. "7d", "24h") over time.
-        #[arg(long, value_name = "DURATION", value_parser = simulate_history::parse_history)]
-        history: Option<std::time::Duration>,
-        /// With `--history`: how many differing chats to list.
-        #[arg(long, value_name = "N", default_value_t = 10, requires = "history")]
-        diff: usize,
-        /// Rules to use instead of the config's.
-        #[arg(long)]
-        rules: Option<PathBuf>,
-        /// A second rule set to compare with.
-        #[arg(long)]
-        against: Option<PathBuf>,
-        /// Decide chats without `at` as at this instant (default: now).
-        #[arg(long, conflicts_with = "history")]
-        at: Option<jiff::Timestamp>,
-        #[arg(long)]
-        json: bool,
-    },
+    Simulate(simulate::Command),
     /// Queue depth, waiting chats, recent outcomes, assignments today, API health.
     Status {
         /// One JSON document with the same facts, for scripts.
@@ -394,40 +372,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             };
             explain::run(&cli.config, args).await?;
         }
-        Command::Simulate {
-            chats,
-            history,
-            rules,
-            against,
-            at,
-            diff,
-            json,
-        } => match (history, chats) {
-            (Some(window), _) => {
-                let args = simulate_history::Args {
-                    window,
-                    rules,
-                    against,
-                    diff,
-                    json,
-                };
-                simulate_history::run(&cli.config, args).await?
-            }
-            (None, Some(chats)) => simulate::run(
-                &cli.config,
-                simulate::Args {
-                    chats,
-                    rules,
-                    against,
-                    at,
-                    json,
-                },
-            )?,
-            (None, None) => {
-                let e = anyhow::anyhow!("`simulate` needs --chats FILE or --history DURATION");
-                return Err(Failure::Invalid(e));
-            }
-        },
+        Command::Simulate(args) => simulate::dispatch(&cli.config, args).await?,
         Command::Status { json } => {
             let config = load_config(&cli.config)?;
             status::run(&config, json).await?;

@@ -5,10 +5,66 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use jiff::Timestamp;
 
-use super::Failure;
+use super::{Failure, simulate_history};
 use crate::config::Config;
 use crate::rules::{self, Rules};
 use crate::simulate::{Replay, SimChat, replay};
+
+/// `assignd simulate`: its flags.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["chats", "history"])))]
+pub struct Command {
+    /// One chat object per line; optional `at` and `attrs` fields.
+    #[arg(long)]
+    pub chats: Option<PathBuf>,
+    /// Replay the chats this daemon saw in the last DURATION (e.g. "7d", "24h") over time.
+    #[arg(long, value_name = "DURATION", value_parser = simulate_history::parse_history)]
+    pub history: Option<std::time::Duration>,
+    /// With `--history`: how many differing chats to list.
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "history")]
+    pub diff: usize,
+    /// Rules to use instead of the config's.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// A second rule set to compare with.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+    /// Decide chats without `at` as at this instant (default: now).
+    #[arg(long, conflicts_with = "history")]
+    pub at: Option<jiff::Timestamp>,
+    /// One JSON document with the same figures, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the replay the flags ask for: `--history`, else `--chats`.
+pub(super) async fn dispatch(config_path: &Path, c: Command) -> Result<(), Failure> {
+    match (c.history, c.chats) {
+        (Some(window), _) => {
+            let args = simulate_history::Args {
+                window,
+                rules: c.rules,
+                against: c.against,
+                diff: c.diff,
+                json: c.json,
+            };
+            simulate_history::run(config_path, args).await
+        }
+        (None, Some(chats)) => {
+            let args = Args {
+                chats,
+                rules: c.rules,
+                against: c.against,
+                at: c.at,
+                json: c.json,
+            };
+            run(config_path, args)
+        }
+        (None, None) => Err(Failure::Invalid(anyhow::anyhow!(
+            "`simulate` needs --chats FILE or --history DURATION"
+        ))),
+    }
+}
 
 pub(super) struct Args {
     pub chats: PathBuf,

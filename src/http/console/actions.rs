@@ -11,7 +11,7 @@ use axum::response::Response;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use super::{App, Editor, refuse, see_other};
+use super::{App, Editor, Viewer, refuse, see_other};
 
 #[derive(Deserialize)]
 pub(super) struct AgentForm {
@@ -41,15 +41,23 @@ fn parse_until(text: &str) -> Result<Option<Timestamp>, String> {
         .ok_or_else(|| format!("`{text}` is not a date and time (YYYY-MM-DDTHH:MM, UTC)"))
 }
 
-fn known_agent(app: &App, name: &str) -> Result<(), Response> {
-    if app.listener.worker.rules().agent_by_name(name).is_some() {
-        Ok(())
-    } else {
-        Err(refuse(
+/// The checks of a change to an agent: the form's CSRF field, and an
+/// agent the rules know.
+fn confirm_agent(app: &App, editor: Editor, form: &AgentForm) -> Result<Viewer, Response> {
+    let viewer = editor.confirm(&form.csrf)?;
+    if app
+        .listener
+        .worker
+        .rules()
+        .agent_by_name(&form.agent)
+        .is_none()
+    {
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "no such agent in the rules",
-        ))
+        ));
     }
+    Ok(viewer)
 }
 
 fn failed(e: &crate::store::StoreError) -> Response {
@@ -90,13 +98,10 @@ pub(super) async fn away(
     editor: Editor,
     Form(form): Form<AgentForm>,
 ) -> Response {
-    let viewer = match editor.confirm(&form.csrf) {
+    let viewer = match confirm_agent(&app, editor, &form) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(r) = known_agent(&app, &form.agent) {
-        return r;
-    }
     let until = match parse_until(&form.until) {
         Ok(Some(t)) if t <= Timestamp::now() => {
             return refuse(StatusCode::BAD_REQUEST, "`until` is in the past");
@@ -118,13 +123,10 @@ pub(super) async fn back(
     editor: Editor,
     Form(form): Form<AgentForm>,
 ) -> Response {
-    let viewer = match editor.confirm(&form.csrf) {
+    let viewer = match confirm_agent(&app, editor, &form) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(r) = known_agent(&app, &form.agent) {
-        return r;
-    }
     if let Err(e) = app
         .listener
         .store
