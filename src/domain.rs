@@ -109,6 +109,19 @@ pub enum Wait {
     ApiKey,
 }
 
+/// The `route` column of `outcomes`: how an outcome came about, where it
+/// was not the plain decision of a queue row, so that reports count it
+/// without reading the reason's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Assigned by a pool's `escalate` step.
+    Escalated,
+    /// A chat taken off an absent agent (`handback`), as a `skipped` outcome.
+    HandedBack,
+    /// A hop of `reassign_after`: moved from an agent who did not answer.
+    Reassigned,
+}
+
 /// The `action` column of `audit`: a change made by a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditAction {
@@ -162,6 +175,16 @@ impl Wait {
         match self {
             Wait::Candidate => "candidate",
             Wait::ApiKey => "api_key",
+        }
+    }
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Escalated => "escalated",
+            Route::HandedBack => "handed_back",
+            Route::Reassigned => "reassigned",
         }
     }
 }
@@ -221,12 +244,26 @@ text_column!(
 );
 text_column!(OutboxKind: OutboxKind::Private, OutboxKind::Message);
 text_column!(Wait: Wait::Candidate, Wait::ApiKey);
+text_column!(Route: Route::Escalated, Route::HandedBack, Route::Reassigned);
 text_column!(
     AuditAction: AuditAction::Away,
     AuditAction::Back,
     AuditAction::Retry,
     AuditAction::SignIn
 );
+
+/// How long a row waits to gain one priority level in the claim order
+/// (written out in the claim's SQL).
+pub const AGING_MS: i64 = 600_000;
+
+/// A row's place in the claim order at `now` (higher first), as the claim's
+/// SQL computes it: its priority, bounded, plus one per [`AGING_MS`] waited.
+/// The worker's claim, the busy reply's position and the replays of
+/// `simulate` all order by it.
+pub fn claim_rank(priority: i64, enqueued_at_ms: i64, now: i64) -> i64 {
+    let age = (now - enqueued_at_ms.clamp(0, now)) / AGING_MS;
+    priority.clamp(-1_000_000, 1_000_000) + age
+}
 
 #[cfg(test)]
 mod tests {

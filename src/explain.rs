@@ -5,6 +5,7 @@
 
 use jiff::Timestamp;
 
+use crate::helpcrunch::types::Chat;
 use crate::rules::decide::hour_before;
 use crate::rules::{ChatContext, RoutingState};
 use crate::store::{Store, StoreError};
@@ -29,4 +30,19 @@ pub async fn routing_state(
         recent,
         ..stored.into_state()
     })
+}
+
+/// Why the worker would not decide `chat` at all, if it would not: closed,
+/// or already assigned while `worker.reassign` is off.
+pub fn skip_note(chat: &Chat, reassign: bool) -> Option<String> {
+    if chat.is_closed() {
+        Some("the chat is closed: the worker would skip it".to_string())
+    } else if let (Some(a), false) = (&chat.assignee, reassign) {
+        Some(format!(
+            "the chat is already assigned to agent {}: the worker would skip it (worker.reassign = false)",
+            a.id
+        ))
+    } else {
+        None
+    }
 }

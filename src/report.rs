@@ -11,6 +11,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+use crate::domain::Route;
 use crate::rules::Rules;
 use crate::rules::matcher::Condition;
 use crate::simulate::PoolFairness;
@@ -116,28 +117,6 @@ pub struct Input<'a> {
     pub dead: &'a [DeadLetterRow],
 }
 
-/// Whether an `assigned` outcome is a hop of `reassign_after`: the
-/// follow-up job records it without a queue row (`worker/reassign.rs`).
-pub fn is_reassignment_hop(o: &ReportOutcome) -> bool {
-    o.result == "assigned" && o.queue_id.is_none()
-}
-
-/// Whether an outcome's reason says an `escalate` step found the agent:
-/// "rule `r`: pool `p` had no available agent; escalated after 2m (step 1
-/// of 2) to …" (`rules/reason.rs`, `rules/escalate.rs::describe_step`),
-/// possibly behind a hand-back's "hand-back (…): ". A chat that found no
-/// one even there says "none there either" and is not assigned.
-pub fn is_escalation(reason: &str) -> bool {
-    reason.contains(" had no available agent; escalated after ")
-        && !reason.contains("none there either")
-}
-
-/// Whether a `skipped` outcome's reason records a hand-back: "handed back
-/// from ann (away since …)" (`worker/handback.rs`).
-pub fn is_handback(reason: &str) -> bool {
-    reason.starts_with("handed back from ")
-}
-
 /// The rules whose match holds only outside a schedule's hours: an
 /// `outside = "…"` among the conditions that must all hold.
 pub fn after_hours_rules(rules: &Rules) -> HashSet<&str> {
@@ -211,8 +190,8 @@ fn assignments<'a>(outcomes: &'a [ReportOutcome], after: &HashSet<&str>) -> Vec<
             Some(Assignment {
                 o,
                 agent,
-                hop: is_reassignment_hop(o),
-                escalated: o.reason.as_deref().is_some_and(is_escalation),
+                hop: o.route == Some(Route::Reassigned),
+                escalated: o.route == Some(Route::Escalated),
                 after_hours: o.rule.as_deref().is_some_and(|r| after.contains(r)),
                 wait,
             })
@@ -228,7 +207,7 @@ pub fn build(input: &Input<'_>) -> Report {
     let handbacks: Vec<&str> = input
         .outcomes
         .iter()
-        .filter(|o| o.result == "skipped" && o.reason.as_deref().is_some_and(is_handback))
+        .filter(|o| o.result == "skipped" && o.route == Some(Route::HandedBack))
         .map(|o| o.agent.as_deref().unwrap_or("-"))
         .collect();
     let count = |f: fn(&Assignment) -> bool| list.iter().filter(|a| f(a)).count() as u32;
@@ -440,22 +419,6 @@ mod tests {
         assert!((f.jain - 0.8).abs() < 1e-12);
     }
 
-    #[test]
-    fn escalation_reasons() {
-        assert!(is_escalation(
-            "rule `vip`: pool `vip` had no available agent; escalated after 2m (step 1 of 2) to pool `overflow`: pool `overflow` least-open -> cy"
-        ));
-        assert!(is_escalation(
-            "hand-back (ann is away): rule `vip`: pool `vip` had no available agent; escalated after 10m (step 2 of 2) to lead"
-        ));
-        assert!(!is_escalation(
-            "rule `vip`: pool `vip` has no available agent; escalated after 2m (step 1 of 1) to lead: none there either; no further step (when_full = wait)"
-        ));
-        assert!(!is_escalation(
-            "rule `vip`: round-robin: last was ann -> bob"
-        ));
-    }
-
     const RULES: &str = r#"
 [agents]
 ann = { id = 1 }
@@ -490,48 +453,11 @@ assign = "pool:support"
         crate::rules::load_sources(&[("r.toml".into(), RULES.into())]).unwrap()
     }
 
-    /// The recogniser reads the reason the decision really writes.
-    #[test]
-    fn escalation_is_recognised_in_the_real_reason() {
-        use crate::rules::{Decision, Verdict, WhenFull};
-        let rules = rules();
-        let assign = |escalation| Decision {
-            rule: Some(2),
-            verdict: Verdict::Assign {
-                agent: 1,
-                pool: Some(1),
-                previous: None,
-                weights: None,
-                escalation,
-            },
-        };
-        assert!(is_escalation(&assign(Some(0)).reason(&rules)));
-        assert!(!is_escalation(&assign(None).reason(&rules)));
-        let waiting = Decision {
-            rule: Some(2),
-            verdict: Verdict::NoCandidate {
-                pool: Some(0),
-                when_full: WhenFull::Wait,
-                hourly: Vec::new(),
-                escalation: Some(1),
-            },
-        };
-        assert!(!is_escalation(&waiting.reason(&rules)));
-    }
-
     #[test]
     fn after_hours_rules_match_outside_at_the_top_level() {
         let rules = rules();
         let set = after_hours_rules(&rules);
         assert_eq!(set, HashSet::from(["night"]));
-    }
-
-    #[test]
-    fn handback_reasons() {
-        assert!(is_handback("handed back from ann (away since 09:00)"));
-        assert!(!is_handback(
-            "hand-back (ann is away): rule `r`: pool `p` least-open -> bob"
-        ));
     }
 
     #[test]

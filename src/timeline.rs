@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::domain::ChatId;
+use crate::domain::{ChatId, claim_rank};
 use crate::rules::fill::Fill;
 use crate::rules::{ChatContext, Decision, Handback, LastAgent, RoutingState, Rules, Verdict};
 use crate::rules::{WhenFull, decide};
@@ -185,6 +185,10 @@ impl Sim<'_> {
     /// The first moment after `t` at which something recorded happens.
     fn next_event(&self, t: Timestamp, arrival: Option<Timestamp>) -> Option<Timestamp> {
         let closes = self.open.iter().map(|o| o.closes_at);
+        let gone = self
+            .waiting
+            .iter()
+            .filter_map(|w| self.closed_at(w.arrival));
         let absences = self
             .scenario
             .absences
@@ -194,6 +198,7 @@ impl Sim<'_> {
         arrival
             .into_iter()
             .chain(closes)
+            .chain(gone)
             .chain(absences)
             .chain(slot)
             .filter(|&e| e > t)
@@ -241,7 +246,10 @@ impl Sim<'_> {
         }
     }
 
-    /// Closed chats give their seats back, as the close webhook does.
+    /// Closed chats give their seats back, as the close webhook does. In a
+    /// replay, a chat that really closed while the replay still has it
+    /// waiting leaves the queue too (its customer left, or someone took it
+    /// by hand): the worker skips a closed chat.
     fn close_due(&mut self, t: Timestamp) {
         let (closed, open): (Vec<Open>, Vec<Open>) = std::mem::take(&mut self.open)
             .into_iter()
@@ -250,6 +258,19 @@ impl Sim<'_> {
         for o in closed {
             self.free_seat(&o.agent);
         }
+        let (gone, waiting): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| self.closed_at(w.arrival).is_some_and(|c| c <= t));
+        self.waiting = waiting;
+        for w in gone {
+            let why = "closed while waiting, as it really did".to_string();
+            self.entry(t, w.arrival, Event::Unassigned, why);
+        }
+    }
+
+    /// When a chat really closed, in a replay.
+    fn closed_at(&self, arrival: usize) -> Option<Timestamp> {
+        self.recorded?.closed_at.get(arrival).copied().flatten()
     }
 
     fn free_seat(&mut self, agent: &str) {
@@ -310,9 +331,13 @@ impl Sim<'_> {
     /// Every waiting chat, in the worker's claim order (priority, one level
     /// more per 10 minutes waited, then oldest), decided at `t`.
     fn decide_waiting(&mut self, t: Timestamp) {
+        let now = t.as_millisecond();
         let rank = |w: &Waiting| {
-            let waited = t.duration_since(w.enqueued_at).as_secs().max(0) / 600;
-            (std::cmp::Reverse(w.priority + waited), w.enqueued_at)
+            let at = w.enqueued_at.as_millisecond();
+            (
+                std::cmp::Reverse(claim_rank(w.priority, at, now)),
+                w.enqueued_at,
+            )
         };
         let mut waiting = std::mem::take(&mut self.waiting);
         waiting.sort_by_key(rank);
@@ -426,7 +451,7 @@ impl Sim<'_> {
             );
         };
         self.next_free = r.pace.and_then(later).unwrap_or(t);
-        let closed = r.closed_at.get(arrival).copied().flatten();
+        let closed = self.closed_at(arrival);
         let answered = r.answered_at.get(arrival).copied().flatten();
         // Never closed: it stays open.
         (closed.map_or(Timestamp::MAX, |c| c.max(t)), answered)

@@ -116,6 +116,16 @@ async fn three_daemons_share_sessions_away_flags_and_the_audit() {
         Err(StatusCode::UNAUTHORIZED)
     );
     let cookie = sign_in(&bases[0], TOKEN).await.unwrap();
+    // Through a TLS proxy the cookie is Secure as well.
+    let proxied = http()
+        .post(format!("{}/console/signin", bases[1]))
+        .header("x-forwarded-proto", "https")
+        .form(&[("name", "dana"), ("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let set = proxied.headers()["set-cookie"].to_str().unwrap();
+    assert!(set.ends_with("; Secure"), "{set}");
     let agents_page = page(&bases[1], "/console/agents", &cookie).await;
     assert!(
         agents_page.contains("<span>dana</span>"),

@@ -131,6 +131,10 @@ impl Running {
                 })
             });
             if reassigned {
+                let route = "SELECT COUNT(*) FROM outcomes
+                              WHERE chat_id = ? AND result = 'skipped' AND route = 'handed_back'";
+                let rows: Vec<(i64,)> = self.app.chat_rows(route, chat).await;
+                assert_eq!(rows[0].0, 1, "the hand-back is recorded as one");
                 return;
             }
             assert!(

@@ -181,9 +181,13 @@ async fn the_replay_reproduces_the_daemon_and_other_rules_show_the_difference() 
 async fn idle(app: &TestApp) {
     const BUSY: &str = "SELECT COUNT(*) FROM queue WHERE state = 'leased'
         OR (state = 'pending' AND next_attempt_at <= CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))";
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    while app.scalar(BUSY).await > 0 && Instant::now() < deadline {
+    while app.scalar(BUSY).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker is still busy after 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -422,7 +426,10 @@ async fn bad_durations_and_an_empty_history_say_so() {
     assert_eq!(out["chats"], 0);
 }
 
-both!(chat_history_is_recorded_closed_and_read);
+both!(
+    chat_history_is_recorded_closed_and_read,
+    a_producers_bad_values_are_recorded_as_the_worker_read_them,
+);
 
 /// The first settle of a chat records it; a later row of the same chat
 /// does not move it; the close webhook and reconciliation's closes set
@@ -477,6 +484,36 @@ async fn chat_history_is_recorded_closed_and_read(f: Fixture) {
     );
     assert_eq!(h.outcomes.len(), 3);
 
+    f.store.prune(now_ms() + 1).await.unwrap();
+    assert!(f.store.history_since(0).await.unwrap().chats.is_empty());
+}
+
+/// A snapshot, `enqueued_at` or priority a producer wrote with the wrong
+/// type (SQLite stores what it is given) or out of bounds is recorded as
+/// the worker read it: the history still reads back, and is pruned.
+async fn a_producers_bad_values_are_recorded_as_the_worker_read_them(f: Fixture) {
+    let sqlite = "INSERT INTO queue (chat_id, snapshot, enqueued_at, priority)
+                  VALUES (11, X'7B7D', 'soon', 9223372036854775807)";
+    let postgres = "INSERT INTO queue (chat_id, priority) VALUES (11, 9223372036854775807)";
+    let sql = match f.raw {
+        Raw::Sqlite(_) => sqlite,
+        Raw::Postgres(_) => postgres,
+    };
+    f.producer(sql).await.unwrap();
+    let (row, claim) = claim_one(&f).await;
+    let next = assignd::store::Next::Done;
+    assert!(
+        f.store
+            .settle(&settlement(row.id, &claim, next))
+            .await
+            .unwrap()
+    );
+    let h = f.store.history_since(0).await.unwrap();
+    assert_eq!(h.chats.len(), 1);
+    let c = &h.chats[0];
+    assert_eq!((c.chat_id, c.snapshot.as_deref()), (ChatId(11), None));
+    assert_eq!(c.priority, 1_000_000, "bounded as the claim bounds it");
+    assert!(c.arrived_at_ms > 0 && c.arrived_at_ms <= now_ms());
     f.store.prune(now_ms() + 1).await.unwrap();
     assert!(f.store.history_since(0).await.unwrap().chats.is_empty());
 }

@@ -99,6 +99,15 @@ impl Seed {
         ));
     }
 
+    /// Marks the `result` outcome of `chat` as an escalation, hand-back or
+    /// hop, as the worker records it.
+    fn route(&mut self, chat: i64, result: &str, route: &str) {
+        self.sql.push(format!(
+            "UPDATE outcomes SET route = '{route}' WHERE chat_id = {} AND result = '{result}'",
+            1000 + chat
+        ));
+    }
+
     fn dead(&mut self, at: i64, reason: &str) {
         self.next_id += 1;
         let id = self.next_id;
@@ -153,13 +162,14 @@ fn week(today: i64) -> Seed {
 /// what lies outside the window.
 fn unusual_days(s: &mut Seed, today: i64) {
     let day4 = today - 4 * DAY;
-    s.assigned(
+    let escalated = s.assigned(
         day4 + 14 * HOUR,
         "all",
         "overflow",
         "cy",
         "rule `all`: pool `support` had no available agent; escalated after 5m (step 1 of 1) to pool `overflow`: round-robin: first pick -> cy",
     );
+    s.route(escalated, "assigned", "escalated");
     // A reassignment hop: no queue row.
     let day2 = today - 2 * DAY;
     s.outcome(
@@ -171,6 +181,7 @@ fn unusual_days(s: &mut Seed, today: i64) {
         "bob",
         "reassigned: ann did not answer within 2m -> bob (hop 1 of 1)",
     );
+    s.route(900, "assigned", "reassigned");
     // A hand-back: the skipped outcome on the new row, then its assignment.
     let at = day2 + 15 * HOUR;
     let id = s.assigned(
@@ -189,6 +200,7 @@ fn unusual_days(s: &mut Seed, today: i64) {
         "ann",
         "handed back from ann (away since 14:00)",
     );
+    s.route(id, "skipped", "handed_back");
     // Not assignments: a failure and a wait.
     s.outcome(
         901,
@@ -277,19 +289,20 @@ async fn seed_postgres(url: &str, seed: &Seed) {
     pool.close().await;
 }
 
-#[tokio::test]
-async fn a_seeded_week_gives_known_figures_on_sqlite() {
+/// Migrates a fresh SQLite file, seeds it with `seed(today)` and checks
+/// the report's figures.
+async fn check_on_sqlite(seed: impl Fn(i64) -> Seed) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
     let config = write_config(dir.path(), &format!("sqlite://{}", db.display()));
     assignd(&config, &["migrate"]);
     let today = today_utc_ms();
-    seed_sqlite(&db, &week(today)).await;
+    seed_sqlite(&db, &seed(today)).await;
     check_report(&config, dir.path(), today);
 }
 
-#[tokio::test]
-async fn a_seeded_week_gives_known_figures_on_postgres() {
+/// [`check_on_sqlite`] on a fresh PostgreSQL database.
+async fn check_on_postgres(seed: impl Fn(i64) -> Seed) {
     let Some(server) = postgres::server() else {
         return;
     };
@@ -298,8 +311,45 @@ async fn a_seeded_week_gives_known_figures_on_postgres() {
     let config = write_config(dir.path(), &url);
     assignd(&config, &["migrate"]);
     let today = today_utc_ms();
-    seed_postgres(&url, &week(today)).await;
+    seed_postgres(&url, &seed(today)).await;
     check_report(&config, dir.path(), today);
+}
+
+#[tokio::test]
+async fn a_seeded_week_gives_known_figures_on_sqlite() {
+    check_on_sqlite(week).await;
+}
+
+#[tokio::test]
+async fn a_seeded_week_gives_known_figures_on_postgres() {
+    check_on_postgres(week).await;
+}
+
+/// The week as versions before the `route` column wrote it (no route),
+/// then the statements of the route migration that classify such rows.
+fn week_before_routes(today: i64, migration: &str) -> Seed {
+    let mut seed = week(today);
+    seed.sql
+        .retain(|s| !s.starts_with("UPDATE outcomes SET route"));
+    // Each statement ends a line (a pattern holds "; " itself).
+    let backfill = migration
+        .split(";\n")
+        .map(str::trim)
+        .filter(|s| s.starts_with("UPDATE outcomes SET route"))
+        .map(str::to_string);
+    seed.sql.extend(backfill);
+    seed
+}
+
+/// Outcomes written before escalations, hand-backs and hops had their own
+/// column are classified by its migration as the worker now records them:
+/// the same figures.
+#[tokio::test]
+async fn older_rows_get_their_route_from_the_migration() {
+    let sqlite = include_str!("../migrations/sqlite/0012_outcome_route.sql");
+    check_on_sqlite(|today| week_before_routes(today, sqlite)).await;
+    let pg = include_str!("../migrations/postgres/0008_outcome_route.sql");
+    check_on_postgres(|today| week_before_routes(today, pg)).await;
 }
 
 fn agent<'a>(report: &'a Value, name: &str) -> &'a Value {

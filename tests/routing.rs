@@ -256,6 +256,9 @@ async fn an_unanswered_chat_moves_on_and_an_answered_one_stays() {
         "{hops:?}"
     );
     assert_eq!(hops[2].1, "skipped");
+    let routes = "outcomes WHERE chat_id = 1 AND route = 'reassigned' AND result = 'assigned'";
+    assert_eq!(app.count(routes).await, 1, "the hop is recorded as one");
+    assert_eq!(app.count("outcomes WHERE route IS NOT NULL").await, 1);
     assert_eq!(app.count("followups").await, 0);
     // The open chat moved from alice to carol.
     let moved = app.count("open_chats WHERE agent = 'carol' AND chat_id = 1");

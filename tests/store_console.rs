@@ -130,6 +130,11 @@ async fn the_console_sees_the_queue_dead_letters_and_a_chats_decisions(f: Fixtur
     );
 
     let input = f.store.chat_input(ChatId(9)).await.unwrap().unwrap();
+    assert_eq!(input.active, 0, "a dead row waits for nothing");
+    assert_eq!(
+        f.store.chat_input(ChatId(8)).await.unwrap().unwrap().active,
+        1
+    );
     let stored: serde_json::Value = serde_json::from_str(&input.snapshot.unwrap()).unwrap();
     assert_eq!(stored, snapshot);
     assert!(

@@ -62,16 +62,7 @@ pub(super) async fn run(config_path: &Path, args: Args) -> Result<(), Failure> {
     let now = args.at.or(file_at).unwrap_or_else(Timestamp::now);
     let state = routing_state(&config, &mut context, now).await?;
     let (_, explanation) = rules::explain::explain(&rules, &context, &state, now);
-    let skip = if chat.is_closed() {
-        Some("the chat is closed: the worker would skip it".to_string())
-    } else if let (Some(a), false) = (&chat.assignee, config.worker.reassign) {
-        Some(format!(
-            "the chat is already assigned to agent {}: the worker would skip it (worker.reassign = false)",
-            a.id
-        ))
-    } else {
-        None
-    };
+    let skip = crate::explain::skip_note(&chat, config.worker.reassign);
     if args.json {
         let mut value = serde_json::to_value(&explanation).context("cannot serialise")?;
         value["skip"] = skip.map_or(serde_json::Value::Null, serde_json::Value::String);

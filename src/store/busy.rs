@@ -2,9 +2,9 @@
 //! each gets it once; and a waiting chat's place in the queue for it.
 
 use super::db::Stmt;
-use super::queue::claim_rank;
 use super::routing::INSERT_MESSAGE;
 use super::{ChatId, OutboxMessage, Store, StoreError, Tx, now_ms, vals};
+use crate::domain::claim_rank;
 
 /// The chat's place among the rows waiting for a seat, in claim order
 /// (rank: priority plus aging, as the claim computes it; then oldest),

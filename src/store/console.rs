@@ -44,13 +44,15 @@ const CHAT_OUTCOMES: &str =
         result, http_status, error_code, latency_ms, reason
    FROM outcomes WHERE chat_id = $1 ORDER BY id DESC LIMIT $2";
 
-/// The newest stored snapshot and attributes of a chat, from its queue rows.
+/// The snapshot and attributes of a chat's newest queue row.
 const CHAT_INPUT: Stmt = Stmt::each(
     "SELECT CASE typeof(snapshot) WHEN 'text' THEN snapshot END AS snapshot,
-            CASE typeof(attrs) WHEN 'text' THEN attrs END AS attrs
-       FROM queue WHERE chat_id = $1 ORDER BY (snapshot IS NOT NULL) DESC, id DESC LIMIT 1",
-    "SELECT snapshot, attrs FROM queue WHERE chat_id = $1
-      ORDER BY (snapshot IS NOT NULL) DESC, id DESC LIMIT 1",
+            CASE typeof(attrs) WHEN 'text' THEN attrs END AS attrs,
+            CASE WHEN state IN ('pending', 'leased') THEN 1 ELSE 0 END AS active
+       FROM queue WHERE chat_id = $1 ORDER BY id DESC LIMIT 1",
+    "SELECT snapshot, attrs,
+            CASE WHEN state IN ('pending', 'leased') THEN 1 ELSE 0 END::BIGINT AS active
+       FROM queue WHERE chat_id = $1 ORDER BY id DESC LIMIT 1",
 );
 
 /// A queue row as a page shows it. For a dead row, `enqueued_at_ms` is
@@ -70,11 +72,14 @@ pub struct ConsoleRow {
 }
 
 /// What a chat's last queue row carried: the chat as the producer or the
-/// webhook saw it, and the enqueue-time attributes.
+/// webhook saw it, the enqueue-time attributes, and whether the row still
+/// waits to be decided.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct ChatInput {
     pub snapshot: Option<String>,
     pub attrs: Option<String>,
+    /// 1 when the row is pending or leased.
+    pub active: i64,
 }
 
 impl Store {

@@ -8,7 +8,9 @@ use sqlx::postgres::{PgArguments, PgPool, PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqlitePool, SqliteRow};
 use sqlx::{Arguments, Encode, FromRow, Transaction, Type};
 
-use crate::domain::{AgentId, AuditAction, ChatId, OutboxKind, OutcomeResult, QueueState, Wait};
+use crate::domain::{
+    AgentId, AuditAction, ChatId, OutboxKind, OutcomeResult, QueueState, Route, Wait,
+};
 
 /// The pools of one backend.
 #[derive(Clone)]
@@ -100,6 +102,7 @@ val_from!(Text:
     OutboxKind => |v: OutboxKind| Some(v.as_str().to_owned()),
     AuditAction => |v: AuditAction| Some(v.as_str().to_owned()),
     Option<Wait> => |v: Option<Wait>| v.map(|w| w.as_str().to_owned()),
+    Option<Route> => |v: Option<Route>| v.map(|r| r.as_str().to_owned()),
 );
 val_from!(Text:
     &str => |v: &str| Some(v.to_owned()),

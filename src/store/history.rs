@@ -9,10 +9,27 @@ use super::db::{Stmt, Tx};
 use super::{Store, StoreError, vals};
 
 /// The queue row's chat as the worker decided it; the first arrival wins
-/// (a later row of the same chat, a hand-back, changes nothing).
-const RECORD: &str = "INSERT INTO chat_history (chat_id, arrived_at, snapshot, attrs, priority)
-    SELECT chat_id, enqueued_at, snapshot, attrs, priority FROM queue WHERE id = $1
-    ON CONFLICT (chat_id) DO NOTHING";
+/// (a later row of the same chat, a hand-back, changes nothing). What a
+/// producer wrote with the wrong type is recorded as the worker read it
+/// (no snapshot or attributes, enqueued now, priority bounded as the claim
+/// bounds it), so that one bad row never breaks a replay or escapes
+/// pruning.
+const RECORD: Stmt = Stmt::each(
+    "INSERT INTO chat_history (chat_id, arrived_at, snapshot, attrs, priority)
+     SELECT chat_id,
+            CASE WHEN typeof(enqueued_at) = 'integer' THEN enqueued_at ELSE $2 END,
+            CASE WHEN typeof(snapshot) = 'text' THEN snapshot END,
+            CASE WHEN typeof(attrs) = 'text' THEN attrs END,
+            CASE WHEN typeof(priority) = 'integer'
+                 THEN MAX(-1000000, MIN(1000000, priority)) ELSE 0 END
+       FROM queue WHERE id = $1 AND typeof(chat_id) = 'integer'
+     ON CONFLICT (chat_id) DO NOTHING",
+    "INSERT INTO chat_history (chat_id, arrived_at, snapshot, attrs, priority)
+     SELECT chat_id, COALESCE(enqueued_at, $2), snapshot, attrs,
+            GREATEST(-1000000, LEAST(1000000, priority))
+       FROM queue WHERE id = $1
+     ON CONFLICT (chat_id) DO NOTHING",
+);
 
 /// The first close seen is kept: a later one (reconciliation finding the
 /// chat closed again) says nothing new.
@@ -74,9 +91,13 @@ pub struct History {
 }
 
 /// Records the chat of queue row `queue_id` as first decided (in the
-/// settle's transaction).
-pub(super) async fn record_arrival(tx: &mut Tx, queue_id: i64) -> Result<(), sqlx::Error> {
-    tx.run(RECORD, vals![queue_id]).await?;
+/// settle's transaction, at `now` ms).
+pub(super) async fn record_arrival(
+    tx: &mut Tx,
+    queue_id: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    tx.run(RECORD, vals![queue_id, now]).await?;
     Ok(())
 }
 

@@ -33,8 +33,8 @@ pub(super) fn by_agent(rows: Vec<(String, i64)>) -> RecentAssignments {
 }
 
 const INSERT: &str = "INSERT INTO outcomes (chat_id, queue_id, at, rule, pool, strategy, agent,
-        agent_id, result, http_status, error_code, latency_ms, reason)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+        agent_id, result, http_status, error_code, latency_ms, reason, route)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 impl Store {
     pub async fn recent_outcomes(&self, limit: u32) -> Result<Vec<OutcomeRow>, StoreError> {
@@ -92,7 +92,8 @@ pub(super) async fn insert_outcome(
         o.http_status.map(i64::from),
         o.error_code.as_deref(),
         o.latency.map(|d| d.as_secs_f64() * 1000.0),
-        o.reason.as_deref()
+        o.reason.as_deref(),
+        o.route
     ];
     tx.run(INSERT, values).await?;
     Ok(())

@@ -37,7 +37,7 @@ const DEAD_LETTER: &str = "UPDATE queue
 
 /// Claims due rows (and rows whose lease expired), highest priority first,
 /// then oldest; a row gains one priority level for every 10 minutes since it
-/// was enqueued ([`AGING_MS`]), so no priority starves. Reports the storage
+/// was enqueued ([`crate::domain::AGING_MS`]), so no priority starves. Reports the storage
 /// class of each producer column, so that a bad row is found before any of
 /// its values is decoded. A `next_attempt_at` or `lease_until` that is not
 /// an integer would never compare due: such a row is claimed at once. The
@@ -96,16 +96,7 @@ RETURNING id, chat_id, attrs, priority, attempts, snapshot, enqueued_at, last_er
           'integer' AS priority_type",
 );
 
-/// How long a row waits to gain one priority level in the claim order
-/// (written out in the claim's SQL).
-pub const AGING_MS: i64 = 600_000;
-
-/// A row's place in the claim order at `now` (higher first), as the claim's
-/// SQL computes it: its priority, bounded, plus one per [`AGING_MS`] waited.
-pub fn claim_rank(priority: i64, enqueued_at_ms: i64, now: i64) -> i64 {
-    let age = (now - enqueued_at_ms.clamp(0, now)) / AGING_MS;
-    priority.clamp(-1_000_000, 1_000_000) + age
-}
+use crate::domain::claim_rank;
 
 const ENQUEUE: &str =
     "INSERT INTO queue (chat_id, attrs, snapshot, priority, enqueued_at, updated_at)
@@ -352,7 +343,7 @@ impl Store {
             s.priority,
         ];
         let held = tx.run(SETTLE, values).await? == 1;
-        super::history::record_arrival(&mut tx, s.queue_id).await?;
+        super::history::record_arrival(&mut tx, s.queue_id, now).await?;
         // What was done is recorded either way; what it moves (notes,
         // follow-ups, open chats) only while this claim holds the row, so a
         // daemon that lost it late adds no second note.

@@ -2,19 +2,19 @@
 //! rows' enqueue times, and the rows dead-lettered in it. Only reads.
 
 use super::db::Stmt;
-use super::{ChatId, Store, StoreError, vals};
+use super::{ChatId, Route, Store, StoreError, vals};
 
 /// The outcomes that say who got a chat or why it moved (`assigned` and
 /// `skipped`) between $1 and $2 (Unix ms, half open), oldest first, with
 /// the enqueue time of their queue row (none for a reassignment hop). A
 /// producer's `enqueued_at` of the wrong type reads as none.
 const OUTCOMES: Stmt = Stmt::each(
-    "SELECT o.id, o.chat_id, o.queue_id, o.at, o.rule, o.pool, o.agent, o.result, o.reason,
+    "SELECT o.id, o.chat_id, o.queue_id, o.at, o.rule, o.pool, o.agent, o.result, o.reason, o.route,
             CASE WHEN typeof(q.enqueued_at) = 'integer' THEN q.enqueued_at END AS enqueued_at
        FROM outcomes o LEFT JOIN queue q ON q.id = o.queue_id
       WHERE o.at >= $1 AND o.at < $2 AND o.result IN ('assigned', 'skipped')
       ORDER BY o.at, o.id",
-    "SELECT o.id, o.chat_id, o.queue_id, o.at, o.rule, o.pool, o.agent, o.result, o.reason,
+    "SELECT o.id, o.chat_id, o.queue_id, o.at, o.rule, o.pool, o.agent, o.result, o.reason, o.route,
             q.enqueued_at
        FROM outcomes o LEFT JOIN queue q ON q.id = o.queue_id
       WHERE o.at >= $1 AND o.at < $2 AND o.result IN ('assigned', 'skipped')
@@ -50,6 +50,8 @@ pub struct ReportOutcome {
     /// `assigned` or `skipped`.
     pub result: String,
     pub reason: Option<String>,
+    /// An escalation, a hand-back or a reassignment hop.
+    pub route: Option<Route>,
     /// When the outcome's queue row was enqueued (Unix ms).
     #[sqlx(rename = "enqueued_at")]
     pub enqueued_at_ms: Option<i64>,

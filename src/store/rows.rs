@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 pub use crate::domain::{
-    AgentId, AuditAction, ChatId, OutboxKind, OutcomeResult, QueueState, Wait,
+    AgentId, AuditAction, ChatId, OutboxKind, OutcomeResult, QueueState, Route, Wait,
 };
 
 /// A chat to put on the queue.
@@ -59,6 +59,8 @@ pub struct NewOutcome {
     pub error_code: Option<String>,
     pub latency: Option<Duration>,
     pub reason: Option<String>,
+    /// How it came about, where not by a queue row's plain decision.
+    pub route: Option<Route>,
 }
 
 impl NewOutcome {
@@ -75,6 +77,7 @@ impl NewOutcome {
             error_code: None,
             latency: None,
             reason: None,
+            route: None,
         }
     }
 }

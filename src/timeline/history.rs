@@ -203,8 +203,9 @@ pub fn replay(
     figures(rules, &counted, &log, skipped, real)
 }
 
-/// What the log says of each chat: its last decision, and when it was
-/// first assigned.
+/// What the log says of each chat: its last assignment, else its last
+/// decision (the rule [`real_outcomes`] applies to reality, so that the
+/// two compare alike), and when it was first assigned.
 #[derive(Default)]
 struct Fold {
     last: Option<SimOutcome>,
@@ -225,6 +226,9 @@ fn fold(log: &[Entry]) -> HashMap<ChatId, Fold> {
             }
             _ => None,
         };
+        if agent.is_none() && f.last.as_ref().is_some_and(|o| o.agent.is_some()) {
+            continue;
+        }
         f.last = Some(SimOutcome {
             chat_id: e.chat.0,
             result,
@@ -484,5 +488,62 @@ mod tests {
             (first[0].a.reason.is_empty(), first[0].b.reason.as_str()),
             (false, "z")
         );
+    }
+
+    /// A chat that really closed while it waited leaves the replay's queue
+    /// (and takes no seat after), and a chat assigned and then waiting again
+    /// is judged by its assignment on both sides.
+    #[test]
+    fn closed_while_waiting_and_assigned_then_waiting_compare_alike() {
+        let rules = crate::rules::load_sources(&[(
+            "r.toml".into(),
+            "[agents]\na = { id = 1, max_open = 1 }\n\
+             [pools.p]\nagents = [\"a\"]\nhandback = \"all\"\n\
+             [[rule]]\nname = \"r\"\nassign = \"pool:p\"\n"
+                .to_string(),
+        )])
+        .unwrap();
+        // 1 takes a's seat; 2 waits and really closes at 10:10, before 1
+        // closes at 10:20; 3 arrives at 10:30 and gets the seat. a is away
+        // from 10:40: 3 is handed back and waits to the end.
+        let chats = [
+            rec(1, "10:00", Some("10:20")),
+            rec(2, "10:05", Some("10:10")),
+            rec(3, "10:30", None),
+        ];
+        let window = Window {
+            from: t("10:00"),
+            start: t("10:00"),
+            end: t("11:00"),
+            pace: None,
+        };
+        let away = [Absence {
+            agent: "a".into(),
+            from: t("10:40"),
+            until: t("11:00"),
+        }];
+        let real = real_outcomes([
+            (ChatId(1), "assigned", Some("r"), Some("a"), None),
+            (ChatId(2), "no_agent", Some("r"), None, None),
+            (ChatId(3), "assigned", Some("r"), Some("a"), None),
+            (ChatId(3), "no_agent", Some("r"), None, None),
+        ]);
+        let f = replay(&rules, &chats, &away, &window, &real);
+        let got: Vec<(&str, Option<&str>)> = f
+            .replay
+            .outcomes
+            .iter()
+            .map(|o| (o.result, o.agent.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("assigned", Some("a")),
+                ("no_agent", None),
+                ("assigned", Some("a"))
+            ]
+        );
+        assert_eq!(f.handbacks, 1);
+        assert_eq!(f.agreed, 3, "{:?}", f.replay.outcomes);
     }
 }

@@ -20,7 +20,7 @@ use crate::helpcrunch::ErrorClass;
 use crate::limiter::Priority;
 use crate::rules::{Handback, Rules};
 use crate::store::handback::{HandBack, HandbackChat};
-use crate::store::{NewOutcome, OutcomeResult, QueueRow, StoreError, now_ms};
+use crate::store::{NewOutcome, OutcomeResult, QueueRow, Route, StoreError, now_ms};
 
 /// How often absences are looked at: a hand-back waits at most this long.
 pub(super) const HANDBACK_EVERY: Duration = Duration::from_secs(1);
@@ -222,6 +222,7 @@ fn hand_back(rules: &Rules, chat: &HandbackChat, absence: Absence) -> Option<Han
     outcome.agent = Some(agent.name.clone());
     outcome.agent_id = Some(agent.id);
     outcome.reason = Some(reason);
+    outcome.route = Some(Route::HandedBack);
     Some(HandBack {
         agent: agent.name.clone(),
         outcome,

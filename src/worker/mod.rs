@@ -144,6 +144,11 @@ impl Worker {
         self.wake.notify_one();
     }
 
+    /// `worker.reassign`: whether chats that have an assignee are decided.
+    pub fn reassign(&self) -> bool {
+        self.settings.reassign
+    }
+
     pub fn rules(&self) -> Arc<Rules> {
         read(&self.rules).clone()
     }

@@ -1,7 +1,7 @@
 //! One row, start to end: build the chat's context, decide, call
 //! HelpCrunch, and settle the row with its outcomes in one transaction.
 
-use crate::domain::ChatId;
+use crate::domain::{ChatId, Route};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -454,9 +454,13 @@ pub(super) fn describe(rules: &Rules, decision: &Decision, chat_id: ChatId) -> N
         o.pool = Some(rules.pools[p].name.clone());
         o.strategy = Some(rules.pools[p].strategy.name());
     }
-    if let Verdict::Assign { agent, .. } = decision.verdict {
+    if let Verdict::Assign {
+        agent, escalation, ..
+    } = decision.verdict
+    {
         o.agent = Some(rules.agents[agent].name.clone());
         o.agent_id = Some(rules.agents[agent].id);
+        o.route = escalation.map(|_| Route::Escalated);
     }
     o.reason = Some(decision.reason(rules));
     o
@@ -533,5 +537,51 @@ impl Plan {
             assigned: None,
             busy_reply: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::WhenFull;
+
+    /// An assignment by an `escalate` step is recorded as one; a plain
+    /// assignment and a chat still waiting at a step are not.
+    #[test]
+    fn an_escalated_assignment_says_so_in_its_route() {
+        let rules = crate::rules::load_sources(&[(
+            "r.toml".into(),
+            "[agents]\nann = { id = 1 }\ncy = { id = 3 }\n\
+             [pools.support]\nagents = [\"ann\"]\nescalate = [{ after = \"5m\", assign = \"pool:overflow\" }]\n\
+             [pools.overflow]\nagents = [\"cy\"]\n\
+             [[rule]]\nname = \"all\"\nassign = \"pool:support\"\n"
+                .to_string(),
+        )])
+        .unwrap();
+        let assign = |escalation| Decision {
+            rule: Some(0),
+            verdict: Verdict::Assign {
+                agent: 1,
+                pool: Some(1),
+                previous: None,
+                weights: None,
+                escalation,
+            },
+        };
+        let chat = ChatId(7);
+        let escalated = describe(&rules, &assign(Some(0)), chat);
+        assert_eq!(escalated.route, Some(Route::Escalated));
+        assert_eq!(escalated.result, OutcomeResult::Assigned);
+        assert_eq!(describe(&rules, &assign(None), chat).route, None);
+        let waiting = Decision {
+            rule: Some(0),
+            verdict: Verdict::NoCandidate {
+                pool: Some(0),
+                when_full: WhenFull::Wait,
+                hourly: Vec::new(),
+                escalation: Some(0),
+            },
+        };
+        assert_eq!(describe(&rules, &waiting, chat).route, None);
     }
 }

@@ -2,7 +2,7 @@
 //! moves on to the pool's next candidate, at most `max_reassign` times; then
 //! a private note says so. Each hop is an outcome row.
 
-use crate::domain::{AgentId, ChatId};
+use crate::domain::{AgentId, ChatId, Route};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,6 +189,7 @@ impl Worker {
         let e = match call.result {
             Ok(_) => {
                 outcome.result = OutcomeResult::Assigned;
+                outcome.route = Some(Route::Reassigned);
                 outcome.http_status = Some(200);
                 outcome.reason = Some(format!(
                     "reassigned: {} did not answer within {waited} -> {} (hop {} of {})",

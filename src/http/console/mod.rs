@@ -32,6 +32,9 @@ use crate::secrets::Secret;
 use crate::store::NewAudit;
 pub use session::{COOKIE, Session};
 
+/// Taken by each sign-in with a wrong token for its pause.
+static WRONG_TOKEN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The console's routes, merged into the listener's router.
 pub(super) fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -274,7 +277,9 @@ async fn signin(
     }
     if !super::same_secret(form.token.as_bytes(), token.expose().as_bytes()) {
         tracing::warn!("console: a sign-in with a wrong token");
-        // Slows guessing; the token is long and random anyway.
+        // Wrong guesses wait their turn, one at a time: at most about three
+        // a second however many are sent at once.
+        let _turn = WRONG_TOKEN.lock().await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         return html(StatusCode::UNAUTHORIZED, signin_form(Some("Wrong token.")));
     }
@@ -300,12 +305,30 @@ async fn signin(
     }
     tracing::info!(name, "console: signed in");
     let cookie = Session::issue(&token, name, now_secs());
-    with_cookie(see_other("/console/agents"), &cookie, session::SESSION_SECS)
+    let secure = behind_tls(&headers);
+    with_cookie(
+        see_other("/console/agents"),
+        &cookie,
+        session::SESSION_SECS,
+        secure,
+    )
 }
 
-fn with_cookie(mut response: Response, value: &str, max_age: i64) -> Response {
-    let cookie =
-        format!("{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+/// Whether the browser reached the console over HTTPS through a proxy
+/// (`X-Forwarded-Proto: https`): then the cookie is `Secure` too, never
+/// sent over plain HTTP.
+fn behind_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+fn with_cookie(mut response: Response, value: &str, max_age: i64, secure: bool) -> Response {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!(
+        "{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -318,9 +341,9 @@ struct CsrfOnly {
     csrf: String,
 }
 
-async fn signout(editor: Editor, Form(form): Form<CsrfOnly>) -> Response {
+async fn signout(editor: Editor, headers: HeaderMap, Form(form): Form<CsrfOnly>) -> Response {
     match editor.confirm(&form.csrf) {
-        Ok(_) => with_cookie(see_other("/console/signin"), "", 0),
+        Ok(_) => with_cookie(see_other("/console/signin"), "", 0, behind_tls(&headers)),
         Err(r) => r,
     }
 }

@@ -17,7 +17,7 @@ use crate::domain::ChatId;
 use crate::helpcrunch::types::Chat;
 use crate::limiter::Priority;
 use crate::rules::{Agent, Rules};
-use crate::store::{StoreError, away_from_ms};
+use crate::store::{ChatInput, StoreError, away_from_ms};
 
 /// Rows a page lists at most.
 const LIMIT: u32 = 200;
@@ -338,8 +338,12 @@ async fn chat_main(app: &App, id: ChatId) -> Result<String, StoreError> {
     Ok(out)
 }
 
-/// The `explain` text for the chat: from its stored snapshot, else the
-/// chat read from HelpCrunch (one background call through the limiter).
+/// The `explain` text for the chat, as `assignd explain ID` prints it
+/// (with the attributes it was enqueued with): a chat still queued is
+/// explained from its row's snapshot, which the worker will decide on;
+/// any other is read from HelpCrunch (one background call through the
+/// limiter), or from its last stored snapshot when HelpCrunch cannot be
+/// asked.
 async fn explain_section(app: &App, id: ChatId) -> Result<String, StoreError> {
     let store = &app.listener.store;
     let input = store.chat_input(id).await?.unwrap_or_default();
@@ -348,52 +352,63 @@ async fn explain_section(app: &App, id: ChatId) -> Result<String, StoreError> {
         .as_deref()
         .and_then(|a| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(a).ok())
         .unwrap_or_default();
+    let (chat, source) = match chat_to_explain(app, id, &input).await {
+        Ok(found) => found,
+        Err(why) => {
+            return Ok(format!(
+                "<p class=\"error\" id=\"explain-error\">{}</p>",
+                escape(&why)
+            ));
+        }
+    };
+    let rules = app.listener.worker.rules();
+    let now = Timestamp::now();
+    let mut context = chat.rules_context(&attrs);
+    let state = crate::explain::routing_state(store, &mut context, now).await?;
+    let (_, explanation) = crate::rules::explain::explain(&rules, &context, &state, now);
+    let note = crate::explain::skip_note(&chat, app.listener.worker.reassign())
+        .map(|n| format!("<p class=\"note\" id=\"skip\">note: {}</p>", escape(&n)))
+        .unwrap_or_default();
+    Ok(format!(
+        "<p class=\"source\">From {}, at {}.</p><pre id=\"explain\">{}</pre>\n{note}",
+        escape(&source),
+        now.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        escape(&explanation.to_text())
+    ))
+}
+
+/// The chat object to explain, and where it came from; or why there is none.
+async fn chat_to_explain(
+    app: &App,
+    id: ChatId,
+    input: &ChatInput,
+) -> Result<(Chat, String), String> {
     let stored = input
         .snapshot
         .as_deref()
         .and_then(|s| serde_json::from_str::<Chat>(s).ok());
-    let (chat, source) = match stored {
-        Some(chat) => (chat, "the snapshot stored with the chat"),
-        None => match app
-            .listener
-            .worker
-            .client()
-            .chat(id, Priority::Background)
-            .await
-            .result
-        {
-            Ok(chat) => (chat, "the chat as HelpCrunch returns it now"),
-            Err(e) => {
-                let why = format!(
-                    "No snapshot is stored for chat {id}, and HelpCrunch could not be asked: {e}"
-                );
-                return Ok(format!(
-                    "<p class=\"error\" id=\"explain-error\">{}</p>",
-                    escape(&why)
-                ));
-            }
-        },
-    };
-    let rules = app.listener.worker.rules();
-    let now = Timestamp::now();
-    let note = if chat.is_closed() {
-        "<p class=\"note\">The chat is closed: the worker would skip it.</p>".to_string()
-    } else if let Some(a) = &chat.assignee {
-        format!(
-            "<p class=\"note\">The chat has an assignee (agent {}): the worker skips it unless <code>worker.reassign</code> is on or it is handed back.</p>",
-            a.id
-        )
-    } else {
-        String::new()
-    };
-    let mut context = chat.rules_context(&attrs);
-    let state = crate::explain::routing_state(store, &mut context, now).await?;
-    let (_, explanation) = crate::rules::explain::explain(&rules, &context, &state, now);
-    Ok(format!(
-        "<p class=\"source\">From {source}, at {}.</p><pre id=\"explain\">{}</pre>\n{note}",
-        now.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        escape(&explanation.to_text())
-    ))
+    if let (Some(chat), true) = (&stored, input.active == 1) {
+        return Ok((
+            chat.clone(),
+            "the snapshot of its queue row, which waits to be decided".into(),
+        ));
+    }
+    let call = app
+        .listener
+        .worker
+        .client()
+        .chat(id, Priority::Background)
+        .await;
+    match (call.result, stored) {
+        (Ok(chat), _) => Ok((chat, "the chat as HelpCrunch returns it now".into())),
+        (Err(e), Some(chat)) => Ok((
+            chat,
+            format!("its last stored snapshot (HelpCrunch could not be asked: {e})"),
+        )),
+        (Err(e), None) => Err(format!(
+            "No snapshot is stored for chat {id}, and HelpCrunch could not be asked: {e}"
+        )),
+    }
 }
 
 pub(super) async fn audit(State(app): State<Arc<App>>, viewer: Viewer) -> Response {
@@ -424,7 +439,8 @@ async fn audit_main(app: &App) -> Result<String, StoreError> {
         .collect();
     let head = ["When", "Who", "Action", "Subject", "Detail"];
     let mut main = String::from(
-        "<p>Changes made from the console and the CLI in the last 30 days, newest first.</p>\n",
+        "<p>Changes made from the console and the CLI in the last 30 days (as far as \
+         <code>database.retention</code> keeps them), newest first.</p>\n",
     );
     main.push_str(&html::table(
         "audit",
