@@ -1,48 +1,66 @@
 //! What the console's pages read: the live queue with each row's reason and
-//! age, dead letters, and a chat's decisions and stored snapshot. Values a
+//! age, dead letters, and a chat's stored snapshot (its decisions are
+//! `outcomes.rs`'s). Values a
 //! producer wrote with the wrong type are shown as SQL literals, never a
 //! failed page (as `queue list` does).
 
 use super::db::Stmt;
-use super::{ChatId, OutcomeRow, Store, StoreError, vals};
+use super::{ChatId, Store, StoreError, vals};
+
+/// A listed queue row's columns on SQLite, `$at` its time column: a value
+/// a producer wrote with the wrong type reads as an SQL literal.
+macro_rules! sqlite_listed {
+    ($at:literal) => {
+        concat!(
+            "SELECT id,
+            CASE typeof(chat_id) WHEN 'integer' THEN CAST(chat_id AS TEXT) ELSE quote(chat_id) END AS chat_id,
+            state, CAST(priority AS INTEGER) AS priority,
+            CAST(",
+            $at,
+            " AS INTEGER) AS enqueued_at,
+            CAST(next_attempt_at AS INTEGER) AS next_attempt_at,
+            CASE typeof(last_error) WHEN 'text' THEN last_error WHEN 'null' THEN NULL
+                 ELSE quote(last_error) END AS last_error
+       FROM queue "
+        )
+    };
+}
+
+/// The same columns on PostgreSQL, whose types are enforced.
+macro_rules! postgres_listed {
+    ($at:literal) => {
+        concat!(
+            "SELECT id, CAST(chat_id AS TEXT) AS chat_id, state, priority, ",
+            $at,
+            " AS enqueued_at, next_attempt_at, last_error FROM queue "
+        )
+    };
+}
 
 /// Active rows (pending, leased), the most urgent first as the claim sees
 /// them: priority, then oldest.
 const ACTIVE: Stmt = Stmt::each(
-    "SELECT id,
-            CASE typeof(chat_id) WHEN 'integer' THEN CAST(chat_id AS TEXT) ELSE quote(chat_id) END AS chat_id,
-            state, CAST(priority AS INTEGER) AS priority,
-            CAST(enqueued_at AS INTEGER) AS enqueued_at,
-            CAST(next_attempt_at AS INTEGER) AS next_attempt_at,
-            CASE typeof(last_error) WHEN 'text' THEN last_error WHEN 'null' THEN NULL
-                 ELSE quote(last_error) END AS last_error
-       FROM queue WHERE state IN ('pending', 'leased')
-      ORDER BY priority DESC, enqueued_at, id LIMIT $1",
-    "SELECT id, CAST(chat_id AS TEXT) AS chat_id, state, priority, enqueued_at, next_attempt_at,
-            last_error
-       FROM queue WHERE state IN ('pending', 'leased')
-      ORDER BY priority DESC, enqueued_at, id LIMIT $1",
+    concat!(
+        sqlite_listed!("enqueued_at"),
+        "WHERE state IN ('pending', 'leased') ORDER BY priority DESC, enqueued_at, id LIMIT $1"
+    ),
+    concat!(
+        postgres_listed!("enqueued_at"),
+        "WHERE state IN ('pending', 'leased') ORDER BY priority DESC, enqueued_at, id LIMIT $1"
+    ),
 );
 
-/// Dead rows, the newest first.
+/// Dead rows, the newest first; their time is when they died.
 const DEAD: Stmt = Stmt::each(
-    "SELECT id,
-            CASE typeof(chat_id) WHEN 'integer' THEN CAST(chat_id AS TEXT) ELSE quote(chat_id) END AS chat_id,
-            state, CAST(priority AS INTEGER) AS priority,
-            CAST(updated_at AS INTEGER) AS enqueued_at,
-            CAST(next_attempt_at AS INTEGER) AS next_attempt_at,
-            CASE typeof(last_error) WHEN 'text' THEN last_error WHEN 'null' THEN NULL
-                 ELSE quote(last_error) END AS last_error
-       FROM queue WHERE state = 'dead' ORDER BY id DESC LIMIT $1",
-    "SELECT id, CAST(chat_id AS TEXT) AS chat_id, state, priority, updated_at AS enqueued_at,
-            next_attempt_at, last_error
-       FROM queue WHERE state = 'dead' ORDER BY id DESC LIMIT $1",
+    concat!(
+        sqlite_listed!("updated_at"),
+        "WHERE state = 'dead' ORDER BY id DESC LIMIT $1"
+    ),
+    concat!(
+        postgres_listed!("updated_at"),
+        "WHERE state = 'dead' ORDER BY id DESC LIMIT $1"
+    ),
 );
-
-const CHAT_OUTCOMES: &str =
-    "SELECT id, chat_id, queue_id, at, rule, pool, strategy, agent, agent_id,
-        result, http_status, error_code, latency_ms, reason
-   FROM outcomes WHERE chat_id = $1 ORDER BY id DESC LIMIT $2";
 
 /// The snapshot and attributes of a chat's newest queue row.
 const CHAT_INPUT: Stmt = Stmt::each(
@@ -91,15 +109,6 @@ impl Store {
     /// Dead rows, the newest first, at most `limit`.
     pub async fn dead_rows(&self, limit: u32) -> Result<Vec<ConsoleRow>, StoreError> {
         Ok(self.db.all(DEAD, vals![limit]).await?)
-    }
-
-    /// A chat's outcomes, the newest first, at most `limit`.
-    pub async fn chat_outcomes(
-        &self,
-        chat_id: ChatId,
-        limit: u32,
-    ) -> Result<Vec<OutcomeRow>, StoreError> {
-        Ok(self.db.all(CHAT_OUTCOMES, vals![chat_id, limit]).await?)
     }
 
     /// The stored snapshot and attributes of a chat's newest queue row.

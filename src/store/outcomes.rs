@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 
-use super::{NewOutcome, OutcomeCount, OutcomeRow, Store, StoreError, Tx, vals};
+use super::{ChatId, NewOutcome, OutcomeCount, OutcomeRow, Store, StoreError, Tx, vals};
 
 /// Assignment instants per agent name, oldest first (for `max_per_hour`).
 pub type RecentAssignments = HashMap<String, Vec<Timestamp>>;
@@ -32,16 +32,36 @@ pub(super) fn by_agent(rows: Vec<(String, i64)>) -> RecentAssignments {
     out
 }
 
+/// The columns of an [`OutcomeRow`], before a filter and an order.
+macro_rules! outcome_row {
+    () => {
+        "SELECT id, chat_id, queue_id, at, rule, pool, strategy, agent, agent_id, result,
+                http_status, error_code, latency_ms, reason
+           FROM outcomes "
+    };
+}
+
 const INSERT: &str = "INSERT INTO outcomes (chat_id, queue_id, at, rule, pool, strategy, agent,
         agent_id, result, http_status, error_code, latency_ms, reason, route)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 impl Store {
     pub async fn recent_outcomes(&self, limit: u32) -> Result<Vec<OutcomeRow>, StoreError> {
-        let sql = "SELECT id, chat_id, queue_id, at, rule, pool, strategy, agent, agent_id, result,
-                          http_status, error_code, latency_ms, reason
-                     FROM outcomes ORDER BY id DESC LIMIT $1";
+        let sql = concat!(outcome_row!(), "ORDER BY id DESC LIMIT $1");
         Ok(self.db.all(sql, vals![limit]).await?)
+    }
+
+    /// A chat's outcomes, the newest first, at most `limit`.
+    pub async fn chat_outcomes(
+        &self,
+        chat_id: ChatId,
+        limit: u32,
+    ) -> Result<Vec<OutcomeRow>, StoreError> {
+        let sql = concat!(
+            outcome_row!(),
+            "WHERE chat_id = $1 ORDER BY id DESC LIMIT $2"
+        );
+        Ok(self.db.all(sql, vals![chat_id, limit]).await?)
     }
 
     /// Successful assignments per agent since `since_ms`.
