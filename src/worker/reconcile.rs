@@ -35,15 +35,6 @@ impl Worker {
                 .map(|(c, _)| c.id)
                 .collect();
             let list: Vec<ChatId> = open.iter().copied().collect();
-            // For `simulate --history`: when each chat was seen closed.
-            let closed: Vec<(ChatId, i64)> = chats
-                .iter()
-                .filter(|(c, _)| c.is_closed())
-                .map(|(c, _)| (c.id, c.closed_at.map_or(since_ms, |t| t.as_millisecond())))
-                .collect();
-            if let Err(e) = self.store.record_closes(&closed).await {
-                tracing::warn!(agent = %agent.name, error = %e, "cannot record closed chats");
-            }
             let lease = self.settings.lease;
             let stale_ms = since_ms - lease.as_millis() as i64;
             match self
@@ -58,12 +49,27 @@ impl Worker {
             }
             let stale = since.checked_sub(lease);
             lock(&self.routing).reconcile(&agent.name, &open, since, stale);
+            // After the open chats, which must follow the search closely.
+            self.record_closes(&agent.name, &chats, since_ms).await;
         }
         lock(&self.routing).forget_closes(round_started);
         if changed {
             self.wake();
         }
         self.settings.load_refresh
+    }
+
+    /// For `simulate --history`: when each chat the search saw closed was
+    /// closed (HelpCrunch's `closedAt`, else when the search started).
+    async fn record_closes(&self, agent: &str, chats: &[(Chat, serde_json::Value)], since_ms: i64) {
+        let closed: Vec<(ChatId, i64)> = chats
+            .iter()
+            .filter(|(c, _)| c.is_closed())
+            .map(|(c, _)| (c.id, c.closed_at.map_or(since_ms, |t| t.as_millisecond())))
+            .collect();
+        if let Err(e) = self.store.record_closes(&closed).await {
+            tracing::warn!(agent, error = %e, "cannot record closed chats");
+        }
     }
 
     /// Every page of a search, each chat parsed and as sent, or `None` on an
