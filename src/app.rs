@@ -170,5 +170,7 @@ async fn assemble(
 /// Migrates the schema and registers this daemon among the database's.
 async fn join(store: &Store) -> Result<Arc<Membership>, StoreError> {
     store.migrate().await?;
-    Membership::join(store.clone()).await
+    // Its own connections: a heartbeat that waited behind decisions queued
+    // for the routing lock would make this daemon look gone.
+    Membership::join(store.dedicated().await?).await
 }

@@ -57,6 +57,10 @@ async fn an_expired_lease_is_taken_over_and_the_late_owner_is_fenced() {
         let settled = store
             .settle(&Settlement {
                 queue_id: row.id,
+                chat_id: row.chat_id,
+                doubt: assignd::store::Doubt::Resolved {
+                    queue_id: Some(row.id),
+                },
                 lease: &hung,
                 next: Next::Dead,
                 last_error: Some("late".into()),

@@ -320,7 +320,13 @@ async fn follow_ups_are_claimed_and_settled(f: Fixture) {
     assert_eq!(due[0].tried, vec!["amy".to_string()]);
     assert!(f.store.claim_followups(LEASE, 8).await.unwrap().is_empty());
     f.store
-        .settle_followup(ChatId(21), &[], None, None)
+        .settle_followup(
+            ChatId(21),
+            &[],
+            None,
+            None,
+            assignd::store::Doubt::Resolved { queue_id: None },
+        )
         .await
         .unwrap();
     assert_eq!(f.store.followup_next_due_ms().await.unwrap(), None);

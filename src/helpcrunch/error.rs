@@ -115,6 +115,18 @@ impl ApiError {
         }
     }
 
+    /// Whether HelpCrunch may have done what the request asked although the
+    /// answer is an error: no answer in time, a broken connection, a 5xx
+    /// (a proxy's, maybe after HelpCrunch's own success), an unreadable
+    /// body. A 4xx, a refused redirect, or a call never sent did nothing.
+    pub fn maybe_applied(&self) -> bool {
+        match self {
+            ApiError::Status { status, .. } => *status >= 500,
+            ApiError::Redirect { .. } | ApiError::NotSent(_) => false,
+            ApiError::Timeout(_) | ApiError::Connection(_) | ApiError::Unreadable { .. } => true,
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Status { retry_after, .. } => *retry_after,

@@ -93,16 +93,18 @@ const HOLDER: &str = "SELECT l.owner, l.epoch, l.since, l.expires_at, d.host, d.
 /// wait for it to expire.
 const DROP_LEASE: &str = "UPDATE leases SET expires_at = 0 WHERE name = $1 AND owner = $2";
 
-/// Puts back rows whose owner is not a daemon heard from within `$2` ms.
+/// Puts back rows whose owner is not a daemon heard from within `$2` ms,
+/// once their leases have run out: a daemon only late with its heartbeat
+/// may still be sending a row's call, and renews the lease while it does.
 const RELEASE_GONE_ROWS: Stmt = Stmt::each(
     "UPDATE queue SET state = 'pending', lease_owner = NULL, lease_epoch = NULL, lease_until = NULL,
             updated_at = $1
-      WHERE state = 'leased' AND lease_owner IS NOT NULL
+      WHERE state = 'leased' AND lease_owner IS NOT NULL AND lease_until <= $1
         AND NOT EXISTS (SELECT 1 FROM daemons d WHERE d.owner = queue.lease_owner
                          AND d.heartbeat_at > $1 - $2)",
     "UPDATE queue SET state = 'pending', lease_owner = NULL, lease_epoch = NULL, lease_until = NULL,
             updated_at = assignd_now_ms()
-      WHERE state = 'leased' AND lease_owner IS NOT NULL
+      WHERE state = 'leased' AND lease_owner IS NOT NULL AND lease_until <= $1
         AND NOT EXISTS (SELECT 1 FROM daemons d WHERE d.owner = queue.lease_owner
                          AND d.heartbeat_at > assignd_now_ms() - $2)",
 );

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::outcomes::insert_outcome;
 use super::routing::apply_assigned;
-use super::{Assigned, Followup, NewOutcome, Store, StoreError, Tx, now_ms, vals};
+use super::{Assigned, Doubt, Followup, NewOutcome, Store, StoreError, Tx, now_ms, vals};
 
 /// Takes due follow-ups, moving each one's due time on by the lease.
 const CLAIM: &str = "UPDATE followups SET due_at = $1
@@ -51,9 +51,13 @@ impl Store {
         outcomes: &[NewOutcome],
         assigned: Option<&Assigned>,
         next_due_ms: Option<i64>,
+        doubt: Doubt,
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        if let Doubt::Resolved { queue_id } = doubt {
+            super::intents::settle_intent(&mut tx, chat_id, queue_id).await?;
+        }
         for o in outcomes {
             insert_outcome(&mut tx, o, None, now).await?;
         }

@@ -28,6 +28,7 @@ mod followups;
 pub mod handback;
 mod health;
 mod history;
+mod intents;
 mod outbox;
 mod outcomes;
 mod queue;
@@ -52,6 +53,7 @@ pub use console::{ChatInput, ConsoleRow};
 pub use db::Backend;
 use db::{Db, Tx, vals};
 pub use history::{History, HistoryOutcome, HistoryRow};
+pub use intents::{CallClaim, Intent};
 pub use queue::BadRow;
 pub use routing::RoutingLock;
 pub use rows::*;
@@ -135,6 +137,26 @@ impl Store {
             .await?;
         Ok(Self {
             db: Db::Postgres(pool),
+        })
+    }
+
+    /// A store on connections of its own, for work that must not wait
+    /// behind the others (the heartbeat and the lease): on PostgreSQL a pool
+    /// of two connections beside the main one, whose connections every
+    /// decision waiting for the routing lock may hold; on SQLite the same
+    /// store (one writer, whose transactions are short).
+    pub async fn dedicated(&self) -> Result<Store, StoreError> {
+        let Db::Postgres(pool) = &self.db else {
+            return Ok(self.clone());
+        };
+        let options = (*pool.connect_options()).clone();
+        let own = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            db: Db::Postgres(own),
         })
     }
 

@@ -343,6 +343,9 @@ impl Store {
             s.priority,
         ];
         let held = tx.run(SETTLE, values).await? == 1;
+        if let super::Doubt::Resolved { queue_id } = s.doubt {
+            super::intents::settle_intent(&mut tx, s.chat_id, queue_id).await?;
+        }
         super::history::record_arrival(&mut tx, s.queue_id, now).await?;
         // What was done is recorded either way; what it moves (notes,
         // follow-ups, open chats) only while this claim holds the row, so a

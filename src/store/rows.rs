@@ -125,10 +125,25 @@ pub enum Next {
     Release,
 }
 
+/// What a write does with the chat's assignment intent (see
+/// `store/intents.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Doubt {
+    /// The answer is known: the intent made for this queue row (`None`: a
+    /// follow-up's hop) is removed.
+    Resolved { queue_id: Option<i64> },
+    /// A call may have been applied with no known answer: the intent and its
+    /// seat stay until the chat is read.
+    Kept,
+}
+
 /// Everything [`super::Store::settle`] writes in one transaction.
 #[derive(Debug, Clone)]
 pub struct Settlement<'a> {
     pub queue_id: i64,
+    pub chat_id: ChatId,
+    /// Whether the chat's assignment intent is settled by this write.
+    pub doubt: Doubt,
     pub lease: &'a LeaseKey,
     pub next: Next,
     pub last_error: Option<String>,

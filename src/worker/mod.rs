@@ -25,6 +25,7 @@ use crate::helpcrunch::Client;
 use crate::rules::Rules;
 use crate::store::Store;
 
+mod assign;
 mod busy;
 mod handback;
 mod handles;
@@ -114,8 +115,7 @@ impl Worker {
         settings: Settings,
         cluster: Arc<Membership>,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
-        let stored = store.load_routing().await?;
-        let open_chats = store.open_chats().await?;
+        let routing = load_routing(&store).await?;
         // One key for everything this process claims: release_orphans reads
         // the pid from it, and shutdown releases by it.
         let owner = cluster.owner().to_string();
@@ -123,7 +123,7 @@ impl Worker {
             store,
             client: RwLock::new(client),
             rules: RwLock::new(rules),
-            routing: Mutex::new(Routing::new(stored.into_state(), open_chats)),
+            routing: Mutex::new(routing),
             settings,
             owner,
             cluster,
@@ -137,6 +137,20 @@ impl Worker {
             storage_error: Mutex::new(None),
             failure: Mutex::new(None),
         }))
+    }
+
+    /// Reads the routing state again from the database (rotation, weights,
+    /// open chats, away flags, the seats of calls whose answer is not
+    /// known), replacing what is in memory: when this daemon starts to
+    /// work a database another worked until now. The hourly counts are read
+    /// again before the next decision that needs them.
+    pub(crate) async fn reload_state(&self) -> Result<(), crate::store::StoreError> {
+        let fresh = load_routing(&self.store).await?;
+        let mut routing = lock(&self.routing);
+        let unusable = std::mem::take(&mut routing.state.unusable);
+        *routing = fresh;
+        routing.state.unusable = unusable;
+        Ok(())
     }
 
     /// Tells the loop that work may be waiting (a chat was just enqueued).
@@ -210,6 +224,19 @@ impl Worker {
             count("dead")
         )
     }
+}
+
+/// The routing state as the database holds it, with a seat for every call
+/// whose answer is not known yet.
+async fn load_routing(store: &Store) -> Result<Routing, crate::store::StoreError> {
+    let stored = store.load_routing().await?;
+    let open_chats = store.open_chats().await?;
+    let mut routing = Routing::new(stored.into_state(), open_chats);
+    for intent in store.intents().await? {
+        routing.reserved(intent.chat_id, &intent.agent);
+    }
+    routing.recount();
+    Ok(routing)
 }
 
 /// Locks a mutex even if a panicking task poisoned it: the state behind it

@@ -8,31 +8,39 @@ use jiff::Timestamp;
 
 use crate::config::FetchChat;
 use crate::helpcrunch::types::Chat;
-use crate::helpcrunch::{ApiError, Call, ErrorClass};
+use crate::helpcrunch::{ApiError, ErrorClass};
 use crate::limiter::Priority;
 use crate::rules::fill::Fill;
 use crate::rules::template::Template;
 use crate::rules::{Agent, ChatContext, Decision, Rules, Target, Verdict, WhenFull};
 use crate::store::{
-    Assigned, Followup, LeaseKey, NewOutcome, Next, OutboxKind, OutboxMessage, OutcomeResult,
-    QueueRow, Settlement, StoreError, Wait, now_ms,
+    Assigned, CallClaim, Doubt, Followup, Intent, LeaseKey, NewOutcome, Next, OutboxKind,
+    OutboxMessage, OutcomeResult, QueueRow, Settlement, StoreError, Wait, now_ms,
 };
 
+use super::assign::{Put, Resolution};
 use super::policy::{COMMIT_RETRY, Disposition, dispose};
 use super::{Worker, lock};
 
 impl Worker {
     #[tracing::instrument(skip_all, fields(chat_id = row.chat_id.0, queue_id = row.id))]
     pub(super) async fn process(&self, row: QueueRow, lease: &LeaseKey) {
-        // The lease runs from the claim, just before this; the commit is
-        // retried while it holds, so a passing storage fault costs no repeat.
+        let plan = {
+            let work = self.plan(&row, lease);
+            let keep = self.keep_claim(row.id, lease);
+            tokio::pin!(work);
+            tokio::select! {
+                plan = &mut work => plan,
+                never = keep => match never {},
+            }
+        };
+        // The lease was renewed within a third of its length; the commit is
+        // retried while it surely holds, so a passing storage fault costs no
+        // repeat.
         let lease_ends = tokio::time::Instant::now()
-            + self
-                .settings
-                .lease
+            + (self.settings.lease * 2 / 3)
                 .saturating_sub(Duration::from_secs(2))
                 .max(Duration::from_secs(1));
-        let plan = self.plan(&row).await;
         for o in &plan.outcomes {
             tracing::info!(
                 result = o.result.as_str(),
@@ -45,6 +53,10 @@ impl Worker {
         }
         let settlement = Settlement {
             queue_id: row.id,
+            chat_id: row.chat_id,
+            doubt: plan.doubt.unwrap_or(Doubt::Resolved {
+                queue_id: Some(row.id),
+            }),
             lease,
             next: plan.next,
             last_error: plan.last_error,
@@ -57,6 +69,30 @@ impl Worker {
         if self.settle(&settlement, lease_ends).await {
             record_metrics(&settlement.outcomes, Some(row.enqueued_at_ms));
             self.settled(&settlement);
+        }
+    }
+
+    /// Renews the row's lease every third of its length while the row is
+    /// worked on (waits at the limiter, a 429 pause, the routing lock), so
+    /// no other claim can take it meanwhile; never returns. Once the claim
+    /// is found lost it stops: the call's own confirmation refuses to send.
+    async fn keep_claim(&self, queue_id: i64, key: &LeaseKey) -> std::convert::Infallible {
+        let lease = self.settings.lease;
+        let claim = CallClaim::Row {
+            queue_id,
+            key,
+            lease,
+        };
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            match self.store.renew_claim(claim).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("the row's lease was lost while it was worked on");
+                    return std::future::pending().await;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot renew the row's lease"),
+            }
         }
     }
 
@@ -119,7 +155,7 @@ impl Worker {
         )
     }
 
-    pub(super) async fn plan(&self, row: &QueueRow) -> Plan {
+    pub(super) async fn plan(&self, row: &QueueRow, lease: &LeaseKey) -> Plan {
         let attrs = match row
             .attrs
             .as_deref()
@@ -143,12 +179,33 @@ impl Worker {
             }
             None => None,
         };
+        // An earlier call for this chat whose answer is unknown is settled
+        // by reading the chat first: a snapshot never outranks it.
+        let intent = match self.store.intent_for(row.chat_id).await {
+            Ok(intent) => intent,
+            Err(e) => return storage_retry(row.chat_id, &e, Vec::new()),
+        };
+        let mut read = None;
+        if let Some(intent) = intent {
+            match self.resolve_intent(&intent).await {
+                Resolution::Applied(chat) => return self.confirmed(&intent, &chat, &attrs),
+                Resolution::NotApplied(chat) => read = Some(*chat),
+                Resolution::Unknown(e, latency) => {
+                    let outcome = NewOutcome::new(row.chat_id, OutcomeResult::Retry);
+                    let mut plan = self.failed_call(row, &e, latency, outcome);
+                    plan.doubt = Some(Doubt::Kept);
+                    return plan;
+                }
+            }
+        }
         let fetch = match self.settings.fetch_chat {
             FetchChat::Always => true,
             FetchChat::Auto => snapshot.is_none(),
             FetchChat::Never => false,
         };
-        let chat = if fetch {
+        let chat = if read.is_some() {
+            read
+        } else if fetch {
             let call = self.client().chat(row.chat_id, Priority::Assign).await;
             match call.result {
                 Ok(chat) => Some(chat),
@@ -193,14 +250,24 @@ impl Worker {
                 }
             }
         }
-        self.assign(row, &context).await.handed_back(row)
+        self.assign(row, lease, &context).await.handed_back(row)
     }
 
     /// Decides and assigns; after HelpCrunch rejects an agent, decides once
     /// more without that agent.
-    pub(super) async fn assign(&self, row: &QueueRow, context: &ChatContext) -> Plan {
+    pub(super) async fn assign(
+        &self,
+        row: &QueueRow,
+        lease: &LeaseKey,
+        context: &ChatContext,
+    ) -> Plan {
         let mut outcomes = Vec::new();
         let mut rejected_once = false;
+        let claim = CallClaim::Row {
+            queue_id: row.id,
+            key: lease,
+            lease: self.settings.lease,
+        };
         loop {
             let rules = self.rules();
             let (decision, reserved) = match self.decide_and_reserve(&rules, context).await {
@@ -215,28 +282,90 @@ impl Worker {
                 return plan;
             };
             let agent = &rules.agents[agent];
-            let call: Call<Chat> = self.client().assign(row.chat_id, agent.id).await;
-            outcome.latency = Some(call.latency);
-            let e = match call.result {
-                Ok(_) => {
+            let intent = self.intent(row.chat_id, agent, Some(row.id), &outcome);
+            let (e, latency, doubt) = match self.put_assignee(claim, &intent, reserved).await {
+                Put::Applied(latency) => {
+                    outcome.latency = Some(latency);
                     outcome.http_status = Some(200);
                     outcomes.push(outcome);
                     let moved = self.settled_effects(effects(&rules, &decision, context));
                     return Plan::done(outcomes, Some(moved));
                 }
-                Err(e) => e,
+                Put::NotSent(why) => return not_sent(row.chat_id, why, outcomes),
+                Put::Uncertain(e, latency) => (e, latency, Doubt::Kept),
+                Put::Refused(e, latency) => (
+                    e,
+                    latency,
+                    Doubt::Resolved {
+                        queue_id: Some(row.id),
+                    },
+                ),
             };
-            self.undo_reservation(row.chat_id, reserved).await;
+            outcome.latency = Some(latency);
             if e.class() == ErrorClass::AgentRejected && !rejected_once {
                 rejected_once = true;
                 outcomes.push(self.drop_rejected(agent, &e, outcome));
                 continue;
             }
-            let mut plan = self.failed_call(row, &e, call.latency, outcome);
+            let mut plan = self.failed_call(row, &e, latency, outcome);
             outcomes.append(&mut plan.outcomes);
             plan.outcomes = outcomes;
+            plan.doubt = Some(doubt);
             return plan;
         }
+    }
+
+    /// The plan for a row whose earlier assignment call, of unknown answer,
+    /// is found applied by reading the chat: the assignment is recorded as
+    /// it was decided, with what it moves, and nothing is called again.
+    fn confirmed(
+        &self,
+        intent: &Intent,
+        chat: &Chat,
+        attrs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Plan {
+        let rules = self.rules();
+        let mut outcome = NewOutcome::new(intent.chat_id, OutcomeResult::Assigned);
+        outcome.rule = intent.rule.clone();
+        outcome.pool = intent.pool.clone();
+        outcome.agent = Some(intent.agent.clone());
+        outcome.agent_id = Some(intent.agent_id);
+        outcome.route = intent.route;
+        outcome.http_status = Some(200);
+        outcome.reason = Some(format!(
+            "assigned to {} by an earlier call whose answer was lost; HelpCrunch shows the chat with {}",
+            intent.agent, intent.agent
+        ));
+        let context = chat.rules_context(attrs);
+        let decision = Decision {
+            rule: intent
+                .rule
+                .as_deref()
+                .and_then(|r| rules.rules.iter().position(|x| x.name == r)),
+            verdict: Verdict::Assign {
+                agent: rules.agent_by_name(&intent.agent).unwrap_or(usize::MAX),
+                pool: intent.pool.as_deref().and_then(|p| rules.pool_by_name(p)),
+                previous: None,
+                weights: None,
+                escalation: None,
+            },
+        };
+        let mut moved = match rules.agent_by_name(&intent.agent) {
+            Some(_) => effects(&rules, &decision, &context),
+            // Removed by a reload since: only the open chat is known.
+            None => Assigned {
+                opened: Some((intent.chat_id, intent.agent.clone())),
+                ..Assigned::default()
+            },
+        };
+        // The rotation moved when the seat was reserved.
+        moved.round_robin = None;
+        moved.weights = None;
+        let mut plan = Plan::done(vec![outcome], Some(moved));
+        plan.doubt = Some(Doubt::Resolved {
+            queue_id: intent.queue_id,
+        });
+        plan
     }
 
     /// The plan for a decision that assigns nobody: no rule matched, the
@@ -332,6 +461,7 @@ impl Worker {
             outcomes: vec![outcome],
             assigned: None,
             busy_reply: None,
+            doubt: None,
         }
     }
 }
@@ -417,6 +547,22 @@ pub(super) fn effects(rules: &Rules, decision: &Decision, context: &ChatContext)
     }
 }
 
+/// The call was not sent because its claim could not be confirmed: the
+/// row goes back (its attempt given back) and is decided again shortly,
+/// by whichever claim holds it then.
+fn not_sent(chat_id: ChatId, why: String, mut outcomes: Vec<NewOutcome>) -> Plan {
+    let mut outcome = NewOutcome::new(chat_id, OutcomeResult::Retry);
+    outcome.reason = Some(format!("not sent: {why}"));
+    let retry = Next::Retry {
+        at_ms: now_ms() + 1000,
+        count_attempt: false,
+    };
+    let mut plan = Plan::finish(retry, outcome);
+    outcomes.append(&mut plan.outcomes);
+    plan.outcomes = outcomes;
+    plan
+}
+
 /// The routing state could not be read or reserved (PostgreSQL): decide
 /// again shortly, the attempt given back, nothing called.
 fn storage_retry(chat_id: ChatId, e: &StoreError, mut outcomes: Vec<NewOutcome>) -> Plan {
@@ -477,6 +623,7 @@ pub(super) fn released(row: &QueueRow) -> Plan {
         outcomes: Vec::new(),
         assigned: None,
         busy_reply: None,
+        doubt: None,
     }
 }
 
@@ -491,6 +638,9 @@ pub(super) struct Plan {
     pub(super) assigned: Option<Assigned>,
     /// The pool's "all busy" message for a chat that waits.
     pub(super) busy_reply: Option<OutboxMessage>,
+    /// What the settlement does with the chat's assignment intent; `None`:
+    /// the answer to every call made for this row is known.
+    pub(super) doubt: Option<Doubt>,
 }
 
 impl Plan {
@@ -505,6 +655,7 @@ impl Plan {
             outcomes: vec![outcome],
             assigned: None,
             busy_reply: None,
+            doubt: None,
         }
     }
 
@@ -519,6 +670,7 @@ impl Plan {
             outcomes,
             assigned,
             busy_reply: None,
+            doubt: None,
         }
     }
 
@@ -536,6 +688,7 @@ impl Plan {
             outcomes,
             assigned: None,
             busy_reply: None,
+            doubt: None,
         }
     }
 }

@@ -10,13 +10,15 @@ use jiff::Timestamp;
 use rand::RngExt;
 
 use super::Worker;
+use super::assign::Put;
 use super::process::record_metrics;
 use crate::helpcrunch::types::Chat;
 use crate::helpcrunch::{ApiError, ErrorClass};
 use crate::limiter::Priority;
 use crate::rules::{Applied, ChatContext, Rules, reassign_pick};
 use crate::store::{
-    Assigned, Followup, NewOutcome, OutboxKind, OutboxMessage, OutcomeResult, now_ms,
+    Assigned, CallClaim, Doubt, Followup, Intent, NewOutcome, OutboxKind, OutboxMessage,
+    OutcomeResult, now_ms,
 };
 
 /// How soon a check that could not be made (429, 401, a network error) is tried again.
@@ -32,6 +34,9 @@ enum Step {
     Moved(NewOutcome, Box<Assigned>),
     /// Give up moving it: record, leave a note, stop watching.
     GiveUp(NewOutcome, OutboxMessage),
+    /// The hop's answer is unknown: record, keep its seat and intent, and
+    /// read the chat again at this time.
+    InDoubt(NewOutcome, i64),
 }
 
 /// The next candidate for a chat nobody answered, reserved.
@@ -61,9 +66,14 @@ impl Worker {
 
     /// Records what a check concluded, in one transaction.
     async fn settle_check(&self, chat_id: ChatId, step: Step) {
+        let mut doubt = Doubt::Resolved { queue_id: None };
         let (outcomes, assigned, next) = match step {
             Step::Done(o) => (o.into_iter().collect(), None, None),
             Step::Later(at) => (Vec::new(), None, Some(at)),
+            Step::InDoubt(o, at) => {
+                doubt = Doubt::Kept;
+                (vec![o], None, Some(at))
+            }
             Step::Moved(o, a) => (vec![o], Some(*a), None),
             Step::GiveUp(o, note) => {
                 let note = Assigned {
@@ -85,7 +95,7 @@ impl Worker {
         let moved = assigned.as_ref().and_then(|a| a.opened.clone());
         let result = self
             .store
-            .settle_followup(chat_id, &outcomes, assigned.as_ref(), next)
+            .settle_followup(chat_id, &outcomes, assigned.as_ref(), next, doubt)
             .await;
         if let Err(e) = result {
             tracing::error!(chat_id = chat_id.0, error = %e, "cannot record the follow-up; it will be checked again");
@@ -115,6 +125,20 @@ impl Worker {
             Ok(chat) => chat,
             Err(e) => return self.check_failed(&e),
         };
+        match self.store.intent_for(f.chat_id).await {
+            Ok(None) => {}
+            Ok(Some(i)) if i.queue_id.is_none() => {
+                if chat.assignee.as_ref().map(|a| a.id) == Some(i.agent_id) {
+                    return confirmed_hop(&rules, p, f, &i, &chat);
+                }
+                // The hop did nothing: its seat goes back, and the check
+                // goes on with the agent who has the chat.
+                self.release_seat(f.chat_id, &i.agent).await;
+            }
+            // A queue row's call for this chat is in doubt: that row reads
+            // the chat first; look again later.
+            Ok(Some(_)) | Err(_) => return Step::Later(now_ms() + CHECK_RETRY.as_millis() as i64),
+        }
         if chat.is_closed()
             || chat.assignee.as_ref().map(|a| a.id) != Some(rules.agents[current].id)
         {
@@ -168,7 +192,7 @@ impl Worker {
             agent: next,
             weights,
             reserved,
-        }) = self.pick_next(rules, p, f, &context)
+        }) = self.pick_next(rules, p, f, &context).await
         else {
             outcome.agent = Some(f.agent.clone());
             outcome.reason = Some(format!(
@@ -182,14 +206,20 @@ impl Worker {
             return Step::GiveUp(outcome, give_up_note(rules, f, current, &note));
         };
         let agent = &rules.agents[next];
-        let call = self.client().assign(f.chat_id, agent.id).await;
-        outcome.latency = Some(call.latency);
         outcome.agent = Some(agent.name.clone());
         outcome.agent_id = Some(agent.id);
-        let e = match call.result {
-            Ok(_) => {
+        outcome.route = Some(Route::Reassigned);
+        let claim = CallClaim::Followup {
+            chat_id: f.chat_id,
+            until_ms: f.due_at_ms,
+            lease: self.settings.lease,
+        };
+        let intent = self.intent(f.chat_id, agent, None, &outcome);
+        let retry_at = now_ms() + CHECK_RETRY.as_millis() as i64;
+        let e = match self.put_assignee(claim, &intent, Some(reserved)).await {
+            Put::Applied(latency) => {
+                outcome.latency = Some(latency);
                 outcome.result = OutcomeResult::Assigned;
-                outcome.route = Some(Route::Reassigned);
                 outcome.http_status = Some(200);
                 outcome.reason = Some(format!(
                     "reassigned: {} did not answer within {waited} -> {} (hop {} of {})",
@@ -201,22 +231,36 @@ impl Worker {
                 let moved = self.settled_effects(hop(rules, p, f, next, weights, &context));
                 return Step::Moved(outcome, Box::new(moved));
             }
-            Err(e) => e,
+            Put::NotSent(_) => return Step::Later(retry_at),
+            Put::Uncertain(e, latency) => {
+                outcome.latency = Some(latency);
+                outcome.result = OutcomeResult::Retry;
+                outcome.reason = Some(format!(
+                    "reassignment to {} has no known answer ({e}); the chat is read before anything else",
+                    agent.name
+                ));
+                return Step::InDoubt(outcome, retry_at);
+            }
+            Put::Refused(e, latency) => {
+                outcome.latency = Some(latency);
+                e
+            }
         };
-        self.undo_reservation(f.chat_id, Some(reserved)).await;
+        outcome.route = None;
         outcome.result = OutcomeResult::Failed;
         outcome.http_status = e.status();
         outcome.error_code = e.code().map(str::to_string);
         outcome.reason = Some(format!("reassignment to {} failed: {e}", agent.name));
         match e.class() {
             ErrorClass::Permanent | ErrorClass::AgentRejected => Step::Done(Some(outcome)),
-            _ => Step::Later(now_ms() + CHECK_RETRY.as_millis() as i64),
+            _ => Step::Later(retry_at),
         }
     }
 
     /// Picks the pool's next candidate among those who have not had the
-    /// chat, and reserves it as a decision would.
-    fn pick_next(
+    /// chat, and reserves its seat under the routing lock as a decision
+    /// does (on PostgreSQL: the shared lock, over fresh state).
+    async fn pick_next(
         &self,
         rules: &Rules,
         p: usize,
@@ -229,20 +273,41 @@ impl Worker {
             .and_then(|r| rules.rules.iter().find(|x| &x.name == r))
             .map(|r| r.require_skills.clone())
             .unwrap_or_default();
-        let mut routing = super::lock(&self.routing);
-        routing.state.entropy = rand::rng().random();
-        let now = Timestamp::now();
-        let (agent, weights) =
-            reassign_pick(rules, p, context, &routing.state, now, &skills, &f.tried)?;
-        let reserved = routing
-            .state
-            .apply_pick(rules, agent, Some(p), weights.as_deref(), now);
-        routing.reserved(f.chat_id, &reserved.agent);
-        Some(Pick {
-            agent,
-            weights,
-            reserved,
-        })
+        let reserved = self
+            .reserve(rules, |routing| {
+                routing.state.entropy = rand::rng().random();
+                let now = Timestamp::now();
+                let Some((agent, weights)) =
+                    reassign_pick(rules, p, context, &routing.state, now, &skills, &f.tried)
+                else {
+                    return (None, None);
+                };
+                let applied =
+                    routing
+                        .state
+                        .apply_pick(rules, agent, Some(p), weights.as_deref(), now);
+                let pool = rules.pools[p].name.clone();
+                let seat = Assigned {
+                    round_robin: Some((pool.clone(), applied.agent.clone())),
+                    weights: weights.clone().map(|w| (pool, w)),
+                    opened: Some((f.chat_id, applied.agent.clone())),
+                    ..Assigned::default()
+                };
+                (Some((agent, weights)), Some((applied, seat)))
+            })
+            .await;
+        match reserved {
+            Ok((Some((agent, weights)), Some(reserved))) => Some(Pick {
+                agent,
+                weights,
+                reserved,
+            }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lock the routing state for a reassignment");
+                None
+            }
+        }
     }
 
     fn check_failed(&self, e: &ApiError) -> Step {
@@ -282,6 +347,34 @@ fn hop(
             ..f.clone()
         }),
     }
+}
+
+/// A hop whose answer was lost, found applied by reading the chat: it is
+/// recorded as the hop it was, and nothing is called again.
+fn confirmed_hop(rules: &Rules, p: usize, f: &Followup, intent: &Intent, chat: &Chat) -> Step {
+    let Some(next) = rules.agent_by_name(&intent.agent) else {
+        return Step::Done(None); // removed by a reload: nothing more to watch
+    };
+    let mut outcome = NewOutcome::new(f.chat_id, OutcomeResult::Assigned);
+    outcome.rule = f.rule.clone();
+    outcome.pool = Some(rules.pools[p].name.clone());
+    outcome.strategy = Some(rules.pools[p].strategy.name());
+    outcome.agent = Some(intent.agent.clone());
+    outcome.agent_id = Some(intent.agent_id);
+    outcome.route = Some(Route::Reassigned);
+    outcome.http_status = Some(200);
+    outcome.reason = Some(format!(
+        "reassigned: {} -> {} (hop {}) by a call whose answer was lost; HelpCrunch shows the chat with {}",
+        f.agent,
+        intent.agent,
+        f.hops + 1,
+        intent.agent
+    ));
+    let context = chat.rules_context(&serde_json::Map::new());
+    let mut moved = hop(rules, p, f, next, None, &context);
+    // The rotation moved when the seat was reserved.
+    moved.round_robin = None;
+    Step::Moved(outcome, Box::new(moved))
 }
 
 fn give_up_note(rules: &Rules, f: &Followup, current: usize, text: &str) -> OutboxMessage {

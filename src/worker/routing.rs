@@ -23,21 +23,59 @@ type Recent = HashMap<String, Vec<Timestamp>>;
 impl Worker {
     /// Decides under the routing lock and applies what the decision moves
     /// (rotation, weights, the agent's open count) at once, so that
-    /// concurrent tasks decide on current state. On PostgreSQL the lock and
-    /// the state are the database's, shared by every daemon, and the
-    /// reservation is written before the lock goes. Returns what to give
-    /// back if the assignment then fails.
+    /// concurrent tasks decide on current state. Returns what to give back
+    /// if the assignment then fails.
     pub(super) async fn decide_and_reserve(
         &self,
         rules: &Rules,
         context: &ChatContext,
     ) -> Result<(Decision, Option<Applied>), StoreError> {
+        self.reserve(rules, |routing| {
+            routing.state.entropy = rand::rng().random();
+            let started = std::time::Instant::now();
+            let now = Timestamp::now();
+            let decision = decide(rules, context, &routing.state, now);
+            crate::metrics::metrics()
+                .decision
+                .observe(started.elapsed().as_secs_f64());
+            let reserved = routing.state.apply(rules, &decision, now);
+            let seat = reserved.as_ref().map(|_| {
+                let Assigned {
+                    round_robin,
+                    weights,
+                    opened,
+                    ..
+                } = effects(rules, &decision, context);
+                Assigned {
+                    round_robin,
+                    weights,
+                    opened,
+                    ..Assigned::default()
+                }
+            });
+            (decision, reserved.zip(seat))
+        })
+        .await
+    }
+
+    /// Runs `pick` under the routing lock, the one place a seat is taken:
+    /// on SQLite the daemon's in-memory lock; on PostgreSQL the shared lock
+    /// over the database's state, read fresh into memory first, with the
+    /// seat `pick` reserves (what it moves of the rotation and the open
+    /// chat) written before the lock goes. Returns what `pick` decided and
+    /// what to give back if the assignment then fails.
+    pub(super) async fn reserve<T>(
+        &self,
+        rules: &Rules,
+        pick: impl FnOnce(&mut Routing) -> (T, Option<(Applied, Assigned)>),
+    ) -> Result<(T, Option<Applied>), StoreError> {
         let hourly = rules.uses_hourly_caps();
         if self.store.backend() == Backend::Sqlite {
             if hourly {
                 self.ensure_recent().await;
             }
-            return Ok(self.decide_in_memory(rules, context, None));
+            let (decided, seat) = self.pick_seat(None, pick);
+            return Ok((decided, seat.map(|(applied, _)| applied)));
         }
         let (mut held, stored) = self.store.lock_routing().await?;
         // Read only when a cap needs it: one query less per decision else.
@@ -47,36 +85,21 @@ impl Worker {
         } else {
             Recent::new()
         };
-        let (decision, reserved) = self.decide_in_memory(rules, context, Some((stored, recent)));
-        match reserved {
-            Some(_) => {
-                let Assigned {
-                    round_robin,
-                    weights,
-                    opened,
-                    ..
-                } = effects(rules, &decision, context);
-                let reservation = Assigned {
-                    round_robin,
-                    weights,
-                    opened,
-                    ..Assigned::default()
-                };
-                held.reserve(&reservation).await?;
-            }
+        let (decided, seat) = self.pick_seat(Some((stored, recent)), pick);
+        match &seat {
+            Some((_, reservation)) => held.reserve(reservation).await?,
             None => held.release().await?,
         }
-        Ok((decision, reserved))
+        Ok((decided, seat.map(|(applied, _)| applied)))
     }
 
-    /// Decides on the in-memory state (refreshed from `fresh` first, when
-    /// the database's state is shared) and applies the decision to it.
-    fn decide_in_memory(
+    /// Runs `pick` on the in-memory state (refreshed from `fresh` first,
+    /// when the database's state is shared) and notes the seat it took.
+    fn pick_seat<T>(
         &self,
-        rules: &Rules,
-        context: &ChatContext,
         fresh: Option<(StoredRouting, Recent)>,
-    ) -> (Decision, Option<Applied>) {
+        pick: impl FnOnce(&mut Routing) -> (T, Option<(Applied, Assigned)>),
+    ) -> (T, Option<(Applied, Assigned)>) {
         let mut routing = lock(&self.routing);
         if let Some((stored, recent)) = fresh {
             routing.state.last_pick = stored.last_pick;
@@ -85,18 +108,18 @@ impl Worker {
             routing.state.away = away_from_ms(stored.away);
             routing.state.recent = recent;
         }
-        routing.state.entropy = rand::rng().random();
-        let started = std::time::Instant::now();
-        let now = Timestamp::now();
-        let decision = decide(rules, context, &routing.state, now);
-        crate::metrics::metrics()
-            .decision
-            .observe(started.elapsed().as_secs_f64());
-        let reserved = routing.state.apply(rules, &decision, now);
-        if let Some(applied) = &reserved {
-            routing.reserved(context.chat_id, &applied.agent);
+        let (decided, seat) = pick(&mut routing);
+        if let Some((
+            applied,
+            Assigned {
+                opened: Some((chat, _)),
+                ..
+            },
+        )) = &seat
+        {
+            routing.reserved(*chat, &applied.agent);
         }
-        (decision, reserved)
+        (decided, seat)
     }
 
     /// Loads each agent's assignments of the last hour from the outcomes
@@ -162,11 +185,10 @@ impl Worker {
         routing.in_flight.remove(&chat);
         routing.opened_at.insert(chat, Instant::now());
         routing.closed_at.remove(&chat);
-        if let Some(before) = routing.open_chats.insert(chat, agent.to_string())
-            && let Some(n) = routing.state.open.get_mut(&before)
-        {
-            *n = n.saturating_sub(1);
-        }
+        routing.open_chats.insert(chat, agent.to_string());
+        // Counted once, whatever counted it before (its reserved seat, a
+        // reconciliation that saw it, another agent it moved from).
+        routing.recount();
     }
 
     /// A webhook said which agent `chat` is open with now (`None`: nobody we
@@ -437,7 +459,7 @@ impl Routing {
 
     /// Each agent's open count: its open chats, and the seats reserved for
     /// it by decisions in flight (a chat counted once).
-    fn recount(&mut self) {
+    pub(super) fn recount(&mut self) {
         let mut open: HashMap<String, u32> = HashMap::new();
         for a in self.open_chats.values() {
             *open.entry(a.clone()).or_default() += 1;

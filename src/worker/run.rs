@@ -68,10 +68,14 @@ impl Worker {
     /// daemon must not run on without it).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), JobFailed> {
         // A standby (SQLite: another daemon holds the file) takes no work.
+        let standby = !self.cluster.may_work();
         if !self.cluster.wait_until_working(&shutdown).await {
             return Ok(());
         }
         self.take_back_orphans().await;
+        if standby {
+            self.take_over(&shutdown).await;
+        }
         let lost = self.cluster.lost();
         let stop = shutdown.child_token();
         let mut jobs = self.spawn_jobs(&stop);
@@ -114,6 +118,22 @@ impl Worker {
         stop.cancel();
         self.drain(rows, jobs).await;
         failure.map_or(Ok(()), Err)
+    }
+
+    /// A standby that takes over a database reads the state the holder
+    /// left (open chats, rotation, away flags, seats of calls in doubt)
+    /// and reconciles open chats with HelpCrunch before its first decision:
+    /// what it loaded when it started is stale by everything the holder did.
+    async fn take_over(&self, stop: &CancellationToken) {
+        while let Err(e) = self.reload_state().await {
+            tracing::error!(error = %e, "cannot read the routing state after taking over; trying again");
+            self.idle(stop, Duration::from_secs(1)).await;
+            if stop.is_cancelled() {
+                return;
+            }
+        }
+        tracing::info!("took over: routing state read from the database; reconciling open chats");
+        self.reconcile_round(stop).await;
     }
 
     fn spawn_jobs(self: &Arc<Self>, stop: &CancellationToken) -> Jobs {

@@ -128,6 +128,10 @@ pub async fn claim_one(f: &Fixture) -> (assignd::store::QueueRow, LeaseKey) {
 pub fn settlement(queue_id: i64, lease: &LeaseKey, next: Next) -> Settlement<'_> {
     Settlement {
         queue_id,
+        chat_id: ChatId(7),
+        doubt: assignd::store::Doubt::Resolved {
+            queue_id: Some(queue_id),
+        },
         lease,
         next,
         last_error: None,

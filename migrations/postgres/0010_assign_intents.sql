@@ -1,0 +1,18 @@
+-- Issue 21: an assignment call whose answer is not known. Written, with the
+-- claim confirmed, before every `PUT /chats/assignee`; removed in the
+-- transaction that records the answer. A row left here means the call may
+-- have been applied: the seat stays taken, and the chat is read before
+-- anything else is decided for it (a snapshot never outranks what assignd
+-- itself did).
+CREATE TABLE assign_intents (
+    chat_id  BIGINT PRIMARY KEY,
+    agent    TEXT    NOT NULL,
+    agent_id BIGINT NOT NULL,
+    rule     TEXT,
+    pool     TEXT,
+    route    TEXT,
+    -- The queue row, or NULL for a reassignment hop (its follow-up).
+    queue_id BIGINT,
+    owner    TEXT    NOT NULL,
+    at       BIGINT NOT NULL
+);

@@ -1,0 +1,144 @@
+//! The one assignment path (SPEC §15.1). Every `PUT /chats/assignee`
+//! assignd makes (a queue row's decision, an escalation, a hand-back, a
+//! retry, a reassignment hop) goes through [`Worker::put_assignee`]:
+//!
+//! 1. the seat is already reserved under the routing lock by the caller;
+//! 2. one transaction confirms the claim the call is made for (renewing
+//!    it) and records the intent; a claim that cannot be confirmed sends
+//!    nothing and gives the seat back;
+//! 3. the call; an answer that says nothing was done gives the seat back,
+//!    an answer that leaves it unknown keeps the seat and the intent.
+//!
+//! A kept intent is resolved by [`Worker::resolve_intent`], which reads the
+//! chat before anything else is decided for it.
+
+use std::time::Duration;
+
+use crate::domain::ChatId;
+use crate::helpcrunch::ApiError;
+use crate::helpcrunch::types::Chat;
+use crate::limiter::Priority;
+use crate::rules::Applied;
+use crate::store::{Backend, CallClaim, Intent};
+
+use super::{Worker, lock};
+
+/// How an assignment call ended.
+pub(super) enum Put {
+    /// HelpCrunch applied it.
+    Applied(Duration),
+    /// An answer that says nothing was done: the seat was given back.
+    Refused(ApiError, Duration),
+    /// It may have been applied: the seat and the intent are kept until
+    /// the chat is read.
+    Uncertain(ApiError, Duration),
+    /// Not sent, the seat given back: the claim could not be confirmed.
+    NotSent(String),
+}
+
+/// What reading the chat of a kept intent showed.
+pub(super) enum Resolution {
+    /// The chat is with the intent's agent: the call was applied.
+    Applied(Box<Chat>),
+    /// It is not: the call did nothing; the seat is given back and the
+    /// intent forgotten, and the chat as read is what to decide on.
+    NotApplied(Box<Chat>),
+    /// The chat could not be read; the intent stays.
+    Unknown(ApiError, Duration),
+}
+
+impl Worker {
+    /// Confirms `claim`, records `intent`, and makes the call; see the
+    /// module's text. `reserved` is what the caller's decision reserved.
+    pub(super) async fn put_assignee(
+        &self,
+        claim: CallClaim<'_>,
+        intent: &Intent,
+        reserved: Option<Applied>,
+    ) -> Put {
+        let confirmed = self.store.begin_call(claim, intent).await;
+        self.storage_result(&confirmed);
+        let why = match confirmed {
+            Ok(true) => None,
+            Ok(false) => Some("the claim on this chat was lost before the call".to_string()),
+            Err(e) => Some(format!("cannot confirm the claim before the call: {e}")),
+        };
+        if let Some(why) = why {
+            tracing::warn!(reason = %why, "assignment not sent");
+            self.undo_reservation(intent.chat_id, reserved).await;
+            return Put::NotSent(why);
+        }
+        let call = self.client().assign(intent.chat_id, intent.agent_id).await;
+        match call.result {
+            Ok(_) => Put::Applied(call.latency),
+            Err(e) if e.maybe_applied() => {
+                tracing::warn!(agent = %intent.agent, error = %e, "the assignment's answer is unknown; its seat is kept until the chat is read");
+                Put::Uncertain(e, call.latency)
+            }
+            Err(e) => {
+                self.undo_reservation(intent.chat_id, reserved).await;
+                Put::Refused(e, call.latency)
+            }
+        }
+    }
+
+    /// Reads the chat of an assignment call whose answer was never known.
+    pub(super) async fn resolve_intent(&self, intent: &Intent) -> Resolution {
+        let call = self.client().chat(intent.chat_id, Priority::Assign).await;
+        let chat = match call.result {
+            Ok(chat) => chat,
+            Err(e) => return Resolution::Unknown(e, call.latency),
+        };
+        if chat.assignee.as_ref().map(|a| a.id) == Some(intent.agent_id) {
+            tracing::info!(chat_id = intent.chat_id.0, agent = %intent.agent, "an assignment whose answer was lost was applied");
+            return Resolution::Applied(Box::new(chat));
+        }
+        tracing::info!(chat_id = intent.chat_id.0, agent = %intent.agent, "an assignment whose answer was lost was not applied; its seat is given back");
+        self.release_seat(intent.chat_id, &intent.agent).await;
+        if let Err(e) = self.store.clear_intent(intent.chat_id).await {
+            // Harmless: the next decision for the chat reads it again.
+            tracing::warn!(error = %e, "cannot forget the resolved assignment intent");
+        }
+        Resolution::NotApplied(Box::new(chat))
+    }
+
+    /// Gives back the seat a call of unknown answer kept for `agent`, in
+    /// memory and, on PostgreSQL, in the shared state.
+    pub(super) async fn release_seat(&self, chat: ChatId, agent: &str) {
+        if self.store.backend() == Backend::Postgres
+            && let Err(e) = self.store.unreserve(chat, agent, None).await
+        {
+            tracing::warn!(error = %e, "cannot give back the kept seat; reconciliation will");
+        }
+        let mut routing = lock(&self.routing);
+        if routing
+            .in_flight
+            .get(&chat)
+            .is_some_and(|(a, _)| a == agent)
+        {
+            routing.in_flight.remove(&chat);
+            routing.recount();
+        }
+    }
+
+    /// The intent for a call about to be made for `chat`.
+    pub(super) fn intent(
+        &self,
+        chat_id: ChatId,
+        agent: &crate::rules::Agent,
+        queue_id: Option<i64>,
+        outcome: &crate::store::NewOutcome,
+    ) -> Intent {
+        Intent {
+            chat_id,
+            agent: agent.name.clone(),
+            agent_id: agent.id,
+            rule: outcome.rule.clone(),
+            pool: outcome.pool.clone(),
+            route: outcome.route,
+            queue_id,
+            owner: self.owner.clone(),
+            at_ms: 0,
+        }
+    }
+}

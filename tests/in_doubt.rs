@@ -1,0 +1,141 @@
+//! SPEC §15.1 and §15.2 where a call's answer is lost: an assignment
+//! HelpCrunch applied but answered only after the client's timeout keeps
+//! its seat, and the chat is read before anything else is decided for it,
+//! so its row's snapshot (which still says "unassigned") never sends a
+//! second assignment. On SQLite, and on PostgreSQL with two daemons.
+
+mod common;
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::time::Duration;
+
+use assignd::domain::ChatId;
+use assignd::sandbox::Faults;
+use assignd::store::{NewQueueItem, Store};
+use common::*;
+use serde_json::json;
+
+const RULES: &str = r#"
+[agents]
+alice = { id = 4188, max_open = 1 }
+bob   = { id = 4761, max_open = 1 }
+
+[pools.support]
+agents = ["alice", "bob"]
+strategy = "round-robin"
+
+[[rule]]
+name = "all"
+assign = "pool:support"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_answer_is_resolved_by_reading_the_chat_on_sqlite() {
+    lost_answer(None, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_answer_is_resolved_by_reading_the_chat_with_two_daemons_on_postgres() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    lost_answer(Some(server.database().await), 2).await;
+}
+
+fn item(chat: i64) -> NewQueueItem {
+    NewQueueItem {
+        chat_id: ChatId(chat),
+        attrs: None,
+        // What a webhook carried: the chat as it was, unassigned.
+        snapshot: Some(json!({"id": chat, "status": "new", "assignee": null})),
+        priority: 0,
+    }
+}
+
+async fn active(store: &Store) -> i64 {
+    store.active_count().await.unwrap()
+}
+
+/// Chat 10's PUT is applied but answered after the client gave up; chat
+/// 11 comes while it is in doubt. Each agent has one seat.
+async fn lost_answer(database: Option<String>, daemons: usize) {
+    let app = TestApp::builder()
+        .rules(RULES)
+        .worker("concurrency = 4\nfetch_chat = \"never\"\nlease = \"20s\"")
+        .build()
+        .await;
+    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"1s\""));
+    if let Some(url) = &database {
+        app.use_database(url);
+    }
+    app.sandbox.set_faults(Faults {
+        slow: 1.0,
+        slow_for: Duration::from_millis(2500),
+        ..Faults::default()
+    });
+    let mut running = Vec::new();
+    for _ in 0..daemons {
+        running.push(app.start_in_process().await);
+    }
+    let store = running[0].runtime.store.clone();
+    store.enqueue(&[item(10)]).await.unwrap();
+    running[0].runtime.worker.wake();
+    wait_for(
+        "chat 10 assigned in HelpCrunch",
+        Duration::from_secs(10),
+        || app.sandbox.assignee(10).is_some(),
+    )
+    .await;
+    let first = app.sandbox.assignee(10).unwrap();
+    // The client's timeout passes; the row goes back to wait for a retry.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.sandbox.set_faults(Faults::default());
+    store.enqueue(&[item(11)]).await.unwrap();
+    for d in &running {
+        d.runtime.worker.wake();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while active(&store).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let puts_10 = app
+        .sandbox
+        .assign_calls()
+        .into_iter()
+        .filter(|(chat, _, _)| *chat == 10)
+        .count();
+    let outcomes = store.chat_outcomes(ChatId(10), 50).await.unwrap();
+    let assigned: Vec<_> = outcomes.iter().filter(|o| o.result == "assigned").collect();
+    let intents = store.intents().await.unwrap();
+    let second = app.sandbox.assignee(11);
+    for d in running {
+        d.stop().await;
+    }
+    assert_eq!(
+        puts_10, 1,
+        "one assignment call for chat 10, never a second"
+    );
+    assert_eq!(app.sandbox.assignee(10), Some(first), "chat 10 never moved");
+    assert_eq!(assigned.len(), 1, "one recorded assignment: {outcomes:#?}");
+    assert_eq!(assigned[0].agent_id, Some(first));
+    assert!(
+        assigned[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("answer was lost")),
+        "{:?}",
+        assigned[0].reason
+    );
+    // The seat chat 10 holds was kept while its answer was unknown: chat
+    // 11 went to the other agent, never over a cap of one.
+    assert!(
+        second.is_some() && second != Some(first),
+        "chat 11 went to {second:?}"
+    );
+    assert!(intents.is_empty(), "intents left: {intents:?}");
+}
