@@ -45,6 +45,8 @@ pub struct Membership {
     holding: watch::Sender<bool>,
     /// Set when the lease was taken away from under this daemon.
     lost: CancellationToken,
+    /// Set once a heartbeat found the lease held by another daemon.
+    stood_by: std::sync::atomic::AtomicBool,
 }
 
 /// What a standby waits behind, for its log line and `status`.
@@ -88,6 +90,7 @@ impl Membership {
             epoch: AtomicI64::new(0),
             holding: watch::channel(false).0,
             lost: CancellationToken::new(),
+            stood_by: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -127,6 +130,12 @@ impl Membership {
                 false
             }
         }
+    }
+
+    /// Whether this daemon ever found its lease held by another (it waited
+    /// as a standby, or stopped leading).
+    pub fn stood_by(&self) -> bool {
+        self.stood_by.load(Ordering::Acquire)
     }
 
     /// Fires when the lease was taken from this daemon while it held it.
@@ -201,6 +210,7 @@ impl Membership {
                 }
                 self.epoch.store(0, Ordering::Release);
                 self.holding.send_replace(false);
+                self.stood_by.store(true, Ordering::Release);
                 if !*announced_standby && self.lease == "daemon" {
                     *announced_standby = true;
                     self.announce_standby().await;

@@ -139,3 +139,83 @@ async fn lost_answer(database: Option<String>, daemons: usize) {
     );
     assert!(intents.is_empty(), "intents left: {intents:?}");
 }
+
+const OPEN_RULES: &str = r#"
+[agents]
+alice = { id = 4188 }
+bob   = { id = 4761 }
+
+[pools.support]
+agents = ["alice", "bob"]
+
+[[rule]]
+name = "all"
+assign = "pool:support"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_pause_longer_than_the_lease_sends_each_chat_once_on_sqlite() {
+    pause_past_the_lease(None, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_pause_longer_than_the_lease_sends_each_chat_once_with_two_daemons_on_postgres() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    pause_past_the_lease(Some(server.database().await), 2).await;
+}
+
+/// Rows in flight wait out a 429 pause three times their lease: their
+/// leases are renewed meanwhile, so no claim (of this daemon or another)
+/// takes them, and each chat is assigned by exactly one call.
+async fn pause_past_the_lease(database: Option<String>, daemons: usize) {
+    const CHATS: i64 = 8;
+    let app = TestApp::builder()
+        .rules(OPEN_RULES)
+        .worker("concurrency = 4\nfetch_chat = \"never\"\nlease = \"3s\"")
+        .build()
+        .await;
+    if let Some(url) = &database {
+        app.use_database(url);
+    }
+    let retry_after = reqwest::header::HeaderValue::from_static("9");
+    app.sandbox
+        .set_trick(Some(assignd::sandbox::Trick::RetryAfter(retry_after)));
+    let mut running = Vec::new();
+    for _ in 0..daemons {
+        running.push(app.start_in_process().await);
+    }
+    let store = running[0].runtime.store.clone();
+    let items: Vec<NewQueueItem> = (1..=CHATS).map(|c| item(100 + c)).collect();
+    store.enqueue(&items).await.unwrap();
+    for d in &running {
+        d.runtime.worker.wake();
+    }
+    wait_for("the first 429", Duration::from_secs(10), || {
+        app.sandbox.rejected_429() > 0
+    })
+    .await;
+    app.sandbox.set_trick(None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while active(&store).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let intents = store.intents().await.unwrap();
+    for d in running {
+        d.stop().await;
+    }
+    let calls = app.sandbox.assign_calls();
+    for c in 101..=100 + CHATS {
+        let applied = calls
+            .iter()
+            .filter(|(chat, _, status)| *chat == c && *status == 200)
+            .count();
+        assert_eq!(applied, 1, "chat {c} applied {applied} times: {calls:?}");
+    }
+    assert!(intents.is_empty(), "intents left: {intents:?}");
+}

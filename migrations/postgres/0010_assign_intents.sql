@@ -16,3 +16,8 @@ CREATE TABLE assign_intents (
     owner    TEXT    NOT NULL,
     at       BIGINT NOT NULL
 );
+
+-- A seat reserved for a chat that is open with another agent (a hop, a
+-- hand-back, a reassignment) keeps that agent's seat counted too until the
+-- call's answer is known: a failed move gives the chat back to them.
+ALTER TABLE open_chats ADD COLUMN previous_agent TEXT;

@@ -21,10 +21,16 @@ pub(super) const INSERT_MESSAGE: &str =
     VALUES ($1, $2, $3, $4, $5, $6)";
 const UPSERT_ROTATION: &str = "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES ($1, $2, $3)
     ON CONFLICT (pool) DO UPDATE SET last_agent = excluded.last_agent, updated_at = excluded.updated_at";
+/// A reservation for a chat open with another agent keeps that agent in
+/// `previous_agent` (still counted) until the move is confirmed.
 const UPSERT_OPEN_CHAT: &str =
     "INSERT INTO open_chats (chat_id, agent, assigned_at, reserved) VALUES ($1, $2, $3, $4)
     ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at,
-        reserved = excluded.reserved";
+        reserved = excluded.reserved,
+        previous_agent = CASE WHEN excluded.reserved = 0 THEN NULL
+                              WHEN open_chats.reserved = 0 AND open_chats.agent <> excluded.agent
+                              THEN open_chats.agent
+                              ELSE open_chats.previous_agent END";
 /// Reconciliation forgets the agent's chats that were counted before its
 /// search started, unless still reserved by a decision in flight (a
 /// reservation older than the lease is stale: its daemon is gone).
@@ -37,7 +43,7 @@ const RECONCILE_OPEN_CHAT: &str = "INSERT INTO open_chats (chat_id, agent, assig
     SELECT $1, $2, $3, 0
      WHERE NOT EXISTS (SELECT 1 FROM closed_chats WHERE chat_id = $1 AND closed_at >= $3)
     ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at,
-        reserved = 0
+        reserved = 0, previous_agent = NULL
      WHERE open_chats.agent <> excluded.agent AND open_chats.reserved = 0
        AND open_chats.assigned_at < excluded.assigned_at";
 const UPSERT_CLOSED_CHAT: &str = "INSERT INTO closed_chats (chat_id, closed_at) VALUES ($1, $2)
@@ -86,6 +92,11 @@ impl Store {
         rotation: Option<(&str, Option<&str>)>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        // A chat that was open with another agent goes back to them.
+        let back =
+            "UPDATE open_chats SET agent = previous_agent, previous_agent = NULL, reserved = 0
+                     WHERE chat_id = $1 AND agent = $2 AND previous_agent IS NOT NULL";
+        tx.run(back, vals![chat_id, agent]).await?;
         let sql = "DELETE FROM open_chats WHERE chat_id = $1 AND agent = $2";
         tx.run(sql, vals![chat_id, agent]).await?;
         if let Some((pool, previous)) = rotation {
@@ -200,7 +211,9 @@ async fn read_routing(mut src: Source<'_>) -> Result<StoredRouting, sqlx::Error>
     }
     let open: Vec<(String, i64)> = src
         .all(
-            "SELECT agent, COUNT(*) FROM open_chats GROUP BY agent",
+            "SELECT agent, COUNT(*) FROM (SELECT agent FROM open_chats UNION ALL
+                    SELECT previous_agent FROM open_chats WHERE previous_agent IS NOT NULL) AS seats
+              GROUP BY agent",
             vals![],
         )
         .await?;

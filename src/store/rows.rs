@@ -132,8 +132,9 @@ pub enum Doubt {
     /// The answer is known: the intent made for this queue row (`None`: a
     /// follow-up's hop) is removed.
     Resolved { queue_id: Option<i64> },
-    /// A call may have been applied with no known answer: the intent and its
-    /// seat stay until the chat is read.
+    /// Nothing is known of a call's answer (one may have been applied, or
+    /// none was made): an intent, if any, and its seat stay until the chat
+    /// is read.
     Kept,
 }
 

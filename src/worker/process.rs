@@ -54,9 +54,7 @@ impl Worker {
         let settlement = Settlement {
             queue_id: row.id,
             chat_id: row.chat_id,
-            doubt: plan.doubt.unwrap_or(Doubt::Resolved {
-                queue_id: Some(row.id),
-            }),
+            doubt: plan.doubt,
             lease,
             next: plan.next,
             last_error: plan.last_error,
@@ -193,7 +191,7 @@ impl Worker {
                 Resolution::Unknown(e, latency) => {
                     let outcome = NewOutcome::new(row.chat_id, OutcomeResult::Retry);
                     let mut plan = self.failed_call(row, &e, latency, outcome);
-                    plan.doubt = Some(Doubt::Kept);
+                    plan.doubt = Doubt::Kept;
                     return plan;
                 }
             }
@@ -289,7 +287,11 @@ impl Worker {
                     outcome.http_status = Some(200);
                     outcomes.push(outcome);
                     let moved = self.settled_effects(effects(&rules, &decision, context));
-                    return Plan::done(outcomes, Some(moved));
+                    let mut plan = Plan::done(outcomes, Some(moved));
+                    plan.doubt = Doubt::Resolved {
+                        queue_id: Some(row.id),
+                    };
+                    return plan;
                 }
                 Put::NotSent(why) => return not_sent(row.chat_id, why, outcomes),
                 Put::Uncertain(e, latency) => (e, latency, Doubt::Kept),
@@ -310,7 +312,7 @@ impl Worker {
             let mut plan = self.failed_call(row, &e, latency, outcome);
             outcomes.append(&mut plan.outcomes);
             plan.outcomes = outcomes;
-            plan.doubt = Some(doubt);
+            plan.doubt = doubt;
             return plan;
         }
     }
@@ -362,9 +364,9 @@ impl Worker {
         moved.round_robin = None;
         moved.weights = None;
         let mut plan = Plan::done(vec![outcome], Some(moved));
-        plan.doubt = Some(Doubt::Resolved {
+        plan.doubt = Doubt::Resolved {
             queue_id: intent.queue_id,
-        });
+        };
         plan
     }
 
@@ -461,7 +463,7 @@ impl Worker {
             outcomes: vec![outcome],
             assigned: None,
             busy_reply: None,
-            doubt: None,
+            doubt: Doubt::Kept,
         }
     }
 }
@@ -623,7 +625,7 @@ pub(super) fn released(row: &QueueRow) -> Plan {
         outcomes: Vec::new(),
         assigned: None,
         busy_reply: None,
-        doubt: None,
+        doubt: Doubt::Kept,
     }
 }
 
@@ -638,9 +640,11 @@ pub(super) struct Plan {
     pub(super) assigned: Option<Assigned>,
     /// The pool's "all busy" message for a chat that waits.
     pub(super) busy_reply: Option<OutboxMessage>,
-    /// What the settlement does with the chat's assignment intent; `None`:
-    /// the answer to every call made for this row is known.
-    pub(super) doubt: Option<Doubt>,
+    /// What the settlement does with the chat's assignment intent: only a
+    /// plan that knows the answer (HelpCrunch's, or the chat as read)
+    /// removes it; any other (a storage retry, a call not sent) leaves it
+    /// for the next decision to resolve.
+    pub(super) doubt: Doubt,
 }
 
 impl Plan {
@@ -655,7 +659,7 @@ impl Plan {
             outcomes: vec![outcome],
             assigned: None,
             busy_reply: None,
-            doubt: None,
+            doubt: Doubt::Kept,
         }
     }
 
@@ -670,7 +674,7 @@ impl Plan {
             outcomes,
             assigned,
             busy_reply: None,
-            doubt: None,
+            doubt: Doubt::Kept,
         }
     }
 
@@ -688,7 +692,7 @@ impl Plan {
             outcomes,
             assigned: None,
             busy_reply: None,
-            doubt: None,
+            doubt: Doubt::Kept,
         }
     }
 }

@@ -25,6 +25,9 @@ use crate::cluster::{GONE_AFTER, process_alive};
 use crate::limiter::{Limiter, Priority, Slot};
 use crate::store::{Backend, BadRow, LeaseKey, QueueRow, now_ms};
 
+/// The longest a takeover waits for its reconciliation before deciding.
+const TAKEOVER_RECONCILE: Duration = Duration::from_secs(10);
+
 /// How often a wait for the next slot looks whether a 429 pause began.
 const PAUSE_CHECK: Duration = Duration::from_secs(1);
 
@@ -68,12 +71,11 @@ impl Worker {
     /// daemon must not run on without it).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), JobFailed> {
         // A standby (SQLite: another daemon holds the file) takes no work.
-        let standby = !self.cluster.may_work();
         if !self.cluster.wait_until_working(&shutdown).await {
             return Ok(());
         }
         self.take_back_orphans().await;
-        if standby {
+        if self.cluster.stood_by() {
             self.take_over(&shutdown).await;
         }
         let lost = self.cluster.lost();
@@ -133,7 +135,14 @@ impl Worker {
             }
         }
         tracing::info!("took over: routing state read from the database; reconciling open chats");
-        self.reconcile_round(stop).await;
+        // Bounded: with HelpCrunch down, the state the holder left is the
+        // best there is, and waiting chats must not wait on the search.
+        let reconciled = tokio::time::timeout(TAKEOVER_RECONCILE, self.reconcile_round(stop));
+        if reconciled.await.is_err() {
+            tracing::warn!(
+                "reconciling open chats at takeover is taking long; deciding on the state the holder left"
+            );
+        }
     }
 
     fn spawn_jobs(self: &Arc<Self>, stop: &CancellationToken) -> Jobs {

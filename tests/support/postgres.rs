@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 pub struct PgServer {
     pub port: u16,
     dir: PathBuf,
+    bin: PathBuf,
 }
 
 static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
@@ -124,7 +125,11 @@ fn start(bin: &Path) -> PgServer {
     let port = free_port();
     spawn_server(bin, user, &dir, port);
     wait_ready(port, &dir);
-    PgServer { port, dir }
+    PgServer {
+        port,
+        dir,
+        bin: bin.to_path_buf(),
+    }
 }
 
 /// Starts `postgres` in the foreground from a thread that never ends, so
@@ -139,7 +144,9 @@ fn spawn_server(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) {
     ])
     .args(["-c", "listen_addresses=127.0.0.1"])
     .args(["-c", &format!("unix_socket_directories={}", dir.display())])
-    .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+    // Commits acknowledged only once in the WAL, as in production: assignd
+    // relies on a committed write surviving a restart (tests/outage.rs).
+    .args(["-c", "fsync=off", "-c", "synchronous_commit=on"])
     .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
     .stdin(Stdio::null())
     .stdout(Stdio::null())
@@ -209,6 +216,35 @@ impl PgServer {
                 Err(e) => panic!("cannot create a test database: {e}"),
             }
         }
+    }
+
+    /// Stops the server (a fast shutdown: every session ends at once, what
+    /// was committed is kept), as an outage does;
+    /// [`Self::start_again`] brings it back on the same port and data.
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        let out = command(&self.bin, "pg_ctl", run_as())
+            .args([
+                "stop",
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+            ])
+            .output()
+            .expect("pg_ctl runs");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server again after [`Self::stop`].
+    pub fn start_again(&self) {
+        spawn_server(&self.bin, run_as(), &self.dir, self.port);
+        wait_ready(self.port, &self.dir);
     }
 
     pub fn log(&self) -> String {
