@@ -5,6 +5,7 @@
 mod agent;
 mod check;
 mod completions;
+mod counts;
 mod day;
 mod demo;
 mod explain;
