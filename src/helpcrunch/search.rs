@@ -36,8 +36,10 @@ pub enum SearchError {
     Stopped,
     #[error("more than {PAGE} chats created in second {0} kept changing while read")]
     Unsettled(i64),
-    #[error("a full page of chats without a creation time: no next page can be asked for")]
-    NoCursor,
+    /// A full page whose creation times do not move the cursor on (none
+    /// has one, or the answer ignored the filter): asking again would loop.
+    #[error("a full page of chats that does not move the creation-time cursor on")]
+    Stuck,
 }
 
 /// Where the next page starts, in creation time (Unix seconds).
@@ -49,6 +51,15 @@ enum Cursor {
 }
 
 impl Cursor {
+    /// The cursor's place: each next page must start further on.
+    fn place(self) -> (i64, u8) {
+        match self {
+            Cursor::Start => (i64::MIN, 0),
+            Cursor::AtOrAfter(at) => (at, 1),
+            Cursor::After(at) => (at, 2),
+        }
+    }
+
     fn filter(self) -> Option<Value> {
         let (operator, at) = match self {
             Cursor::Start => return None,
@@ -91,8 +102,8 @@ impl Client {
             if sent < PAGE {
                 return Ok(found);
             }
-            cursor = match (last, cursor) {
-                (None, _) => return Err(SearchError::NoCursor),
+            let next = match (last, cursor) {
+                (None, _) => return Err(SearchError::Stuck),
                 // A whole page from one second: that second is read by
                 // itself, and the next page starts after it.
                 (Some(last), Cursor::AtOrAfter(at)) if last <= at => {
@@ -102,6 +113,10 @@ impl Client {
                 }
                 (Some(last), _) => Cursor::AtOrAfter(last),
             };
+            if next.place() <= cursor.place() {
+                return Err(SearchError::Stuck);
+            }
+            cursor = next;
         }
     }
 
