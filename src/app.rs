@@ -12,14 +12,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{DatabaseBudget, Membership};
 use crate::config::Config;
-use crate::daemon::DaemonError;
-use crate::helpcrunch::Client;
+use crate::helpcrunch::{Client, ClientError};
 use crate::http::{Listener, ListenerSecrets};
 use crate::limiter::Limiter;
 use crate::rules::Rules;
 use crate::secrets::Secret;
 use crate::store::{Backend, Store, StoreError};
 use crate::worker::{JobFailed, Settings, Worker};
+
+/// Why [`Application::build`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on [http] listen: {0}")]
+    Listen(std::io::Error),
+}
 
 /// The pieces of a running daemon, cheap to clone: a SIGHUP reload, the
 /// demo's report and the tests reach in through them.
@@ -51,7 +61,7 @@ impl Application {
         rules: Arc<Rules>,
         key: &Secret,
         secrets: Arc<ListenerSecrets>,
-    ) -> Result<Self, DaemonError> {
+    ) -> Result<Self, BuildError> {
         let runtime = assemble(config, rules, key).await?;
         let stop_listener = CancellationToken::new();
         let http = match config.http.listen {
@@ -68,7 +78,7 @@ impl Application {
                     Ok(served) => Some(served),
                     Err(e) => {
                         runtime.store.close().await;
-                        return Err(DaemonError::Listen(e));
+                        return Err(BuildError::Listen(e));
                     }
                 }
             }
@@ -126,11 +136,7 @@ impl Application {
 }
 
 /// Opens and migrates the database and builds the worker.
-async fn assemble(
-    config: &Config,
-    rules: Arc<Rules>,
-    key: &Secret,
-) -> Result<Runtime, DaemonError> {
+async fn assemble(config: &Config, rules: Arc<Rules>, key: &Secret) -> Result<Runtime, BuildError> {
     let store = Store::connect(&config.database(), config.database.synchronous).await?;
     let cluster = match join(&store).await {
         Ok(cluster) => cluster,

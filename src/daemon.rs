@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::Application;
-use crate::app::Runtime;
+use crate::app::{Application, BuildError, Runtime};
 use crate::config::{Config, ConfigError};
 use crate::helpcrunch::{Client, ClientError};
 use crate::http::{ListenerKeys, ListenerSecrets};
 use crate::notify::{self, NotifyState};
 use crate::rules::{self, Rules, RulesError};
 use crate::secrets::{self, Secret, SecretError};
-use crate::store::StoreError;
 use crate::worker::JobFailed;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,14 +27,11 @@ pub enum DaemonError {
         "no HelpCrunch API key: set the systemd credential `helpcrunch-api-key`, `[helpcrunch] api_key_file`, or HELPCRUNCH_API_KEY"
     )]
     NoApiKey,
+    /// Assembling the daemon failed (client, database, listener).
     #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    Build(#[from] BuildError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("cannot listen on [http] listen: {0}")]
-    Listen(std::io::Error),
     #[error("{0}; exiting so that the service manager restarts assignd")]
     Job(JobFailed),
 }
@@ -50,7 +45,7 @@ impl DaemonError {
                 | DaemonError::Rules(_)
                 | DaemonError::Secret(_)
                 | DaemonError::NoApiKey
-                | DaemonError::Client(ClientError::BadKey)
+                | DaemonError::Build(BuildError::Client(ClientError::BadKey))
         )
     }
 }
@@ -75,8 +70,8 @@ async fn build_when_possible(
     loop {
         let e = match Application::build(config, rules.clone(), key, secrets.clone()).await {
             Ok(app) => return Ok(Some(app)),
-            Err(DaemonError::Store(e)) => e,
-            Err(e) => return Err(e),
+            Err(BuildError::Store(e)) => e,
+            Err(e) => return Err(e.into()),
         };
         tracing::error!(
             error = %e,

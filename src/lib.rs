@@ -20,6 +20,7 @@ pub mod limiter;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod rate;
 pub mod report;
 pub mod rules;
 pub mod sandbox;

@@ -32,8 +32,8 @@ use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How much slower than the exact limit calls are spaced (1.5%).
-pub const SAFETY: f64 = 0.015;
+use crate::rate::SAFETY;
+
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A shared budget's wait longer than this is taken for a 429 pause.

@@ -285,6 +285,10 @@ async fn load_refresh_frees_seats_that_webhooks_never_reported() {
     // Closed in HelpCrunch, and no webhook says so.
     app.sandbox.update_chat(81, |c| c.status = "closed".into());
     expect_assignee(&app, 82, 4188, Duration::from_secs(5)).await;
+    // The close is in the history too, for `simulate --history`.
+    let closed = "chat_history WHERE chat_id = 81 AND closed_at IS NOT NULL";
+    let timeout = Duration::from_secs(5);
+    app.wait_count(closed, 1, timeout, "the close of 81").await;
     daemon.stop().await;
     assert!(
         app.sandbox

@@ -5,6 +5,7 @@
 mod agent;
 mod check;
 mod completions;
+mod counts;
 mod day;
 mod demo;
 mod explain;
@@ -21,6 +22,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::app::BuildError;
 use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, DaemonError};
 use crate::store::Store;
@@ -209,6 +211,12 @@ impl From<DaemonError> for Failure {
         } else {
             Failure::Runtime(e.into())
         }
+    }
+}
+
+impl From<BuildError> for Failure {
+    fn from(e: BuildError) -> Self {
+        DaemonError::from(e).into()
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use jiff::Timestamp;
 
+use super::counts::{get, keys};
 use super::{Failure, simulate_history};
 use crate::config::Config;
 use crate::rules::{self, Rules};
@@ -202,18 +203,4 @@ fn print_two(a_path: &Path, a: &Replay, b_path: &Path, b: &Replay) {
         };
         println!("  chat {}: {} -> {}", x.chat_id, who(x), who(y));
     }
-}
-
-pub(super) fn keys(
-    a: &std::collections::BTreeMap<String, u32>,
-    b: &std::collections::BTreeMap<String, u32>,
-) -> Vec<String> {
-    let mut k: Vec<String> = a.keys().chain(b.keys()).cloned().collect();
-    k.sort();
-    k.dedup();
-    k
-}
-
-pub(super) fn get(m: &std::collections::BTreeMap<String, u32>, k: &str) -> u32 {
-    m.get(k).copied().unwrap_or(0)
 }

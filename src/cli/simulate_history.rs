@@ -11,7 +11,7 @@ use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
-use super::simulate::{get, keys};
+use super::counts::{get, keys};
 use super::{Failure, open_existing_store};
 use crate::config::Config;
 use crate::domain::{AuditAction, ChatId};

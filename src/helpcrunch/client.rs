@@ -112,7 +112,8 @@ impl Client {
 
     /// `POST /chats/search`, one page: `filter` as HelpCrunch takes it
     /// (`[{"field", "operator", "value"}]`), oldest first. The chats come as
-    /// JSON, so that a caller can keep one as a snapshot.
+    /// JSON, so that a caller can keep one as a snapshot. Every page of a
+    /// search: [`Client::search_every`].
     pub async fn search_chats(
         &self,
         filter: serde_json::Value,

@@ -6,7 +6,9 @@ mod context;
 pub mod error;
 pub mod redact;
 pub mod retry_after;
+pub mod search;
 pub mod types;
 
 pub use client::{Call, Client, ClientError};
 pub use error::{ApiError, ErrorClass, ErrorEntry};
+pub use search::{AgentChats, SearchError};

@@ -34,7 +34,21 @@ pub struct Chat {
     pub department: Option<Department>,
 }
 
+/// The documented statuses that hold an agent's seat: all but `closed`,
+/// as [`Chat::is_closed`] counts them. A search filter takes one status at
+/// a time (`=`; no `!=` is documented), so reconciliation asks for each.
+pub const OPEN_STATUSES: [&str; 6] = [
+    "new",
+    "opened",
+    "pending",
+    "onhold",
+    "no communication",
+    "empty",
+];
+
 impl Chat {
+    /// Only `closed` frees the seat; every other status (known or not)
+    /// keeps it.
     pub fn is_closed(&self) -> bool {
         self.status
             .as_deref()

@@ -17,6 +17,8 @@ pub struct SandboxChat {
     pub customer_name: String,
     pub assignee: Option<i64>,
     pub created_at: i64,
+    /// When the chat last changed (searchable as `chats.updatedAt`).
+    pub updated_at: i64,
     pub last_message_text: String,
     /// Agents who wrote in the chat.
     pub agents: Vec<i64>,
@@ -39,6 +41,7 @@ impl SandboxChat {
             customer_name: format!("Customer {id}"),
             assignee: None,
             created_at: 1_700_000_000 + id,
+            updated_at: 1_700_000_000 + id,
             last_message_text: format!("Hello, I have a question ({id})"),
             agents: Vec::new(),
         }

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use answers::{BadRequest, chat_not_found, error, invalid, no_body, not_found, too_many_requests};
 pub use chats::SandboxChat;
 pub use faults::{DateForm, Faults, Trick};
+pub use search::{SandboxChats, SearchHook};
 
 /// A team member the sandbox knows.
 #[derive(Debug, Clone)]
@@ -107,6 +108,7 @@ struct Shared {
     log: Mutex<Vec<Recorded>>,
     faults: Mutex<Faults>,
     tricks: faults::Tricks,
+    between_searches: Mutex<Option<SearchHook>>,
 }
 
 /// A running sandbox; stops when dropped or on [`Sandbox::stop`].
@@ -135,6 +137,7 @@ impl Sandbox {
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
             tricks: faults::Tricks::default(),
+            between_searches: Mutex::new(None),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let shutdown = CancellationToken::new();
@@ -248,7 +251,7 @@ impl Sandbox {
 
     /// Puts a chat into a given state before the daemon sees it.
     pub fn update_chat(&self, chat_id: i64, f: impl FnOnce(&mut SandboxChat)) {
-        self.shared.with_chat(chat_id, f);
+        self.shared.change_chat(chat_id, f);
     }
 
     pub async fn stop(mut self) {
@@ -276,6 +279,14 @@ impl Shared {
         Some(f(chats
             .entry(id)
             .or_insert_with(|| SandboxChat::generate(id))))
+    }
+
+    /// Runs `f` on the chat as a change: `updatedAt` moves to now first.
+    fn change_chat<T>(&self, id: i64, f: impl FnOnce(&mut SandboxChat) -> T) -> Option<T> {
+        self.with_chat(id, |c| {
+            c.updated_at = jiff::Timestamp::now().as_second();
+            f(c)
+        })
     }
 
     fn chat_json(&self, id: i64) -> Option<Value> {
@@ -431,7 +442,7 @@ fn put_assignee(s: &Shared, body: Option<&Value>) -> Response {
         },
         None => return invalid("assignee", "This value should not be blank."),
     };
-    let assigned = s.with_chat(chat_id, |c| {
+    let assigned = s.change_chat(chat_id, |c| {
         c.assignee = assignee;
         c.to_json(&s.agents)
     });

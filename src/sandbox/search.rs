@@ -5,15 +5,55 @@ use std::collections::HashMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{BadRequest, SandboxChat, Shared, invalid};
+use super::{BadRequest, Sandbox, SandboxChat, Shared, invalid};
 
 /// One search filter, as a test of a chat.
 type ChatTest = Box<dyn Fn(&SandboxChat) -> bool>;
 
+/// Runs after each search is answered, before the answer leaves: a test
+/// changes chats between two pages of one read, as agents and customers
+/// do in HelpCrunch meanwhile.
+pub type SearchHook = Box<dyn FnMut(&SandboxChats<'_>) + Send>;
+
+/// The sandbox's chats, as a [`SearchHook`] sees them.
+pub struct SandboxChats<'a>(&'a Shared);
+
+impl SandboxChats<'_> {
+    /// Changes a chat, as [`Sandbox::update_chat`] does.
+    pub fn update(&self, chat_id: i64, f: impl FnOnce(&mut SandboxChat)) {
+        self.0.change_chat(chat_id, f);
+    }
+
+    /// The ids of the chats that exist so far and pass `test`, in order.
+    pub fn ids(&self, test: impl Fn(&SandboxChat) -> bool) -> Vec<i64> {
+        let chats = self.0.chats.lock().expect("chats lock");
+        let mut ids: Vec<i64> = chats.values().filter(|c| test(c)).map(|c| c.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+impl Sandbox {
+    /// Sets (or with `None` removes) the hook run after each search.
+    pub fn between_searches(&self, hook: Option<SearchHook>) {
+        *self.shared.between_searches.lock().expect("hook lock") = hook;
+    }
+}
+
+/// `POST /chats/search`, then the hook a test may have set.
+pub(super) fn search(s: &Shared, body: Option<&Value>) -> Response {
+    let answer = search_now(s, body);
+    if let Some(hook) = s.between_searches.lock().expect("hook lock").as_mut() {
+        hook(&SandboxChats(s));
+    }
+    answer
+}
+
 /// `POST /chats/search` over the chats that exist so far (created or
 /// touched): `=`, `!=`, `>`, `>=`, `<`, `<=` on `chats.assignee`,
-/// `chats.status` and `chats.createdAt`, joined by AND or OR.
-pub(super) fn search(s: &Shared, body: Option<&Value>) -> Response {
+/// `chats.status`, `chats.createdAt` and `chats.updatedAt`, joined by AND
+/// or OR.
+fn search_now(s: &Shared, body: Option<&Value>) -> Response {
     let Some(body) = body else {
         return invalid("filter", "This value should not be blank.");
     };
@@ -63,22 +103,19 @@ fn test(i: usize, f: &Value) -> Result<ChatTest, BadRequest> {
     let value = f.get("value").unwrap_or(&Value::Null);
     let key = format!("filter[{i}].value");
     match field {
-        "chats.assignee" | "chats.createdAt" => {
+        "chats.assignee" | "chats.createdAt" | "chats.updatedAt" => {
             let Some(want) = value.as_i64() else {
                 return Err(BadRequest::field(
                     key,
                     "This value should be of type numeric.",
                 ));
             };
-            let by_assignee = field == "chats.assignee";
-            Ok(Box::new(move |c: &SandboxChat| {
-                let have = if by_assignee {
-                    c.assignee
-                } else {
-                    Some(c.created_at)
-                };
-                compare(&op, have, want)
-            }))
+            let have: fn(&SandboxChat) -> Option<i64> = match field {
+                "chats.assignee" => |c| c.assignee,
+                "chats.createdAt" => |c| Some(c.created_at),
+                _ => |c| Some(c.updated_at),
+            };
+            Ok(Box::new(move |c: &SandboxChat| compare(&op, have(c), want)))
         }
         "chats.status" => {
             let Some(want) = value.as_str().map(str::to_string) else {

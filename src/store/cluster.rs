@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use super::db::{Side, Stmt};
 use super::{Backend, Db, Store, StoreError, now_ms, vals};
-use crate::limiter::SAFETY;
 
 /// A daemon on this database, as `assignd status` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -253,7 +252,7 @@ impl Store {
     ) -> Result<Option<Duration>, StoreError> {
         debug_assert_eq!(self.backend(), Backend::Postgres);
         let sql = "SELECT assignd_take_budget($1, $2, $3, $4 = 1)";
-        let slack = period.mul_f64(SAFETY / (1.0 + SAFETY));
+        let slack = crate::rate::slack(period);
         let values = vals![ms(period), ms(tau), ms(slack), assignment];
         let wait: f64 = self.db.value_write(sql, values).await?;
         Ok((wait > 0.0).then(|| Duration::from_secs_f64(wait / 1000.0)))

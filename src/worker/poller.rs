@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
+use super::reconcile::search_failed;
 use crate::helpcrunch::types::Chat;
 use crate::store::{NewQueueItem, now_ms};
 
@@ -27,12 +27,13 @@ impl Worker {
             Ok(Some(v)) => v.parse().unwrap_or(0),
             _ => (now_ms() - every.as_millis() as i64) / 1000,
         };
-        // Timestamps are whole seconds: `>=` so that a chat created in the
-        // same second as the last one seen is not missed. One seen again is
-        // assigned or closed by now (and filtered), or already queued.
-        let filter = json!([{"field": "chats.createdAt", "operator": ">=", "value": since}]);
-        if let Some(chats) = self.search_all(filter, stop).await {
-            self.enqueue_unassigned(&chats, since).await;
+        // Timestamps are whole seconds: from `since` itself, so that a chat
+        // created in the same second as the last one seen is not missed.
+        // One seen again is assigned or closed by now (and filtered), or
+        // already queued.
+        match self.client().search_every(&[], Some(since), stop).await {
+            Ok(chats) => self.enqueue_unassigned(&chats, since).await,
+            Err(e) => search_failed(&e),
         }
         every
     }

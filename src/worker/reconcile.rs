@@ -5,13 +5,21 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Worker, lock};
 use crate::domain::ChatId;
-use crate::helpcrunch::types::Chat;
+use crate::helpcrunch::SearchError;
+use crate::helpcrunch::search::Found;
 use crate::store::now_ms;
+
+/// The `daemon_state` key holding when the last complete round started
+/// (Unix seconds): the next round asks for the chats changed since then,
+/// among them the ones closed in between. Kept in the database, so that a
+/// restart (or a new leader) goes on from there.
+const CHANGED_SINCE: &str = "reconcile_since";
+/// HelpCrunch's clock may be behind ours: ask for changes this much earlier.
+const CLOCK_MARGIN_S: i64 = 60;
 
 impl Worker {
     /// One round of the reconcile job: merges each agent's open chats with
@@ -22,90 +30,94 @@ impl Worker {
     pub(super) async fn reconcile_round(&self, stop: &CancellationToken) -> Duration {
         let rules = self.rules();
         let round_started = Instant::now();
-        let mut changed = false;
+        let started_s = now_ms() / 1000;
+        let changed_since = self.changed_since().await - CLOCK_MARGIN_S;
+        let (mut changed, mut complete) = (false, true);
         for agent in &rules.agents {
-            let filter = json!([{"field": "chats.assignee", "operator": "=", "value": agent.id}]);
             let (since, since_ms) = (Instant::now(), now_ms());
-            let Some(chats) = self.search_all(filter, stop).await else {
-                break; // an error or shutdown: try again next round
-            };
-            let open: HashSet<ChatId> = chats
-                .iter()
-                .filter(|(c, _)| !c.is_closed())
-                .map(|(c, _)| c.id)
-                .collect();
-            let list: Vec<ChatId> = open.iter().copied().collect();
-            let lease = self.settings.lease;
-            let stale_ms = since_ms - lease.as_millis() as i64;
-            match self
-                .store
-                .reconcile_open_chats(&agent.name, &list, since_ms, stale_ms)
+            let chats = match self
+                .client()
+                .agent_chats(agent.id, changed_since, stop)
                 .await
             {
-                Ok(()) => changed = true,
+                Ok(chats) => chats,
                 Err(e) => {
-                    tracing::warn!(agent = %agent.name, error = %e, "cannot record open chats")
+                    search_failed(&e);
+                    complete = false;
+                    break; // try again next round
                 }
-            }
-            let stale = since.checked_sub(lease);
-            lock(&self.routing).reconcile(&agent.name, &open, since, stale);
+            };
+            changed |= self
+                .merge_open(&agent.name, &chats.open, since, since_ms)
+                .await;
             // After the open chats, which must follow the search closely.
-            self.record_closes(&agent.name, &chats, since_ms).await;
+            self.record_closes(&agent.name, &chats.closed, since_ms)
+                .await;
         }
         lock(&self.routing).forget_closes(round_started);
+        if complete {
+            let _ = self
+                .store
+                .set_daemon_state(CHANGED_SINCE, &started_s.to_string())
+                .await;
+        }
         if changed {
             self.wake();
         }
         self.settings.load_refresh
     }
 
+    /// When the last complete round started, or one interval ago.
+    async fn changed_since(&self) -> i64 {
+        let stored = match self.store.daemon_state_value(CHANGED_SINCE).await {
+            Ok(Some(v)) => v.parse().ok(),
+            _ => None,
+        };
+        let interval = self.settings.load_refresh.as_millis() as i64;
+        stored.unwrap_or((now_ms() - interval) / 1000)
+    }
+
+    /// Merges the open chats a search that started at `since` found for
+    /// `agent`, in the database and here; whether the database took them.
+    async fn merge_open(
+        &self,
+        agent: &str,
+        found: &[Found],
+        since: Instant,
+        since_ms: i64,
+    ) -> bool {
+        let open: HashSet<ChatId> = found.iter().map(|(c, _)| c.id).collect();
+        let list: Vec<ChatId> = open.iter().copied().collect();
+        let lease = self.settings.lease;
+        let stale_ms = since_ms - lease.as_millis() as i64;
+        let stored = self
+            .store
+            .reconcile_open_chats(agent, &list, since_ms, stale_ms)
+            .await;
+        if let Err(e) = &stored {
+            tracing::warn!(agent, error = %e, "cannot record open chats");
+        }
+        let stale = since.checked_sub(lease);
+        lock(&self.routing).reconcile(agent, &open, since, stale);
+        stored.is_ok()
+    }
+
     /// For `simulate --history`: when each chat the search saw closed was
     /// closed (HelpCrunch's `closedAt`, else when the search started).
-    async fn record_closes(&self, agent: &str, chats: &[(Chat, serde_json::Value)], since_ms: i64) {
-        let closed: Vec<(ChatId, i64)> = chats
+    async fn record_closes(&self, agent: &str, closed: &[Found], since_ms: i64) {
+        let closed: Vec<(ChatId, i64)> = closed
             .iter()
-            .filter(|(c, _)| c.is_closed())
             .map(|(c, _)| (c.id, c.closed_at.map_or(since_ms, |t| t.as_millisecond())))
             .collect();
         if let Err(e) = self.store.record_closes(&closed).await {
             tracing::warn!(agent, error = %e, "cannot record closed chats");
         }
     }
+}
 
-    /// Every page of a search, each chat parsed and as sent, or `None` on an
-    /// error or shutdown. A chat that does not parse is skipped and logged.
-    pub(super) async fn search_all(
-        &self,
-        filter: serde_json::Value,
-        shutdown: &CancellationToken,
-    ) -> Option<Vec<(Chat, serde_json::Value)>> {
-        let mut all = Vec::new();
-        let mut offset = 0;
-        loop {
-            if shutdown.is_cancelled() {
-                return None;
-            }
-            let call = self.client().search_chats(filter.clone(), offset).await;
-            let page = match call.result {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::warn!(error = %e, "POST /chats/search failed; will try again later");
-                    return None;
-                }
-            };
-            offset += page.data.len();
-            let done = page.data.len() < 100 || offset >= page.meta.total as usize;
-            for raw in page.data {
-                match serde_json::from_value::<Chat>(raw.clone()) {
-                    Ok(chat) => all.push((chat, raw)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a chat in a search answer could not be read; skipped")
-                    }
-                }
-            }
-            if done {
-                return Some(all);
-            }
-        }
+/// Logs why a search stopped short; a shutdown needs no word.
+pub(super) fn search_failed(e: &SearchError) {
+    if !matches!(e, SearchError::Stopped) {
+        tracing::warn!(error = %e, "POST /chats/search failed; will try again later");
     }
 }
