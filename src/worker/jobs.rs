@@ -73,11 +73,17 @@ impl Job {
         !matches!(self, Job::Outbox | Job::Listen)
     }
 
-    /// How long to wait before the first round: reconciliation starts from
-    /// what the database holds, so it first waits one interval.
+    /// How long to wait before the first round. On SQLite reconciliation
+    /// starts from what the database holds, so it first waits one interval
+    /// (a takeover reconciles by itself, `run.rs` `take_over`). On
+    /// PostgreSQL a daemon may become leader at any time, after a leader
+    /// that died with its last round long past: whoever leads reconciles
+    /// at once, and a non-leader is looking every heartbeat from the start.
     fn first_wait(self, w: &Worker) -> Duration {
         match self {
-            Job::Reconcile => w.settings.load_refresh,
+            Job::Reconcile if w.store.backend() == crate::store::Backend::Sqlite => {
+                w.settings.load_refresh
+            }
             _ => Duration::ZERO,
         }
     }
