@@ -1,6 +1,7 @@
-//! Issue 14, in the store, on both backends: the claim order (priority,
-//! then age, with aging so no priority starves; a waiting row keeps its
-//! rule's priority) and the busy reply (a chat's place in line; one reply
+//! Issues 14 and 21, in the store, on both backends: the claim order
+//! (priority, then age, with aging so no priority starves; a waiting row
+//! keeps its rule's priority; a row no intake ranked is ranked before the
+//! claim picks) and the busy reply (a chat's place in line; one reply
 //! per chat whatever happens).
 
 #[path = "support/postgres.rs"]
@@ -9,7 +10,9 @@ mod postgres;
 mod store_fixture;
 
 use assignd::domain::{AgentId, ChatId};
-use assignd::store::{LeaseKey, NewQueueItem, Next, OutboxKind, OutboxMessage, Settlement, Wait};
+use assignd::store::{
+    LeaseKey, NewQueueItem, Next, OutboxKind, OutboxMessage, Settlement, UnrankedRow, Wait,
+};
 
 use store_fixture::*;
 
@@ -36,6 +39,7 @@ fn with(chat_id: i64, priority: i64) -> NewQueueItem {
 both!(
     claims_take_priority_then_age_and_waiting_rows_keep_their_rules_priority,
     a_busy_reply_knows_its_place_and_goes_once,
+    a_claim_ranks_the_rows_no_intake_ranked_before_it_picks,
 );
 
 async fn claims_take_priority_then_age_and_waiting_rows_keep_their_rules_priority(f: Fixture) {
@@ -148,4 +152,67 @@ async fn a_busy_reply_knows_its_place_and_goes_once(f: Fixture) {
     });
     assert!(!f.store.settle(&late).await.unwrap());
     assert!(!f.store.busy_replied(ChatId(5)).await.unwrap());
+}
+
+/// A producer's INSERT of chat `chat` with `attrs` (JSON) and `priority`.
+async fn insert(f: &Fixture, chat: i64, attrs: &str, priority: i64) {
+    let sql: &'static str = Box::leak(
+        format!(
+            "INSERT INTO queue (chat_id, attrs, priority) VALUES ({chat}, '{attrs}', {priority})"
+        )
+        .into_boxed_str(),
+    );
+    assert_eq!(f.producer(sql).await.unwrap(), 1);
+}
+
+/// Rows no intake ranked take their rule priority in the claim's own
+/// transaction, before it picks: the higher of theirs and the rule's.
+async fn a_claim_ranks_the_rows_no_intake_ranked_before_it_picks(f: Fixture) {
+    // Rule priority: 10 for gold, -5 for spam, unknown otherwise.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let rank = |row: &UnrankedRow| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let attrs = row.attrs.as_deref().unwrap_or("");
+        match () {
+            _ if attrs.contains("gold") => Some(10),
+            _ if attrs.contains("spam") => Some(-5),
+            _ => None,
+        }
+    };
+    for chat in 1..=3 {
+        insert(&f, chat, "{}", 0).await;
+    }
+    insert(&f, 4, r#"{"tier": "spam"}"#, 1).await;
+    insert(&f, 5, r#"{"tier": "gold"}"#, 0).await;
+    insert(&f, 6, r#"{"tier": "gold"}"#, 20).await;
+    // Ranked at intake already: not ranked again.
+    let ranked = NewQueueItem {
+        ranked: true,
+        ..with(7, 3)
+    };
+    f.store.enqueue(&[ranked]).await.unwrap();
+    let mut order = Vec::new();
+    for epoch in 0..7 {
+        let rows = f
+            .store
+            .claim_ranked(&key("a", epoch), LEASE, 1, &rank)
+            .await
+            .unwrap();
+        order.push((rows[0].chat_id.0, rows[0].priority));
+    }
+    assert_eq!(
+        order,
+        [(6, 20), (5, 10), (7, 3), (4, 1), (1, 0), (2, 0), (3, 0)],
+        "gold first, its own higher priority kept; spam not lowered"
+    );
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        6,
+        "each row once"
+    );
+    // A claimed row that goes back is not ranked again: its decision did.
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM queue WHERE ranked = 0").await,
+        0
+    );
 }

@@ -31,6 +31,7 @@ mod history;
 mod outbox;
 mod outcomes;
 mod queue;
+mod rank;
 pub mod report;
 mod retention;
 mod retry;
@@ -53,6 +54,7 @@ pub use db::Backend;
 use db::{Db, Tx, vals};
 pub use history::{History, HistoryOutcome, HistoryRow};
 pub use queue::BadRow;
+pub use rank::{Ranker, UnrankedRow};
 pub use routing::RoutingLock;
 pub use rows::*;
 

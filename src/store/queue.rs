@@ -10,6 +10,7 @@
 
 use super::busy::queue_busy_reply;
 use super::outcomes::insert_outcome;
+use super::rank::{Ranker, rank_unranked};
 use super::routing::apply_assigned;
 use std::time::Duration;
 
@@ -42,10 +43,11 @@ const DEAD_LETTER: &str = "UPDATE queue
 /// its values is decoded. A `next_attempt_at` or `lease_until` that is not
 /// an integer would never compare due: such a row is claimed at once. The
 /// attempt count is cast and bounded, so that no stored value can make it
-/// overflow into a real.
+/// overflow into a real. A claimed row needs no intake ranking any more:
+/// its decision gives it its rule's priority.
 const CLAIM: Stmt = Stmt::each(
     "UPDATE queue
-    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3,
+    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3, ranked = 1,
         attempts = MIN(MAX(CAST(attempts AS INTEGER), 0), 1000000000) + 1, updated_at = $4
   WHERE id IN (
         -- Two selects, each served by its partial index, so the finished
@@ -78,7 +80,7 @@ RETURNING id,
     // Types are the schema's own here; SKIP LOCKED lets daemons claim side
     // by side without waiting on each other's rows.
     "UPDATE queue
-    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3,
+    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3, ranked = 1,
         attempts = LEAST(GREATEST(attempts, 0), 1000000000) + 1, updated_at = $4
   WHERE id IN (
         SELECT id FROM queue
@@ -99,8 +101,8 @@ RETURNING id, chat_id, attrs, priority, attempts, snapshot, enqueued_at, last_er
 use crate::domain::claim_rank;
 
 const ENQUEUE: &str =
-    "INSERT INTO queue (chat_id, attrs, snapshot, priority, enqueued_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6)";
+    "INSERT INTO queue (chat_id, attrs, snapshot, priority, ranked, enqueued_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// Who holds leases, for releasing those of processes that died.
 const LEASE_OWNERS: Stmt = Stmt::each(
@@ -250,7 +252,15 @@ impl Store {
                 .as_ref()
                 .map(|a| serde_json::Value::Object(a.clone()).to_string());
             let snapshot = item.snapshot.as_ref().map(|s| s.to_string());
-            let values = vals![item.chat_id, attrs, snapshot, item.priority, now, now];
+            let values = vals![
+                item.chat_id,
+                attrs,
+                snapshot,
+                item.priority,
+                item.ranked,
+                now,
+                now
+            ];
             added += tx.run(ENQUEUE, values).await?;
         }
         tx.commit().await?;
@@ -288,15 +298,45 @@ impl Store {
     /// Leases up to `limit` rows that are due, highest priority first, and
     /// also takes back rows whose lease expired (their owner died). Counts an
     /// attempt on each. Rows that cannot be processed are made `dead` with
-    /// their reason in the same transaction and are not returned.
+    /// their reason in the same transaction and are not returned. Ranks
+    /// no row: see [`Store::claim_ranked`].
     pub async fn claim(
         &self,
         lease_key: &LeaseKey,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<QueueRow>, StoreError> {
+        self.claim_after_ranking(lease_key, lease, limit, None)
+            .await
+    }
+
+    /// [`Store::claim`], after giving the pending rows no intake ranked
+    /// their rule priority with `rank`, in the same transaction: on SQLite
+    /// every row committed before the claim is ranked when it picks; on
+    /// PostgreSQL every row committed before the ranking statement.
+    pub async fn claim_ranked(
+        &self,
+        lease_key: &LeaseKey,
+        lease: Duration,
+        limit: u32,
+        rank: Ranker<'_>,
+    ) -> Result<Vec<QueueRow>, StoreError> {
+        self.claim_after_ranking(lease_key, lease, limit, Some(rank))
+            .await
+    }
+
+    async fn claim_after_ranking(
+        &self,
+        lease_key: &LeaseKey,
+        lease: Duration,
+        limit: u32,
+        rank: Option<Ranker<'_>>,
+    ) -> Result<Vec<QueueRow>, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        if let Some(rank) = rank {
+            rank_unranked(&mut tx, rank).await?;
+        }
         let until = now + lease.as_millis() as i64;
         let values = vals![&lease_key.owner, lease_key.epoch, until, now, limit];
         let rows: Vec<ClaimedRow> = tx.all(CLAIM, values).await?;

@@ -13,6 +13,9 @@ pub struct NewQueueItem {
     pub attrs: Option<serde_json::Map<String, serde_json::Value>>,
     pub snapshot: Option<serde_json::Value>,
     pub priority: i64,
+    /// `priority` already holds the rule priority at intake (the higher of
+    /// the two); else the daemon ranks the row before its first claim.
+    pub ranked: bool,
 }
 
 /// Who holds a claim: the process (`<pid>-<random>`, released as a whole
@@ -274,4 +277,7 @@ pub enum WebhookEffect {
 pub struct NewQueueItemJson {
     pub chat_id: ChatId,
     pub snapshot: String,
+    /// As in [`NewQueueItem`].
+    pub priority: i64,
+    pub ranked: bool,
 }

@@ -34,6 +34,7 @@ mod outbox;
 mod policy;
 mod poller;
 mod process;
+mod rank;
 mod reassign;
 mod reconcile;
 mod routing;
