@@ -132,6 +132,10 @@ mod tests {
     use crate::rules::context::{Text, attrs_from_json};
     use crate::rules::{RoutingState, decide, load_sources};
 
+    fn rules() -> Rules {
+        load_sources(&[("r.toml".into(), RULES.to_string())]).unwrap()
+    }
+
     const RULES: &str = r#"
 [agents]
 alice = { id = 1 }
@@ -164,10 +168,6 @@ assign = "alice"
 name = "rest"
 assign = "alice"
 "#;
-
-    fn rules() -> Rules {
-        load_sources(&[("r.toml".into(), RULES.to_string())]).unwrap()
-    }
 
     fn chat(attrs: serde_json::Value) -> ChatContext {
         let serde_json::Value::Object(map) = attrs else {
