@@ -24,15 +24,18 @@ use super::{
 };
 
 /// Settles one claimed row, fenced by its claim (owner and epoch).
+/// A chat's `waiting_pool` is the pool its decision left it waiting for a
+/// seat in (`$11`), kept as it was when the row is only put back (`$12`).
 const SETTLE: &str = "UPDATE queue
     SET state = $1, next_attempt_at = $2, last_error = $3, waiting = $9,
+        waiting_pool = CASE WHEN $12 = 1 THEN waiting_pool ELSE $11 END,
         priority = CASE WHEN $10 > priority THEN $10 ELSE priority END, lease_owner = NULL,
         lease_epoch = NULL, lease_until = NULL, attempts = CASE WHEN attempts > $4 THEN attempts - $4 ELSE 0 END, updated_at = $5
   WHERE id = $6 AND state = 'leased' AND lease_owner = $7 AND lease_epoch = $8";
 
 /// Makes one claimed row dead, fenced by its claim.
 const DEAD_LETTER: &str = "UPDATE queue
-    SET state = 'dead', last_error = $1, waiting = NULL, lease_owner = NULL, lease_epoch = NULL,
+    SET state = 'dead', last_error = $1, waiting = NULL, waiting_pool = NULL, lease_owner = NULL, lease_epoch = NULL,
         lease_until = NULL, updated_at = $2
   WHERE id = $3 AND state = 'leased' AND lease_owner = $4 AND lease_epoch = $5";
 
@@ -381,6 +384,8 @@ impl Store {
             s.lease.epoch,
             s.waiting,
             s.priority,
+            s.busy_reply.as_ref().map(|w| w.pool.as_str()),
+            matches!(s.next, Next::Release),
         ];
         let held = tx.run(SETTLE, values).await? == 1;
         super::history::record_arrival(&mut tx, s.queue_id, now).await?;
@@ -393,8 +398,8 @@ impl Store {
         if let (true, Some(assigned)) = (held, &s.assigned) {
             apply_assigned(&mut tx, assigned, Some(s.queue_id), now).await?;
         }
-        if let (true, Some(m)) = (held, &s.busy_reply) {
-            queue_busy_reply(&mut tx, m, s.queue_id, now).await?;
+        if let (true, Some(wait)) = (held, &s.busy_reply) {
+            queue_busy_reply(&mut tx, wait, s.queue_id, now).await?;
         }
         tx.commit().await?;
         Ok(held)
@@ -483,7 +488,7 @@ impl Store {
 async fn mark_dead(tx: &mut Tx, bad: &BadRow, now: i64) -> Result<(), sqlx::Error> {
     tracing::error!(queue_id = bad.id, reason = %bad.reason, "dead-lettering a queue row that cannot be processed");
     let sql =
-        "UPDATE queue SET state = 'dead', last_error = $1, waiting = NULL, lease_owner = NULL,
+        "UPDATE queue SET state = 'dead', last_error = $1, waiting = NULL, waiting_pool = NULL, lease_owner = NULL,
                       lease_epoch = NULL, lease_until = NULL, updated_at = $2
                 WHERE id = $3";
     tx.run(sql, vals![&bad.reason, now, bad.id]).await?;

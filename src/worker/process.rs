@@ -14,8 +14,8 @@ use crate::rules::fill::Fill;
 use crate::rules::template::Template;
 use crate::rules::{Agent, ChatContext, Decision, Rules, Target, Verdict, WhenFull};
 use crate::store::{
-    Assigned, Followup, LeaseKey, NewOutcome, Next, OutboxKind, OutboxMessage, OutcomeResult,
-    QueueRow, Settlement, StoreError, Wait, now_ms,
+    Assigned, BusyWait, Followup, LeaseKey, NewOutcome, Next, OutboxKind, OutboxMessage,
+    OutcomeResult, QueueRow, Settlement, StoreError, Wait, now_ms,
 };
 
 use super::policy::{COMMIT_RETRY, Disposition, dispose};
@@ -489,8 +489,9 @@ pub(super) struct Plan {
     pub(super) priority: Option<i64>,
     pub(super) outcomes: Vec<NewOutcome>,
     pub(super) assigned: Option<Assigned>,
-    /// The pool's "all busy" message for a chat that waits.
-    pub(super) busy_reply: Option<OutboxMessage>,
+    /// The pool a chat that waits for a seat waits in, with its "all
+    /// busy" message when due.
+    pub(super) busy_reply: Option<BusyWait>,
 }
 
 impl Plan {
