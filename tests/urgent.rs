@@ -224,24 +224,33 @@ async fn enqueue_vip(app: &TestApp, base: &str, chat: i64) -> (HashSet<i64>, usi
     (before.intersection(&after).copied().collect(), during)
 }
 
-/// How many backlog chats in `waiting` were assigned before `vip`;
-/// `None` while `vip` has no PUT.
-fn went_before(app: &TestApp, vip: i64, waiting: &HashSet<i64>) -> Option<usize> {
+/// Backlog chats assigned before `vip`: how many of those in `waiting`,
+/// and how many others (claimed before its commit: in flight) whose PUT
+/// came after `since`; `None` while `vip` has no PUT.
+fn went_before(
+    app: &TestApp,
+    vip: i64,
+    waiting: &HashSet<i64>,
+    since: Instant,
+) -> Option<(usize, usize)> {
     let all = puts(&app.sandbox);
     let own = all.iter().position(|p| p.chat == vip)?;
-    Some(
-        all[..own]
-            .iter()
-            .filter(|p| waiting.contains(&p.chat))
-            .count(),
-    )
+    let backlog = || all[..own].iter().filter(|p| p.chat <= BACKLOG);
+    let pending = backlog().filter(|p| waiting.contains(&p.chat)).count();
+    let in_flight = backlog()
+        .filter(|p| !waiting.contains(&p.chat) && p.received > since)
+        .count();
+    Some((pending, in_flight))
 }
 
+/// One VIP chat's figures: backlog chats still pending at its commit that
+/// were assigned before it (must be 0); chats already claimed (in flight)
+/// whose calls still went first; chats claimed while its request ran.
+type VipFigures = (usize, usize, usize);
+
 /// Three VIP chats behind a backlog of 60 at 10 calls a second, each
-/// while at least 30 backlog chats wait. Returns, per VIP, the backlog
-/// chats still pending at its commit that were assigned before it, and
-/// the chats claimed while its request ran.
-async fn vip_behind_backlog(by_api: bool) -> Vec<(usize, usize)> {
+/// while at least 30 backlog chats wait.
+async fn vip_behind_backlog(by_api: bool) -> Vec<VipFigures> {
     let mut builder = TestApp::builder().rules(&vip_rules()).rate(RATE);
     if by_api {
         builder = builder.listen();
@@ -257,17 +266,19 @@ async fn vip_behind_backlog(by_api: bool) -> Vec<(usize, usize)> {
     let mut figures = Vec::new();
     for (n, vip) in (90_001..=90_003).enumerate() {
         drained_to(&app, 4 + n * 8, 23 * n as u64).await;
+        let since = Instant::now();
         let (waiting, during) = match &base {
             Some(base) => enqueue_vip(&app, base, vip).await,
             None => (insert_vip(&app, vip).await, 0),
         };
         let mut before = None;
         common::wait_for("the VIP chat's PUT", Duration::from_secs(10), || {
-            before = went_before(&app, vip, &waiting);
+            before = went_before(&app, vip, &waiting, since);
             before.is_some()
         })
         .await;
-        figures.push((before.unwrap(), during));
+        let (pending, in_flight) = before.unwrap();
+        figures.push((pending, in_flight, during));
     }
     let backlog_left = puts(&app.sandbox)
         .iter()
@@ -291,13 +302,14 @@ async fn vip_behind_backlog(by_api: bool) -> Vec<(usize, usize)> {
 /// before it only if a claim made after that commit chose it over the VIP:
 /// that must never happen. The chats claimed before the commit (in flight)
 /// may still reach HelpCrunch first; they are not counted.
-fn assert_next(how: &str, figures: &[(usize, usize)]) {
+fn assert_next(how: &str, figures: &[VipFigures]) {
     let before: Vec<usize> = figures.iter().map(|f| f.0).collect();
-    let during: Vec<usize> = figures.iter().map(|f| f.1).collect();
+    let in_flight: Vec<usize> = figures.iter().map(|f| f.1).collect();
+    let during: Vec<usize> = figures.iter().map(|f| f.2).collect();
     println!(
         "VIP chats (rule priority 10, by {how}) behind a backlog of {BACKLOG} at 10/s: \
          backlog chats pending at the VIP's commit assigned before it {before:?}; \
-         claimed while the request ran {during:?}"
+         in flight, assigned before it {in_flight:?}; claimed while the request ran {during:?}"
     );
     assert!(
         before.iter().all(|&n| n == 0),
