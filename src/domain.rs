@@ -252,6 +252,17 @@ text_column!(
     AuditAction::SignIn
 );
 
+/// A message whose `{position}` (a chat's place in line) is filled in
+/// where the place is known, in the store: the text between its uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionedText(pub Vec<String>);
+
+impl PositionedText {
+    pub fn fill(&self, position: i64) -> String {
+        self.0.join(&position.to_string())
+    }
+}
+
 /// How long a row waits to gain one priority level in the claim order
 /// (written out in the claim's SQL).
 pub const AGING_MS: i64 = 600_000;

@@ -312,6 +312,7 @@ async fn simulate_reproduces_the_workers_choices() {
                 attrs: v.get("attrs").and_then(|a| a.as_object().cloned()),
                 snapshot: Some(v),
                 priority: 0,
+                ranked: false,
             }
         })
         .collect();

@@ -88,6 +88,13 @@ impl Served {
             .unwrap_or_else(|| panic!("{line}"))
     }
 
+    /// `POST /v1/enqueue` of `body` with the intake token.
+    async fn enqueue(&self, body: &Value) -> reqwest::Response {
+        let url = format!("{}/v1/enqueue", self.base);
+        let req = self.http.post(url).bearer_auth(INTAKE_TOKEN).json(body);
+        req.send().await.unwrap()
+    }
+
     async fn stop(self) {
         self.daemon.stop().await;
     }
@@ -115,6 +122,39 @@ async fn a_signed_chat_new_is_enqueued_once_however_often_delivered() {
     assert_eq!(s.app.sandbox.assign_calls().len(), 1);
     // The snapshot saved the GET.
     assert!(s.app.sandbox.requests().iter().all(|r| r.method != "GET"));
+    s.stop().await;
+}
+
+/// Issue 21: a row from the listener takes its rule's priority at intake,
+/// from the chat in a `chat.new` event or the attributes of an enqueue
+/// request (the higher of the request's and the rule's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_ranks_new_rows_by_their_rule() {
+    let rules = support_rules(
+        &ABC,
+        "",
+        "[[rule]]\nname = \"vip\"\nmatch = { attr.tier = \"vip\" }\npriority = 10\nassign = \"pool:support\"\n\n\
+         [[rule]]\nname = \"support desk\"\nmatch = { department = \"Support\" }\npriority = 7\nassign = \"pool:support\"\n\n\
+         [[rule]]\nname = \"all\"\nassign = \"pool:support\"\n",
+    );
+    let s = serve(&rules).await;
+    let body = event("rank-1", "chat.new", new_chat(33));
+    assert_eq!(s.webhook(&body, Some(&sign(&body))).await.0, 200);
+    let items = json!([
+        {"chat_id": 34, "attrs": {"tier": "vip"}},
+        {"chat_id": 35, "attrs": {"tier": "vip"}, "priority": 20},
+        {"chat_id": 36},
+    ]);
+    assert_eq!(s.enqueue(&items).await.status().as_u16(), 202);
+    s.app.wait_drained(Duration::from_secs(10)).await;
+    let ranked: Vec<(i64, String, Option<String>)> = s
+        .app
+        .rows("SELECT chat_id, CAST(priority AS TEXT), NULL FROM queue ORDER BY chat_id")
+        .await;
+    let ranked: Vec<(i64, &str)> = ranked.iter().map(|(c, p, _)| (*c, p.as_str())).collect();
+    // 36 carries no department: the `support desk` rule reads one, so its
+    // rule is known only once the chat is read.
+    assert_eq!(ranked, [(33, "7"), (34, "10"), (35, "20"), (36, "0")]);
     s.stop().await;
 }
 
@@ -176,14 +216,7 @@ async fn the_enqueue_api_needs_the_token_and_ignores_duplicates() {
     assert_eq!(s.app.scalar("SELECT COUNT(*) FROM queue").await, 0);
 
     let list = json!([{"chat_id": 41, "attrs": {"language": "uk"}, "priority": 5}, {"chat_id": 42}, {"chat_id": 41}]);
-    let r = s
-        .http
-        .post(&url)
-        .bearer_auth(INTAKE_TOKEN)
-        .json(&list)
-        .send()
-        .await
-        .unwrap();
+    let r = s.enqueue(&list).await;
     assert_eq!(r.status().as_u16(), 202);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v, json!({"enqueued": 2, "already_queued": 1}));

@@ -50,6 +50,7 @@ fn item(chat: i64) -> NewQueueItem {
         // What a webhook carried: the chat as it was, unassigned.
         snapshot: Some(json!({"id": chat, "status": "new", "assignee": null})),
         priority: 0,
+        ranked: false,
     }
 }
 

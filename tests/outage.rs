@@ -34,6 +34,7 @@ fn item(chat: i64) -> NewQueueItem {
         attrs: None,
         snapshot: Some(json!({"id": chat, "status": "new", "assignee": null})),
         priority: 0,
+        ranked: false,
     }
 }
 

@@ -292,6 +292,8 @@ async fn webhook_events_apply_once(f: Fixture) {
     let new = WebhookEffect::Enqueue(assignd::store::NewQueueItemJson {
         chat_id: ChatId(12),
         snapshot: "{\"id\": 12}".into(),
+        priority: 0,
+        ranked: false,
     });
     assert!(f.store.apply_webhook("e3", "chat.new", &new).await.unwrap());
     assert_eq!(f.store.active_count().await.unwrap(), 1);

@@ -213,6 +213,7 @@ async fn enqueue_samples(store: &Store, sandbox: &Sandbox, last_chat: i64) -> Re
                 None
             },
             priority: 0,
+            ranked: false,
         })
         .collect();
     store.enqueue(&items).await.context("cannot enqueue")?;

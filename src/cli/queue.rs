@@ -30,6 +30,8 @@ pub(super) async fn enqueue(
             attrs: attrs.clone(),
             snapshot: None,
             priority,
+            // The daemon ranks it with the rules it runs, before its first claim.
+            ranked: false,
         })
         .collect();
     let added = store.enqueue(&items).await.context("cannot enqueue")?;

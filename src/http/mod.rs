@@ -207,11 +207,16 @@ async fn enqueue(State(app): State<Arc<App>>, headers: HeaderMap, body: body::Bo
     }
     let rows: Vec<NewQueueItem> = items
         .into_iter()
-        .map(|i| NewQueueItem {
-            chat_id: i.chat_id,
-            attrs: i.attrs,
-            snapshot: None,
-            priority: i.priority,
+        .map(|i| {
+            let attrs = i.attrs.clone().unwrap_or_default();
+            let rule = s.intake.intake_priority(i.chat_id, &attrs, None);
+            NewQueueItem {
+                chat_id: i.chat_id,
+                attrs: i.attrs,
+                snapshot: None,
+                priority: rule.map_or(i.priority, |r| r.max(i.priority)),
+                ranked: true,
+            }
         })
         .collect();
     match s.store.enqueue(&rows).await {

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::body::Body;
 use super::{App, Listener, reject};
+use crate::helpcrunch::types::Chat;
 use crate::store::{NewQueueItemJson, WebhookEffect};
 
 /// The header that carries the lowercase hex HMAC-SHA1 of the raw body.
@@ -167,10 +168,21 @@ fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
             .ok_or_else(|| format!("`{}` without a chat id", e.event))
     };
     Ok(match e.event.as_str() {
-        "chat.new" => WebhookEffect::Enqueue(NewQueueItemJson {
-            chat_id: chat_id()?,
-            snapshot: data.to_string(),
-        }),
+        "chat.new" => {
+            let chat_id = chat_id()?;
+            // Ranked now, from the chat in the event, as the decision will
+            // read it (a chat that does not parse is read from HelpCrunch).
+            let chat = serde_json::from_value::<Chat>(data.clone()).ok();
+            let rule = s
+                .intake
+                .intake_priority(chat_id, &Default::default(), chat.as_ref());
+            WebhookEffect::Enqueue(NewQueueItemJson {
+                chat_id,
+                snapshot: data.to_string(),
+                priority: rule.map_or(0, |r| r.max(0)),
+                ranked: true,
+            })
+        }
         "chat.assigned" => {
             let rules = s.intake.rules();
             let agent = data

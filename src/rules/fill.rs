@@ -5,6 +5,7 @@ use jiff::Timestamp;
 
 use super::template::{Placeholder, Template};
 use super::{ChatContext, Rule, Rules};
+use crate::domain::PositionedText;
 
 /// What a message template's placeholders stand for.
 pub struct Fill<'a> {
@@ -21,7 +22,17 @@ pub struct Fill<'a> {
 
 impl Fill<'_> {
     pub fn render(&self, t: &Template) -> String {
-        t.render(|p| match p {
+        t.render(|p| self.value(p))
+    }
+
+    /// The text with its `{position}` left open, for a place in line that
+    /// only the store can tell.
+    pub fn render_positioned(&self, t: &Template) -> PositionedText {
+        PositionedText(t.render_around(|p| self.value(p), Some(Placeholder::Position)))
+    }
+
+    fn value(&self, p: Placeholder) -> String {
+        match p {
             Placeholder::Agent => self.agent.unwrap_or_default().to_string(),
             Placeholder::Rule => self.rule.map(|r| r.name.clone()).unwrap_or_default(),
             Placeholder::Pool => self.pool.unwrap_or_default().to_string(),
@@ -34,6 +45,6 @@ impl Fill<'_> {
                 .map(|z| z.strftime("%A %-d %B, %H:%M %Z").to_string())
                 .unwrap_or_default(),
             Placeholder::Position => self.position.map(|n| n.to_string()).unwrap_or_default(),
-        })
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod escalate;
 pub mod explain;
 pub mod fill;
 pub mod index;
+pub mod intake;
 mod keys;
 pub mod load;
 pub mod matcher;

@@ -113,14 +113,27 @@ impl Template {
 
     /// Fills the placeholders from `value`.
     pub fn render(&self, value: impl Fn(Placeholder) -> String) -> String {
-        let mut out = String::new();
+        self.render_around(value, None).concat()
+    }
+
+    /// Fills every placeholder but `open`, and returns the text between the
+    /// places where `open` stands (one more piece than it has uses), for a
+    /// value known only later.
+    pub fn render_around(
+        &self,
+        value: impl Fn(Placeholder) -> String,
+        open: Option<Placeholder>,
+    ) -> Vec<String> {
+        let mut pieces = vec![String::new()];
         for part in &self.parts {
+            let last = pieces.last_mut().expect("never empty");
             match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Value(p) => out.push_str(&value(*p)),
+                Part::Text(t) => last.push_str(t),
+                Part::Value(p) if Some(*p) == open => pieces.push(String::new()),
+                Part::Value(p) => last.push_str(&value(*p)),
             }
         }
-        out
+        pieces
     }
 }
 
@@ -143,5 +156,14 @@ mod tests {
         assert!(e.message.contains("unknown placeholder `{agnet}`"));
         assert!(Template::parse("oops {agent").is_err());
         assert!(Template::parse("oops }").is_err());
+    }
+
+    #[test]
+    fn a_placeholder_left_open_splits_the_text() {
+        let t = Template::parse("{pool}: number {position} ({position})").unwrap();
+        let pieces = t.render_around(|_| "support".into(), Some(Placeholder::Position));
+        assert_eq!(pieces, ["support: number ", " (", ")"]);
+        assert_eq!(pieces.join("3"), "support: number 3 (3)");
+        assert_eq!(t.render(|_| "x".into()), "x: number x (x)");
     }
 }

@@ -32,6 +32,7 @@ mod intents;
 mod outbox;
 mod outcomes;
 mod queue;
+mod rank;
 pub mod report;
 mod retention;
 mod retry;
@@ -55,6 +56,7 @@ use db::{Db, Tx, vals};
 pub use history::{History, HistoryOutcome, HistoryRow};
 pub use intents::{CallClaim, Intent};
 pub use queue::BadRow;
+pub use rank::{Ranker, UnrankedRow};
 pub use routing::RoutingLock;
 pub use rows::*;
 

@@ -10,6 +10,7 @@
 
 use super::busy::queue_busy_reply;
 use super::outcomes::insert_outcome;
+use super::rank::{Ranker, rank_unranked};
 use super::routing::apply_assigned;
 use std::time::Duration;
 
@@ -23,15 +24,18 @@ use super::{
 };
 
 /// Settles one claimed row, fenced by its claim (owner and epoch).
+/// A chat's `waiting_pool` is the pool its decision left it waiting for a
+/// seat in (`$11`), kept as it was when the row is only put back (`$12`).
 const SETTLE: &str = "UPDATE queue
     SET state = $1, next_attempt_at = $2, last_error = $3, waiting = $9,
+        waiting_pool = CASE WHEN $12 = 1 THEN waiting_pool ELSE $11 END,
         priority = CASE WHEN $10 > priority THEN $10 ELSE priority END, lease_owner = NULL,
         lease_epoch = NULL, lease_until = NULL, attempts = CASE WHEN attempts > $4 THEN attempts - $4 ELSE 0 END, updated_at = $5
   WHERE id = $6 AND state = 'leased' AND lease_owner = $7 AND lease_epoch = $8";
 
 /// Makes one claimed row dead, fenced by its claim.
 const DEAD_LETTER: &str = "UPDATE queue
-    SET state = 'dead', last_error = $1, waiting = NULL, lease_owner = NULL, lease_epoch = NULL,
+    SET state = 'dead', last_error = $1, waiting = NULL, waiting_pool = NULL, lease_owner = NULL, lease_epoch = NULL,
         lease_until = NULL, updated_at = $2
   WHERE id = $3 AND state = 'leased' AND lease_owner = $4 AND lease_epoch = $5";
 
@@ -42,10 +46,11 @@ const DEAD_LETTER: &str = "UPDATE queue
 /// its values is decoded. A `next_attempt_at` or `lease_until` that is not
 /// an integer would never compare due: such a row is claimed at once. The
 /// attempt count is cast and bounded, so that no stored value can make it
-/// overflow into a real.
+/// overflow into a real. A claimed row needs no intake ranking any more:
+/// its decision gives it its rule's priority.
 const CLAIM: Stmt = Stmt::each(
     "UPDATE queue
-    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3,
+    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3, ranked = 1,
         attempts = MIN(MAX(CAST(attempts AS INTEGER), 0), 1000000000) + 1, updated_at = $4
   WHERE id IN (
         -- Two selects, each served by its partial index, so the finished
@@ -78,7 +83,7 @@ RETURNING id,
     // Types are the schema's own here; SKIP LOCKED lets daemons claim side
     // by side without waiting on each other's rows.
     "UPDATE queue
-    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3,
+    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3, ranked = 1,
         attempts = LEAST(GREATEST(attempts, 0), 1000000000) + 1, updated_at = $4
   WHERE id IN (
         SELECT id FROM queue
@@ -99,8 +104,8 @@ RETURNING id, chat_id, attrs, priority, attempts, snapshot, enqueued_at, last_er
 use crate::domain::claim_rank;
 
 const ENQUEUE: &str =
-    "INSERT INTO queue (chat_id, attrs, snapshot, priority, enqueued_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6)";
+    "INSERT INTO queue (chat_id, attrs, snapshot, priority, ranked, enqueued_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// Who holds leases, for releasing those of processes that died.
 const LEASE_OWNERS: Stmt = Stmt::each(
@@ -250,7 +255,15 @@ impl Store {
                 .as_ref()
                 .map(|a| serde_json::Value::Object(a.clone()).to_string());
             let snapshot = item.snapshot.as_ref().map(|s| s.to_string());
-            let values = vals![item.chat_id, attrs, snapshot, item.priority, now, now];
+            let values = vals![
+                item.chat_id,
+                attrs,
+                snapshot,
+                item.priority,
+                item.ranked,
+                now,
+                now
+            ];
             added += tx.run(ENQUEUE, values).await?;
         }
         tx.commit().await?;
@@ -288,15 +301,45 @@ impl Store {
     /// Leases up to `limit` rows that are due, highest priority first, and
     /// also takes back rows whose lease expired (their owner died). Counts an
     /// attempt on each. Rows that cannot be processed are made `dead` with
-    /// their reason in the same transaction and are not returned.
+    /// their reason in the same transaction and are not returned. Ranks
+    /// no row: see [`Store::claim_ranked`].
     pub async fn claim(
         &self,
         lease_key: &LeaseKey,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<QueueRow>, StoreError> {
+        self.claim_after_ranking(lease_key, lease, limit, None)
+            .await
+    }
+
+    /// [`Store::claim`], after giving the pending rows no intake ranked
+    /// their rule priority with `rank`, in the same transaction: on SQLite
+    /// every row committed before the claim is ranked when it picks; on
+    /// PostgreSQL every row committed before the ranking statement.
+    pub async fn claim_ranked(
+        &self,
+        lease_key: &LeaseKey,
+        lease: Duration,
+        limit: u32,
+        rank: Ranker<'_>,
+    ) -> Result<Vec<QueueRow>, StoreError> {
+        self.claim_after_ranking(lease_key, lease, limit, Some(rank))
+            .await
+    }
+
+    async fn claim_after_ranking(
+        &self,
+        lease_key: &LeaseKey,
+        lease: Duration,
+        limit: u32,
+        rank: Option<Ranker<'_>>,
+    ) -> Result<Vec<QueueRow>, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        if let Some(rank) = rank {
+            rank_unranked(&mut tx, rank).await?;
+        }
         let until = now + lease.as_millis() as i64;
         let values = vals![&lease_key.owner, lease_key.epoch, until, now, limit];
         let rows: Vec<ClaimedRow> = tx.all(CLAIM, values).await?;
@@ -341,6 +384,8 @@ impl Store {
             s.lease.epoch,
             s.waiting,
             s.priority,
+            s.busy_reply.as_ref().map(|w| w.pool.as_str()),
+            matches!(s.next, Next::Release),
         ];
         let held = tx.run(SETTLE, values).await? == 1;
         if let super::Doubt::Resolved { queue_id } = s.doubt {
@@ -356,8 +401,8 @@ impl Store {
         if let (true, Some(assigned)) = (held, &s.assigned) {
             apply_assigned(&mut tx, assigned, Some(s.queue_id), now).await?;
         }
-        if let (true, Some(m)) = (held, &s.busy_reply) {
-            queue_busy_reply(&mut tx, m, s.queue_id, now).await?;
+        if let (true, Some(wait)) = (held, &s.busy_reply) {
+            queue_busy_reply(&mut tx, wait, s.queue_id, now).await?;
         }
         tx.commit().await?;
         Ok(held)
@@ -446,7 +491,7 @@ impl Store {
 async fn mark_dead(tx: &mut Tx, bad: &BadRow, now: i64) -> Result<(), sqlx::Error> {
     tracing::error!(queue_id = bad.id, reason = %bad.reason, "dead-lettering a queue row that cannot be processed");
     let sql =
-        "UPDATE queue SET state = 'dead', last_error = $1, waiting = NULL, lease_owner = NULL,
+        "UPDATE queue SET state = 'dead', last_error = $1, waiting = NULL, waiting_pool = NULL, lease_owner = NULL,
                       lease_epoch = NULL, lease_until = NULL, updated_at = $2
                 WHERE id = $3";
     tx.run(sql, vals![&bad.reason, now, bad.id]).await?;

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 pub use crate::domain::{
-    AgentId, AuditAction, ChatId, OutboxKind, OutcomeResult, QueueState, Route, Wait,
+    AgentId, AuditAction, ChatId, OutboxKind, OutcomeResult, PositionedText, QueueState, Route,
+    Wait,
 };
 
 /// A chat to put on the queue.
@@ -13,6 +14,9 @@ pub struct NewQueueItem {
     pub attrs: Option<serde_json::Map<String, serde_json::Value>>,
     pub snapshot: Option<serde_json::Value>,
     pub priority: i64,
+    /// `priority` already holds the rule priority at intake (the higher of
+    /// the two); else the daemon ranks the row before its first claim.
+    pub ranked: bool,
 }
 
 /// Who holds a claim: the process (`<pid>-<random>`, released as a whole
@@ -156,8 +160,27 @@ pub struct Settlement<'a> {
     pub outcomes: Vec<NewOutcome>,
     /// What a successful assignment changes besides the row.
     pub assigned: Option<Assigned>,
-    /// A waiting chat's pool's "all busy" message, sent once per chat.
-    pub busy_reply: Option<OutboxMessage>,
+    /// The pool a chat that waits for a seat waits in, and its "all busy"
+    /// message when one is due, sent once per chat.
+    pub busy_reply: Option<BusyWait>,
+}
+
+/// A chat that waits for a seat in a pool: it stands in that pool's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusyWait {
+    pub pool: String,
+    /// The pool's `busy_reply`, when it is due.
+    pub reply: Option<BusyMessage>,
+}
+
+/// A busy reply whose `{position}` the store fills with the chat's place
+/// in its pool's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusyMessage {
+    pub chat_id: ChatId,
+    /// The agent it is posted as.
+    pub agent_id: AgentId,
+    pub text: PositionedText,
 }
 
 /// The state a successful assignment moves, written with its outcome.
@@ -290,4 +313,7 @@ pub enum WebhookEffect {
 pub struct NewQueueItemJson {
     pub chat_id: ChatId,
     pub snapshot: String,
+    /// As in [`NewQueueItem`].
+    pub priority: i64,
+    pub ranked: bool,
 }

@@ -8,8 +8,9 @@ use super::{Store, StoreError, WebhookEffect, now_ms, vals};
 const RECORD_EVENT: &str = "INSERT INTO webhook_events (id, event, received_at) VALUES ($1, $2, $3)
     ON CONFLICT (id) DO NOTHING";
 
-const ENQUEUE: &str = "INSERT INTO queue (chat_id, snapshot, enqueued_at, updated_at)
-    VALUES ($1, $2, $3, $4)";
+const ENQUEUE: &str =
+    "INSERT INTO queue (chat_id, snapshot, priority, ranked, enqueued_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6)";
 
 impl Store {
     /// Applies a webhook event once: returns `false` for an id seen before
@@ -29,7 +30,14 @@ impl Store {
         }
         match effect {
             WebhookEffect::Enqueue(item) => {
-                let values = vals![item.chat_id, &item.snapshot, now, now];
+                let values = vals![
+                    item.chat_id,
+                    &item.snapshot,
+                    item.priority,
+                    item.ranked,
+                    now,
+                    now
+                ];
                 tx.run(ENQUEUE, values).await?;
             }
             WebhookEffect::Assigned {

@@ -1,5 +1,9 @@
 //! The pool's `busy_reply`: one message the customer sees when their chat
 //! has waited `after` (since it was enqueued) with nobody free.
+//!
+//! The chat's place in line is not read here: two chats decided at once
+//! would each miss the other. The store fills it in as it settles the row,
+//! one chat of the pool at a time ([`crate::store::Store::settle`]).
 
 use jiff::Timestamp;
 
@@ -7,12 +11,12 @@ use super::Worker;
 use super::process::Plan;
 use crate::rules::fill::Fill;
 use crate::rules::{ChatContext, Decision, Rules};
-use crate::store::{OutboxKind, OutboxMessage, QueueRow, Wait};
+use crate::store::{BusyMessage, BusyWait, QueueRow, Wait};
 
 impl Worker {
-    /// Adds the pool's busy reply to the plan of a chat that waits for a
-    /// seat and has waited long enough, unless it already got one. A
-    /// database error only delays it to the chat's next turn.
+    /// Puts a chat that waits for a seat in its rule's pool's line, with
+    /// the pool's busy reply when it has waited long enough and has not got
+    /// one. A database error only delays the reply to the chat's next turn.
     pub(super) async fn add_busy_reply(
         &self,
         row: &QueueRow,
@@ -27,43 +31,36 @@ impl Worker {
         let Some(pool) = decision.rule_pool(rules) else {
             return;
         };
-        let Some(busy) = &pool.busy_reply else {
-            return;
+        let mut wait = BusyWait {
+            pool: pool.name.clone(),
+            reply: None,
         };
-        if context.waited(Timestamp::now()) < busy.after {
-            return;
+        if let Some(busy) = &pool.busy_reply
+            && context.waited(Timestamp::now()) >= busy.after
+        {
+            match self.store.busy_replied(row.chat_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let fill = Fill {
+                        rules,
+                        rule: decision.rule.map(|r| &rules.rules[r]),
+                        pool: Some(&pool.name),
+                        agent: None,
+                        context,
+                        position: None,
+                        now: Timestamp::now(),
+                    };
+                    wait.reply = Some(BusyMessage {
+                        chat_id: row.chat_id,
+                        agent_id: rules.agents[busy.from].id,
+                        text: fill.render_positioned(&busy.text),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether the busy reply went; trying on the next turn")
+                }
+            }
         }
-        let priority = row.priority.max(plan.priority.unwrap_or(i64::MIN));
-        let position = match self.store.busy_replied(row.chat_id).await {
-            Ok(true) => return,
-            Ok(false) => {
-                self.store
-                    .waiting_position(row.id, priority, row.enqueued_at_ms)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let position = match position {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot tell whether the busy reply went; trying on the next turn");
-                return;
-            }
-        };
-        let fill = Fill {
-            rules,
-            rule: decision.rule.map(|r| &rules.rules[r]),
-            pool: Some(&pool.name),
-            agent: None,
-            context,
-            position: Some(position),
-            now: Timestamp::now(),
-        };
-        plan.busy_reply = Some(OutboxMessage {
-            chat_id: row.chat_id,
-            kind: OutboxKind::Message,
-            agent_id: Some(rules.agents[busy.from].id),
-            text: fill.render(&busy.text),
-        });
+        plan.busy_reply = Some(wait);
     }
 }

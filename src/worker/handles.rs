@@ -6,6 +6,7 @@ use crate::domain::ChatId;
 use std::sync::Arc;
 
 use super::Worker;
+use crate::helpcrunch::types::Chat;
 use crate::rules::Rules;
 
 /// What intake may tell the worker: work is waiting, or a chat's assignee
@@ -42,6 +43,17 @@ impl Intake {
     /// The rules in force, to resolve an agent id to its name.
     pub fn rules(&self) -> Arc<Rules> {
         self.0.rules()
+    }
+
+    /// The rule priority a new row takes at intake, if what it carries
+    /// (`attrs`, a snapshot of the chat) tells which rule will decide it.
+    pub fn intake_priority(
+        &self,
+        chat_id: ChatId,
+        attrs: &serde_json::Map<String, serde_json::Value>,
+        snapshot: Option<&Chat>,
+    ) -> Option<i64> {
+        self.0.intake_priority(chat_id, attrs, snapshot)
     }
 }
 

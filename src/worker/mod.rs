@@ -35,6 +35,7 @@ mod outbox;
 mod policy;
 mod poller;
 mod process;
+mod rank;
 mod reassign;
 mod reconcile;
 mod routing;

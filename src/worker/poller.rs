@@ -51,7 +51,9 @@ impl Worker {
                 chat_id: c.id,
                 attrs: None,
                 snapshot: Some(raw.clone()),
-                priority: 0,
+                priority: (self.intake_priority(c.id, &Default::default(), Some(c)))
+                    .map_or(0, |r| r.max(0)),
+                ranked: true,
             })
             .collect();
         match self.store.enqueue(&items).await {

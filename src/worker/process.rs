@@ -14,7 +14,7 @@ use crate::rules::fill::Fill;
 use crate::rules::template::Template;
 use crate::rules::{Agent, ChatContext, Decision, Rules, Target, Verdict, WhenFull};
 use crate::store::{
-    Assigned, CallClaim, Doubt, Followup, Intent, LeaseKey, NewOutcome, Next, OutboxKind,
+    Assigned, BusyWait, CallClaim, Doubt, Followup, Intent, LeaseKey, NewOutcome, Next, OutboxKind,
     OutboxMessage, OutcomeResult, QueueRow, Settlement, StoreError, Wait, now_ms,
 };
 
@@ -638,8 +638,9 @@ pub(super) struct Plan {
     pub(super) priority: Option<i64>,
     pub(super) outcomes: Vec<NewOutcome>,
     pub(super) assigned: Option<Assigned>,
-    /// The pool's "all busy" message for a chat that waits.
-    pub(super) busy_reply: Option<OutboxMessage>,
+    /// The pool a chat that waits for a seat waits in, with its "all
+    /// busy" message when due.
+    pub(super) busy_reply: Option<BusyWait>,
     /// What the settlement does with the chat's assignment intent: only a
     /// plan that knows the answer (HelpCrunch's, or the chat as read)
     /// removes it; any other (a storage retry, a call not sent) leaves it

@@ -23,7 +23,7 @@ use super::policy::DRAIN_TIMEOUT;
 use super::{Worker, lock};
 use crate::cluster::{GONE_AFTER, process_alive};
 use crate::limiter::{Limiter, Priority, Slot};
-use crate::store::{Backend, BadRow, LeaseKey, QueueRow, now_ms};
+use crate::store::{Backend, BadRow, LeaseKey, QueueRow, UnrankedRow, now_ms};
 
 /// The longest a takeover waits for its reconciliation before deciding.
 const TAKEOVER_RECONCILE: Duration = Duration::from_secs(10);
@@ -241,7 +241,8 @@ impl Worker {
     /// Takes a rate slot, then claims the best due row for it and starts
     /// its task. Claiming only once a call can go means the row that goes is
     /// the highest-priority, oldest one at that instant: an urgent chat never
-    /// waits behind rows claimed before it. Idles when nothing is due, backs
+    /// waits behind rows claimed before it. Rows no intake ranked take their
+    /// rule priority in the claim's transaction, before it picks. Idles when nothing is due, backs
     /// off while the database fails.
     async fn claim_next(
         self: &Arc<Self>,
@@ -259,7 +260,8 @@ impl Worker {
             owner: self.owner.clone(),
             epoch: self.batches.fetch_add(1, Ordering::Relaxed) as i64,
         };
-        let claimed = self.store.claim(&key, self.settings.lease, 1).await;
+        let rank = |row: &UnrankedRow| self.rank_row(row);
+        let claimed = (self.store.claim_ranked(&key, self.settings.lease, 1, &rank)).await;
         self.storage_result(&claimed);
         match claimed {
             Ok(claimed) if !claimed.is_empty() => {
