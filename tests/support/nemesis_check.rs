@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use assignd::sandbox::{Closed, Injected, PutRecord};
 
+use crate::common::busiest_window_at;
+
 /// One request as the sandbox saw it.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -20,7 +22,7 @@ pub struct Call {
 }
 
 /// A row of `outcomes`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct Outcome {
     pub id: i64,
     pub chat: i64,
@@ -43,7 +45,7 @@ impl Outcome {
 }
 
 /// A row of `queue`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct Row {
     pub id: i64,
     pub chat: i64,
@@ -396,7 +398,7 @@ pub fn per_hour(h: &History) -> Vec<Violation> {
             continue;
         };
         times.sort();
-        let (most, first) = busiest(&times, HOUR);
+        let (most, first) = busiest_window_at(&times, HOUR);
         if most > cap {
             out.push(violation(
                 Kind::OverPerHour,
@@ -411,22 +413,6 @@ pub fn per_hour(h: &History) -> Vec<Violation> {
     out
 }
 
-/// The most of `times` (sorted) in one window `[t, t + per)`, and the
-/// index of its first.
-fn busiest(times: &[Instant], per: Duration) -> (usize, usize) {
-    let mut end = 0;
-    let mut most = (0, 0);
-    for (start, t) in times.iter().enumerate() {
-        while end < times.len() && times[end] < *t + per {
-            end += 1;
-        }
-        if end - start > most.0 {
-            most = (end - start, start);
-        }
-    }
-    most
-}
-
 /// No window of `per` holds more than `requests` calls (every call of
 /// every daemon, whatever its answer), and no 429 the sandbox was not told
 /// to give.
@@ -435,7 +421,7 @@ pub fn rate(h: &History) -> Vec<Violation> {
     calls.sort_by_key(|c| c.received);
     let times: Vec<Instant> = calls.iter().map(|c| c.received).collect();
     let mut out = Vec::new();
-    let (most, first) = busiest(&times, h.per);
+    let (most, first) = busiest_window_at(&times, h.per);
     if most > h.requests {
         let window: Vec<String> = calls[first..first + most]
             .iter()

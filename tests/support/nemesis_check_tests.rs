@@ -71,6 +71,18 @@ fn put(
     }
 }
 
+/// One PUT for [`add`]: chat, assignee before (`Err`: not applied),
+/// assignee asked for, arrival and answer in ms.
+type P = (i64, Result<Option<i64>, ()>, i64, u64, u64);
+
+/// Adds `puts` to the history, in order.
+fn add(h: &mut History, puts: &[P]) {
+    for &(chat, before, to, ms, done) in puts {
+        let p = put(h, chat, before, to, ms, done);
+        h.puts.push(p);
+    }
+}
+
 fn assigned(id: i64, chat: i64, agent: i64, route: Option<&str>) -> Outcome {
     Outcome {
         id,
@@ -91,7 +103,7 @@ fn kinds(v: &[Violation]) -> Vec<Kind> {
 #[test]
 fn an_applied_put_without_an_outcome_is_an_unrecorded_change() {
     let mut h = history();
-    h.puts.push(put(&h, 1, Ok(None), A, 0, 10));
+    add(&mut h, &[(1, Ok(None), A, 0, 10)]);
     assert_eq!(kinds(&assignments(&h)), [Kind::UnrecordedChange]);
     h.outcomes.push(assigned(1, 1, A, None));
     assert!(assignments(&h).is_empty());
@@ -102,8 +114,10 @@ fn a_second_decision_after_a_lost_outcome_is_a_double_assignment() {
     // The database outage of issue 21: the PUT to A went through, its
     // outcome was never written, the chat was decided again and moved.
     let mut h = history();
-    h.puts.push(put(&h, 1, Ok(None), A, 0, 10));
-    h.puts.push(put(&h, 1, Ok(Some(A)), B, 5000, 5010));
+    add(
+        &mut h,
+        &[(1, Ok(None), A, 0, 10), (1, Ok(Some(A)), B, 5000, 5010)],
+    );
     h.outcomes.push(assigned(1, 1, B, None));
     assert_eq!(
         kinds(&assignments(&h)),
@@ -127,15 +141,17 @@ fn an_outcome_without_an_applied_put_is_reported() {
     h.outcomes.push(assigned(1, 1, A, None));
     assert_eq!(kinds(&assignments(&h)), [Kind::OutcomeWithoutCall]);
     // A PUT that failed (not applied) does not back it either.
-    h.puts.push(put(&h, 1, Err(()), A, 0, 10));
+    add(&mut h, &[(1, Err(()), A, 0, 10)]);
     assert_eq!(kinds(&assignments(&h)), [Kind::OutcomeWithoutCall]);
 }
 
 #[test]
 fn repeated_puts_to_the_same_agent_need_one_outcome() {
     let mut h = history();
-    h.puts.push(put(&h, 1, Ok(None), A, 0, 3000));
-    h.puts.push(put(&h, 1, Ok(Some(A)), A, 4000, 4010));
+    add(
+        &mut h,
+        &[(1, Ok(None), A, 0, 3000), (1, Ok(Some(A)), A, 4000, 4010)],
+    );
     h.outcomes.push(assigned(1, 1, A, None));
     assert!(assignments(&h).is_empty());
 }
@@ -144,8 +160,10 @@ fn repeated_puts_to_the_same_agent_need_one_outcome() {
 fn a_put_arriving_before_the_last_one_answered_overlaps() {
     let mut h = history();
     // Answered after the client's timeout, and retried meanwhile.
-    h.puts.push(put(&h, 1, Ok(None), A, 0, 3000));
-    h.puts.push(put(&h, 1, Ok(Some(A)), A, 2100, 2200));
+    add(
+        &mut h,
+        &[(1, Ok(None), A, 0, 3000), (1, Ok(Some(A)), A, 2100, 2200)],
+    );
     assert_eq!(kinds(&overlaps(&h)), [Kind::Overlap]);
     h.puts[1] = put(&h, 1, Ok(Some(A)), A, 3100, 3200);
     assert!(overlaps(&h).is_empty());
@@ -157,19 +175,22 @@ fn a_put_arriving_before_the_last_one_answered_overlaps() {
     assert!(overlaps(&h).is_empty());
 }
 
+/// Chats 1, 2 and 3 to A, 100 ms apart.
+fn three_chats_to_a(h: &mut History) {
+    add(
+        h,
+        &[
+            (1, Ok(None), A, 100, 105),
+            (2, Ok(None), A, 200, 205),
+            (3, Ok(None), A, 300, 305),
+        ],
+    );
+}
+
 #[test]
 fn a_third_open_chat_breaks_a_cap_of_two() {
     let mut h = history();
-    for chat in 1..=3 {
-        h.puts.push(put(
-            &h,
-            chat,
-            Ok(None),
-            A,
-            chat as u64 * 100,
-            chat as u64 * 100 + 5,
-        ));
-    }
+    three_chats_to_a(&mut h);
     let v = max_open(&h);
     assert_eq!(kinds(&v), [Kind::OverMaxOpen]);
     assert_eq!(v[0].chat, Some(3));
@@ -182,23 +203,18 @@ fn a_third_open_chat_breaks_a_cap_of_two() {
     // A chat moved away from A frees its seat.
     h.closes.clear();
     h.puts[0] = put(&h, 1, Ok(None), B, 100, 105);
-    h.puts.push(put(&h, 1, Ok(Some(B)), A, 150, 155));
-    h.puts.push(put(&h, 1, Ok(Some(A)), B, 250, 255));
+    add(
+        &mut h,
+        &[(1, Ok(Some(B)), A, 150, 155), (1, Ok(Some(A)), B, 250, 255)],
+    );
     assert!(max_open(&h).is_empty(), "{:?}", max_open(&h));
 }
 
 #[test]
 fn a_third_new_chat_in_an_hour_breaks_a_cap_of_two() {
     let mut h = history();
+    three_chats_to_a(&mut h);
     for chat in 1..=3 {
-        h.puts.push(put(
-            &h,
-            chat,
-            Ok(None),
-            A,
-            chat as u64 * 100,
-            chat as u64 * 100 + 5,
-        ));
         h.closes.push(Closed {
             chat,
             at: at(&h, chat as u64 * 100 + 50),

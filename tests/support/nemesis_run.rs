@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::act::Undo;
 use assignd::sandbox::{Injected, PutRecord};
 
-use crate::check::{Call, Cap, Drain, History, Outcome, Row, seated};
+use crate::check::{Call, Cap, Drain, History, seated};
 use crate::plan::{AGENTS, ALICE_PER_HOUR, MAX_OPEN, Step};
 use crate::traffic::Produced;
 use crate::world::{Cast, LEASE, PER, REQUESTS, Stage, TIMEOUT};
@@ -148,21 +148,14 @@ pub async fn collect(
             what: format!("{} {}", r.method, r.path),
         })
         .collect();
-    type OutcomeRow = (
-        i64,
-        i64,
-        Option<i64>,
-        String,
-        Option<String>,
-        Option<String>,
-    );
-    let outcomes: Vec<OutcomeRow> = stage
-        .fetch("SELECT id, chat_id, agent_id, result, route, reason FROM outcomes ORDER BY id")
+    let outcomes = stage
+        .fetch(
+            "SELECT id, chat_id AS chat, agent_id, result, route, reason FROM outcomes ORDER BY id",
+        )
         .await
         .unwrap();
-    type QueueRow = (i64, i64, String, Option<String>, Option<String>);
-    let rows: Vec<QueueRow> = stage
-        .fetch("SELECT id, chat_id, state, last_error, lease_owner FROM queue ORDER BY id")
+    let rows = stage
+        .fetch("SELECT id, chat_id AS chat, state, last_error, lease_owner FROM queue ORDER BY id")
         .await
         .unwrap();
     let outbox: Vec<(i64,)> = stage
@@ -174,27 +167,8 @@ pub async fn collect(
         puts: sandbox.put_history(),
         closes: sandbox.closes(),
         calls,
-        outcomes: outcomes
-            .into_iter()
-            .map(|(id, chat, agent_id, result, route, reason)| Outcome {
-                id,
-                chat,
-                agent_id,
-                result,
-                route,
-                reason,
-            })
-            .collect(),
-        rows: rows
-            .into_iter()
-            .map(|(id, chat, state, last_error, lease_owner)| Row {
-                id,
-                chat,
-                state,
-                last_error,
-                lease_owner,
-            })
-            .collect(),
+        outcomes,
+        rows,
         outbox_leased: outbox.into_iter().map(|(id,)| id).collect(),
         enqueued: produced.acked.clone(),
         requests: REQUESTS as usize,
