@@ -85,8 +85,9 @@ pub struct History {
     pub rows: Vec<Row>,
     /// Outbox ids still leased after the clean stop.
     pub outbox_leased: Vec<i64>,
-    /// Chats whose enqueue a producer saw acknowledged.
-    pub enqueued: Vec<i64>,
+    /// Chats whose enqueue a producer saw acknowledged, and by which
+    /// producer.
+    pub enqueued: Vec<(i64, String)>,
     /// The account's limit: `requests` per `per`.
     pub requests: usize,
     pub per: Duration,
@@ -467,9 +468,10 @@ pub fn lost(h: &History) -> Vec<Violation> {
     }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for &chat in h.enqueued.iter().filter(|c| seen.insert(**c)) {
+    for (chat, via) in h.enqueued.iter().filter(|(c, _)| seen.insert(*c)) {
+        let chat = *chat;
         let why = match last.get(&chat) {
-            None => "no queue row".to_string(),
+            None => format!("no queue row (acknowledged by {via})"),
             Some(r) if r.state == "done" => continue,
             Some(r)
                 if matches!(r.state.as_str(), "dead" | "pending")

@@ -270,7 +270,7 @@ fn row(id: i64, chat: i64, state: &str, last_error: Option<&str>) -> Row {
 #[test]
 fn a_chat_without_a_row_or_a_reason_is_lost() {
     let mut h = history();
-    h.enqueued = vec![1, 2, 3, 4, 5, 6];
+    h.enqueued = (1..=6).map(|c| (c, "SQL".to_string())).collect();
     h.rows = vec![
         row(1, 1, "done", None),
         row(2, 2, "dead", Some("404 chat not found")),

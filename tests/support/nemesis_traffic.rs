@@ -33,8 +33,8 @@ struct NewChat {
 /// What the producers did.
 #[derive(Debug, Default)]
 pub struct Produced {
-    /// Chats whose enqueue was acknowledged.
-    pub acked: Vec<i64>,
+    /// Chats whose enqueue was acknowledged, and by which producer.
+    pub acked: Vec<(i64, String)>,
     /// Enqueues tried and acknowledged, by producer.
     pub tried: BTreeMap<Producer, (usize, usize)>,
 }
@@ -76,7 +76,7 @@ pub async fn produce(stage: &Stage, seed: u64, stop: &CancellationToken) -> Prod
             tried.0 += 1;
             if acked {
                 tried.1 += 1;
-                out.acked.push(new.chat);
+                out.acked.push((new.chat, format!("{via:?}")));
             }
         }
         let pause = Duration::from_millis(rng.random_range(500..2000));

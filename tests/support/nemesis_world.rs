@@ -87,6 +87,7 @@ impl Stage {
         let db = match pg {
             Some(server) => {
                 let url = server.database().await;
+                durable(&url).await;
                 app.use_database(&url);
                 let pool = PgPoolOptions::new()
                     .max_connections(3)
@@ -166,6 +167,21 @@ impl Stage {
     pub fn t(&self) -> String {
         format!("{:6.2}s", self.started.elapsed().as_secs_f64())
     }
+}
+
+/// The test server runs with `synchronous_commit = off` for speed, so a
+/// commit acknowledged just before `pg_ctl stop -m immediate` may be lost:
+/// the nemesis's database commits durably, so that a lost row is assignd's.
+async fn durable(url: &str) {
+    use sqlx::Connection;
+    let name = url.rsplit('/').next().unwrap();
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let sql = format!("ALTER DATABASE {name} SET synchronous_commit = on");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
 }
 
 /// The daemons' timeout, the listener's secrets, the reconciliation's pace.
