@@ -39,9 +39,12 @@ pub struct Produced {
     pub tried: BTreeMap<Producer, (usize, usize)>,
 }
 
-/// Produces new chats, 1 to 3 every 0.5–2 s, until `stop`: about as many
-/// as the seats free, so that chats wait for seats without a backlog that
-/// grows without end.
+/// Chats not yet assigned beyond which producers pause: more arrive than
+/// close, so without it a long run's backlog would grow without end.
+const BACKLOG: usize = 25;
+
+/// Produces new chats, 1 to 3 every 0.5–2 s, until `stop`, pausing while
+/// [`BACKLOG`] chats wait: more than close, so that chats wait for seats.
 pub async fn produce(stage: &Stage, seed: u64, stop: &CancellationToken) -> Produced {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9);
     let http = reqwest::Client::builder()
@@ -51,7 +54,8 @@ pub async fn produce(stage: &Stage, seed: u64, stop: &CancellationToken) -> Prod
     let mut out = Produced::default();
     let mut next = 10_000;
     while !stop.is_cancelled() {
-        for _ in 0..rng.random_range(1..=3) {
+        let burst = rng.random_range(1..=3);
+        for _ in 0..if waiting(stage) < BACKLOG { burst } else { 0 } {
             next += 1;
             let new = NewChat {
                 chat: next,
@@ -86,6 +90,21 @@ pub async fn produce(stage: &Stage, seed: u64, stop: &CancellationToken) -> Prod
         }
     }
     out
+}
+
+/// The campaign's chats open in HelpCrunch without an assignee.
+fn waiting(stage: &Stage) -> usize {
+    let chats = stage.chats.lock().unwrap().clone();
+    let sandbox = &stage.app.sandbox;
+    chats
+        .into_iter()
+        .filter(|&c| {
+            sandbox.assignee(c).is_none()
+                && sandbox
+                    .chat_json(c)
+                    .is_some_and(|j| j["status"] != "closed")
+        })
+        .count()
 }
 
 /// Enqueues one chat `via` a producer; whether it was acknowledged.
