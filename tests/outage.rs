@@ -72,9 +72,9 @@ async fn a_database_outage_assigns_no_chat_twice() {
     })
     .await;
     let stopped_at = app.sandbox.requests().last().map(|r| r.at);
-    server.stop();
+    server.stop("immediate");
     tokio::time::sleep(Duration::from_secs(10)).await;
-    server.start_again();
+    server.start();
     let started_at = app.sandbox.requests().last().map(|r| r.at);
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {

@@ -121,7 +121,7 @@ async fn faults_and_a_429_burst_lose_nothing() {
         slow: 0.05,
         slow_for: Duration::from_millis(1500),
         drop_connection: 0.02,
-        delay: Duration::ZERO,
+        ..Faults::default()
     });
     // A burst of 429s first: 3 calls a second, with Retry-After.
     app.sandbox.set_rate_limit(Some(SandboxLimit {

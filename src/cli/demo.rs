@@ -512,6 +512,7 @@ mod tests {
                 at: Duration::from_millis(*ms),
                 received: start + Duration::from_millis(*ms),
                 time: jiff::Timestamp::UNIX_EPOCH,
+                injected: None,
             })
             .collect()
     }

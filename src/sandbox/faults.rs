@@ -1,5 +1,7 @@
 //! What the sandbox does wrong on purpose: [`Faults`] drawn per request
-//! (5xx, slow answers, dropped connections), and [`Trick`]s, answers that
+//! (5xx, 429s, latency, slow or late answers, dropped and reset
+//! connections), switchable at run time with
+//! [`super::Sandbox::set_faults`], and [`Trick`]s, answers that
 //! try to fool a client (issue 10): a redirect to another host, absurd or
 //! date-valued `Retry-After`, an error page that echoes the credentials.
 
@@ -29,6 +31,32 @@ pub struct Faults {
     /// Do the work, then wait this long before answering: widens the window
     /// between HelpCrunch applying an assignment and the daemon's commit.
     pub delay: Duration,
+    /// Wait a random time up to this before doing the work (network and
+    /// server latency); admission to the rate limit is at arrival.
+    pub latency: Duration,
+    /// `PUT /chats/assignee` only: apply the assignment, then answer after
+    /// `late_for` (set it past the client's timeout): the client cannot
+    /// know whether the chat changed.
+    pub late_put: f64,
+    pub late_for: Duration,
+    /// Answer 429 with `Retry-After: throttle_for` (whole seconds, rounded
+    /// up) without doing the work: a 429 the sandbox was told to give.
+    pub throttle: f64,
+    pub throttle_for: Duration,
+    /// Drop the connection before doing any work: no answer at all.
+    pub reset: f64,
+}
+
+impl Faults {
+    /// Whether this draw (a share of requests) hits.
+    pub(super) fn roll(share: f64) -> bool {
+        share > 0.0 && rand::random::<f64>() < share
+    }
+
+    /// A random latency up to [`Faults::latency`].
+    pub(super) fn latency_draw(&self) -> Duration {
+        self.latency.mul_f64(rand::random::<f64>())
+    }
 }
 
 /// An answer that replaces the normal one for every request while set;
@@ -199,17 +227,32 @@ pub(super) fn server_error(html: bool) -> Response {
 /// The answer's head, then a body that breaks off: the connection drops.
 pub(super) fn dropped(response: Response) -> Response {
     let (parts, _) = response.into_parts();
-    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-        Ok(Bytes::from_static(b"{\"id\": ")),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "injected drop",
-        )),
-    ];
+    broken(parts, Some(Bytes::from_static(b"{\"id\": ")))
+}
+
+/// A connection that drops before any answer: the body fails at once, so
+/// the server closes the connection instead of finishing the response.
+pub(super) fn reset() -> Response {
+    let (parts, _) = StatusCode::BAD_GATEWAY.into_response().into_parts();
+    broken(parts, None)
+}
+
+fn broken(parts: axum::http::response::Parts, first: Option<Bytes>) -> Response {
+    let mut chunks: Vec<Result<Bytes, std::io::Error>> = first.into_iter().map(Ok).collect();
+    chunks.push(Err(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "injected drop",
+    )));
     Response::from_parts(
         parts,
         axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
     )
+}
+
+/// The 429 of [`Faults::throttle`].
+pub(super) fn throttled(retry_after: Duration) -> Response {
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    too_many_requests(Some(secs.into()))
 }
 
 #[cfg(test)]

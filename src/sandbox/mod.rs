@@ -8,7 +8,9 @@
 mod answers;
 mod chats;
 mod faults;
+mod history;
 mod search;
+mod serve;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -18,8 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use answers::{BadRequest, chat_not_found, error, invalid, no_body, not_found, too_many_requests};
 pub use chats::SandboxChat;
 pub use faults::{DateForm, Faults, Trick};
+pub use history::{Applied, Closed, Injected, PutRecord};
 pub use search::{SandboxChats, SearchHook};
 
 /// A team member the sandbox knows.
@@ -93,6 +94,8 @@ pub struct Recorded {
     pub received: Instant,
     /// When it arrived, on the wall clock (to compare with HTTP dates).
     pub time: jiff::Timestamp,
+    /// Set when the sandbox failed it on purpose instead of doing the work.
+    pub injected: Option<Injected>,
 }
 
 struct Shared {
@@ -109,6 +112,7 @@ struct Shared {
     faults: Mutex<Faults>,
     tricks: faults::Tricks,
     between_searches: Mutex<Option<SearchHook>>,
+    history: history::History,
 }
 
 /// A running sandbox; stops when dropped or on [`Sandbox::stop`].
@@ -138,8 +142,11 @@ impl Sandbox {
             faults: Mutex::new(Faults::default()),
             tricks: faults::Tricks::default(),
             between_searches: Mutex::new(None),
+            history: history::History::default(),
         });
-        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let app = Router::new()
+            .fallback(serve::handle)
+            .with_state(shared.clone());
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -209,6 +216,34 @@ impl Sandbox {
     /// The chat object as `GET /chats/{id}` would return it now.
     pub fn chat_json(&self, chat_id: i64) -> Option<Value> {
         self.shared.chat_json(chat_id)
+    }
+
+    /// Every `PUT /chats/assignee` so far, in the order their work was
+    /// done: when each arrived, changed its chat, and was answered.
+    pub fn put_history(&self) -> Vec<PutRecord> {
+        self.shared.history.puts()
+    }
+
+    /// Every chat closed with [`Sandbox::close_chat`], in order.
+    pub fn closes(&self) -> Vec<Closed> {
+        self.shared.history.closes()
+    }
+
+    /// Closes a chat in HelpCrunch (an agent or the customer ended it),
+    /// recorded in [`Sandbox::closes`]; false if it does not exist or was
+    /// already closed.
+    pub fn close_chat(&self, chat_id: i64) -> bool {
+        let history = &self.shared.history;
+        self.shared
+            .with_chat(chat_id, |c| {
+                let open = c.status != "closed";
+                if open {
+                    c.status = "closed".into();
+                    history.closed(chat_id, Instant::now());
+                }
+                open
+            })
+            .unwrap_or(false)
     }
 
     /// Messages posted with `POST /messages`.
@@ -294,71 +329,39 @@ impl Shared {
     }
 }
 
-async fn handle(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body_json: Option<Value> = serde_json::from_slice(&body).ok();
-    let faults = *s.faults.lock().expect("faults lock");
-    let roll = |share: f64| share > 0.0 && rand::random::<f64>() < share;
-    let tricked = s.tricks.answer(&method, &uri, &headers);
-    let injected_error = tricked.is_some() || roll(faults.server_error);
-    let response = match tricked {
-        Some(r) => r,
-        None if injected_error => faults::server_error(faults.html_errors),
-        None => answer(&s, &method, &uri, &headers, body_json.as_ref()),
-    };
-    s.log.lock().expect("log lock").push(Recorded {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        body: body_json,
-        status: response.status().as_u16(),
-        at: s.started.elapsed(),
-        received: Instant::now(),
-        time: jiff::Timestamp::now(),
-    });
-    if injected_error {
-        return response;
-    }
-    // The work is done; now the answer may be late, or never arrive whole.
-    if !faults.delay.is_zero() {
-        tokio::time::sleep(faults.delay).await;
-    }
-    if roll(faults.slow) {
-        tokio::time::sleep(faults.slow_for).await;
-    }
-    if roll(faults.drop_connection) {
-        return faults::dropped(response);
-    }
-    response
+/// Whether a request is `PUT /chats/assignee`.
+fn is_assign(method: &Method, uri: &Uri) -> bool {
+    method == Method::PUT
+        && uri.path().trim_start_matches("/v1").trim_matches('/') == "chats/assignee"
 }
 
-fn answer(
-    s: &Shared,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Option<&Value>,
-) -> Response {
+/// The key, then the rate limit: the 401 or 429 that refuses a request at
+/// its arrival, or None.
+fn admit(s: &Shared, headers: &HeaderMap) -> Option<Response> {
     let authorized = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Bearer {}", s.api_key));
     if !authorized || !s.key_valid.load(Ordering::SeqCst) {
-        return error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             &[
                 ("invalid_request", "Invalid request"),
                 ("unauthorized", "Unauthorized"),
             ],
-        );
+        ));
     }
-    if let Some(r) = rate_limited(s) {
-        return r;
-    }
+    rate_limited(s)
+}
+
+/// The work of an admitted request; `applied` says what a PUT changed.
+fn answer(
+    s: &Shared,
+    method: &Method,
+    uri: &Uri,
+    body: Option<&Value>,
+    applied: &mut Option<Applied>,
+) -> Response {
     let path = uri.path();
     let segments: Vec<&str> = path
         .trim_start_matches("/v1")
@@ -366,7 +369,7 @@ fn answer(
         .split('/')
         .collect();
     match (method.as_str(), segments.as_slice()) {
-        ("PUT", ["chats", "assignee"]) => put_assignee(s, body),
+        ("PUT", ["chats", "assignee"]) => put_assignee(s, body, applied),
         ("GET", ["chats", id]) => match id.parse::<i64>() {
             Ok(id) => match s.chat_json(id) {
                 Some(chat) => axum::Json(chat).into_response(),
@@ -422,7 +425,7 @@ fn rate_limited(s: &Shared) -> Option<Response> {
     }
 }
 
-fn put_assignee(s: &Shared, body: Option<&Value>) -> Response {
+fn put_assignee(s: &Shared, body: Option<&Value>, applied: &mut Option<Applied>) -> Response {
     let Some(body) = body else {
         return no_body();
     };
@@ -443,6 +446,10 @@ fn put_assignee(s: &Shared, body: Option<&Value>) -> Response {
         None => return invalid("assignee", "This value should not be blank."),
     };
     let assigned = s.change_chat(chat_id, |c| {
+        *applied = Some(Applied {
+            before: c.assignee,
+            at: Instant::now(),
+        });
         c.assignee = assignee;
         c.to_json(&s.agents)
     });

@@ -706,8 +706,12 @@ pub fn busiest_window(times: &[Duration], per: Duration) -> usize {
     busiest_window_at(times, per).0
 }
 
-/// [`busiest_window`], and the index of the first call in it.
-pub fn busiest_window_at(times: &[Duration], per: Duration) -> (usize, usize) {
+/// [`busiest_window`], and the index of the first call in it; `times` are
+/// offsets or instants.
+pub fn busiest_window_at<T>(times: &[T], per: Duration) -> (usize, usize)
+where
+    T: Copy + Ord + std::ops::Add<Duration, Output = T>,
+{
     let mut end = 0;
     let mut most = (0, 0);
     for (start, t) in times.iter().enumerate() {

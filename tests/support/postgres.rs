@@ -150,7 +150,13 @@ fn spawn_server(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) {
     .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
     .stdin(Stdio::null())
     .stdout(Stdio::null())
-    .stderr(std::fs::File::create(dir.join("server.log")).unwrap());
+    .stderr(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap(),
+    );
     // SAFETY: prctl is async-signal-safe; it only sets this child's
     // parent-death signal.
     unsafe {
@@ -218,31 +224,27 @@ impl PgServer {
         }
     }
 
-    /// Stops the server (a fast shutdown: every session ends at once, what
-    /// was committed is kept), as an outage does;
-    /// [`Self::start_again`] brings it back on the same port and data.
-    pub fn stop(&self) {
-        let data = self.dir.join("data");
+    /// Stops the server with `pg_ctl stop -m MODE` (`fast`: clients are
+    /// disconnected and the server shuts down cleanly; `immediate`: it
+    /// quits at once, as in a crash, and recovers at the next start), and
+    /// waits until it is down. The nemesis's database outage.
+    pub fn stop(&self, mode: &str) {
         let out = command(&self.bin, "pg_ctl", run_as())
-            .args([
-                "stop",
-                "-D",
-                data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-            ])
+            .args(["stop", "-w", "-t", "30", "-m", mode, "-D"])
+            .arg(self.dir.join("data"))
+            .stdout(Stdio::null())
             .output()
             .expect("pg_ctl runs");
         assert!(
             out.status.success(),
-            "pg_ctl stop failed: {}",
+            "pg_ctl stop -m {mode} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
 
-    /// Starts the server again after [`Self::stop`].
-    pub fn start_again(&self) {
+    /// Starts the server again after [`PgServer::stop`], on the same port,
+    /// and waits until it accepts connections.
+    pub fn start(&self) {
         spawn_server(&self.bin, run_as(), &self.dir, self.port);
         wait_ready(self.port, &self.dir);
     }
