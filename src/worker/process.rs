@@ -552,24 +552,25 @@ pub(super) fn effects(rules: &Rules, decision: &Decision, context: &ChatContext)
 /// The call was not sent because its claim could not be confirmed: the
 /// row goes back (its attempt given back) and is decided again shortly,
 /// by whichever claim holds it then.
-fn not_sent(chat_id: ChatId, why: String, mut outcomes: Vec<NewOutcome>) -> Plan {
-    let mut outcome = NewOutcome::new(chat_id, OutcomeResult::Retry);
-    outcome.reason = Some(format!("not sent: {why}"));
-    let retry = Next::Retry {
-        at_ms: now_ms() + 1000,
-        count_attempt: false,
-    };
-    let mut plan = Plan::finish(retry, outcome);
-    outcomes.append(&mut plan.outcomes);
-    plan.outcomes = outcomes;
-    plan
+fn not_sent(chat_id: ChatId, why: String, outcomes: Vec<NewOutcome>) -> Plan {
+    retry_soon(chat_id, format!("not sent: {why}"), outcomes)
 }
 
 /// The routing state could not be read or reserved (PostgreSQL): decide
 /// again shortly, the attempt given back, nothing called.
-fn storage_retry(chat_id: ChatId, e: &StoreError, mut outcomes: Vec<NewOutcome>) -> Plan {
+fn storage_retry(chat_id: ChatId, e: &StoreError, outcomes: Vec<NewOutcome>) -> Plan {
+    retry_soon(
+        chat_id,
+        format!("cannot lock the routing state: {e}"),
+        outcomes,
+    )
+}
+
+/// A `retry` outcome with `reason` after `outcomes`; the row is decided
+/// again in a second, its attempt given back.
+fn retry_soon(chat_id: ChatId, reason: String, mut outcomes: Vec<NewOutcome>) -> Plan {
     let mut outcome = NewOutcome::new(chat_id, OutcomeResult::Retry);
-    outcome.reason = Some(format!("cannot lock the routing state: {e}"));
+    outcome.reason = Some(reason);
     let retry = Next::Retry {
         at_ms: now_ms() + 1000,
         count_attempt: false,

@@ -134,6 +134,14 @@ impl Worker {
                 return;
             }
         }
+        let rules = self.rules();
+        let capped = rules.agents.iter().any(|a| a.max_open.is_some())
+            || rules.pools.iter().any(|p| p.max_open.is_some());
+        if !capped {
+            // Open counts decide nothing without a cap: no search to wait for.
+            tracing::info!("took over: routing state read from the database");
+            return;
+        }
         tracing::info!("took over: routing state read from the database; reconciling open chats");
         // Bounded: with HelpCrunch down, the state the holder left is the
         // best there is, and waiting chats must not wait on the search.
