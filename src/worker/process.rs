@@ -186,7 +186,9 @@ impl Worker {
         let mut read = None;
         if let Some(intent) = intent {
             match self.resolve_intent(&intent).await {
-                Resolution::Applied(chat) => return self.confirmed(&intent, &chat, &attrs),
+                Resolution::Applied(chat) => {
+                    return self.confirmed(&intent, &chat, &attrs).handed_back(row);
+                }
                 Resolution::NotApplied(chat) => read = Some(*chat),
                 Resolution::Unknown(e, latency) => {
                     let outcome = NewOutcome::new(row.chat_id, OutcomeResult::Retry);
