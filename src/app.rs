@@ -150,6 +150,9 @@ async fn assemble(config: &Config, rules: Arc<Rules>, key: &Secret) -> Result<Ru
     if store.backend() == Backend::Postgres {
         // Every daemon of the account takes its calls from one budget.
         limiter = limiter.with_shared(Arc::new(DatabaseBudget(store.clone())));
+    } else {
+        // One daemon calls per file, and only while its hold certainly lasts.
+        limiter = limiter.with_fence(cluster.clone());
     }
     let limiter = Arc::new(limiter);
     let client = Client::new(

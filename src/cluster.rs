@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use rand::RngExt;
 
-use crate::limiter::{BudgetFuture, SharedBudget};
+use crate::limiter::{BudgetFuture, Fence, SharedBudget};
 use crate::store::{Backend, LeaseHolder, Store, StoreError};
 
 /// How often a daemon renews its heartbeat and its lease.
@@ -33,6 +33,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// A daemon not heard from for this long is gone: its rows are taken back.
 pub const GONE_AFTER: Duration = Duration::from_secs(5);
+/// How much sooner than the database a holder counts its own lease out:
+/// for clock rates and the time a renewal takes to commit.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+/// How often a call waits to look again whether a lapsed hold is back.
+const FENCE_NAP: Duration = Duration::from_millis(20);
 
 /// This daemon's place among the daemons of its database.
 pub struct Membership {
@@ -47,6 +52,10 @@ pub struct Membership {
     lost: CancellationToken,
     /// Set once a heartbeat found the lease held by another daemon.
     stood_by: std::sync::atomic::AtomicBool,
+    /// Until when the held lease certainly lasts, by this process's
+    /// monotonic clock (it runs on while the process is stopped): the
+    /// moment before its last renewal, plus the lease, less a margin.
+    valid_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// What a standby waits behind, for its log line and `status`.
@@ -91,13 +100,23 @@ impl Membership {
             holding: watch::channel(false).0,
             lost: CancellationToken::new(),
             stood_by: std::sync::atomic::AtomicBool::new(false),
+            valid_until: std::sync::Mutex::new(None),
         }))
     }
 
     /// Whether this daemon may claim rows: always on PostgreSQL; on SQLite
-    /// only while it holds the file.
+    /// only while it holds the file and its hold certainly lasts.
     pub fn may_work(&self) -> bool {
-        self.store.backend() == Backend::Postgres || self.holds()
+        self.store.backend() == Backend::Postgres || (self.holds() && self.lasts())
+    }
+
+    /// Whether the held lease is known to last now: renewed less than a
+    /// lease ago, by this process's clock, which runs on while the
+    /// process is stopped. A holder stopped past its lease wakes up with
+    /// this false, before its next heartbeat can tell it the file is gone.
+    fn lasts(&self) -> bool {
+        let until = *self.valid_until.lock().expect("lease clock");
+        until.is_some_and(|u| tokio::time::Instant::now() < u)
     }
 
     /// Whether this daemon holds its lease now (SQLite: the file;
@@ -121,14 +140,34 @@ impl Membership {
         match self.store.holds_lease(self.lease, &self.owner, epoch).await {
             Ok(true) => true,
             Ok(false) => {
-                self.epoch.store(0, Ordering::Release);
-                self.holding.send_replace(false);
+                self.lose();
                 false
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot confirm the lease; skipping this round");
                 false
             }
+        }
+    }
+
+    /// The lease was found held by another while this daemon held it (a
+    /// heartbeat, or the fencing check before leader work, saw it first).
+    /// Losing the file is fatal: the worker's state is the holder's no
+    /// more, and a SQLite daemon exits; losing leadership is not.
+    fn lose(&self) {
+        let was = self.epoch.swap(0, Ordering::AcqRel);
+        *self.valid_until.lock().expect("lease clock") = None;
+        self.holding.send_replace(false);
+        self.stood_by.store(true, Ordering::Release);
+        if was > 0 {
+            tracing::error!(
+                lease = self.lease,
+                "the {} lease was taken by another daemon",
+                self.lease
+            );
+        }
+        if self.lease == "daemon" {
+            self.lost.cancel();
         }
     }
 
@@ -187,29 +226,26 @@ impl Membership {
         if let Err(e) = self.store.heartbeat(&self.owner).await {
             tracing::warn!(error = %e, "cannot record this daemon's heartbeat");
         }
+        if self.lost.is_cancelled() {
+            // It exits: it must not take the file again on its way out.
+            return;
+        }
         let held = self.holds();
+        let asked = tokio::time::Instant::now();
         match self.take().await {
             Ok(Some(epoch)) => {
                 if !held {
                     tracing::info!(lease = self.lease, epoch, "took the {} lease", self.lease);
                 }
+                *self.valid_until.lock().expect("lease clock") =
+                    Some(asked + LEASE_TTL.saturating_sub(LEASE_MARGIN));
                 self.epoch.store(epoch, Ordering::Release);
                 self.holding.send_replace(true);
             }
             Ok(None) => {
                 if held {
-                    tracing::error!(
-                        lease = self.lease,
-                        "the {} lease was taken by another daemon",
-                        self.lease
-                    );
-                    // Losing the file is fatal; losing leadership is not.
-                    if self.lease == "daemon" {
-                        self.lost.cancel();
-                    }
+                    self.lose();
                 }
-                self.epoch.store(0, Ordering::Release);
-                self.holding.send_replace(false);
                 self.stood_by.store(true, Ordering::Release);
                 if !*announced_standby && self.lease == "daemon" {
                     *announced_standby = true;
@@ -259,6 +295,14 @@ impl Membership {
             ),
             _ => tracing::warn!("another daemon works this database; waiting as a standby"),
         }
+    }
+}
+
+/// On SQLite no call goes while this daemon's hold on the file is not
+/// known to last; on PostgreSQL every daemon calls, from the shared budget.
+impl Fence for Membership {
+    fn shut_for(&self) -> Option<Duration> {
+        (!self.may_work()).then_some(FENCE_NAP)
     }
 }
 

@@ -77,6 +77,15 @@ pub trait SharedBudget: Send + Sync {
     fn pause(&self, pause: Duration) -> BudgetFuture<'_, ()>;
 }
 
+/// Whether this process may call HelpCrunch at all now. On SQLite only the
+/// daemon holding the file may, and only while its hold is known to last: a
+/// holder stopped past its lease (SIGSTOP, a stalled VM) that wakes up must
+/// not call beside the daemon that took over, each with its own budget.
+pub trait Fence: Send + Sync {
+    /// `None` while calls may go; else how long to wait before asking again.
+    fn shut_for(&self) -> Option<Duration>;
+}
+
 type Gcra = RateLimiter<
     NotKeyed,
     InMemoryState,
@@ -93,6 +102,7 @@ pub struct Limiter {
     /// How long a slot stays good: see [`SEND_WITHIN`].
     send_within: Duration,
     shared: Option<Arc<dyn SharedBudget>>,
+    fence: Option<Arc<dyn Fence>>,
     urgent_waiting: AtomicUsize,
     claim_waiting: AtomicUsize,
     /// One caller at a time waits for the next slot; the rest queue, FIFO.
@@ -168,6 +178,7 @@ impl Limiter {
             tau: period * (burst.get() - 1),
             send_within: per.mul_f64(SAFETY * SEND_WITHIN),
             shared: None,
+            fence: None,
             urgent_waiting: AtomicUsize::new(0),
             claim_waiting: AtomicUsize::new(0),
             turn: tokio::sync::Mutex::new(()),
@@ -188,6 +199,26 @@ impl Limiter {
     pub fn with_shared(mut self, shared: Arc<dyn SharedBudget>) -> Self {
         self.shared = Some(shared);
         self
+    }
+
+    /// Sends nothing while `fence` is shut.
+    pub fn with_fence(mut self, fence: Arc<dyn Fence>) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Starts this process's budget as if the burst had just been spent: a
+    /// daemon that starts or takes over a SQLite file follows one that may
+    /// have called up to this instant, and the account's window holds those
+    /// calls. (A shared budget already knows them.)
+    pub fn spend_burst(&self) {
+        if self.shared.is_none() {
+            while self.gcra.check().is_ok() {}
+        }
+    }
+
+    fn shut_for(&self) -> Option<Duration> {
+        self.fence.as_ref().and_then(|f| f.shut_for())
     }
 
     /// Ends every wait now and refuses every later call with
@@ -270,6 +301,10 @@ impl Limiter {
                 if self.is_closed() {
                     return Err(Closed::Unauthorized);
                 }
+                if let Some(nap) = self.shut_for() {
+                    tokio::time::sleep(nap).await;
+                    continue;
+                }
                 // Asked before the slot is taken: the slot's age counts the
                 // shared budget's round trip too.
                 let asked = Instant::now();
@@ -307,10 +342,15 @@ impl Limiter {
     }
 
     /// The slot the processing loop handed to this task, if it still may
-    /// go: not after a 429 pause or a 401 since, and not stale.
+    /// go: not after a 429 pause or a 401 since, not behind a shut fence,
+    /// and not stale.
     fn ticket(&self) -> Option<Slot> {
         let slot = TICKET.try_with(Cell::take).ok().flatten()?;
-        if slot.fresh() && self.paused_until().is_none() && !self.is_closed() {
+        if slot.fresh()
+            && self.paused_until().is_none()
+            && !self.is_closed()
+            && self.shut_for().is_none()
+        {
             return Some(slot);
         }
         self.forfeit(slot);
@@ -465,123 +505,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn nz(n: u32) -> NonZeroU32 {
-        NonZeroU32::new(n).unwrap()
-    }
-
-    /// Admits calls as fast as allowed and checks the sliding-window bound.
-    async fn admitted_times(l: &Limiter, n: usize) -> Vec<std::time::Instant> {
-        let mut times = Vec::new();
-        for _ in 0..n {
-            l.acquire(Priority::Assign).await.unwrap();
-            times.push(std::time::Instant::now());
-        }
-        times
-    }
-
-    #[tokio::test]
-    async fn never_more_than_the_limit_in_any_window_whatever_the_burst() {
-        for burst in [1, 3, 10] {
-            let per = Duration::from_millis(500);
-            let l = Limiter::new(nz(20), per, nz(burst));
-            let times = admitted_times(&l, 30).await;
-            assert!(
-                busiest_window(&times, per) <= 20,
-                "burst {burst}: {}",
-                busiest_window(&times, per)
-            );
-        }
-    }
-
-    #[test]
-    fn period_budgets_the_burst_inside_the_window() {
-        let l = Limiter::new(nz(120), Duration::from_secs(60), nz(1));
-        assert!((l.period().as_secs_f64() - 0.5 * (1.0 + SAFETY)).abs() < 1e-9);
-        let l = Limiter::new(nz(120), Duration::from_secs(60), nz(21));
-        assert!((l.period().as_secs_f64() - 0.6 * (1.0 + SAFETY)).abs() < 1e-9);
-    }
-
-    #[tokio::test]
-    async fn a_closed_limiter_admits_nothing() {
-        let l = Limiter::new(nz(10), Duration::from_secs(1), nz(1));
-        assert!(l.close());
-        assert_eq!(l.acquire(Priority::Assign).await, Err(Closed::Unauthorized));
-        assert!(l.reopen());
-        assert!(l.acquire(Priority::Assign).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn stop_ends_a_pause_at_once() {
-        let l = std::sync::Arc::new(Limiter::new(nz(10), Duration::from_secs(1), nz(1)));
-        l.pause(Some(Duration::from_secs(3600)));
-        let waiting = tokio::spawn({
-            let l = l.clone();
-            async move { l.acquire(Priority::Assign).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "a paused limiter admits nothing");
-        l.stop();
-        let refused = tokio::time::timeout(Duration::from_secs(5), waiting).await;
-        assert_eq!(refused.unwrap().unwrap(), Err(Closed::Stopping));
-        assert_eq!(l.acquire(Priority::Background).await, Err(Closed::Stopping));
-    }
-
-    #[tokio::test]
-    async fn a_slot_not_sent_in_time_goes_stale() {
-        // 1 s windows with a 1.5% margin: a slot keeps for 7.5 ms.
-        let l = Limiter::new(nz(10), Duration::from_secs(1), nz(1));
-        let slot = l.acquire(Priority::Assign).await.unwrap();
-        assert!(slot.fresh());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!slot.fresh(), "a call stalled past the margin must not go");
-        l.forfeit(slot);
-        assert_eq!(l.stats().forfeited, 1);
-        assert!(l.acquire(Priority::Assign).await.unwrap().fresh());
-    }
-
-    #[tokio::test]
-    async fn backoff_doubles_and_resets() {
-        let l = Limiter::new(nz(10), Duration::from_secs(1), nz(1));
-        assert_eq!(l.pause(None), Duration::from_secs(1));
-        assert_eq!(l.pause(None), Duration::from_secs(2));
-        assert_eq!(
-            l.pause(Some(Duration::from_millis(5))),
-            Duration::from_millis(5)
-        );
-        assert!(l.paused_until().is_some());
-        l.succeeded();
-        assert_eq!(l.pause(None), Duration::from_secs(1));
-    }
-
-    #[tokio::test]
-    async fn assignments_go_before_background_calls() {
-        use std::sync::Arc;
-        let l = Arc::new(Limiter::new(nz(20), Duration::from_secs(1), nz(1)));
-        l.acquire(Priority::Assign).await.unwrap(); // spend the burst
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let bg = {
-            let (l, order) = (l.clone(), order.clone());
-            tokio::spawn(async move {
-                l.acquire(Priority::Background).await.unwrap();
-                order.lock().unwrap().push("background");
-            })
-        };
-        tokio::task::yield_now().await;
-        let urgent = {
-            let (l, order) = (l.clone(), order.clone());
-            tokio::spawn(async move {
-                for _ in 0..3 {
-                    l.acquire(Priority::Assign).await.unwrap();
-                    order.lock().unwrap().push("assign");
-                }
-            })
-        };
-        urgent.await.unwrap();
-        bg.await.unwrap();
-        let order = order.lock().unwrap();
-        assert_eq!(order.last(), Some(&"background"), "{order:?}");
-    }
-}
+mod tests;

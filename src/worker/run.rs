@@ -74,6 +74,8 @@ impl Worker {
         if !self.cluster.wait_until_working(&shutdown).await {
             return Ok(());
         }
+        // Whoever held the file before may have called up to now.
+        self.client().limiter().spend_burst();
         self.take_back_orphans().await;
         if self.cluster.stood_by() {
             self.take_over(&shutdown).await;
