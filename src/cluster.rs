@@ -36,6 +36,8 @@ pub const GONE_AFTER: Duration = Duration::from_secs(5);
 /// How much sooner than the database a holder counts its own lease out:
 /// for clock rates and the time a renewal takes to commit.
 const LEASE_MARGIN: Duration = Duration::from_millis(500);
+/// How long a stopping daemon tries to remove its row.
+const GOODBYE_TIMEOUT: Duration = Duration::from_millis(400);
 /// How often a call waits to look again whether a lapsed hold is back.
 const FENCE_NAP: Duration = Duration::from_millis(20);
 
@@ -209,14 +211,26 @@ impl Membership {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut announced_standby = false;
         loop {
-            self.beat(&mut announced_standby).await;
+            // A beat waiting on a database that is down must not hold the exit.
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.beat(&mut announced_standby) => {}
+            }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(HEARTBEAT) => {}
             }
         }
-        if let Err(e) = self.store.unregister_daemon(&self.owner).await {
-            tracing::warn!(error = %e, "cannot remove this daemon's row; it will age out");
+        // Bounded: a database that is down must not hold the exit.
+        let gone = tokio::time::timeout(GOODBYE_TIMEOUT, self.store.unregister_daemon(&self.owner));
+        match gone.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot remove this daemon's row; it will age out")
+            }
+            Err(_) => tracing::warn!(
+                "the database did not answer in time to remove this daemon's row; it will age out"
+            ),
         }
         self.holding.send_replace(false);
     }

@@ -149,7 +149,11 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     // The loop ends by itself only when a job of it failed: then the
     // daemon stops and exits non-zero, so that systemd restarts it.
     let result = app.run_until_stopped(stop).await;
-    runtime.store.close().await;
+    // Bounded: connections to a database that is down may never close.
+    let closed = tokio::time::timeout(Duration::from_millis(300), runtime.store.close());
+    if closed.await.is_err() {
+        tracing::warn!("the database connections did not close in time; exiting anyway");
+    }
     if let Err(failed) = result {
         notify::notify(&[NotifyState::Status(&format!("failed: {failed}"))]);
         return Err(DaemonError::Job(failed));

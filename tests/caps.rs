@@ -13,6 +13,7 @@ mod postgres;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use assignd::domain::ChatId;
 use assignd::sandbox::Faults;
 use assignd::secrets::Secret;
 use common::*;
@@ -241,4 +242,98 @@ async fn churn(database: Option<String>, daemons: usize) {
         recorded, expected,
         "open chats recorded vs open in the sandbox"
     );
+}
+
+/// A `chat.closed` that arrives while the chat's assignment call is on its
+/// way (HelpCrunch applied it, its answer is late) frees the seat for
+/// good: the settle that comes after the close must not count the chat
+/// open again, or the seat stays taken until a reconciliation (none runs
+/// here). On SQLite, and on PostgreSQL where the state is the database's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_close_during_the_call_frees_the_seat_on_sqlite() {
+    close_during_the_call(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_close_during_the_call_frees_the_seat_on_postgres() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    close_during_the_call(Some(server.database().await)).await;
+}
+
+async fn close_during_the_call(database: Option<String>) {
+    let rules = "[agents]\nalice = { id = 4188, max_open = 1 }\n\n\
+                 [pools.support]\nagents = [\"alice\"]\n\n\
+                 [[rule]]\nname = \"all\"\nassign = \"pool:support\"\n";
+    let app = TestApp::builder()
+        .rules(rules)
+        .worker(NO_FETCH)
+        .listen()
+        .build()
+        .await;
+    // No reconciliation could give a leaked seat back during the test.
+    app.edit_config(|c| c + "\n[load]\nrefresh = \"1h\"\n");
+    if let Some(url) = &database {
+        app.use_database(url);
+    }
+    let secrets = assignd::http::ListenerSecrets::new(Some(Secret::new(WEBHOOK_KEY)), None);
+    let daemon = app.start_serving(secrets).await;
+    let base = format!("http://{}", daemon.http_addr.expect("the listener runs"));
+    let http = reqwest::Client::new();
+    let new_chat = |id: i64| {
+        let data = json!({"id": id, "status": "new", "createdAt": "1607540767.414", "customer": {"id": id + 500_000}, "assignee": null, "communicatedAgents": []});
+        event(format!("new-{id}"), "chat.new", data)
+    };
+    // Each assignment is applied at once and answered 3 s later.
+    app.sandbox.set_faults(Faults {
+        delay: Duration::from_secs(3),
+        ..Faults::default()
+    });
+    assert_eq!(
+        post_webhook(&http, &base, WEBHOOK_KEY, new_chat(1)).await,
+        200
+    );
+    wait_for(
+        "chat 1 assigned in HelpCrunch",
+        Duration::from_secs(10),
+        || app.sandbox.assignee(1).is_some(),
+    )
+    .await;
+    // Closed while its call has no answer yet.
+    app.sandbox.update_chat(1, |c| c.status = "closed".into());
+    let close = event(
+        "close-1".into(),
+        "chat.closed",
+        json!({"id": 1, "status": "closed"}),
+    );
+    assert_eq!(post_webhook(&http, &base, WEBHOOK_KEY, close).await, 200);
+    let store = &daemon.runtime.store;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let outcomes = store.chat_outcomes(ChatId(1), 10).await.unwrap();
+        if outcomes.iter().any(|o| o.result == "assigned") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chat 1's assignment never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.sandbox.set_faults(Faults::default());
+    // The seat is free: the next chat goes to alice at once.
+    assert_eq!(
+        post_webhook(&http, &base, WEBHOOK_KEY, new_chat(2)).await,
+        200
+    );
+    wait_for(
+        "chat 2 assigned to the freed seat",
+        Duration::from_secs(10),
+        || app.sandbox.assignee(2).is_some(),
+    )
+    .await;
+    let open = store.open_chats().await.unwrap();
+    assert!(!open.contains_key(&ChatId(1)), "{open:?}");
+    daemon.stop().await;
 }

@@ -1,6 +1,7 @@
 //! SPEC §15.1 through a database outage: two daemons on PostgreSQL, the
-//! server stopped for 10 s while calls are in flight. Alone in its test
-//! binary, since it stops the server every test of a binary shares.
+//! server stopped for 10 s while calls are in flight; and a daemon told to
+//! stop while the database is down. Alone in their test binary, since they
+//! stop the server every test of a binary shares, one at a time.
 
 mod common;
 #[path = "support/postgres.rs"]
@@ -28,6 +29,9 @@ name = "all"
 assign = "pool:support"
 "#;
 
+/// The tests take turns with the server they stop.
+static SERVER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn item(chat: i64) -> NewQueueItem {
     NewQueueItem {
         chat_id: ChatId(chat),
@@ -49,6 +53,7 @@ async fn a_database_outage_assigns_no_chat_twice() {
     let Some(server) = postgres::server() else {
         return;
     };
+    let _turn = SERVER_TURN.lock().await;
     let url = server.database().await;
     let app = TestApp::builder()
         .rules(OPEN_RULES)
@@ -134,4 +139,55 @@ async fn a_database_outage_assigns_no_chat_twice() {
         "chats not assigned exactly once: {twice:?}"
     );
     assert!(intents.is_empty(), "intents left: {intents:?}");
+}
+
+/// SIGTERM while the database is down and calls are on the wire: the
+/// daemon still exits within the 10 s the README promises (it cannot put
+/// its rows back; their leases expire), and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_a_database_outage_exits_in_time() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    let _turn = SERVER_TURN.lock().await;
+    let url = server.database().await;
+    let app = TestApp::builder()
+        .rules(OPEN_RULES)
+        .worker("concurrency = 4\nfetch_chat = \"never\"")
+        .build()
+        .await;
+    app.use_database(&url);
+    // Calls stay on the wire for 3 s each.
+    app.sandbox.set_faults(Faults {
+        delay: Duration::from_secs(3),
+        ..Faults::default()
+    });
+    let mut daemon = app.spawn_daemon("daemon.log");
+    let producer = assignd::store::Store::connect_postgres(&url).await.unwrap();
+    let items: Vec<NewQueueItem> = (1..=20).map(|c| item(2000 + c)).collect();
+    wait_for("the daemon's migrations", Duration::from_secs(30), || {
+        app.log("daemon.log").contains("took the leader lease")
+    })
+    .await;
+    producer.enqueue(&items).await.unwrap();
+    producer.close().await;
+    wait_for("calls on the wire", Duration::from_secs(30), || {
+        app.sandbox.assign_calls().len() >= 2
+    })
+    .await;
+    server.stop("immediate");
+    let signalled = std::time::Instant::now();
+    let status = terminate(&mut daemon, Duration::from_secs(20));
+    let took = signalled.elapsed();
+    server.start();
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        app.log("daemon.log")
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the daemon took {took:?} to stop with the database down: {}",
+        app.log("daemon.log")
+    );
 }

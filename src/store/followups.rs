@@ -55,14 +55,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        if let Doubt::Resolved { queue_id } = doubt {
-            super::intents::settle_intent(&mut tx, chat_id, queue_id).await?;
-        }
         for o in outcomes {
             insert_outcome(&mut tx, o, None, now).await?;
         }
         if let Some(a) = assigned {
             apply_assigned(&mut tx, a, None, now).await?;
+        }
+        // After what it moves: the open chat reads the intent's time.
+        if let Doubt::Resolved { queue_id } = doubt {
+            super::intents::settle_intent(&mut tx, chat_id, queue_id).await?;
         }
         // A reassignment wrote the next follow-up above; otherwise the check
         // is either put off or over.

@@ -388,9 +388,6 @@ impl Store {
             matches!(s.next, Next::Release),
         ];
         let held = tx.run(SETTLE, values).await? == 1;
-        if let super::Doubt::Resolved { queue_id } = s.doubt {
-            super::intents::settle_intent(&mut tx, s.chat_id, queue_id).await?;
-        }
         super::history::record_arrival(&mut tx, s.queue_id, now).await?;
         // What was done is recorded either way; what it moves (notes,
         // follow-ups, open chats) only while this claim holds the row, so a
@@ -400,6 +397,10 @@ impl Store {
         }
         if let (true, Some(assigned)) = (held, &s.assigned) {
             apply_assigned(&mut tx, assigned, Some(s.queue_id), now).await?;
+        }
+        // After what it moves: the open chat reads the intent's time.
+        if let super::Doubt::Resolved { queue_id } = s.doubt {
+            super::intents::settle_intent(&mut tx, s.chat_id, queue_id).await?;
         }
         if let (true, Some(wait)) = (held, &s.busy_reply) {
             queue_busy_reply(&mut tx, wait, s.queue_id, now).await?;

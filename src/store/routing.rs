@@ -31,6 +31,16 @@ const UPSERT_OPEN_CHAT: &str =
                               WHEN open_chats.reserved = 0 AND open_chats.agent <> excluded.agent
                               THEN open_chats.agent
                               ELSE open_chats.previous_agent END";
+/// A confirmed assignment counts its chat open with `agent`, unless the
+/// chat was closed while the call was on its way (the close, applied first,
+/// freed the seat; counting it again would hold that seat until a
+/// reconciliation).
+const SETTLE_OPEN_CHAT: &str = "INSERT INTO open_chats (chat_id, agent, assigned_at, reserved)
+    SELECT $1, $2, $3, 0
+     WHERE NOT EXISTS (SELECT 1 FROM closed_chats c JOIN assign_intents i ON i.chat_id = c.chat_id
+                        WHERE c.chat_id = $1 AND c.closed_at >= i.at)
+    ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at,
+        reserved = 0, previous_agent = NULL";
 /// Reconciliation forgets the agent's chats that were counted before its
 /// search started, unless still reserved by a decision in flight (a
 /// reservation older than the lease is stale: its daemon is gone).
@@ -253,8 +263,13 @@ async fn apply_moves(
         }
     }
     if let Some((chat_id, agent)) = &assigned.opened {
-        let values = vals![*chat_id, agent, now, i64::from(reserved)];
-        tx.run(UPSERT_OPEN_CHAT, values).await?;
+        if reserved {
+            tx.run(UPSERT_OPEN_CHAT, vals![*chat_id, agent, now, 1i64])
+                .await?;
+        } else {
+            tx.run(SETTLE_OPEN_CHAT, vals![*chat_id, agent, now])
+                .await?;
+        }
     }
     if let Some((customer, agent)) = &assigned.customer {
         tx.run(UPSERT_CUSTOMER, vals![customer, agent, now]).await?;

@@ -179,10 +179,18 @@ impl Worker {
 
     /// Records in memory that `chat` is now open with `agent` (the open count
     /// was reserved at decision time); a chat that moves from another agent
-    /// lowers that agent's count.
+    /// lowers that agent's count. A chat closed here while its call was on
+    /// its way stays closed: the close came after the seat was taken.
     pub(super) fn opened(&self, chat: ChatId, agent: &str) {
         let mut routing = lock(&self.routing);
-        routing.in_flight.remove(&chat);
+        let reserved_at = routing.in_flight.remove(&chat).map(|(_, at)| at);
+        let closed_at = routing.closed_at.get(&chat).copied();
+        if let (Some(reserved), Some(closed)) = (reserved_at, closed_at)
+            && closed >= reserved
+        {
+            routing.recount();
+            return;
+        }
         routing.opened_at.insert(chat, Instant::now());
         routing.closed_at.remove(&chat);
         routing.open_chats.insert(chat, agent.to_string());

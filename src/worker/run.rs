@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::Job;
-use super::policy::DRAIN_TIMEOUT;
+use super::policy::{DRAIN_TIMEOUT, RELEASE_TIMEOUT};
 use super::{Worker, lock};
 use crate::cluster::{GONE_AFTER, process_alive};
 use crate::limiter::{Limiter, Priority, Slot};
@@ -423,16 +423,20 @@ impl Worker {
             while rows.tasks.join_next().await.is_some() {}
             while jobs.tasks.join_next().await.is_some() {}
         }
-        match self.store.release_all(&self.owner).await {
-            Ok((0, 0)) => {}
-            Ok((rows, messages)) => {
+        let released = tokio::time::timeout(RELEASE_TIMEOUT, self.store.release_all(&self.owner));
+        match released.await {
+            Err(_) => tracing::error!(
+                "shutdown: the database did not answer in time to release leased rows; their leases will expire"
+            ),
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((rows, messages))) => {
                 tracing::info!(
                     rows,
                     messages,
                     "shutdown: put back on the queue and the outbox"
                 )
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "shutdown: cannot release leased rows; their leases will expire")
             }
         }
