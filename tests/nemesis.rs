@@ -40,27 +40,18 @@ use world::{Cast, Stage};
 
 /// One SQLite daemon and its standby, taken over again and again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on known core bugs of issue 21 (seed 5: over max_open after a standby takeover, \
-            uncertain PUTs decided again, a resumed holder working beside its successor); \
-            see docs/nemesis.md; remove once they are fixed"]
 async fn nemesis_sqlite_with_a_standby() {
     campaign("nemesis_sqlite_with_a_standby", Topology::SqliteStandby, 5).await;
 }
 
 /// Two daemons on PostgreSQL, with database restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on known core bugs of issue 21 (seed 2: rows of a daemon late after a database \
-            restart taken while it still sends them, uncertain PUTs decided again); \
-            see docs/nemesis.md; remove once they are fixed"]
 async fn nemesis_two_daemons_on_postgres() {
     campaign("nemesis_two_daemons_on_postgres", Topology::Postgres(2), 2).await;
 }
 
 /// Three daemons on PostgreSQL, with database restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on known core bugs of issue 21 (seed 3: uncertain PUTs decided again, their \
-            seats uncounted, so over max_open and max_per_hour); \
-            see docs/nemesis.md; remove once they are fixed"]
 async fn nemesis_three_daemons_on_postgres() {
     campaign(
         "nemesis_three_daemons_on_postgres",

@@ -8,7 +8,7 @@
 use jiff::Timestamp;
 
 use super::Worker;
-use super::process::Plan;
+use super::plan::Plan;
 use crate::rules::fill::Fill;
 use crate::rules::{ChatContext, Decision, Rules};
 use crate::store::{BusyMessage, BusyWait, QueueRow, Wait};

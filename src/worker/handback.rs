@@ -15,7 +15,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::Worker;
-use super::process::Plan;
+use super::plan::Plan;
 use crate::helpcrunch::ErrorClass;
 use crate::limiter::Priority;
 use crate::rules::{Handback, Rules};

@@ -32,6 +32,7 @@ mod handles;
 mod jobs;
 mod listen;
 mod outbox;
+mod plan;
 mod policy;
 mod poller;
 mod process;

@@ -11,7 +11,7 @@ use rand::RngExt;
 
 use super::Worker;
 use super::assign::Put;
-use super::process::record_metrics;
+use super::plan::record_metrics;
 use crate::helpcrunch::types::Chat;
 use crate::helpcrunch::{ApiError, ErrorClass};
 use crate::limiter::Priority;

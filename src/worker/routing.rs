@@ -13,8 +13,8 @@ use crate::rules::decide::hour_before;
 use crate::rules::{Applied, ChatContext, Decision, RoutingState, Rules, Target, decide};
 use crate::store::{Assigned, Backend, StoreError, StoredRouting, away_from_ms};
 
+use super::plan::effects;
 use super::policy::WAIT_RETRY;
-use super::process::effects;
 use super::{Worker, lock};
 
 /// Assignment instants per agent name, as the store reads them.
