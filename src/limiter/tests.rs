@@ -132,13 +132,17 @@ impl Fence for Switch {
 async fn a_shut_fence_holds_every_call_until_it_opens() {
     use std::sync::Arc;
     let fence = Arc::new(Switch(AtomicBool::new(true)));
-    let l = Arc::new(Limiter::new(nz(100), Duration::from_secs(1), nz(5)).with_fence(fence.clone()));
+    let l =
+        Arc::new(Limiter::new(nz(100), Duration::from_secs(1), nz(5)).with_fence(fence.clone()));
     let waiting = tokio::spawn({
         let l = l.clone();
         async move { l.acquire(Priority::Assign).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!waiting.is_finished(), "no call goes while the fence is shut");
+    assert!(
+        !waiting.is_finished(),
+        "no call goes while the fence is shut"
+    );
     // A slot handed out before the fence shut does not go either.
     fence.0.store(false, Ordering::Release);
     let slot = l.acquire(Priority::Assign).await.unwrap();
@@ -159,5 +163,8 @@ async fn a_spent_burst_admits_the_next_call_a_period_later() {
     l.acquire(Priority::Assign).await.unwrap();
     let waited = started.elapsed();
     // Burst 5 of 10 a second: a period is 1/6 s (plus the margin).
-    assert!(waited >= l.period() - Duration::from_millis(5), "{waited:?}");
+    assert!(
+        waited >= l.period() - Duration::from_millis(5),
+        "{waited:?}"
+    );
 }
