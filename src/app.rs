@@ -71,7 +71,7 @@ impl Application {
                     intake: runtime.worker.intake(),
                     health: runtime.worker.health(),
                     secrets: secrets.clone(),
-                    worker: runtime.worker.clone(),
+                    console: runtime.worker.console(),
                 };
                 let served = crate::http::serve(listener, addr, stop_listener.clone()).await;
                 match served {

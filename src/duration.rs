@@ -122,6 +122,19 @@ impl fmt::Display for HumanDuration {
     }
 }
 
+/// A configured duration as a rules or config file would write it, in the
+/// largest unit it is a whole number of: "30d", "36h", "90s", "250ms".
+pub fn exact(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        m if m % 86_400_000 == 0 => format!("{}d", m / 86_400_000),
+        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1000 == 0 => format!("{}s", m / 1000),
+        m => format!("{m}ms"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +159,20 @@ mod tests {
         assert!(parse("1.2.3s").is_err());
         assert!(parse(".s").is_err());
         assert!(parse("1e3s").is_err());
+    }
+
+    #[test]
+    fn exact_writes_what_parse_reads_back() {
+        for (d, text) in [
+            (Duration::from_secs(30 * 86_400), "30d"),
+            (Duration::from_secs(36 * 3600), "36h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2m"),
+            (ms(250), "250ms"),
+        ] {
+            assert_eq!(exact(d), text);
+            assert_eq!(parse(text).unwrap(), d);
+        }
     }
 
     #[test]

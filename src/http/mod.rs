@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::secrets::Secret;
 use crate::store::{NewQueueItem, Store};
-use crate::worker::{Health, Intake, Worker};
+use crate::worker::{Console, Health, Intake};
 pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
 pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG, MAX_CONNECTIONS};
@@ -44,8 +44,8 @@ pub struct Listener {
     /// Why the worker cannot work, for `/readyz`; open chats for `/metrics`.
     pub health: Health,
     pub secrets: Arc<ListenerSecrets>,
-    /// The rules, the API client and the wake-up, for the console.
-    pub worker: Arc<Worker>,
+    /// The rules, a chat read from HelpCrunch and the wake-up, for the console.
+    pub console: Console,
 }
 
 /// The secrets the listener checks requests against.

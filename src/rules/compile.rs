@@ -1,5 +1,5 @@
-//! Turning the parsed files (the TOML model of [`super::load`]) into
-//! [`Rules`]: names first, so files may refer to each other, then
+//! Turning the parsed files (the TOML model of [`super::raw`]) into
+//! [`Rules`]: names first ([`super::names`]), so files may refer to each other, then
 //! schedules, agents, pools and rules, each checked where it is written.
 //! The steps run in this order so that, of several errors, the same one is
 //! always reported first.
@@ -11,21 +11,15 @@ use toml::Spanned;
 
 use super::Handback;
 use super::keys::compile_match;
-use super::load::{File, OneOrMany, RawAgent, RawPool, RawReply, RawRule, RawSchedule, RawValue};
 use super::matcher::Condition;
+use super::names::{Names, compile_target, declare, lookup};
+use super::raw::{File, OneOrMany, RawAgent, RawPool, RawReply, RawRule, RawSchedule, RawValue};
 use super::schedule::{self, Schedule};
 use super::template::{Placeholder, Template};
-use super::{Agent, BusyReply, Pool, Reply, Rule, Rules, Strategy, Target, WhenFull};
+use super::{Agent, BusyReply, Pool, Reply, Rule, Rules, Strategy, WhenFull};
 use crate::diag::{Location, SourceError};
 use crate::domain::AgentId;
 use crate::duration::HumanDuration;
-
-/// Where each name is defined, for duplicate errors.
-pub(super) struct Names {
-    pub(super) agents: HashMap<String, usize>,
-    pub(super) schedules: HashMap<String, usize>,
-    pub(super) pools: HashMap<String, usize>,
-}
 
 pub(super) fn compile(files: &[File]) -> Result<Rules, SourceError> {
     let rules_tz = match files.iter().find(|f| f.raw.timezone.is_some()) {
@@ -55,43 +49,6 @@ fn file_zone(f: &File) -> Result<TimeZone, SourceError> {
         Some(tz) => zone(f, tz),
         None => Ok(TimeZone::UTC),
     }
-}
-
-/// Pass 1: every name of every file, each defined once; agents numbered in
-/// name order.
-fn declare(files: &[File]) -> Result<Names, SourceError> {
-    let mut seen_places: HashMap<(&str, String), Location> = HashMap::new();
-    for f in files {
-        for (kind, keys) in [
-            ("agent", f.raw.agents.keys().collect::<Vec<_>>()),
-            ("schedule", f.raw.schedules.keys().collect()),
-            ("pool", f.raw.pools.keys().collect()),
-        ] {
-            for key in keys {
-                let here = f.location(key.span());
-                if let Some(first) = seen_places.insert((kind, key.get_ref().clone()), here) {
-                    return Err(f.err(
-                        key.span(),
-                        format!("{kind} `{}` is already defined at {first}", key.get_ref()),
-                    ));
-                }
-            }
-        }
-    }
-    let mut agent_names: Vec<&str> = files
-        .iter()
-        .flat_map(|f| f.raw.agents.keys().map(|k| k.get_ref().as_str()))
-        .collect();
-    agent_names.sort_unstable();
-    Ok(Names {
-        agents: agent_names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.to_string(), i))
-            .collect(),
-        schedules: HashMap::new(),
-        pools: HashMap::new(),
-    })
 }
 
 fn compile_schedules(files: &[File], names: &mut Names) -> Result<Vec<Schedule>, SourceError> {
@@ -352,27 +309,6 @@ fn zone(f: &File, name: &Spanned<String>) -> Result<TimeZone, SourceError> {
     })
 }
 
-pub(super) fn lookup(
-    f: &File,
-    name: &Spanned<String>,
-    table: &HashMap<String, usize>,
-    kind: &str,
-) -> Result<usize, SourceError> {
-    table.get(name.get_ref()).copied().ok_or_else(|| {
-        let nearest = table
-            .keys()
-            .map(|k| (strsim::jaro_winkler(k, name.get_ref()), k))
-            .filter(|(s, _)| *s > 0.8)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, k)| format!("; did you mean `{k}`?"))
-            .unwrap_or_default();
-        f.err(
-            name.span(),
-            format!("unknown {kind} `{}`{nearest}", name.get_ref()),
-        )
-    })
-}
-
 fn compile_schedule(
     f: &File,
     name: &str,
@@ -540,20 +476,4 @@ fn when_full(f: &File, raw: Option<&Spanned<String>>) -> Result<WhenFull, Source
             format!("unknown when_full `{other}` (use wait, next or leave)"),
         )),
     }
-}
-
-pub(super) fn compile_target(
-    f: &File,
-    assign: &Spanned<String>,
-    names: &Names,
-) -> Result<Target, SourceError> {
-    let text = assign.get_ref();
-    if text == "none" {
-        return Ok(Target::Nobody);
-    }
-    if let Some(pool) = text.strip_prefix("pool:") {
-        let spanned = Spanned::new(assign.span(), pool.to_string());
-        return lookup(f, &spanned, &names.pools, "pool").map(Target::Pool);
-    }
-    lookup(f, assign, &names.agents, "agent").map(Target::Agent)
 }

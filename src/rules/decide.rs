@@ -125,8 +125,18 @@ pub trait Observer {
     fn rule_failed(&mut self, _rule: usize, _condition: &Condition) {}
     fn rule_matched(&mut self, _rule: usize) {}
     fn candidate(&mut self, _rule: usize, _agent: usize, _verdict: &CandidateVerdict) {}
-    /// How the strategy chose; built only when asked for.
-    fn picked(&mut self, _rule: usize, _explain: &dyn Fn() -> String) {}
+    /// What a pool's strategy chose among, when it found someone.
+    fn picked(&mut self, _rule: usize, _picking: &Picking) {}
+}
+
+/// What a pool's strategy picked from, for an [`Observer`] to tell how it
+/// chose (`explain`); it can run [`pick`] on it again.
+pub struct Picking<'a> {
+    pub pool: &'a Pool,
+    pub candidates: &'a [Candidate<'a>],
+    pub chat: &'a ChatContext,
+    pub state: &'a RoutingState,
+    pub now: Timestamp,
 }
 
 impl Observer for () {
@@ -344,9 +354,14 @@ fn try_target<O: Observer>(
     let picked = match pool {
         None => candidates.first().map(|c| (c.index, None, None)),
         Some(pool) => pick(pool, &candidates, chat, state, now).inspect(|_| {
-            observer.picked(index, &|| {
-                super::explain::explain_pick(pool, &candidates, chat, state, now)
-            });
+            let picking = Picking {
+                pool,
+                candidates: &candidates,
+                chat,
+                state,
+                now,
+            };
+            observer.picked(index, &picking);
         }),
     };
     match picked {

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::compile::{Names, compile_target};
-use super::explain::exact;
-use super::load::File;
+use super::names::{Names, compile_target};
+use super::raw::File;
 use super::{Pool, Rules, Target};
 use crate::diag::SourceError;
+use crate::duration::exact;
 
 /// One step of a pool's `escalate`.
 #[derive(Debug, Clone, PartialEq, Eq)]

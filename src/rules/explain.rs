@@ -9,11 +9,12 @@ use serde::Serialize;
 use crate::domain::{AgentId, ChatId};
 
 use super::decide::{
-    CandidateVerdict, Decision, Observer, RoutingState, Verdict, decide_observed, pick, sticky_age,
+    CandidateVerdict, Decision, Observer, Picking, RoutingState, Verdict, decide_observed, pick,
+    sticky_age,
 };
 use super::matcher::Condition;
-use super::strategy::Candidate;
 use super::{ChatContext, Pool, Rules, Strategy, Target};
+use crate::duration::exact;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
@@ -83,8 +84,8 @@ impl Observer for Collector<'_> {
             why: verdict.describe(),
         });
     }
-    fn picked(&mut self, rule: usize, explain: &dyn Fn() -> String) {
-        self.steps[rule].pick = Some(explain());
+    fn picked(&mut self, rule: usize, picking: &Picking) {
+        self.steps[rule].pick = Some(explain_pick(picking));
     }
 }
 
@@ -188,13 +189,14 @@ impl Explanation {
 }
 
 /// The strategy's reasoning in words, for `explain`.
-pub(super) fn explain_pick(
-    pool: &Pool,
-    candidates: &[Candidate],
-    chat: &ChatContext,
-    state: &RoutingState,
-    now: Timestamp,
-) -> String {
+fn explain_pick(picking: &Picking) -> String {
+    let &Picking {
+        pool,
+        candidates,
+        chat,
+        state,
+        now,
+    } = picking;
     let last = state.last_pick.get(&pool.name).map(String::as_str);
     let Some((picked, _, _)) = pick(pool, candidates, chat, state, now) else {
         return "no candidate".into();
@@ -263,18 +265,6 @@ fn ago(d: Duration) -> String {
         s if s >= 3_600 => format!("{}h", s / 3_600),
         s if s >= 60 => format!("{}m", s / 60),
         s => format!("{s}s"),
-    }
-}
-
-/// A configured duration as the rules would write it: "30d", "36h", "90s".
-pub(super) fn exact(d: Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        m if m % 86_400_000 == 0 => format!("{}d", m / 86_400_000),
-        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
-        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
-        m if m % 1000 == 0 => format!("{}s", m / 1000),
-        m => format!("{m}ms"),
     }
 }
 

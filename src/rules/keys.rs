@@ -6,9 +6,9 @@ use std::ops::Range;
 use jiff::tz::TimeZone;
 use toml::Spanned;
 
-use super::compile::{Names, lookup};
-use super::load::{File, RawValue};
 use super::matcher::{Condition, Field, Pattern, RegexPattern, Substring};
+use super::names::{Names, lookup};
+use super::raw::{File, RawValue};
 use super::schedule;
 use crate::diag::SourceError;
 

@@ -12,6 +12,8 @@ pub mod intake;
 mod keys;
 pub mod load;
 pub mod matcher;
+mod names;
+mod raw;
 mod reason;
 pub mod schedule;
 pub mod state;
@@ -27,7 +29,7 @@ use crate::diag::Location;
 use crate::domain::AgentId;
 pub use context::{ChatContext, LastAgent};
 pub use decide::{
-    CandidateVerdict, Decision, Observer, RoutingState, Verdict, decide, decide_observed,
+    CandidateVerdict, Decision, Observer, Picking, RoutingState, Verdict, decide, decide_observed,
     reassign_pick,
 };
 pub use load::{RulesError, load_path, load_sources};

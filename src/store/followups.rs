@@ -1,23 +1,18 @@
 //! The `followups` table: checks that a chat's assignee answered
-//! (`reassign_after`).
+//! (`reassign_after`). A check is written with the assignment that starts
+//! it, by `routing.rs`, with the rest of what an assignment moves.
 
 use crate::domain::ChatId;
 use std::time::Duration;
 
 use super::outcomes::insert_outcome;
 use super::routing::apply_assigned;
-use super::{Assigned, Doubt, Followup, NewOutcome, Store, StoreError, Tx, now_ms, vals};
+use super::{Assigned, Doubt, Followup, NewOutcome, Store, StoreError, now_ms, vals};
 
 /// Takes due follow-ups, moving each one's due time on by the lease.
 const CLAIM: &str = "UPDATE followups SET due_at = $1
   WHERE chat_id IN (SELECT chat_id FROM followups WHERE due_at <= $2 ORDER BY due_at LIMIT $3)
   RETURNING chat_id, pool, rule, agent, hops, tried, due_at";
-
-const UPSERT: &str = "INSERT INTO followups (chat_id, pool, rule, agent, hops, tried, due_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
-    ON CONFLICT (chat_id) DO UPDATE SET pool = excluded.pool, rule = excluded.rule,
-        agent = excluded.agent, hops = excluded.hops, tried = excluded.tried,
-        due_at = excluded.due_at, answered_at = NULL";
 
 impl Store {
     /// Takes up to `limit` follow-ups that are due, moving each one's due
@@ -116,19 +111,4 @@ impl From<FollowupRow> for Followup {
             due_at_ms: r.due_at,
         }
     }
-}
-
-pub(super) async fn upsert_followup(tx: &mut Tx, f: &Followup) -> Result<(), sqlx::Error> {
-    let tried = serde_json::to_string(&f.tried).unwrap_or_else(|_| "[]".into());
-    let values = vals![
-        f.chat_id,
-        &f.pool,
-        f.rule.as_deref(),
-        &f.agent,
-        f.hops,
-        tried,
-        f.due_at_ms
-    ];
-    tx.run(UPSERT, values).await?;
-    Ok(())
 }

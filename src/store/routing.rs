@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 
 use super::db::Source;
-use super::followups::upsert_followup;
 use super::outcomes::{RECENT_ASSIGNMENTS, RecentAssignments, by_agent};
-use super::{Assigned, Backend, Store, StoreError, StoredRouting, Tx, now_ms, vals};
+use super::{Assigned, Backend, Followup, Store, StoreError, StoredRouting, Tx, now_ms, vals};
 
 const UPSERT_WEIGHT: &str = "INSERT INTO wrr_state (pool, agent, current) VALUES ($1, $2, $3)
     ON CONFLICT (pool, agent) DO UPDATE SET current = excluded.current";
@@ -19,6 +18,14 @@ const UPSERT_CUSTOMER: &str = "INSERT INTO customer_agent (customer, agent, at) 
 pub(super) const INSERT_MESSAGE: &str =
     "INSERT INTO outbox (chat_id, queue_id, kind, agent_id, text, created_at)
     VALUES ($1, $2, $3, $4, $5, $6)";
+/// The check that the new assignee answered (`reassign_after`), replacing
+/// any earlier one of the chat.
+const UPSERT_FOLLOWUP: &str =
+    "INSERT INTO followups (chat_id, pool, rule, agent, hops, tried, due_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (chat_id) DO UPDATE SET pool = excluded.pool, rule = excluded.rule,
+        agent = excluded.agent, hops = excluded.hops, tried = excluded.tried,
+        due_at = excluded.due_at, answered_at = NULL";
 const UPSERT_ROTATION: &str = "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES ($1, $2, $3)
     ON CONFLICT (pool) DO UPDATE SET last_agent = excluded.last_agent, updated_at = excluded.updated_at";
 /// A reservation for a chat open with another agent keeps that agent in
@@ -284,6 +291,22 @@ async fn apply_moves(
     if let Some((pool, agent)) = &assigned.round_robin {
         tx.run(UPSERT_ROTATION, vals![pool, agent, now]).await?;
     }
+    Ok(())
+}
+
+/// Writes `f`, the chat's next follow-up, over any earlier one.
+async fn upsert_followup(tx: &mut Tx, f: &Followup) -> Result<(), sqlx::Error> {
+    let tried = serde_json::to_string(&f.tried).unwrap_or_else(|_| "[]".into());
+    let values = vals![
+        f.chat_id,
+        &f.pool,
+        f.rule.as_deref(),
+        &f.agent,
+        f.hops,
+        tried,
+        f.due_at_ms
+    ];
+    tx.run(UPSERT_FOLLOWUP, values).await?;
     Ok(())
 }
 

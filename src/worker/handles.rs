@@ -1,12 +1,15 @@
 //! The narrow handles other parts of the daemon hold instead of the whole
-//! [`Worker`]: the listener feeds it ([`Intake`]) and reports on it
-//! ([`Health`]), and can do nothing else with it.
+//! [`Worker`]: the listener feeds it ([`Intake`]), reports on it
+//! ([`Health`]) and serves the console from it ([`Console`]), and can do
+//! nothing else with it.
 
 use crate::domain::ChatId;
 use std::sync::Arc;
 
 use super::Worker;
+use crate::helpcrunch::ApiError;
 use crate::helpcrunch::types::Chat;
+use crate::limiter::Priority;
 use crate::rules::Rules;
 
 /// What intake may tell the worker: work is waiting, or a chat's assignee
@@ -18,6 +21,12 @@ pub struct Intake(Arc<Worker>);
 #[derive(Clone)]
 pub struct Health(Arc<Worker>);
 
+/// What the console may use of the worker: the rules in force, whether
+/// assigned chats are decided, a chat read from HelpCrunch, and the
+/// wake-up after a change that makes waiting chats due.
+#[derive(Clone)]
+pub struct Console(Arc<Worker>);
+
 impl Worker {
     pub fn intake(self: &Arc<Self>) -> Intake {
         Intake(self.clone())
@@ -25,6 +34,10 @@ impl Worker {
 
     pub fn health(self: &Arc<Self>) -> Health {
         Health(self.clone())
+    }
+
+    pub fn console(self: &Arc<Self>) -> Console {
+        Console(self.clone())
     }
 }
 
@@ -84,5 +97,29 @@ impl Health {
     /// Open chats per agent, as the decisions see them.
     pub fn open_counts(&self) -> Vec<(String, u32)> {
         self.0.open_counts()
+    }
+}
+
+impl Console {
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.0.rules()
+    }
+
+    /// `worker.reassign`: whether chats that have an assignee are decided.
+    pub fn reassign(&self) -> bool {
+        self.0.reassign()
+    }
+
+    /// Chats were made due (an agent is back, dead letters retried):
+    /// decide them now rather than at the next poll.
+    pub fn wake(&self) {
+        self.0.wake();
+    }
+
+    /// The chat as HelpCrunch returns it now, read at background priority
+    /// (after the calls of rows in flight).
+    pub async fn chat(&self, id: ChatId) -> Result<Chat, ApiError> {
+        self.0.client().chat(id, Priority::Background).await.result
     }
 }

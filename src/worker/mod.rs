@@ -42,7 +42,7 @@ mod reconcile;
 mod routing;
 mod run;
 
-pub use handles::{Health, Intake};
+pub use handles::{Console, Health, Intake};
 pub use policy::{DRAIN_TIMEOUT, WAIT_RETRY};
 pub use run::JobFailed;
 

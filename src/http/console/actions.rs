@@ -47,7 +47,7 @@ fn confirm_agent(app: &App, editor: Editor, form: &AgentForm) -> Result<Viewer, 
     let viewer = editor.confirm(&form.csrf)?;
     if app
         .listener
-        .worker
+        .console
         .rules()
         .agent_by_name(&form.agent)
         .is_none()
@@ -136,7 +136,7 @@ pub(super) async fn back(
         return failed(&e);
     }
     // Chats waiting for a candidate were made due: decide them now.
-    app.listener.worker.wake();
+    app.listener.console.wake();
     tracing::info!(agent = %form.agent, by = %viewer.session.name, "console: agent marked back");
     agent_done("back", &form.agent)
 }
@@ -170,7 +170,7 @@ pub(super) async fn retry(
         Ok(n) => n,
         Err(e) => return failed(&e),
     };
-    app.listener.worker.wake();
+    app.listener.console.wake();
     tracing::info!(rows = n, by = %viewer.session.name, "console: dead letters retried");
     see_other(&format!("/console/queue?done=retried&n={n}"))
 }

@@ -15,7 +15,6 @@ use super::html::{self, age, escape, td, when};
 use super::{App, Viewer};
 use crate::domain::ChatId;
 use crate::helpcrunch::types::Chat;
-use crate::limiter::Priority;
 use crate::rules::{Agent, Rules};
 use crate::store::{ChatInput, StoreError, away_from_ms};
 
@@ -70,7 +69,7 @@ pub(super) async fn agents(
 
 async fn agents_main(app: &App, viewer: &Viewer, done: &Done) -> Result<String, StoreError> {
     let store = &app.listener.store;
-    let rules = app.listener.worker.rules();
+    let rules = app.listener.console.rules();
     let mut open: HashMap<String, u32> = HashMap::new();
     for agent in store.open_chats().await?.into_values() {
         *open.entry(agent).or_default() += 1;
@@ -200,7 +199,7 @@ pub(super) async fn queue(
 
 async fn queue_main(app: &App, viewer: &Viewer, done: &Done) -> Result<String, StoreError> {
     let store = &app.listener.store;
-    let rules = app.listener.worker.rules();
+    let rules = app.listener.console.rules();
     let now = Timestamp::now().as_millisecond();
     let mut main = html::flash(done.text(&rules).as_deref());
     main.push_str("<p class=\"counts\">");
@@ -361,12 +360,12 @@ async fn explain_section(app: &App, id: ChatId) -> Result<String, StoreError> {
             ));
         }
     };
-    let rules = app.listener.worker.rules();
+    let rules = app.listener.console.rules();
     let now = Timestamp::now();
     let mut context = chat.rules_context(&attrs);
     let state = crate::explain::routing_state(store, &mut context, now).await?;
     let (_, explanation) = crate::rules::explain::explain(&rules, &context, &state, now);
-    let note = crate::explain::skip_note(&chat, app.listener.worker.reassign())
+    let note = crate::explain::skip_note(&chat, app.listener.console.reassign())
         .map(|n| format!("<p class=\"note\" id=\"skip\">note: {}</p>", escape(&n)))
         .unwrap_or_default();
     Ok(format!(
@@ -393,13 +392,7 @@ async fn chat_to_explain(
             "the snapshot of its queue row, which waits to be decided".into(),
         ));
     }
-    let call = app
-        .listener
-        .worker
-        .client()
-        .chat(id, Priority::Background)
-        .await;
-    match (call.result, stored) {
+    match (app.listener.console.chat(id).await, stored) {
         (Ok(chat), _) => Ok((chat, "the chat as HelpCrunch returns it now".into())),
         (Err(e), Some(chat)) => Ok((
             chat,
