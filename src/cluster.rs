@@ -142,7 +142,11 @@ impl Membership {
         match self.store.holds_lease(self.lease, &self.owner, epoch).await {
             Ok(true) => true,
             Ok(false) => {
-                self.lose();
+                // Expired with nobody else taking it (a database locked past
+                // the lease): the next heartbeat renews it at the same epoch.
+                if !self.expired_only(epoch).await {
+                    self.lose();
+                }
                 false
             }
             Err(e) => {
@@ -150,6 +154,15 @@ impl Membership {
                 false
             }
         }
+    }
+
+    /// Whether the lease this daemon held at `epoch` has only expired: no
+    /// other daemon took it since (a database error counts as taken).
+    async fn expired_only(&self, epoch: i64) -> bool {
+        matches!(
+            self.store.lease_holder(self.lease).await,
+            Ok(Some(h)) if h.owner == self.owner && h.epoch == epoch
+        )
     }
 
     /// The lease was found held by another while this daemon held it (a
@@ -248,6 +261,14 @@ impl Membership {
         let asked = tokio::time::Instant::now();
         match self.take().await {
             Ok(Some(epoch)) => {
+                let before = self.epoch.load(Ordering::Acquire);
+                if before > 0 && before != epoch {
+                    // Another daemon held it in between: what this one
+                    // knows is stale.
+                    self.lose();
+                    let _ = self.store.drop_lease(self.lease, &self.owner).await;
+                    return;
+                }
                 if !held {
                     tracing::info!(lease = self.lease, epoch, "took the {} lease", self.lease);
                 }

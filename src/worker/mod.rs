@@ -41,6 +41,7 @@ mod reassign;
 mod reconcile;
 mod routing;
 mod run;
+mod waiting;
 
 pub use handles::{Console, Health, Intake};
 pub use policy::{DRAIN_TIMEOUT, WAIT_RETRY};
@@ -102,6 +103,8 @@ pub struct Worker {
     outbox_wake: Notify,
     /// The last outcome, for systemd's STATUS= line.
     last_outcome: Mutex<Option<String>>,
+    /// Reads of chats that wait for a seat (`waiting.rs`).
+    waiting_reads: Mutex<waiting::WaitingReads>,
     /// The last database failure, until the next success: not ready meanwhile.
     storage_error: Mutex<Option<String>>,
     /// Why the loop stopped on its own (a job failed): never ready again.
@@ -136,6 +139,7 @@ impl Worker {
             handback_pruned: std::sync::atomic::AtomicI64::new(0),
             outbox_wake: Notify::new(),
             last_outcome: Mutex::new(None),
+            waiting_reads: Mutex::default(),
             storage_error: Mutex::new(None),
             failure: Mutex::new(None),
         }))

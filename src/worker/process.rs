@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
-
 use crate::config::FetchChat;
 use crate::helpcrunch::types::Chat;
 use crate::helpcrunch::{ApiError, ErrorClass};
@@ -201,12 +199,20 @@ impl Worker {
             FetchChat::Auto => snapshot.is_none(),
             FetchChat::Never => false,
         };
+        // A fresh read of the chat, kept while the chat waits for a seat.
+        let mut fresh = read.clone();
         let chat = if read.is_some() {
             read
         } else if fetch {
+            if let Some(plan) = self.still_waiting(row, &attrs).await {
+                return plan;
+            }
             let call = self.client().chat(row.chat_id, Priority::Assign).await;
             match call.result {
-                Ok(chat) => Some(chat),
+                Ok(chat) => {
+                    fresh = Some(chat.clone());
+                    Some(chat)
+                }
                 Err(e) => {
                     return self.failed_call(
                         row,
@@ -221,34 +227,35 @@ impl Worker {
         };
         let context = match &chat {
             Some(chat) => {
-                if chat.is_closed() {
-                    let mut o = NewOutcome::new(row.chat_id, OutcomeResult::Skipped);
-                    o.reason = Some("chat is closed".into());
-                    return Plan::finish(Next::Done, o);
-                }
-                // A hand-back row exists to move a chat that has an assignee.
-                if let (Some(a), false, None) =
-                    (&chat.assignee, self.settings.reassign, &row.handback)
-                {
-                    let mut o = NewOutcome::new(row.chat_id, OutcomeResult::Skipped);
-                    o.reason = Some(format!("chat is already assigned to agent {}", a.id));
-                    return Plan::finish(Next::Done, o);
+                if let Some(skip) = self.skip(row, chat) {
+                    return skip;
                 }
                 chat.rules_context(&attrs)
             }
             None => ChatContext::bare(row.chat_id, &attrs),
         };
-        let mut context = context;
-        context.enqueued_at = Timestamp::from_millisecond(row.enqueued_at_ms).ok();
-        if let Some(key) = context.customer_key() {
-            match self.store.customer_last_agent(&key).await {
-                Ok(agent) => context.last_agent = agent,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the customer's last agent; deciding without it")
-                }
-            }
-        }
-        self.assign(row, lease, &context).await.handed_back(row)
+        let context = self.context_of(row, context).await;
+        let plan = self.assign(row, lease, &context).await.handed_back(row);
+        self.note_read(row.chat_id, fresh, &plan);
+        plan
+    }
+
+    /// The plan for a chat there is nothing to decide for: closed, or
+    /// assigned already (unless the row is a hand-back, which exists to
+    /// move a chat that has an assignee, or `reassign` is on).
+    fn skip(&self, row: &QueueRow, chat: &Chat) -> Option<Plan> {
+        let reason = if chat.is_closed() {
+            "chat is closed".to_string()
+        } else if let (Some(a), false, None) =
+            (&chat.assignee, self.settings.reassign, &row.handback)
+        {
+            format!("chat is already assigned to agent {}", a.id)
+        } else {
+            return None;
+        };
+        let mut o = NewOutcome::new(row.chat_id, OutcomeResult::Skipped);
+        o.reason = Some(reason);
+        Some(Plan::finish(Next::Done, o))
     }
 
     /// Decides and assigns; after HelpCrunch rejects an agent, decides once
@@ -372,7 +379,7 @@ impl Worker {
 
     /// The plan for a decision that assigns nobody: no rule matched, the
     /// rule says nobody, or its target has no candidate (wait, or not).
-    fn unassigned(
+    pub(super) fn unassigned(
         &self,
         row: &QueueRow,
         rules: &Rules,
