@@ -65,10 +65,6 @@ async fn caps_hold_across_three_daemons_on_postgres() {
     churn(Some(server.database().await), 3).await;
 }
 
-fn event(id: String, event: &str, data: serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"event": event, "eventData": data, "attempts": 0, "lastAttemptAt": 1638953588, "createdAt": 1638953588, "id": id})).unwrap()
-}
-
 /// Runs `daemons` daemons on `database` (the SQLite file if `None`) for
 /// 20 s of churn, then checks the caps from the sandbox's record.
 async fn churn(database: Option<String>, daemons: usize) {
@@ -111,7 +107,7 @@ async fn churn(database: Option<String>, daemons: usize) {
     };
     let new_chat = |id: i64| {
         let data = json!({"id": id, "status": "new", "createdAt": "1607540767.414", "customer": {"id": id + 500_000, "email": "x@example.com"}, "assignee": null, "department": {"id": 1, "name": "Support"}, "communicatedAgents": []});
-        event(format!("new-{id}"), "chat.new", data)
+        webhook_event(&format!("new-{id}"), "chat.new", data)
     };
 
     let run_for = Duration::from_secs(20);
@@ -147,7 +143,7 @@ async fn churn(database: Option<String>, daemons: usize) {
         });
         closes.push((at.unwrap(), chat));
         let data = json!({"id": chat, "status": "closed"});
-        post(event(format!("close-{chat}"), "chat.closed", data)).await;
+        post(webhook_event(&format!("close-{chat}"), "chat.closed", data)).await;
     }
     // Nothing closes any more: every seat fills, and what is in flight
     // settles.
@@ -283,7 +279,7 @@ async fn close_during_the_call(database: Option<String>) {
     let http = reqwest::Client::new();
     let new_chat = |id: i64| {
         let data = json!({"id": id, "status": "new", "createdAt": "1607540767.414", "customer": {"id": id + 500_000}, "assignee": null, "communicatedAgents": []});
-        event(format!("new-{id}"), "chat.new", data)
+        webhook_event(&format!("new-{id}"), "chat.new", data)
     };
     // Each assignment is applied at once and answered 3 s later.
     app.sandbox.set_faults(Faults {
@@ -302,7 +298,7 @@ async fn close_during_the_call(database: Option<String>) {
     .await;
     // Closed while its call has no answer yet.
     app.sandbox.update_chat(1, |c| c.status = "closed".into());
-    let close = event(
+    let close = webhook_event(
         "close-1".into(),
         "chat.closed",
         json!({"id": 1, "status": "closed"}),

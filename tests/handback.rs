@@ -319,3 +319,61 @@ async fn chats_go_back_when_the_shift_ends_and_not_before() {
     }
     r.stop().await;
 }
+
+/// A chat handed back that waits (nobody can take it) is still its agent's
+/// in HelpCrunch, so it still takes one of their seats: when they are back,
+/// they get no chat beyond `max_open` (the nemesis saw 4 of 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_hand_back_still_counts_against_its_agent() {
+    let rules = "[agents]\nalice = { id = 4188, max_open = 1 }\nbob = { id = 4761, max_open = 1 }\n\n\
+                 [pools.support]\nagents = [\"alice\", \"bob\"]\nhandback = \"all\"\n\n\
+                 [[rule]]\nname = \"all\"\nassign = \"pool:support\"\n";
+    let r = Running::start(rules, &[601]).await;
+    r.app.run_ok(&["agent", "away", "bob"]);
+    r.app.run_ok(&["agent", "away", "alice"]);
+    r.app
+        .wait_count(
+            "outcomes WHERE chat_id = 601 AND result = 'no_agent'",
+            1,
+            Duration::from_secs(5),
+            "the hand-back waits for a candidate",
+        )
+        .await;
+    r.app.run_ok(&["agent", "back", "alice"]);
+    r.app.run_ok(&["enqueue", "602"]);
+    r.daemon.runtime.worker.wake();
+    r.app
+        .wait_count(
+            "outcomes WHERE chat_id = 602 AND result = 'no_agent'",
+            1,
+            Duration::from_secs(5),
+            "the new chat decided",
+        )
+        .await;
+    // Hand-back and new chat alike are woken and decided again meanwhile.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(r.app.sandbox.assignee(601), Some(ALICE));
+        assert_eq!(
+            r.app.sandbox.assignee(602),
+            None,
+            "alice is over her cap of 1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.app.run_ok(&["agent", "back", "bob"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.app.sandbox.assignee(602).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "602 never assigned once bob was back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(
+        r.app.sandbox.assignee(601),
+        r.app.sandbox.assignee(602),
+        "one chat each: both caps are 1"
+    );
+    r.stop().await;
+}

@@ -52,16 +52,10 @@ name = "two"
 assign = "pool:support"
 "#;
 
-fn event(id: String, event: &str, data: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"event": event, "eventData": data, "attempts": 0,
-        "lastAttemptAt": 1638953588, "createdAt": 1638953588, "id": id}))
-    .unwrap()
-}
-
 fn new_chat(id: i64) -> Vec<u8> {
     let data = json!({"id": id, "status": "new", "createdAt": "1607540767.414",
         "customer": {"id": id + 500_000}, "assignee": null, "communicatedAgents": []});
-    event(format!("new-{id}"), "chat.new", data)
+    webhook_event(&format!("new-{id}"), "chat.new", data)
 }
 
 fn json_of(out: &str) -> Value {
@@ -208,7 +202,7 @@ async fn close_oldest(
         .update_chat(chat, |c| c.status = "closed".into());
     closed.push(chat);
     let data = json!({"id": chat, "status": "closed"});
-    post(event(format!("close-{chat}"), "chat.closed", data)).await;
+    post(webhook_event(&format!("close-{chat}"), "chat.closed", data)).await;
 }
 
 const WEEK_RULES: &str = r#"

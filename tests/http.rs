@@ -100,10 +100,6 @@ impl Served {
     }
 }
 
-fn event(id: &str, event: &str, data: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"event": event, "eventData": data, "attempts": 0, "lastAttemptAt": 1638953588, "createdAt": 1638953588, "id": id})).unwrap()
-}
-
 fn new_chat(id: i64) -> Value {
     json!({"id": id, "status": "new", "createdAt": "1607540767.414", "customer": {"id": 9, "email": "x@example.com"}, "assignee": null, "department": {"id": 1, "name": "Support"}, "communicatedAgents": []})
 }
@@ -111,7 +107,7 @@ fn new_chat(id: i64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_chat_new_is_enqueued_once_however_often_delivered() {
     let s = serve(THREE_AGENTS).await;
-    let body = event("6f1c-1", "chat.new", new_chat(31));
+    let body = webhook_event("6f1c-1", "chat.new", new_chat(31));
     for _ in 0..3 {
         let (status, _) = s.webhook(&body, Some(&sign(&body))).await;
         assert_eq!(status, 200);
@@ -138,7 +134,7 @@ async fn the_listener_ranks_new_rows_by_their_rule() {
          [[rule]]\nname = \"all\"\nassign = \"pool:support\"\n",
     );
     let s = serve(&rules).await;
-    let body = event("rank-1", "chat.new", new_chat(33));
+    let body = webhook_event("rank-1", "chat.new", new_chat(33));
     assert_eq!(s.webhook(&body, Some(&sign(&body))).await.0, 200);
     let items = json!([
         {"chat_id": 34, "attrs": {"tier": "vip"}},
@@ -161,7 +157,7 @@ async fn the_listener_ranks_new_rows_by_their_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_webhooks_are_rejected_and_store_nothing() {
     let s = serve(THREE_AGENTS).await;
-    let body = event("e-2", "chat.new", new_chat(32));
+    let body = webhook_event("e-2", "chat.new", new_chat(32));
     let good = sign(&body);
     assert_eq!(
         s.webhook(&body, Some("0000000000000000000000000000000000000000"))
@@ -248,7 +244,7 @@ async fn closing_a_chat_frees_a_seat_for_a_waiting_one() {
         .wait_count(waiting, 1, timeout, "chat 52 never waited")
         .await;
     // HelpCrunch reports the daemon's own assignment: no new decision.
-    let assigned = event(
+    let assigned = webhook_event(
         "e-a",
         "chat.assigned",
         json!({"id": 51, "assignee": {"id": 4188}}),
@@ -258,7 +254,7 @@ async fn closing_a_chat_frees_a_seat_for_a_waiting_one() {
     assert_eq!(s.app.sandbox.assign_calls().len(), 1);
     assert_eq!(s.app.scalar("SELECT COUNT(*) FROM queue").await, 2);
 
-    let closed = event("e-c", "chat.closed", json!({"id": 51, "status": "closed"}));
+    let closed = webhook_event("e-c", "chat.closed", json!({"id": 51, "status": "closed"}));
     let sent = Instant::now();
     assert_eq!(s.webhook(&closed, Some(&sign(&closed))).await.0, 200);
     s.app.wait_drained(Duration::from_secs(4)).await;

@@ -220,3 +220,68 @@ async fn pause_past_the_lease(database: Option<String>, daemons: usize) {
     }
     assert!(intents.is_empty(), "intents left: {intents:?}");
 }
+
+/// A reassignment hop HelpCrunch applied but answered after the timeout,
+/// and the chat closed before its follow-up read it: the hop is still
+/// recorded (the close keeps a follow-up whose call is in doubt), so the
+/// assignee's change has its decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hop_in_doubt_is_recorded_though_the_chat_closes() {
+    const KEY: &str = "whk-in-doubt";
+    let pool = "reassign_after = \"400ms\"\nmax_reassign = 1";
+    let app = TestApp::builder()
+        .rules(&support_rules(&ABC, pool, TO_SUPPORT))
+        .worker("concurrency = 1")
+        .listen()
+        .build()
+        .await;
+    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"1s\""));
+    let secrets =
+        assignd::http::ListenerSecrets::new(Some(assignd::secrets::Secret::new(KEY)), None);
+    let daemon = app.start_serving(secrets).await;
+    let base = format!("http://{}", daemon.http_addr.expect("the listener runs"));
+    app.feed(&daemon, [1]).await;
+    wait_for("chat 1 with alice", Duration::from_secs(5), || {
+        app.sandbox.assignee(1) == Some(4188)
+    })
+    .await;
+    // The hop is applied at once and answered 3 s later, past the timeout.
+    app.sandbox.set_faults(Faults {
+        late_put: 1.0,
+        late_for: Duration::from_secs(3),
+        ..Faults::default()
+    });
+    wait_for("the hop applied", Duration::from_secs(10), || {
+        app.sandbox.assignee(1) == Some(4761)
+    })
+    .await;
+    app.sandbox.set_faults(Faults::default());
+    app.sandbox.update_chat(1, |c| c.status = "closed".into());
+    let close = webhook_event(
+        "close-1",
+        "chat.closed",
+        json!({"id": 1, "status": "closed"}),
+    );
+    assert_eq!(
+        post_webhook(&reqwest::Client::new(), &base, KEY, close).await,
+        200
+    );
+    let store = daemon.runtime.store.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let outcomes = store.chat_outcomes(ChatId(1), 20).await.unwrap();
+        let hop = outcomes
+            .iter()
+            .any(|o| o.result == "assigned" && o.agent.as_deref() == Some("bob"));
+        if hop {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hop to bob was never recorded: {outcomes:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.intents().await.unwrap().is_empty(), "an intent left");
+    daemon.stop().await;
+}

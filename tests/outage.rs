@@ -42,6 +42,21 @@ fn item(chat: i64) -> NewQueueItem {
     }
 }
 
+/// A test app on `url` with answers `delay` late, and `worker` settings.
+async fn app_on(url: &str, worker: &str, delay: Duration) -> TestApp {
+    let app = TestApp::builder()
+        .rules(OPEN_RULES)
+        .worker(worker)
+        .build()
+        .await;
+    app.use_database(url);
+    app.sandbox.set_faults(Faults {
+        delay,
+        ..Faults::default()
+    });
+    app
+}
+
 /// The outage: two daemons on PostgreSQL, 80 rows carrying
 /// snapshots, answers 400 ms late, and the database stopped for 10 s in the
 /// middle of the backlog, so that calls HelpCrunch applied cannot be
@@ -55,16 +70,8 @@ async fn a_database_outage_assigns_no_chat_twice() {
     };
     let _turn = SERVER_TURN.lock().await;
     let url = server.database().await;
-    let app = TestApp::builder()
-        .rules(OPEN_RULES)
-        .worker("concurrency = 4\nfetch_chat = \"never\"\nlease = \"4s\"")
-        .build()
-        .await;
-    app.use_database(&url);
-    app.sandbox.set_faults(Faults {
-        delay: Duration::from_millis(400),
-        ..Faults::default()
-    });
+    let worker = "concurrency = 4\nfetch_chat = \"never\"\nlease = \"4s\"";
+    let app = app_on(&url, worker, Duration::from_millis(400)).await;
     let running = vec![app.start_in_process().await, app.start_in_process().await];
     let store = running[0].runtime.store.clone();
     let items: Vec<NewQueueItem> = (1..=CHATS).map(|c| item(1000 + c)).collect();
@@ -151,17 +158,9 @@ async fn sigterm_during_a_database_outage_exits_in_time() {
     };
     let _turn = SERVER_TURN.lock().await;
     let url = server.database().await;
-    let app = TestApp::builder()
-        .rules(OPEN_RULES)
-        .worker("concurrency = 4\nfetch_chat = \"never\"")
-        .build()
-        .await;
-    app.use_database(&url);
     // Calls stay on the wire for 3 s each.
-    app.sandbox.set_faults(Faults {
-        delay: Duration::from_secs(3),
-        ..Faults::default()
-    });
+    let worker = "concurrency = 4\nfetch_chat = \"never\"";
+    let app = app_on(&url, worker, Duration::from_secs(3)).await;
     let mut daemon = app.spawn_daemon("daemon.log");
     let producer = assignd::store::Store::connect_postgres(&url).await.unwrap();
     let items: Vec<NewQueueItem> = (1..=20).map(|c| item(2000 + c)).collect();

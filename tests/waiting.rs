@@ -15,10 +15,6 @@ const WEBHOOK_KEY: &str = "whk-waiting-key";
 const WAITING: i64 = 9;
 const CLOSES: i64 = 3;
 
-fn event(id: String, event: &str, data: serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"event": event, "eventData": data, "attempts": 0, "lastAttemptAt": 1638953588, "createdAt": 1638953588, "id": id})).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_waiting_chat_is_read_again_only_when_a_seat_is_there_for_it() {
     let rules = "[agents]\nalice = { id = 4188, max_open = 1 }\n\n\
@@ -72,8 +68,8 @@ async fn a_waiting_chat_is_read_again_only_when_a_seat_is_there_for_it() {
             .unwrap();
         app.sandbox
             .update_chat(open, |c| c.status = "closed".into());
-        let close = event(
-            format!("close-{open}"),
+        let close = webhook_event(
+            &format!("close-{open}"),
             "chat.closed",
             json!({"id": open, "status": "closed"}),
         );

@@ -53,7 +53,10 @@ impl Store {
             | WebhookEffect::Closed { chat_id } => {
                 close_open_chat(&mut tx, *chat_id, now).await?;
                 if matches!(effect, WebhookEffect::Closed { .. }) {
-                    let unwatched = "DELETE FROM followups WHERE chat_id = $1";
+                    // A hop whose answer is unknown keeps its follow-up:
+                    // its check reads the chat and records what happened.
+                    let unwatched = "DELETE FROM followups WHERE chat_id = $1
+                        AND NOT EXISTS (SELECT 1 FROM assign_intents WHERE chat_id = $1)";
                     tx.run(unwatched, vals![chat_id]).await?;
                     forget_chat(&mut tx, *chat_id).await?;
                     super::history::record_close(&mut tx, *chat_id, now).await?;

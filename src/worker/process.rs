@@ -461,16 +461,8 @@ impl Worker {
             }
             _ => e.to_string(),
         };
-        outcome.reason = Some(why.clone());
-        Plan {
-            next,
-            last_error: Some(why),
-            waiting: None,
-            priority: None,
-            outcomes: vec![outcome],
-            assigned: None,
-            busy_reply: None,
-            doubt: Doubt::Kept,
-        }
+        outcome.reason = Some(why);
+        // Never `Done`: the reason stays on the row.
+        Plan::finish(next, outcome)
     }
 }

@@ -116,15 +116,12 @@ impl Worker {
             return Step::Done(None); // the pool was removed by a reload
         };
         let pool = &rules.pools[p];
-        let (Some(after), Some(current)) = (pool.reassign_after, rules.agent_by_name(&f.agent))
-        else {
-            return Step::Done(None);
-        };
         let call = self.client().chat(f.chat_id, Priority::Assign).await;
         let chat = match call.result {
             Ok(chat) => chat,
             Err(e) => return self.check_failed(&e),
         };
+        // A hop in doubt is resolved first, whatever a reload changed since.
         match self.store.intent_for(f.chat_id).await {
             Ok(None) => {}
             Ok(Some(i)) if i.queue_id.is_none() => {
@@ -139,6 +136,10 @@ impl Worker {
             // the chat first; look again later.
             Ok(Some(_)) | Err(_) => return Step::Later(now_ms() + CHECK_RETRY.as_millis() as i64),
         }
+        let (Some(after), Some(current)) = (pool.reassign_after, rules.agent_by_name(&f.agent))
+        else {
+            return Step::Done(None);
+        };
         if chat.is_closed()
             || chat.assignee.as_ref().map(|a| a.id) != Some(rules.agents[current].id)
         {

@@ -522,6 +522,15 @@ impl DbLock {
 /// printed if not; its stdout.
 /// Posts the webhook event `body` to the listener at `base`, signed with
 /// `key`; returns the status.
+/// A webhook body as HelpCrunch sends it: `event` with `data`, under `id`.
+pub fn webhook_event(id: &str, event: &str, data: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(
+        &serde_json::json!({"event": event, "eventData": data, "attempts": 0,
+        "lastAttemptAt": 1638953588, "createdAt": 1638953588, "id": id}),
+    )
+    .unwrap()
+}
+
 pub async fn post_webhook(http: &reqwest::Client, base: &str, key: &str, body: Vec<u8>) -> u16 {
     http.post(format!("{base}/webhooks/helpcrunch"))
         .header(
