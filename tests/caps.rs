@@ -299,7 +299,7 @@ async fn close_during_the_call(database: Option<String>) {
     // Closed while its call has no answer yet.
     app.sandbox.update_chat(1, |c| c.status = "closed".into());
     let close = webhook_event(
-        "close-1".into(),
+        "close-1",
         "chat.closed",
         json!({"id": 1, "status": "closed"}),
     );

@@ -1,0 +1,139 @@
+use super::*;
+use std::time::Duration;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/assignd/assignd.toml"), text)
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let c = parse("").unwrap();
+    assert_eq!(c.helpcrunch.rate_limit.requests.get(), 120);
+    assert_eq!(c.helpcrunch.rate_limit.per.0, Duration::from_secs(60));
+    assert_eq!(c.helpcrunch.rate_limit.burst().get(), 1);
+    assert_eq!(c.worker.concurrency.get(), 4);
+    assert_eq!(c.worker.poll_interval.0, Duration::from_millis(500));
+    assert_eq!(c.worker.fetch_chat, FetchChat::Auto);
+    assert_eq!(c.database.synchronous, Synchronous::Full);
+    assert!(c.http.listen.is_none());
+}
+
+#[test]
+fn the_spec_example_parses() {
+    let text = r#"
+[helpcrunch]
+base_url = "https://api.helpcrunch.com/v1"
+api_key_file = "/etc/assignd/api-key"
+timeout = "10s"
+
+[helpcrunch.rate_limit]
+requests = 120
+per = "1m"
+burst = 1
+
+[database]
+url = "sqlite:///var/lib/assignd/assignd.db"
+synchronous = "full"
+retention = "30d"
+
+[rules]
+path = "/etc/assignd/rules"
+
+[worker]
+concurrency = 4
+poll_interval = "500ms"
+lease = "60s"
+max_attempts = 10
+fetch_chat = "auto"
+reassign = false
+
+[http]
+listen = "127.0.0.1:9187"
+webhook_key_file = "/etc/assignd/webhook-key"
+intake_token_file = "/etc/assignd/intake-token"
+
+[load]
+refresh = "5m"
+
+[poller]
+enabled = false
+interval = "30s"
+
+[log]
+format = "text"
+"#;
+    let c = parse(text).unwrap();
+    assert_eq!(
+        c.database_file(),
+        PathBuf::from("/var/lib/assignd/assignd.db")
+    );
+    assert_eq!(c.http.listen.unwrap().port(), 9187);
+}
+
+#[test]
+fn unknown_key_is_located_and_suggested() {
+    let err = parse("[worker]\nconcurrency = 2\npoll_intervall = \"1s\"\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("/etc/assignd/assignd.toml:3:1:"), "{msg}");
+    assert!(msg.contains("did you mean `poll_interval`"), "{msg}");
+}
+
+#[test]
+fn bad_values_are_located() {
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "[worker]\nlease = \"10 parsecs\"\n",
+            &["/etc/assignd/assignd.toml:2:9:"],
+        ),
+        (
+            "[helpcrunch.rate_limit]\nrequests = 5\nburst = 6\n",
+            &["/etc/assignd/assignd.toml:3:9:"],
+        ),
+        ("[worker]\nconcurrency = 0\n", &[":2:15:"]),
+        (
+            "[database]\nurl = \"sqlite::memory:\"\n",
+            &[":2:7:", "must name a file"],
+        ),
+    ];
+    for (text, wanted) in cases {
+        let msg = parse(text).unwrap_err().to_string();
+        for w in wanted {
+            // A full path must begin the message; other parts are in it.
+            let found = if w.starts_with('/') {
+                msg.starts_with(w)
+            } else {
+                msg.contains(w)
+            };
+            assert!(found, "{msg} lacks {w}");
+        }
+    }
+}
+
+#[test]
+fn the_database_defaults_to_the_state_directory_then_var_lib() {
+    assert_eq!(
+        default_database_file(Some(PathBuf::from("/var/lib/assignd"))),
+        PathBuf::from("/var/lib/assignd/assignd.db")
+    );
+    assert_eq!(
+        default_database_file(Some(PathBuf::from("/srv/state"))),
+        PathBuf::from("/srv/state/assignd.db")
+    );
+    // Outside systemd: never the working directory.
+    assert_eq!(
+        default_database_file(None),
+        PathBuf::from("/var/lib/assignd/assignd.db")
+    );
+    // `[database] url` wins, and then no default directory is needed.
+    let c = parse("[database]\nurl = \"sqlite:///srv/a.db\"\n").unwrap();
+    assert_eq!(c.database_file(), PathBuf::from("/srv/a.db"));
+    assert_eq!(c.missing_default_database_dir(), None);
+}
+
+#[test]
+fn relative_paths_follow_the_config_file() {
+    let c =
+        parse("[rules]\npath = \"rules\"\n[database]\nurl = \"sqlite://state/a.db\"\n").unwrap();
+    assert_eq!(c.rules.path, PathBuf::from("/etc/assignd/rules"));
+    assert_eq!(c.database_file(), PathBuf::from("/etc/assignd/state/a.db"));
+}
