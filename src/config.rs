@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -290,6 +291,20 @@ impl Config {
                     format!("{name} must be longer than zero"),
                 ));
             }
+        }
+        // A decision's call is sent only while it can land within the lease
+        // it was made under (`worker::assign::send_by`): half a second for
+        // the call to go, half a second for the clocks.
+        let (lease, timeout) = (self.worker.lease.0, self.helpcrunch.timeout.0);
+        if lease < timeout + Duration::from_secs(1) {
+            return Err(SourceError::new(
+                path,
+                text,
+                0..0,
+                format!(
+                    "worker.lease ({lease:?}) must exceed helpcrunch.timeout ({timeout:?}) by at least 1s: an assignment is sent only while the lease surely outlasts its answer"
+                ),
+            ));
         }
         if !self.helpcrunch.base_url.starts_with("http://")
             && !self.helpcrunch.base_url.starts_with("https://")

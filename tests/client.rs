@@ -4,7 +4,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use assignd::domain::{AgentId, ChatId};
 use assignd::helpcrunch::types::{MessageKind, NewMessage};
@@ -88,7 +88,11 @@ async fn chats_in_every_timestamp_form_are_read() {
 #[tokio::test]
 async fn assign_and_its_errors() {
     let (sandbox, client) = setup(3, "right-key").await;
-    let chat = client.assign(ChatId(7), AgentId(2)).await.result.unwrap();
+    let chat = client
+        .assign(ChatId(7), AgentId(2), None)
+        .await
+        .result
+        .unwrap();
     assert_eq!(chat.assignee.unwrap().id, AgentId(2));
     assert_eq!(sandbox.assignee(7), Some(2));
 
@@ -255,10 +259,52 @@ async fn echoed_credentials_never_reach_an_error() {
     }
 }
 
+/// A decision's call goes only while the decision is surely still the
+/// caller's: a slot that comes after `send_by` sends nothing.
+#[tokio::test]
+async fn an_assignment_whose_slot_comes_too_late_is_not_sent() {
+    let (sandbox, _) = setup(3, "right-key").await;
+    // One call every 2 s: the second waits for its slot past its `send_by`.
+    let limiter = Arc::new(Limiter::new(
+        NonZeroU32::MIN,
+        Duration::from_secs(2),
+        NonZeroU32::MIN,
+    ));
+    let client = Client::new(
+        &sandbox.base_url(),
+        &Secret::new("right-key"),
+        Duration::from_secs(5),
+        limiter,
+    )
+    .unwrap();
+    let soon = Some(Instant::now() + Duration::from_millis(500));
+    let first = client.assign(ChatId(7), AgentId(2), soon).await;
+    assert!(first.result.is_ok(), "the first slot is at once");
+    let late = client.assign(ChatId(8), AgentId(2), soon).await;
+    assert!(
+        matches!(late.result, Err(ApiError::TooLate)),
+        "{:?}",
+        late.result
+    );
+    assert!(
+        late.waited > Duration::from_millis(500),
+        "{:?}",
+        late.waited
+    );
+    assert!(!late.result.unwrap_err().maybe_applied());
+    assert_eq!(sandbox.assignee(8), None, "nothing was sent for chat 8");
+    let puts = sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/chats/assignee"))
+        .count();
+    assert_eq!(puts, 1);
+}
+
 /// An assignment that HelpCrunch refuses, and why.
 async fn assign_err(client: &Client, chat: i64, agent: i64) -> ApiError {
     client
-        .assign(ChatId(chat), AgentId(agent))
+        .assign(ChatId(chat), AgentId(agent), None)
         .await
         .result
         .unwrap_err()

@@ -177,6 +177,7 @@ async fn pause_past_the_lease(database: Option<String>, daemons: usize) {
         .worker("concurrency = 4\nfetch_chat = \"never\"\nlease = \"3s\"")
         .build()
         .await;
+    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"1s\""));
     if let Some(url) = &database {
         app.use_database(url);
     }
@@ -227,6 +228,23 @@ async fn pause_past_the_lease(database: Option<String>, daemons: usize) {
 /// assignee's change has its decision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hop_in_doubt_is_recorded_though_the_chat_closes() {
+    hop_in_doubt_then(After::Close).await;
+}
+
+/// The same hop, and its new agent answered before the follow-up read the
+/// chat: the answer does not end a follow-up whose hop is in doubt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hop_in_doubt_is_recorded_though_the_new_agent_answers() {
+    hop_in_doubt_then(After::Answer).await;
+}
+
+/// What comes between a hop in doubt and its follow-up's check.
+enum After {
+    Close,
+    Answer,
+}
+
+async fn hop_in_doubt_then(after: After) {
     const KEY: &str = "whk-in-doubt";
     let pool = "reassign_after = \"400ms\"\nmax_reassign = 1";
     let app = TestApp::builder()
@@ -256,14 +274,20 @@ async fn a_hop_in_doubt_is_recorded_though_the_chat_closes() {
     })
     .await;
     app.sandbox.set_faults(Faults::default());
-    app.sandbox.update_chat(1, |c| c.status = "closed".into());
-    let close = webhook_event(
-        "close-1",
-        "chat.closed",
-        json!({"id": 1, "status": "closed"}),
-    );
+    let event = match after {
+        After::Close => {
+            app.sandbox.update_chat(1, |c| c.status = "closed".into());
+            let data = json!({"id": 1, "status": "closed"});
+            webhook_event("close-1", "chat.closed", data)
+        }
+        After::Answer => {
+            app.sandbox.update_chat(1, |c| c.agents.push(4761));
+            let data = json!({"chat": {"id": 1}, "agent": {"id": 4761}});
+            webhook_event("answer-1", "message.chat.agent", data)
+        }
+    };
     assert_eq!(
-        post_webhook(&reqwest::Client::new(), &base, KEY, close).await,
+        post_webhook(&reqwest::Client::new(), &base, KEY, event).await,
         200
     );
     let store = daemon.runtime.store.clone();

@@ -27,6 +27,7 @@ async fn an_expired_lease_is_taken_over_and_the_late_owner_is_fenced() {
         .worker("fetch_chat = \"never\"\nlease = \"3s\"")
         .build()
         .await;
+    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"1s\""));
     let daemon = app.start_in_process().await;
     let store = daemon.runtime.store.clone();
     store.enqueue(&items(1..=5)).await.unwrap();

@@ -50,6 +50,9 @@ async fn app_on(url: &str, worker: &str, delay: Duration) -> TestApp {
         .build()
         .await;
     app.use_database(url);
+    // A lease of 4 s leaves a call 2 s (`[worker] lease` exceeds the
+    // timeout by at least 1 s).
+    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"2s\""));
     app.sandbox.set_faults(Faults {
         delay,
         ..Faults::default()

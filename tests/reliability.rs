@@ -63,6 +63,7 @@ async fn kill_9(chats: i64, kills: usize) {
         .worker("concurrency = 4\nfetch_chat = \"never\"\nlease = \"2s\"")
         .build()
         .await;
+    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"1s\""));
     delay_calls(&app, Duration::from_millis(150));
     app.migrate().await;
     app.insert_raw(1..=chats).await;

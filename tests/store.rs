@@ -18,7 +18,54 @@ use assignd::store::{
 
 use store_fixture::*;
 
+/// A hop in doubt (carol's seat reserved for a chat open with bob, its
+/// call's answer unknown) keeps both seats through a reconciliation of
+/// carol, however old: her search cannot see the chat, which is bob's until
+/// the hop is read. Without the call in doubt, the stale hop goes back to
+/// bob.
+async fn a_hop_in_doubt_keeps_its_seats_through_a_reconciliation(f: Fixture) {
+    let bob = WebhookEffect::Assigned {
+        chat_id: ChatId(7),
+        agent: Some("bob".into()),
+    };
+    f.store
+        .apply_webhook("o7", "chat.assigned", &bob)
+        .await
+        .unwrap();
+    let (held, _) = f.store.lock_routing().await.unwrap();
+    let hop = Assigned {
+        opened: Some((ChatId(7), "carol".into())),
+        ..Assigned::default()
+    };
+    held.reserve(&hop).await.unwrap();
+    f.producer(
+        "INSERT INTO assign_intents (chat_id, agent, agent_id, owner, at)
+         VALUES (7, 'carol', 6694, 'gone-daemon', 1)",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let later = now_ms();
+    let seats = |r: &assignd::store::StoredRouting| {
+        (r.open.get("bob").copied(), r.open.get("carol").copied())
+    };
+    f.store
+        .reconcile_open_chats("carol", &[], later, later)
+        .await
+        .unwrap();
+    let routing = f.store.load_routing().await.unwrap();
+    assert_eq!(seats(&routing), (Some(1), Some(1)), "both kept in doubt");
+    f.store.clear_intent(ChatId(7)).await.unwrap();
+    f.store
+        .reconcile_open_chats("carol", &[], later, later)
+        .await
+        .unwrap();
+    let routing = f.store.load_routing().await.unwrap();
+    assert_eq!(seats(&routing), (Some(1), None), "the stale hop goes back");
+}
+
 both!(
+    a_hop_in_doubt_keeps_its_seats_through_a_reconciliation,
     a_producers_plain_insert_gets_defaults_and_duplicates_are_ignored,
     claims_are_exclusive_between_claimers,
     settle_is_fenced_by_the_claim,

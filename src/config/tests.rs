@@ -79,6 +79,19 @@ fn unknown_key_is_located_and_suggested() {
 }
 
 #[test]
+fn a_lease_must_outlast_a_call_by_a_second() {
+    let msg = parse("[worker]\nlease = \"10500ms\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("worker.lease (10.5s) must exceed helpcrunch.timeout (10s) by at least 1s"),
+        "{msg}"
+    );
+    let c = parse("[helpcrunch]\ntimeout = \"4s\"\n[worker]\nlease = \"5s\"\n").unwrap();
+    assert_eq!(c.worker.lease.0, std::time::Duration::from_secs(5));
+}
+
+#[test]
 fn bad_values_are_located() {
     let cases: [(&str, &[&str]); 4] = [
         (

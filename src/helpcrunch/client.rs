@@ -85,14 +85,27 @@ impl Client {
         &self.limiter
     }
 
-    /// `PUT /chats/assignee`.
-    pub async fn assign(&self, chat_id: ChatId, agent_id: AgentId) -> Call<Chat> {
+    /// `PUT /chats/assignee`, sent only if its rate slot comes by `send_by`
+    /// (else [`ApiError::TooLate`], nothing sent): a decision's call must
+    /// land while the claim it was made under surely holds, and the slot
+    /// may come after a long wait (a 429 pause) or a stopped process.
+    pub async fn assign(
+        &self,
+        chat_id: ChatId,
+        agent_id: AgentId,
+        send_by: Option<Instant>,
+    ) -> Call<Chat> {
         let req = self
             .http
             .put(format!("{}/chats/assignee", self.base))
             .json(&json!({ "id": chat_id, "assignee": agent_id }));
-        self.send("PUT /chats/assignee", Priority::Assign, req)
+        self.send_by("PUT /chats/assignee", Priority::Assign, req, send_by)
             .await
+    }
+
+    /// The longest a call may take, from its slot to its answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// `GET /chats/{id}`.
@@ -163,7 +176,18 @@ impl Client {
         priority: Priority,
         req: reqwest::RequestBuilder,
     ) -> Call<T> {
-        let call = self.send_unmeasured(priority, req).await;
+        self.send_by(endpoint, priority, req, None).await
+    }
+
+    /// [`Client::send`], given up if the slot comes after `send_by`.
+    async fn send_by<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        priority: Priority,
+        req: reqwest::RequestBuilder,
+        send_by: Option<Instant>,
+    ) -> Call<T> {
+        let call = self.send_unmeasured(priority, req, send_by).await;
         let m = crate::metrics::metrics();
         let status = match &call.result {
             Ok(_) => "200".to_string(),
@@ -189,6 +213,7 @@ impl Client {
         &self,
         priority: Priority,
         req: reqwest::RequestBuilder,
+        send_by: Option<Instant>,
     ) -> Call<T> {
         let mut waited = Duration::ZERO;
         loop {
@@ -209,6 +234,15 @@ impl Client {
                     };
                 }
             }
+        }
+        // Checked once the slot is in hand, right before the request goes:
+        // the wait for the slot is what may have outlasted the claim.
+        if send_by.is_some_and(|by| Instant::now() > by) {
+            return Call {
+                result: Err(ApiError::TooLate),
+                latency: Duration::ZERO,
+                waited,
+            };
         }
         let started = Instant::now();
         let result = self.exchange(req).await;

@@ -36,6 +36,10 @@ pub enum ApiError {
     /// Not sent: an earlier 401 closed the limiter until a reload.
     #[error(transparent)]
     NotSent(#[from] crate::limiter::Closed),
+    /// Not sent: the slot came after the caller's `send_by`, when the
+    /// decision the call carries may no longer be the caller's to make.
+    #[error("not sent: the call could not go while its decision was surely still held")]
+    TooLate,
     /// A 2xx (or error) answer whose body could not be read.
     #[error("unreadable answer (HTTP {status}): {detail}")]
     Unreadable { status: u16, detail: String },
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::Connection(_) => Some("connection"),
             ApiError::Unreadable { .. } => Some("unreadable_body"),
             ApiError::NotSent(_) => Some("not_sent"),
+            ApiError::TooLate => Some("too_late"),
         }
     }
 
@@ -122,7 +127,7 @@ impl ApiError {
     pub fn maybe_applied(&self) -> bool {
         match self {
             ApiError::Status { status, .. } => *status >= 500,
-            ApiError::Redirect { .. } | ApiError::NotSent(_) => false,
+            ApiError::Redirect { .. } | ApiError::NotSent(_) | ApiError::TooLate => false,
             ApiError::Timeout(_) | ApiError::Connection(_) | ApiError::Unreadable { .. } => true,
         }
     }

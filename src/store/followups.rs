@@ -24,9 +24,13 @@ impl Store {
     ) -> Result<Vec<Followup>, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        // An answer seen by webhook settles the follow-up without a call.
+        // An answer seen by webhook settles the follow-up without a call,
+        // unless its hop is in doubt: the check reads the chat and records
+        // the hop (the answer may well be the new agent's).
         tx.run(
-            "DELETE FROM followups WHERE answered_at IS NOT NULL",
+            "DELETE FROM followups WHERE answered_at IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM assign_intents i
+                                WHERE i.chat_id = followups.chat_id AND i.queue_id IS NULL)",
             vals![],
         )
         .await?;

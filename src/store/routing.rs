@@ -50,9 +50,19 @@ const SETTLE_OPEN_CHAT: &str = "INSERT INTO open_chats (chat_id, agent, assigned
         reserved = 0, previous_agent = NULL";
 /// Reconciliation forgets the agent's chats that were counted before its
 /// search started, unless still reserved by a decision in flight (a
-/// reservation older than the lease is stale: its daemon is gone).
+/// reservation older than the lease is stale: its daemon is gone) or by a
+/// call in doubt (kept until its chat is read: a hop's seat also holds the
+/// previous agent's, which this agent's search cannot see).
+/// A stale reservation for a chat open with another agent (a hop that was
+/// never sent) goes back to them, as a failed move does.
+const STALE_MOVES_BACK: &str =
+    "UPDATE open_chats SET agent = previous_agent, previous_agent = NULL, reserved = 0
+     WHERE agent = $1 AND reserved = 1 AND previous_agent IS NOT NULL AND assigned_at < $2
+       AND NOT EXISTS (SELECT 1 FROM assign_intents i WHERE i.chat_id = open_chats.chat_id)";
 const FORGET_OPEN_CHATS: &str = "DELETE FROM open_chats WHERE agent = $1 AND assigned_at < $2
-    AND (reserved = 0 OR assigned_at < $3)";
+    AND (reserved = 0 OR assigned_at < $3)
+    AND NOT (reserved = 1 AND EXISTS (SELECT 1 FROM assign_intents i
+                                       WHERE i.chat_id = open_chats.chat_id))";
 /// Reconciliation counts a chat HelpCrunch reports open with `agent`,
 /// unless it was closed after the search started, or moved (or reserved) by
 /// a decision since.
@@ -143,6 +153,15 @@ impl Store {
         stale_before_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        if self.backend() == Backend::Postgres {
+            // A close waits for this transaction (and this one for a close
+            // under way): a close's delete would not see a chat this one
+            // counts again, so the two must not interleave.
+            tx.run("LOCK TABLE closed_chats IN SHARE MODE", vals![])
+                .await?;
+        }
+        let stale = vals![agent, since_ms.min(stale_before_ms)];
+        tx.run(STALE_MOVES_BACK, stale).await?;
         tx.run(FORGET_OPEN_CHATS, vals![agent, since_ms, stale_before_ms])
             .await?;
         for chat in chats {
@@ -324,15 +343,17 @@ pub(super) async fn upsert_open_chat(
 
 /// Records that `chat_id` is open with nobody (closed, or unassigned): its
 /// seat is free, and a reconciliation whose search started before now
-/// does not count it again.
+/// does not count it again. The close is written first: on PostgreSQL it
+/// waits there for a reconciliation under way, so that the delete then
+/// sees what that reconciliation counted.
 pub(super) async fn close_open_chat(
     tx: &mut Tx,
     chat_id: ChatId,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    tx.run(UPSERT_CLOSED_CHAT, vals![chat_id, now]).await?;
     tx.run("DELETE FROM open_chats WHERE chat_id = $1", vals![chat_id])
         .await?;
-    tx.run(UPSERT_CLOSED_CHAT, vals![chat_id, now]).await?;
     Ok(())
 }
 

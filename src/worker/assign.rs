@@ -6,13 +6,17 @@
 //! 2. one transaction confirms the claim the call is made for (renewing
 //!    it) and records the intent; a claim that cannot be confirmed sends
 //!    nothing and gives the seat back;
-//! 3. the call; an answer that says nothing was done gives the seat back,
-//!    an answer that leaves it unknown keeps the seat and the intent.
+//! 3. the call, sent only while the decision is surely still this
+//!    daemon's: by [`send_by`], so that it lands before the lease the
+//!    decision was made under could end, even if the slot came late or the
+//!    process was stopped; an answer that says nothing was done gives the
+//!    seat back, an answer that leaves it unknown keeps the seat and the
+//!    intent.
 //!
 //! A kept intent is resolved by [`Worker::resolve_intent`], which reads the
 //! chat before anything else is decided for it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::domain::ChatId;
 use crate::helpcrunch::ApiError;
@@ -49,12 +53,14 @@ pub(super) enum Resolution {
 
 impl Worker {
     /// Confirms `claim`, records `intent`, and makes the call; see the
-    /// module's text. `reserved` is what the caller's decision reserved.
+    /// module's text. `reserved` is what the caller's decision reserved,
+    /// `decided` an instant before it was.
     pub(super) async fn put_assignee(
         &self,
         claim: CallClaim<'_>,
         intent: &Intent,
         reserved: Option<Applied>,
+        decided: Instant,
     ) -> Put {
         let confirmed = self.store.begin_call(claim, intent).await;
         self.storage_result(&confirmed);
@@ -68,9 +74,20 @@ impl Worker {
             self.undo_reservation(intent.chat_id, reserved).await;
             return Put::NotSent(why);
         }
-        let call = self.client().assign(intent.chat_id, intent.agent_id).await;
+        let client = self.client();
+        let by = send_by(decided, self.settings.lease, client.timeout());
+        let call = client
+            .assign(intent.chat_id, intent.agent_id, Some(by))
+            .await;
         match call.result {
             Ok(_) => Put::Applied(call.latency),
+            Err(e @ ApiError::TooLate) => {
+                // The intent stays: the next decision for the chat reads it
+                // first, as for any call whose fate it cannot know itself.
+                tracing::warn!(agent = %intent.agent, waited_ms = call.waited.as_millis() as u64, "assignment not sent: its decision is too old to stand behind");
+                self.undo_reservation(intent.chat_id, reserved).await;
+                Put::NotSent(e.to_string())
+            }
             Err(e) if e.maybe_applied() => {
                 tracing::warn!(agent = %intent.agent, error = %e, "the assignment's answer is unknown; its seat is kept until the chat is read");
                 Put::Uncertain(e, call.latency)
@@ -141,4 +158,16 @@ impl Worker {
             at_ms: 0,
         }
     }
+}
+
+/// What a decision's call is sent by. The call's claim was renewed after
+/// the decision (`Store::begin_call`), so no other daemon can claim the
+/// chat's row or count its seat as stale until a `lease` after it, by
+/// every daemon's clock; a call sent by this instant is answered, or given
+/// up, a `timeout` later, with half a second to spare for the clocks, so it
+/// lands before anyone else could decide for the chat. `[worker] lease`
+/// exceeds `[helpcrunch] timeout` by at least a second (the configuration
+/// refuses less), which leaves a call at least half a second.
+pub(super) fn send_by(decided: Instant, lease: Duration, timeout: Duration) -> Instant {
+    decided + lease.saturating_sub(timeout + Duration::from_millis(500))
 }

@@ -275,6 +275,7 @@ impl Worker {
         };
         loop {
             let rules = self.rules();
+            let decided = std::time::Instant::now();
             let (decision, reserved) = match self.decide_and_reserve(&rules, context).await {
                 Ok(decided) => decided,
                 Err(e) => return storage_retry(row.chat_id, &e, outcomes),
@@ -288,28 +289,29 @@ impl Worker {
             };
             let agent = &rules.agents[agent];
             let intent = self.intent(row.chat_id, agent, Some(row.id), &outcome);
-            let (e, latency, doubt) = match self.put_assignee(claim, &intent, reserved).await {
-                Put::Applied(latency) => {
-                    outcome.latency = Some(latency);
-                    outcome.http_status = Some(200);
-                    outcomes.push(outcome);
-                    let moved = self.settled_effects(effects(&rules, &decision, context));
-                    let mut plan = Plan::done(outcomes, Some(moved));
-                    plan.doubt = Doubt::Resolved {
-                        queue_id: Some(row.id),
-                    };
-                    return plan;
-                }
-                Put::NotSent(why) => return not_sent(row.chat_id, why, outcomes),
-                Put::Uncertain(e, latency) => (e, latency, Doubt::Kept),
-                Put::Refused(e, latency) => (
-                    e,
-                    latency,
-                    Doubt::Resolved {
-                        queue_id: Some(row.id),
-                    },
-                ),
-            };
+            let (e, latency, doubt) =
+                match self.put_assignee(claim, &intent, reserved, decided).await {
+                    Put::Applied(latency) => {
+                        outcome.latency = Some(latency);
+                        outcome.http_status = Some(200);
+                        outcomes.push(outcome);
+                        let moved = self.settled_effects(effects(&rules, &decision, context));
+                        let mut plan = Plan::done(outcomes, Some(moved));
+                        plan.doubt = Doubt::Resolved {
+                            queue_id: Some(row.id),
+                        };
+                        return plan;
+                    }
+                    Put::NotSent(why) => return not_sent(row.chat_id, why, outcomes),
+                    Put::Uncertain(e, latency) => (e, latency, Doubt::Kept),
+                    Put::Refused(e, latency) => (
+                        e,
+                        latency,
+                        Doubt::Resolved {
+                            queue_id: Some(row.id),
+                        },
+                    ),
+                };
             outcome.latency = Some(latency);
             if e.class() == ErrorClass::AgentRejected && !rejected_once {
                 rejected_once = true;

@@ -189,6 +189,7 @@ impl Worker {
         let pool = &rules.pools[p];
         let context = chat.rules_context(&serde_json::Map::new());
         self.ensure_recent().await;
+        let decided = std::time::Instant::now();
         let Some(Pick {
             agent: next,
             weights,
@@ -217,7 +218,10 @@ impl Worker {
         };
         let intent = self.intent(f.chat_id, agent, None, &outcome);
         let retry_at = now_ms() + CHECK_RETRY.as_millis() as i64;
-        let e = match self.put_assignee(claim, &intent, Some(reserved)).await {
+        let e = match self
+            .put_assignee(claim, &intent, Some(reserved), decided)
+            .await
+        {
             Put::Applied(latency) => {
                 outcome.latency = Some(latency);
                 outcome.result = OutcomeResult::Assigned;

@@ -45,9 +45,11 @@ async fn app_with(rules: &str, limit: Option<SandboxLimit>) -> TestApp {
         .rules(rules)
         .limit(limit)
         .worker(NO_FETCH)
+        .worker("lease = \"90s\"")
         .build()
         .await;
-    // A client timeout past the drain deadline: the stop must cut calls off.
+    // A client timeout past the drain deadline: the stop must cut calls off
+    // (the lease outlasts it, as the configuration requires).
     app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"60s\""));
     app.migrate().await;
     app

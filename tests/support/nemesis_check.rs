@@ -71,6 +71,9 @@ pub struct Drain {
     pub took: Option<Duration>,
     /// What was still active when the bound passed.
     pub left: String,
+    /// The newest queue row once drained: a row after it was enqueued by a
+    /// daemon's own job (a hand-back) while the daemons were being stopped.
+    pub last_row: i64,
 }
 
 /// Everything the checker reads.
@@ -482,6 +485,9 @@ pub fn lost(h: &History) -> Vec<Violation> {
                 continue;
             }
             Some(r) if r.state == "leased" => continue, // see `leases`
+            // Enqueued after the drain, during the stop: queued for the
+            // next start, which a clean stop may leave (SPEC §6).
+            Some(r) if r.state == "pending" && r.id > h.drain.last_row => continue,
             Some(r) => format!("row {} is `{}` without a reason", r.id, r.state),
         };
         out.push(violation(Kind::Lost, Some(chat), why));

@@ -36,6 +36,7 @@ fn history() -> History {
             why: "test".into(),
             took: Some(Duration::from_secs(1)),
             left: String::new(),
+            last_row: i64::MAX,
         },
         unclean_stops: Vec::new(),
     }
@@ -287,6 +288,15 @@ fn a_chat_without_a_row_or_a_reason_is_lost() {
     h.rows.push(row(7, 5, "done", None));
     h.rows.push(row(8, 6, "done", None));
     assert!(lost(&h).is_empty());
+    // A hand-back enqueued while the daemons stopped, after the drain, is
+    // queued for the next start; one from before the drain ended is lost.
+    h.drain.last_row = 9;
+    h.rows.push(row(9, 1, "pending", None));
+    h.rows.push(row(10, 2, "pending", None));
+    assert_eq!(
+        lost(&h).iter().filter_map(|v| v.chat).collect::<Vec<_>>(),
+        [1]
+    );
 }
 
 #[test]

@@ -92,7 +92,9 @@ pub async fn drain(stage: &Stage, cast: &mut Cast) -> Drain {
     cast.note(stage, format!("draining; the bound is {bound:?}: {why}"));
     loop {
         cast.refresh(stage).await;
-        if stage.active().await.is_ok_and(|n| n == 0) {
+        if stage.active().await.is_ok_and(|n| n == 0)
+            && let Ok(last_row) = stage.last_row().await
+        {
             let took = healed.elapsed();
             cast.note(stage, format!("drained in {took:?}"));
             return Drain {
@@ -100,6 +102,7 @@ pub async fn drain(stage: &Stage, cast: &mut Cast) -> Drain {
                 why,
                 took: Some(took),
                 left: String::new(),
+                last_row,
             };
         }
         if healed.elapsed() > bound {
@@ -117,6 +120,7 @@ pub async fn drain(stage: &Stage, cast: &mut Cast) -> Drain {
                 why,
                 took: None,
                 left,
+                last_row: i64::MAX,
             };
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -151,10 +151,24 @@ impl Stage {
         }
     }
 
-    /// Rows pending or leased, or an error while the database is down.
+    /// Rows pending or leased, plus hops in doubt (a follow-up still to
+    /// read the chat), or an error while the database is down.
     pub async fn active(&self) -> Result<i64, sqlx::Error> {
-        self.int("SELECT COUNT(*) FROM queue WHERE state IN ('pending', 'leased')")
-            .await
+        let rows = self
+            .int("SELECT COUNT(*) FROM queue WHERE state IN ('pending', 'leased')")
+            .await?;
+        let hops = self
+            .int(
+                "SELECT COUNT(*) FROM assign_intents i
+                  WHERE EXISTS (SELECT 1 FROM followups f WHERE f.chat_id = i.chat_id)",
+            )
+            .await?;
+        Ok(rows + hops)
+    }
+
+    /// The newest queue row's id.
+    pub async fn last_row(&self) -> Result<i64, sqlx::Error> {
+        self.int("SELECT COALESCE(MAX(id), 0) FROM queue").await
     }
 
     /// A live daemon's listener, at random.
