@@ -429,10 +429,32 @@ fn postgres_url(url: &str) -> Result<PostgresUrl, String> {
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("********"));
     }
+    mask_query_passwords(&mut parsed);
     Ok(PostgresUrl {
         url: url.to_owned(),
         shown: parsed.to_string(),
     })
+}
+
+/// Masks every query parameter that carries a password (`?password=`, as
+/// the driver also takes it, and `sslpassword=`), keeping the rest.
+fn mask_query_passwords(url: &mut reqwest::Url) {
+    let secret = |k: &str| k.to_ascii_lowercase().contains("password");
+    if !url.query_pairs().any(|(k, _)| secret(&k)) {
+        return;
+    }
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if secret(&k) {
+                "********".into()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
 }
 
 /// The first directory of `$STATE_DIRECTORY` (systemd's `StateDirectory=`

@@ -150,3 +150,28 @@ fn relative_paths_follow_the_config_file() {
     assert_eq!(c.rules.path, PathBuf::from("/etc/assignd/rules"));
     assert_eq!(c.database_file(), PathBuf::from("/etc/assignd/state/a.db"));
 }
+
+#[test]
+fn a_postgres_password_never_prints_in_any_form() {
+    for url in [
+        "postgres://app:canary-PW-1@db.example/assignd",
+        "postgres://app@db.example/assignd?password=canary-PW-1&sslmode=require",
+        "postgresql://app@db.example/assignd?sslmode=require&Password=canary-PW-1",
+        "postgres://app@db.example/assignd?sslpassword=canary-PW-1",
+    ] {
+        let text = format!("[database]\nurl = \"{url}\"\n");
+        let c = parse(&text).unwrap();
+        let DatabaseLocation::Postgres(pg) = c.database() else {
+            panic!("{url}: not PostgreSQL");
+        };
+        let shown = format!("{pg} {pg:?} {}", c.database());
+        assert!(!shown.contains("canary-PW"), "{shown}");
+        assert!(shown.contains("********"), "{shown}");
+        assert_eq!(pg.expose(), url, "the driver gets the url whole");
+    }
+    let c = parse("[database]\nurl = \"postgres://app@db/x?sslmode=require\"\n").unwrap();
+    assert_eq!(
+        c.database().to_string(),
+        "postgres://app@db/x?sslmode=require"
+    );
+}
