@@ -130,7 +130,7 @@ impl Metrics {
             ),
             webhooks: r.add(
                 "webhooks",
-                "Webhook requests, by outcome",
+                "Webhook requests, by outcome: accepted, unauthorized, bad_request, stale (older than 7 days), failed",
                 Family::default(),
             ),
             queue_rows: r.add("queue_rows", "Queue rows by state", Family::default()),

@@ -61,7 +61,7 @@ impl Running {
 
     /// Posts a signed webhook event.
     async fn post(&self, id: &str, event: &str, data: serde_json::Value) {
-        let body = serde_json::to_vec(&json!({"event": event, "eventData": data, "attempts": 0, "lastAttemptAt": 1638953588, "createdAt": 1638953588, "id": id})).unwrap();
+        let body = serde_json::to_vec(&json!({"event": event, "eventData": data, "attempts": 0, "lastAttemptAt": common::now_secs(), "createdAt": common::now_secs(), "id": id})).unwrap();
         let http = reqwest::Client::new();
         let status = common::post_webhook(&http, &self.base, WEBHOOK_KEY, body).await;
         assert_eq!(status, 200, "{event}");

@@ -121,6 +121,46 @@ async fn a_signed_chat_new_is_enqueued_once_however_often_delivered() {
     s.stop().await;
 }
 
+/// A signed event created longer ago than its id is remembered (7 days)
+/// is refused and counted, so a captured event cannot be replayed once its
+/// id is forgotten; a fresh one, and one that gives no date, are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_older_than_its_remembered_id_is_refused() {
+    let s = serve(THREE_AGENTS).await;
+    let ten_days_ago = common::now_secs() - 10 * 86_400;
+    for created in [json!(ten_days_ago), json!(format!("{ten_days_ago}.414"))] {
+        let body = serde_json::to_vec(&json!({"event": "chat.new", "eventData": new_chat(41),
+            "attempts": 0, "createdAt": created, "id": "replayed-1"}))
+        .unwrap();
+        let (status, text) = s.webhook(&body, Some(&sign(&body))).await;
+        assert_eq!(status, 410, "{text}");
+        assert!(text.contains("more than 7 days ago"), "{text}");
+    }
+    assert_eq!(s.app.count("queue WHERE chat_id = 41").await, 0);
+    assert_eq!(s.app.scalar("SELECT COUNT(*) FROM webhook_events").await, 0);
+    let undated = serde_json::to_vec(&json!({"event": "chat.new", "eventData": new_chat(42),
+        "attempts": 0, "id": "undated-1"}))
+    .unwrap();
+    assert_eq!(s.webhook(&undated, Some(&sign(&undated))).await.0, 200);
+    let fresh = webhook_event("fresh-1", "chat.new", new_chat(41));
+    assert_eq!(s.webhook(&fresh, Some(&sign(&fresh))).await.0, 200);
+    assert_eq!(s.app.count("queue WHERE chat_id = 41").await, 1);
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap();
+    let text = metrics.text().await.unwrap();
+    let counted = sample(
+        &scrape(&text),
+        "assignd_webhooks_total",
+        &[("outcome", "stale")],
+    );
+    assert_eq!(counted, 2.0, "{text}");
+    s.stop().await;
+}
+
 /// Issue 21: a row from the listener takes its rule's priority at intake,
 /// from the chat in a `chat.new` event or the attributes of an enqueue
 /// request (the higher of the request's and the rule's).

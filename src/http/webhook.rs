@@ -24,6 +24,21 @@ struct Envelope {
     #[serde(rename = "eventData")]
     event_data: Value,
     id: String,
+    /// Seconds since the epoch, as a number or a string ("1607540767.414").
+    #[serde(rename = "createdAt", default)]
+    created_at: Option<Value>,
+}
+
+impl Envelope {
+    /// The event's creation, in ms since the epoch, when it says.
+    fn created_ms(&self) -> Option<i64> {
+        let secs = match self.created_at.as_ref()? {
+            Value::Number(n) => n.as_f64()?,
+            Value::String(s) => s.trim().parse::<f64>().ok()?,
+            _ => return None,
+        };
+        secs.is_finite().then_some((secs * 1000.0) as i64)
+    }
 }
 
 /// The `X-HelpCrunch-Signature` HelpCrunch sends for `body`: the HMAC-SHA1
@@ -71,6 +86,7 @@ pub(super) async fn receive(
         200 => "accepted",
         401 => "unauthorized",
         400 => "bad_request",
+        410 => "stale",
         _ => "failed",
     };
     crate::metrics::metrics()
@@ -103,6 +119,17 @@ async fn handle(s: &Listener, headers: &HeaderMap, body: &[u8]) -> Response {
             );
         }
     };
+    // Its id may be forgotten by now: a replay would count as new.
+    if envelope
+        .created_ms()
+        .is_some_and(|at| crate::store::now_ms() - at > crate::store::WEBHOOK_IDS_KEPT_MS)
+    {
+        tracing::warn!(event = %envelope.event, id = %envelope.id, "webhook event older than 7 days refused");
+        return reject(
+            StatusCode::GONE,
+            "the event was created more than 7 days ago, longer than its id is remembered; refused",
+        );
+    }
     let effect = match effect_of(s, &envelope) {
         Ok(effect) => effect,
         Err(why) => return reject(StatusCode::BAD_REQUEST, why),

@@ -57,6 +57,7 @@ pub use history::{History, HistoryOutcome, HistoryRow};
 pub use intents::{CallClaim, Intent};
 pub use queue::BadRow;
 pub use rank::{Ranker, UnrankedRow};
+pub use retention::WEBHOOK_IDS_KEPT_MS;
 pub use routing::RoutingLock;
 pub use rows::*;
 

@@ -2,6 +2,11 @@
 
 use super::{Store, StoreError, now_ms, vals};
 
+/// How long a webhook event's id is remembered at least: an event created
+/// longer ago is refused (its id may be forgotten, so a captured event
+/// could otherwise be replayed).
+pub const WEBHOOK_IDS_KEPT_MS: i64 = 7 * 86_400_000;
+
 impl Store {
     /// Deletes what is older than `before_ms` and finished: `done` queue
     /// rows, outcomes, and sent or abandoned messages. Pending, leased and
@@ -21,8 +26,9 @@ impl Store {
             .await?;
         let history = "DELETE FROM chat_history WHERE arrived_at < $1";
         tx.run(history, vals![before_ms]).await?;
-        // Event ids are kept at least 7 days, longer than HelpCrunch retries.
-        let events_before = before_ms.min(now_ms() - 7 * 86_400_000);
+        // Event ids are kept at least 7 days, longer than HelpCrunch retries;
+        // an older event is refused at the listener, not deduplicated.
+        let events_before = before_ms.min(now_ms() - WEBHOOK_IDS_KEPT_MS);
         let events = "DELETE FROM webhook_events WHERE received_at < $1";
         tx.run(events, vals![events_before]).await?;
         tx.commit().await?;

@@ -11,9 +11,17 @@ use super::*;
 pub fn webhook_event(id: &str, event: &str, data: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(
         &serde_json::json!({"event": event, "eventData": data, "attempts": 0,
-        "lastAttemptAt": 1638953588, "createdAt": 1638953588, "id": id}),
+        "lastAttemptAt": now_secs(), "createdAt": now_secs(), "id": id}),
     )
     .unwrap()
+}
+
+/// Now, in seconds since the epoch, as HelpCrunch dates its events.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Posts the webhook event `body` to the listener at `base`, signed with

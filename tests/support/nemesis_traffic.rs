@@ -155,7 +155,14 @@ async fn enqueue(stage: &Stage, http: &reqwest::Client, via: Producer, new: &New
 }
 
 fn envelope(id: &str, event: &str, data: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"event": event, "eventData": data, "attempts": 0, "createdAt": 1638953588, "id": id})).unwrap()
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    serde_json::to_vec(
+        &json!({"event": event, "eventData": data, "attempts": 0, "createdAt": now, "id": id}),
+    )
+    .unwrap()
 }
 
 /// Posts a signed event to a live daemon, trying `tries` times (HelpCrunch
