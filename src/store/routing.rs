@@ -160,7 +160,7 @@ impl Store {
             tx.run("LOCK TABLE closed_chats IN SHARE MODE", vals![])
                 .await?;
         }
-        let stale = vals![agent, since_ms.min(stale_before_ms)];
+        let stale = vals![agent, stale_before_ms];
         tx.run(STALE_MOVES_BACK, stale).await?;
         tx.run(FORGET_OPEN_CHATS, vals![agent, since_ms, stale_before_ms])
             .await?;

@@ -155,10 +155,7 @@ async fn enqueue(stage: &Stage, http: &reqwest::Client, via: Producer, new: &New
 }
 
 fn envelope(id: &str, event: &str, data: Value) -> Vec<u8> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = crate::common::now_secs();
     serde_json::to_vec(
         &json!({"event": event, "eventData": data, "attempts": 0, "createdAt": now, "id": id}),
     )
