@@ -72,6 +72,9 @@ impl Application {
                     health: runtime.worker.health(),
                     secrets: secrets.clone(),
                     console: runtime.worker.console(),
+                    trusted_proxies: crate::http::TrustedProxies::new(
+                        config.http.trusted_proxies.clone(),
+                    ),
                 };
                 let served = crate::http::serve(listener, addr, stop_listener.clone()).await;
                 match served {

@@ -109,7 +109,7 @@ pub struct Worker {
     pub reassign: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
     pub listen: Option<SocketAddr>,
@@ -117,6 +117,24 @@ pub struct Http {
     pub intake_token_file: Option<PathBuf>,
     /// Opens the console (`/console/`) to whoever has this token.
     pub console_token_file: Option<PathBuf>,
+    /// Peers whose `X-Forwarded-For` names the client that per-client
+    /// limits count by; by default a proxy on the same host.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            webhook_key_file: None,
+            intake_token_file: None,
+            console_token_file: None,
+            trusted_proxies: vec![
+                ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+                ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,6 +8,7 @@
 
 mod body;
 mod console;
+mod peer;
 mod ready;
 mod scrape;
 mod server;
@@ -30,6 +31,7 @@ use crate::secrets::Secret;
 use crate::store::{NewQueueItem, Store};
 use crate::worker::{Console, Health, Intake};
 pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT};
+pub use peer::{ClientAddr, TrustedProxies};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
 pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG, MAX_CONNECTIONS};
 pub use webhook::webhook_signature;
@@ -46,6 +48,8 @@ pub struct Listener {
     pub secrets: Arc<ListenerSecrets>,
     /// The rules, a chat read from HelpCrunch and the wake-up, for the console.
     pub console: Console,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// The secrets the listener checks requests against.
@@ -110,12 +114,13 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let socket = server::bind(addr)?;
     let bound = socket.local_addr()?;
+    let proxies = listener.trusted_proxies.clone();
     let app = router(Arc::new(App {
         listener,
         body_budget: body::budget(),
         write_probe: ready::WriteProbe::default(),
     }));
-    let task = tokio::spawn(server::run(socket, app, shutdown));
+    let task = tokio::spawn(server::run(socket, app, proxies, shutdown));
     Ok((bound, task))
 }
 

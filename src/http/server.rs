@@ -10,10 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use std::net::IpAddr;
+use tower::ServiceExt;
+
+use super::peer::TrustedProxies;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -63,15 +68,24 @@ fn builder() -> http1::Builder {
 }
 
 /// Accepts until `shutdown`, then closes within [`CLOSE_GRACE`].
-pub(super) async fn run(socket: TcpListener, app: Router, shutdown: CancellationToken) {
+pub(super) async fn run(
+    socket: TcpListener,
+    app: Router,
+    proxies: TrustedProxies,
+    shutdown: CancellationToken,
+) {
+    let proxies = Arc::new(proxies);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
     let hard_stop = CancellationToken::new();
     let builder = builder();
     while let Some((stream, permit)) = next_connection(&socket, &limit, &shutdown).await {
         let _ = stream.set_nodelay(true);
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let service = service(app.clone(), proxies.clone(), peer.ip());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         let hard = hard_stop.clone();
         tokio::spawn(async move {
@@ -87,6 +101,24 @@ pub(super) async fn run(socket: TcpListener, app: Router, shutdown: Cancellation
     // Stop accepting: connections still queued in the kernel are refused.
     drop(socket);
     close(graceful, hard_stop).await;
+}
+
+/// The router, with each request's [`ClientAddr`] in its extensions.
+fn service(
+    app: Router,
+    proxies: Arc<TrustedProxies>,
+    peer: IpAddr,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let client = proxies.client(peer, req.headers());
+        req.extensions_mut().insert(client);
+        app.clone().oneshot(req)
+    })
 }
 
 /// Waits for a free slot, then for a connection; None on shutdown.
