@@ -33,6 +33,7 @@ pub struct Metrics {
     pub enqueue_to_assigned: Histogram,
     pub reload_failures: Counter,
     pub webhooks: Family<Labels, Counter>,
+    pub http_refused: Family<Labels, Counter>,
     pub queue_rows: Family<Labels, Gauge>,
     pub oldest_pending: Gauge<f64, AtomicU64>,
     pub open_chats: Family<Labels, Gauge>,
@@ -131,6 +132,11 @@ impl Metrics {
             webhooks: r.add(
                 "webhooks",
                 "Webhook requests, by outcome: accepted, unauthorized, bad_request, stale (older than 7 days), failed",
+                Family::default(),
+            ),
+            http_refused: r.add(
+                "http_refused",
+                "Connections and requests the listener turned away, by reason: per_client (a client over its share of connections), evicted (closed to make room for another client), forwarded_per_client (a client behind a trusted proxy over its share of requests)",
                 Family::default(),
             ),
             queue_rows: r.add("queue_rows", "Queue rows by state", Family::default()),

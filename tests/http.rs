@@ -71,12 +71,20 @@ impl Served {
     /// The status line's code for a webhook that declares a body one byte
     /// over the limit.
     async fn oversize_status(&self) -> u16 {
+        let signed = format!("X-HelpCrunch-Signature: {}", "0".repeat(40));
+        let length = assignd::http::MAX_BODY + 1;
+        self.status_before_body("/webhooks/helpcrunch", &signed, length)
+            .await
+    }
+
+    /// The answer to a POST that declares `length` bytes and sends none:
+    /// only a refusal can come before the body.
+    async fn status_before_body(&self, path: &str, header: &str, length: usize) -> u16 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.base.trim_start_matches("http://");
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         let head = format!(
-            "POST /webhooks/helpcrunch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-HelpCrunch-Signature: 00\r\nContent-Length: {}\r\n\r\n",
-            assignd::http::MAX_BODY + 1
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{header}\r\nContent-Length: {length}\r\n\r\n",
         );
         conn.write_all(head.as_bytes()).await.unwrap();
         let mut answer = vec![0u8; 64];
@@ -219,6 +227,20 @@ async fn bad_webhooks_are_rejected_and_store_nothing() {
     // client still writing 1 MiB may meet the closed connection instead of
     // the answer, so the request declares the size and sends no body.
     assert_eq!(s.oversize_status().await, 413, "oversize");
+    // A request that cannot be signed is refused before its body is
+    // waited for: the body is never sent and the answer still comes.
+    let hook = "/webhooks/helpcrunch";
+    for header in [
+        "X-Other: 1",
+        "X-HelpCrunch-Signature: 00",
+        "X-HelpCrunch-Signature: zz",
+    ] {
+        assert_eq!(
+            s.status_before_body(hook, header, 100).await,
+            401,
+            "{header}"
+        );
+    }
     let broken = b"{\"event\": \"chat.new\", \"eventData\": ".to_vec();
     let (status, text) = s.webhook(&broken, Some(&sign(&broken))).await;
     assert_eq!(status, 400, "malformed JSON");
@@ -249,6 +271,9 @@ async fn the_enqueue_api_needs_the_token_and_ignores_duplicates() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    // The token is checked before the body is waited for.
+    let wrong = "Authorization: Bearer wrong";
+    assert_eq!(s.status_before_body("/v1/enqueue", wrong, 1000).await, 401);
     assert_eq!(s.app.scalar("SELECT COUNT(*) FROM queue").await, 0);
 
     let list = json!([{"chat_id": 41, "attrs": {"language": "uk"}, "priority": 5}, {"chat_id": 42}, {"chat_id": 41}]);

@@ -7,6 +7,7 @@
 //! effect is committed.
 
 mod body;
+mod conns;
 mod console;
 mod peer;
 mod ready;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -30,10 +31,11 @@ use tokio_util::sync::CancellationToken;
 use crate::secrets::Secret;
 use crate::store::{NewQueueItem, Store};
 use crate::worker::{Console, Health, Intake};
-pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT};
+pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT, BUDGET_WAIT, STRANGER_BUDGET};
+pub use conns::{MAX_CONNECTIONS, MAX_PER_CLIENT};
 pub use peer::{ClientAddr, TrustedProxies};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
-pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG, MAX_CONNECTIONS};
+pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG};
 pub use webhook::webhook_signature;
 
 /// The largest body accepted (1 MiB); larger ones get 413.
@@ -100,7 +102,7 @@ impl ListenerSecrets {
 /// What the handlers share: the listener's parts and its own limits.
 struct App {
     listener: Listener,
-    body_budget: Arc<tokio::sync::Semaphore>,
+    bodies: body::Budgets,
     write_probe: ready::WriteProbe,
 }
 
@@ -117,7 +119,7 @@ pub async fn serve(
     let proxies = listener.trusted_proxies.clone();
     let app = router(Arc::new(App {
         listener,
-        body_budget: body::budget(),
+        bodies: body::Budgets::new(),
         write_probe: ready::WriteProbe::default(),
     }));
     let task = tokio::spawn(server::run(socket, app, proxies, shutdown));
@@ -175,23 +177,44 @@ enum EnqueueBody {
     Many(Vec<EnqueueItem>),
 }
 
-/// `POST /v1/enqueue` with `Authorization: Bearer <intake token>`.
-async fn enqueue(State(app): State<Arc<App>>, headers: HeaderMap, body: body::Body) -> Response {
-    let s = &app.listener;
-    let Some(token) = s.secrets.intake_token() else {
-        return reject(
-            StatusCode::UNAUTHORIZED,
-            "no intake token is configured, so the enqueue API is closed",
-        );
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !same_secret(given.as_bytes(), token.expose().as_bytes()) {
-        return reject(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+/// The intake's bearer token, checked from the headers before the body
+/// is read (401 otherwise): a stranger's body is never waited for.
+struct IntakeBearer;
+
+impl axum::extract::FromRequestParts<Arc<App>> for IntakeBearer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Response> {
+        let Some(token) = app.listener.secrets.intake_token() else {
+            return Err(reject(
+                StatusCode::UNAUTHORIZED,
+                "no intake token is configured, so the enqueue API is closed",
+            ));
+        };
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same_secret(given.as_bytes(), token.expose().as_bytes()) {
+            return Err(reject(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token",
+            ));
+        }
+        parts.extensions.insert(body::Proven);
+        conns::authenticated(&parts.extensions);
+        Ok(IntakeBearer)
     }
+}
+
+/// `POST /v1/enqueue` with `Authorization: Bearer <intake token>`.
+async fn enqueue(State(app): State<Arc<App>>, _: IntakeBearer, body: body::Body) -> Response {
+    let s = &app.listener;
     let items = match serde_json::from_slice::<EnqueueBody>(&body.bytes) {
         Ok(EnqueueBody::One(i)) => vec![i],
         Ok(EnqueueBody::Many(v)) => v,

@@ -92,7 +92,7 @@ impl TrustedProxies {
 
 /// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`, as a dual-stack
 /// socket reports it) is the IPv4 address.
-fn unmap(ip: IpAddr) -> IpAddr {
+pub(super) fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

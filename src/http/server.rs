@@ -1,37 +1,37 @@
-//! The accept loop: HTTP/1.1 connections with read timeouts, a bound on
-//! how many are served at once, and a close that never waits forever.
+//! The accept loop: HTTP/1.1 connections with read timeouts, bounds on how
+//! many are served at once, in all and per client (see [`super::conns`]),
+//! and a close that never waits forever.
 //!
 //! `axum::serve` has neither read timeouts nor a bound on its graceful
 //! close, so one client that stops mid-request kept the daemon from
 //! exiting on SIGTERM; and it serves every connection at once, so a burst
-//! of 2,000 webhooks cost 2,000 sets of connection buffers.
+//! of 2,000 webhooks cost 2,000 sets of connection buffers. A connection's
+//! slot is taken before it is served: a burst beyond the cap waits in the
+//! kernel's accept queue, and strangers holding slots make room.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use axum::Router;
-use axum::http::Request;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use std::net::IpAddr;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::peer::TrustedProxies;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use super::conns::{Conn, ConnHandle, Conns, MAX_CONNECTIONS, MAX_PER_CLIENT, Refused, Slot};
+use super::peer::{ClientAddr, TrustedProxies, unmap};
 
 /// A client gets this long to send a request's headers; it is also how
 /// long an idle keep-alive connection stays open (hyper starts the same
 /// timer while it waits for the next request).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connections served at once. More wait in the kernel's accept queue
-/// (backpressure, nothing is refused): the writer is a single SQLite
-/// connection, so more concurrency buys no throughput, only memory.
-pub const MAX_CONNECTIONS: usize = 64;
 
 /// The kernel's accept queue (capped by `net.core.somaxconn`), deep enough
 /// for a burst of webhooks to wait there rather than be reset.
@@ -75,27 +75,34 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let proxies = Arc::new(proxies);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns = Conns::new(MAX_CONNECTIONS, MAX_PER_CLIENT);
     let graceful = GracefulShutdown::new();
     let hard_stop = CancellationToken::new();
     let builder = builder();
-    while let Some((stream, permit)) = next_connection(&socket, &limit, &shutdown).await {
+    while let Some((stream, peer, slot)) =
+        next_connection(&socket, &conns, &proxies, &shutdown).await
+    {
         let _ = stream.set_nodelay(true);
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        let service = service(app.clone(), proxies.clone(), peer.ip());
+        let service = service(
+            app.clone(),
+            proxies.clone(),
+            conns.clone(),
+            slot.conn.clone(),
+            peer,
+        );
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         let hard = hard_stop.clone();
         tokio::spawn(async move {
+            let closing = slot.conn.closing().clone();
             tokio::select! {
                 served = conn => if let Err(e) = served {
                     tracing::debug!(error = %e, "HTTP connection ended with an error");
                 },
+                _ = closing.cancelled() => {}
                 _ = hard.cancelled() => {}
             }
-            drop(permit);
+            drop(slot);
         });
     }
     // Stop accepting: connections still queued in the kernel are refused.
@@ -103,46 +110,103 @@ pub(super) async fn run(
     close(graceful, hard_stop).await;
 }
 
-/// The router, with each request's [`ClientAddr`] in its extensions.
+/// The router, with each request's [`ClientAddr`] and connection in its
+/// extensions; a client behind a trusted proxy that already has its share
+/// of requests in flight gets 429 at once.
 fn service(
     app: Router,
     proxies: Arc<TrustedProxies>,
+    conns: Arc<Conns>,
+    conn: Arc<Conn>,
     peer: IpAddr,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
-    Response = axum::response::Response,
+    Response = Response,
     Error = std::convert::Infallible,
     Future = impl Send,
 > + Clone {
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let client = proxies.client(peer, req.headers());
+        let busy = conn.busy();
+        // A proxy's own requests are not capped: its clients are.
+        let forwarded = (client.0 != peer).then(|| conns.forwarded(client.key()));
         req.extensions_mut().insert(client);
-        app.clone().oneshot(req)
+        req.extensions_mut().insert(ConnHandle(conn.clone()));
+        let app = app.clone();
+        async move {
+            let _busy = busy;
+            if let Some(None) = forwarded {
+                refused("forwarded_per_client");
+                return Ok(too_many());
+            }
+            app.oneshot(req).await
+        }
     })
 }
 
-/// Waits for a free slot, then for a connection; None on shutdown.
+fn too_many() -> Response {
+    let mut r = super::reject(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many requests at once from your address",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Counts a connection or request the listener turned away.
+fn refused(reason: &str) {
+    crate::metrics::metrics()
+        .http_refused
+        .get_or_create(&vec![("reason", reason.to_string())])
+        .inc();
+}
+
+/// The next connection with its peer and slot; None on shutdown. A client
+/// over its share is closed at once; when every slot serves an
+/// authenticated request, the connection waits for one to free.
 async fn next_connection(
     socket: &TcpListener,
-    limit: &Arc<Semaphore>,
+    conns: &Arc<Conns>,
+    proxies: &TrustedProxies,
     shutdown: &CancellationToken,
-) -> Option<(TcpStream, OwnedSemaphorePermit)> {
-    let permit = tokio::select! {
-        _ = shutdown.cancelled() => return None,
-        p = limit.clone().acquire_owned() => p.ok()?,
-    };
+) -> Option<(TcpStream, IpAddr, Slot)> {
     loop {
-        tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return None,
             accepted = socket.accept() => match accepted {
-                Ok((stream, _)) => return Some((stream, permit)),
+                Ok((stream, peer)) => (stream, unmap(peer.ip())),
                 Err(e) => {
                     // Out of file descriptors, or a connection reset while
                     // queued: pause briefly rather than spin, and go on.
                     tracing::warn!(error = %e, "cannot accept an HTTP connection");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
             },
+        };
+        let exempt = proxies.trusts(peer);
+        loop {
+            match conns.admit(ClientAddr(peer).key(), exempt) {
+                Ok((slot, evicted)) => {
+                    if evicted {
+                        refused("evicted");
+                    }
+                    return Some((stream, peer, slot));
+                }
+                Err(Refused::PerClient) => {
+                    refused("per_client");
+                    break;
+                }
+                Err(Refused::Full) => tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = conns.freed() => {}
+                    // A slot freed just before the wait began is seen here.
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                },
+            }
         }
     }
 }

@@ -3,16 +3,19 @@
 use crate::domain::{AgentId, ChatId};
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use hmac::Mac;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::body::Body;
+use super::conns::ConnHandle;
 use super::{App, Listener, reject};
 use crate::helpcrunch::types::Chat;
+use crate::secrets::Secret;
 use crate::store::{NewQueueItemJson, WebhookEffect};
 
 /// The header that carries the lowercase hex HMAC-SHA1 of the raw body.
@@ -56,14 +59,10 @@ pub fn webhook_signature(key: &[u8], body: &[u8]) -> String {
 }
 
 /// Checks the signature over the raw bytes, before any parsing, in constant time.
-fn signature_ok(key: &[u8], body: &[u8], header: Option<&str>) -> bool {
-    let Some(hex) = header else { return false };
-    let Some(given) = decode_hex(hex.trim()) else {
-        return false;
-    };
+fn signature_ok(key: &[u8], body: &[u8], given: &[u8]) -> bool {
     let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(body);
-    mac.verify_slice(&given).is_ok()
+    mac.verify_slice(given).is_ok()
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -76,39 +75,68 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-pub(super) async fn receive(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let response = handle(&app.listener, &headers, &body.bytes).await;
-    let outcome = match response.status().as_u16() {
+/// A webhook key and a well-formed signature header, checked before the
+/// body is read (401 otherwise): a request that cannot be signed is never
+/// waited for. The signature itself is checked once the body is in.
+pub(super) struct Signed {
+    key: Secret,
+    given: Vec<u8>,
+    /// Marked authenticated once the signature proves good.
+    conn: Option<ConnHandle>,
+}
+
+impl FromRequestParts<Arc<App>> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
+        let Some(key) = app.listener.secrets.webhook_key() else {
+            count("unauthorized");
+            return Err(reject(
+                StatusCode::UNAUTHORIZED,
+                "no webhook key is configured, so webhooks are refused",
+            ));
+        };
+        let header = parts.headers.get(SIGNATURE_HEADER);
+        let given = header
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| decode_hex(v.trim()));
+        let Some(given) = given else {
+            count("unauthorized");
+            return Err(reject(
+                StatusCode::UNAUTHORIZED,
+                "missing or malformed X-HelpCrunch-Signature (40 hex digits)",
+            ));
+        };
+        let conn = parts.extensions.get::<ConnHandle>().cloned();
+        Ok(Self { key, given, conn })
+    }
+}
+
+pub(super) async fn receive(State(app): State<Arc<App>>, signed: Signed, body: Body) -> Response {
+    let response = handle(&app.listener, &signed, &body.bytes).await;
+    count(match response.status().as_u16() {
         200 => "accepted",
         401 => "unauthorized",
         400 => "bad_request",
         410 => "stale",
         _ => "failed",
-    };
+    });
+    response
+}
+
+fn count(outcome: &str) {
     crate::metrics::metrics()
         .webhooks
         .get_or_create(&vec![("outcome", outcome.to_string())])
         .inc();
-    response
 }
 
-async fn handle(s: &Listener, headers: &HeaderMap, body: &[u8]) -> Response {
-    let Some(key) = s.secrets.webhook_key() else {
-        return reject(
-            StatusCode::UNAUTHORIZED,
-            "no webhook key is configured, so webhooks are refused",
-        );
-    };
-    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if !signature_ok(key.expose().as_bytes(), body, header) {
-        return reject(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong X-HelpCrunch-Signature",
-        );
+async fn handle(s: &Listener, signed: &Signed, body: &[u8]) -> Response {
+    if !signature_ok(signed.key.expose().as_bytes(), body, &signed.given) {
+        return reject(StatusCode::UNAUTHORIZED, "wrong X-HelpCrunch-Signature");
+    }
+    if let Some(ConnHandle(conn)) = &signed.conn {
+        conn.authenticated();
     }
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
@@ -264,10 +292,11 @@ mod tests {
     fn signatures_are_checked_over_raw_bytes() {
         let body = br#"{"event":"chat.new"}"#;
         let hex = webhook_signature(b"k", body);
-        assert!(signature_ok(b"k", body, Some(&hex)));
-        assert!(!signature_ok(b"other", body, Some(&hex)));
-        assert!(!signature_ok(b"k", br#"{"event": "chat.new"}"#, Some(&hex)));
-        assert!(!signature_ok(b"k", body, None));
-        assert!(!signature_ok(b"k", body, Some("zz")));
+        let given = decode_hex(&hex).unwrap();
+        assert!(signature_ok(b"k", body, &given));
+        assert!(!signature_ok(b"other", body, &given));
+        assert!(!signature_ok(b"k", br#"{"event": "chat.new"}"#, &given));
+        assert!(decode_hex("zz").is_none());
+        assert!(decode_hex(&"g".repeat(40)).is_none());
     }
 }

@@ -1,0 +1,336 @@
+//! The connections being served, counted by client address: a cap per
+//! client and a cap in all. When every slot is taken, a new connection
+//! closes one to make room: never one serving an authenticated request,
+//! first a connection that never authenticated, of the client holding the
+//! most, its oldest. So strangers holding sockets open (idle, trickling
+//! headers or bodies) take at most a fair share between them, and a new
+//! client — HelpCrunch delivering a signed webhook — always gets a slot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Connections served at once, all clients together. An idle connection
+/// costs a few KiB (its read buffer grows only as a request needs).
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Connections one client address (an IPv6 /64) may hold at once; a
+/// trusted proxy is exempt here, its clients are counted per request.
+pub const MAX_PER_CLIENT: usize = 32;
+
+/// One connection: how to close it, and whether it may be closed.
+#[derive(Debug)]
+pub struct Conn {
+    id: u64,
+    client: IpAddr,
+    close: CancellationToken,
+    /// Requests being served on it now.
+    busy: AtomicUsize,
+    /// It has served a request with a valid credential.
+    authenticated: AtomicBool,
+}
+
+impl Conn {
+    /// Closed when the connection must make room for another.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.close
+    }
+
+    /// Called once a request on it proved a credential.
+    pub fn authenticated(&self) {
+        self.authenticated.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// Whether closing it now could cut off an authenticated request.
+    fn protected(&self) -> bool {
+        self.authenticated.load(Ordering::Relaxed) && self.busy.load(Ordering::Acquire) > 0
+    }
+}
+
+/// The connection a request came on, in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct ConnHandle(pub Arc<Conn>);
+
+/// Marks the connection of a request whose credential proved good, so
+/// that it is not closed to make room while it serves.
+pub fn authenticated(extensions: &axum::http::Extensions) {
+    if let Some(ConnHandle(conn)) = extensions.get::<ConnHandle>() {
+        conn.authenticated();
+    }
+}
+
+/// A request in flight on a connection.
+pub struct Busy(Arc<Conn>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    next: u64,
+    open: BTreeMap<u64, Arc<Conn>>,
+    by_client: HashMap<IpAddr, usize>,
+    /// Requests in flight per client behind a trusted proxy, whose
+    /// connections all count as the proxy's.
+    forwarded: HashMap<IpAddr, usize>,
+}
+
+/// The registry of open connections.
+pub struct Conns {
+    inner: Mutex<Inner>,
+    freed: Notify,
+    capacity: usize,
+    per_client: usize,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its client already holds its share.
+    PerClient,
+    /// Every slot serves an authenticated request: wait for one to free.
+    Full,
+}
+
+/// A connection's place in the registry; dropping it frees the place.
+pub struct Slot {
+    conns: Arc<Conns>,
+    pub conn: Arc<Conn>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.conns.remove(self.conn.id);
+    }
+}
+
+impl Conns {
+    pub fn new(capacity: usize, per_client: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner::default()),
+            freed: Notify::new(),
+            capacity,
+            per_client,
+        })
+    }
+
+    /// A slot for a new connection from `client` (capped per client unless
+    /// `exempt`); at capacity another connection is closed for it. Returns
+    /// the slot and whether a connection was closed to make room.
+    pub fn admit(self: &Arc<Self>, client: IpAddr, exempt: bool) -> Result<(Slot, bool), Refused> {
+        let mut inner = self.inner.lock().expect("connections lock");
+        let held = inner.by_client.get(&client).copied().unwrap_or(0);
+        if !exempt && held >= self.per_client {
+            return Err(Refused::PerClient);
+        }
+        let mut evicted = false;
+        if inner.open.len() >= self.capacity {
+            let victim = victim(&inner, held).ok_or(Refused::Full)?;
+            victim.close.cancel();
+            forget(&mut inner, victim.id);
+            evicted = true;
+        }
+        let id = inner.next;
+        inner.next += 1;
+        let conn = Arc::new(Conn {
+            id,
+            client,
+            close: CancellationToken::new(),
+            busy: AtomicUsize::new(0),
+            authenticated: AtomicBool::new(false),
+        });
+        inner.open.insert(id, conn.clone());
+        *inner.by_client.entry(client).or_insert(0) += 1;
+        let slot = Slot {
+            conns: self.clone(),
+            conn,
+        };
+        Ok((slot, evicted))
+    }
+
+    /// Counts a request forwarded by a trusted proxy for `client` until
+    /// the guard is dropped; None if that client already has its share.
+    pub fn forwarded(self: &Arc<Self>, client: IpAddr) -> Option<Forwarded> {
+        let mut inner = self.inner.lock().expect("connections lock");
+        let n = inner.forwarded.entry(client).or_insert(0);
+        if *n >= self.per_client {
+            return None;
+        }
+        *n += 1;
+        Some(Forwarded {
+            conns: self.clone(),
+            client,
+        })
+    }
+
+    /// Resolves when a slot may have been freed.
+    pub async fn freed(&self) {
+        self.freed.notified().await;
+    }
+
+    /// Open connections now.
+    #[cfg(test)]
+    pub fn open(&self) -> usize {
+        self.inner.lock().expect("connections lock").open.len()
+    }
+
+    fn remove(&self, id: u64) {
+        let mut inner = self.inner.lock().expect("connections lock");
+        if forget(&mut inner, id) {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// A forwarded request in flight.
+pub struct Forwarded {
+    conns: Arc<Conns>,
+    client: IpAddr,
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        let mut inner = self.conns.inner.lock().expect("connections lock");
+        if let Some(n) = inner.forwarded.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                inner.forwarded.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Takes `id` out of the counts; false if it was already out (evicted).
+fn forget(inner: &mut Inner, id: u64) -> bool {
+    let Some(conn) = inner.open.remove(&id) else {
+        return false;
+    };
+    if let Some(n) = inner.by_client.get_mut(&conn.client) {
+        *n -= 1;
+        if *n == 0 {
+            inner.by_client.remove(&conn.client);
+        }
+    }
+    true
+}
+
+/// The connection to close for a newcomer whose client holds `held`:
+/// one of a client that would still hold more than the newcomer's (so a
+/// burst from one client waits its turn instead of cutting its own
+/// requests off); unauthenticated before authenticated-but-idle; then the
+/// client holding the most; then the oldest. Never one serving an
+/// authenticated request.
+fn victim(inner: &Inner, held: usize) -> Option<Arc<Conn>> {
+    let held_by = |c: &Conn| inner.by_client.get(&c.client).copied().unwrap_or(0);
+    inner
+        .open
+        .values()
+        .filter(|c| !c.protected() && held_by(c) > held + 1)
+        .min_by_key(|c| {
+            let held = held_by(c);
+            (
+                c.authenticated.load(Ordering::Relaxed),
+                std::cmp::Reverse(held),
+                c.id,
+            )
+        })
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, n])
+    }
+
+    #[test]
+    fn a_client_gets_its_share_and_no_more() {
+        let conns = Conns::new(10, 2);
+        let _a = conns.admit(ip(2), false).unwrap();
+        let _b = conns.admit(ip(2), false).unwrap();
+        assert_eq!(conns.admit(ip(2), false).err(), Some(Refused::PerClient));
+        // An exempt peer (a trusted proxy) is not capped per client.
+        let c = conns.admit(ip(2), true).unwrap();
+        drop((_a, c));
+        assert!(conns.admit(ip(2), false).is_ok());
+    }
+
+    #[test]
+    fn a_newcomer_closes_the_oldest_of_the_client_holding_most() {
+        let conns = Conns::new(4, 10);
+        let s1 = conns.admit(ip(2), false).unwrap().0;
+        let s2 = conns.admit(ip(3), false).unwrap().0;
+        let s3 = conns.admit(ip(3), false).unwrap().0;
+        let s4 = conns.admit(ip(3), false).unwrap().0;
+        let (s5, evicted) = conns.admit(ip(4), false).unwrap();
+        assert!(evicted);
+        assert!(s2.conn.closing().is_cancelled(), "ip 3 held the most");
+        assert!(!s1.conn.closing().is_cancelled());
+        assert!(!s3.conn.closing().is_cancelled());
+        assert_eq!(conns.open(), 4);
+        // The evicted slot's drop does not free a second place.
+        drop(s2);
+        assert_eq!(conns.open(), 4);
+        drop((s1, s3, s4, s5));
+        assert_eq!(conns.open(), 0);
+    }
+
+    #[test]
+    fn clients_behind_a_proxy_are_counted_per_request() {
+        let conns = Conns::new(10, 2);
+        let a = conns.forwarded(ip(9)).unwrap();
+        let _b = conns.forwarded(ip(9)).unwrap();
+        assert!(conns.forwarded(ip(9)).is_none());
+        assert!(conns.forwarded(ip(8)).is_some());
+        drop(a);
+        assert!(conns.forwarded(ip(9)).is_some());
+    }
+
+    #[test]
+    fn an_authenticated_request_is_never_cut_off() {
+        let conns = Conns::new(4, 10);
+        let a = conns.admit(ip(2), false).unwrap().0;
+        let b = conns.admit(ip(2), false).unwrap().0;
+        let c = conns.admit(ip(2), false).unwrap().0;
+        let d = conns.admit(ip(2), false).unwrap().0;
+        for s in [&a, &b, &c] {
+            s.conn.authenticated();
+        }
+        let _serving = (a.conn.busy(), b.conn.busy());
+        // A stranger's connection goes first, however old the others.
+        let e = conns.admit(ip(3), false).unwrap().0;
+        assert!(d.conn.closing().is_cancelled());
+        // Then an idle authenticated one; a busy one never.
+        let _f = conns.admit(ip(4), false).unwrap().0;
+        assert!(c.conn.closing().is_cancelled());
+        assert!(!a.conn.closing().is_cancelled() && !b.conn.closing().is_cancelled());
+        assert!(!e.conn.closing().is_cancelled());
+        assert_eq!(conns.admit(ip(5), false).err(), Some(Refused::Full));
+    }
+
+    #[test]
+    fn a_burst_from_one_client_waits_instead_of_cutting_itself_off() {
+        let conns = Conns::new(2, 10);
+        let a = conns.admit(ip(2), true).unwrap().0;
+        let _b = conns.admit(ip(2), true).unwrap().0;
+        assert_eq!(conns.admit(ip(2), true).err(), Some(Refused::Full));
+        assert!(!a.conn.closing().is_cancelled());
+        drop(a);
+        assert!(conns.admit(ip(2), true).is_ok());
+    }
+}
