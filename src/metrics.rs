@@ -136,7 +136,7 @@ impl Metrics {
             ),
             http_refused: r.add(
                 "http_refused",
-                "Connections and requests the listener turned away, by reason: per_client (a client over its share of connections), evicted (closed to make room for another client), forwarded_per_client (a client behind a trusted proxy over its share of requests)",
+                "Connections and requests the listener turned away, by reason: per_client (a client over its share of connections), evicted (closed to make room for another client), full (no room could be made), forwarded_per_client (a client behind a trusted proxy over its share of requests)",
                 Family::default(),
             ),
             queue_rows: r.add("queue_rows", "Queue rows by state", Family::default()),

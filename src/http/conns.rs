@@ -228,17 +228,17 @@ fn forget(inner: &mut Inner, id: u64) -> bool {
 }
 
 /// The connection to close for a newcomer whose client holds `held`:
-/// one of a client that would still hold more than the newcomer's (so a
-/// burst from one client waits its turn instead of cutting its own
-/// requests off); unauthenticated before authenticated-but-idle; then the
-/// client holding the most; then the oldest. Never one serving an
-/// authenticated request.
+/// one of a client holding more (so a burst from one client waits its
+/// turn instead of cutting its own requests off, and many addresses
+/// holding one each still make room for a client holding none);
+/// unauthenticated before authenticated-but-idle; then the client holding
+/// the most; then the oldest. Never one serving an authenticated request.
 fn victim(inner: &Inner, held: usize) -> Option<Arc<Conn>> {
     let held_by = |c: &Conn| inner.by_client.get(&c.client).copied().unwrap_or(0);
     inner
         .open
         .values()
-        .filter(|c| !c.protected() && held_by(c) > held + 1)
+        .filter(|c| !c.protected() && held_by(c) > held)
         .min_by_key(|c| {
             let held = held_by(c);
             (
@@ -312,15 +312,33 @@ mod tests {
             s.conn.authenticated();
         }
         let _serving = (a.conn.busy(), b.conn.busy());
-        // A stranger's connection goes first, however old the others.
+        // Strangers' connections go first, however old the others...
         let e = conns.admit(ip(3), false).unwrap().0;
         assert!(d.conn.closing().is_cancelled());
-        // Then an idle authenticated one; a busy one never.
-        let _f = conns.admit(ip(4), false).unwrap().0;
+        let f = conns.admit(ip(4), false).unwrap().0;
+        assert!(e.conn.closing().is_cancelled());
+        assert!(!c.conn.closing().is_cancelled());
+        // ...then an idle authenticated one; a busy one never.
+        f.conn.authenticated();
+        let _f_serving = f.conn.busy();
+        let g = conns.admit(ip(5), false).unwrap().0;
         assert!(c.conn.closing().is_cancelled());
-        assert!(!a.conn.closing().is_cancelled() && !b.conn.closing().is_cancelled());
-        assert!(!e.conn.closing().is_cancelled());
-        assert_eq!(conns.admit(ip(5), false).err(), Some(Refused::Full));
+        g.conn.authenticated();
+        let _g_serving = g.conn.busy();
+        assert_eq!(conns.admit(ip(6), false).err(), Some(Refused::Full));
+        for s in [&a, &b, &f, &g] {
+            assert!(!s.conn.closing().is_cancelled());
+        }
+    }
+
+    #[test]
+    fn many_clients_holding_one_each_still_make_room() {
+        let conns = Conns::new(3, 10);
+        let held: Vec<_> = (2..5).map(|n| conns.admit(ip(n), false).unwrap().0).collect();
+        let _new = conns.admit(ip(9), false).unwrap().0;
+        assert!(held[0].conn.closing().is_cancelled(), "the oldest goes");
+        // One who holds one already does not push out another's one.
+        assert_eq!(conns.admit(ip(3), false).err(), Some(Refused::Full));
     }
 
     #[test]

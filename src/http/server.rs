@@ -165,8 +165,8 @@ fn refused(reason: &str) {
 }
 
 /// The next connection with its peer and slot; None on shutdown. A client
-/// over its share is closed at once; when every slot serves an
-/// authenticated request, the connection waits for one to free.
+/// over its share is closed at once; when no slot can be made for it, a
+/// stranger is closed and a trusted proxy waits for one to free.
 async fn next_connection(
     socket: &TcpListener,
     conns: &Arc<Conns>,
@@ -200,6 +200,13 @@ async fn next_connection(
                     refused("per_client");
                     break;
                 }
+                // A stranger is not waited for: that would stall the
+                // accept loop, and every client behind it, for its sake.
+                Err(Refused::Full) if !exempt => {
+                    refused("full");
+                    break;
+                }
+                // A trusted proxy's burst waits its turn (backpressure).
                 Err(Refused::Full) => tokio::select! {
                     _ = shutdown.cancelled() => return None,
                     _ = conns.freed() => {}
