@@ -31,6 +31,7 @@ use crate::secrets::Secret;
 use crate::store::{NewQueueItem, Store};
 use crate::worker::{Console, Health, Intake};
 pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT};
+pub use console::Site as ConsoleSite;
 pub use peer::{ClientAddr, TrustedProxies};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
 pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG, MAX_CONNECTIONS};
@@ -50,6 +51,8 @@ pub struct Listener {
     pub console: Console,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// The console's scheme (`[http] public_url`) and sign-in record.
+    pub console_site: ConsoleSite,
 }
 
 /// The secrets the listener checks requests against.
