@@ -134,7 +134,9 @@ impl Drop for Attempt {
 /// 429 with the wait in whole seconds, rounded up.
 fn too_early(who: IpAddr, wait: Duration) -> Response {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    tracing::warn!(client = %who, retry_after = secs, "console: a sign-in came too early");
+    // Debug only: these come as fast as a guesser sends them; the wrong
+    // tokens that earned the wait were each logged as a warning.
+    tracing::debug!(client = %who, retry_after = secs, "console: a sign-in came too early");
     let why = format!("Too many sign-in attempts; try again in {secs} s.");
     let mut r = html(StatusCode::TOO_MANY_REQUESTS, signin_form(Some(&why)));
     r.headers_mut()
