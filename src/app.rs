@@ -75,6 +75,7 @@ impl Application {
                     trusted_proxies: crate::http::TrustedProxies::new(
                         config.http.trusted_proxies.clone(),
                     ),
+                    console_site: crate::http::ConsoleSite::new(config.http.public_https()),
                 };
                 let served = crate::http::serve(listener, addr, stop_listener.clone()).await;
                 match served {

@@ -117,6 +117,10 @@ pub struct Http {
     pub intake_token_file: Option<PathBuf>,
     /// Opens the console (`/console/`) to whoever has this token.
     pub console_token_file: Option<PathBuf>,
+    /// How HelpCrunch and browsers reach the listener (`https://…` behind a
+    /// TLS proxy): the webhook address `check` prints; https makes the
+    /// console's cookie `Secure`.
+    pub public_url: Option<Spanned<String>>,
     /// Peers whose `X-Forwarded-For` names the client that per-client
     /// limits count by; by default a proxy on the same host.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -129,6 +133,7 @@ impl Default for Http {
             webhook_key_file: None,
             intake_token_file: None,
             console_token_file: None,
+            public_url: None,
             trusted_proxies: vec![
                 ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
                 ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
@@ -337,6 +342,11 @@ impl Config {
                 ),
             ));
         }
+        if let Some(url) = &self.http.public_url
+            && let Err(why) = public_url(url.get_ref())
+        {
+            return Err(SourceError::new(path, text, url.span(), why));
+        }
         if let Some(url) = &self.database.url {
             let checked = if is_postgres(url.get_ref()) {
                 postgres_url(url.get_ref()).map(drop)
@@ -388,6 +398,42 @@ impl Config {
     pub fn api_key(&self) -> Result<Option<Secret>, SecretError> {
         secrets::load(secrets::API_KEY, self.helpcrunch.api_key_file.as_deref())
     }
+}
+
+impl Http {
+    /// `[http] public_url` without a trailing `/`, if set.
+    pub fn public_url(&self) -> Option<&str> {
+        let url = self.public_url.as_ref()?.get_ref();
+        Some(url.trim_end_matches('/'))
+    }
+
+    /// The address HelpCrunch posts its webhooks to, if `public_url` is set.
+    pub fn webhook_url(&self) -> Option<String> {
+        Some(format!("{}/webhooks/helpcrunch", self.public_url()?))
+    }
+
+    /// Whether browsers reach the console over HTTPS.
+    pub fn public_https(&self) -> bool {
+        self.public_url().is_some_and(|u| u.starts_with("https://"))
+    }
+}
+
+/// Checks `[http] public_url`: an absolute http(s) url naming a host, with
+/// no query or fragment (webhook paths are appended to it).
+fn public_url(url: &str) -> Result<(), String> {
+    let form = "http.public_url must be an absolute http:// or https:// url, such as \
+                https://assignd.example.com";
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{form}: `{url}`: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || !url.contains("://") {
+        return Err(format!("{form}; `{url}` is not"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{form}; `{url}` names no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{form}; `{url}` has a query or fragment"));
+    }
+    Ok(())
 }
 
 /// Where the daemon's state lives.

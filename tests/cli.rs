@@ -169,6 +169,36 @@ async fn check_rejects_a_bad_config_with_a_suggestion() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
+/// `check` prints the webhook address to paste into HelpCrunch from
+/// `[http] public_url`, says how to get it when only `listen` is set, and
+/// refuses a public_url that is not an absolute http(s) url.
+#[tokio::test]
+async fn check_prints_the_webhook_address() {
+    let app = TestApp::builder().listen().build().await;
+    let (code, out, err) = check(&app);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("webhook address: set [http] public_url"),
+        "{out}"
+    );
+    app.edit_config(|c| c + "public_url = \"https://assignd.example.com/\"\n");
+    let (code, out, err) = check(&app);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "webhook address (paste into HelpCrunch): https://assignd.example.com/webhooks/helpcrunch\n"
+        ),
+        "{out}"
+    );
+    app.edit_config(|c| c.replace("https://assignd.example.com/", "assignd.example.com"));
+    let (code, _, err) = check(&app);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("http.public_url must be an absolute http:// or https:// url"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn bad_usage_exits_2() {
     let app = app_with_rules(THREE_AGENTS).await;

@@ -1,85 +1,37 @@
 //! The console on several daemons (SPEC §11, §12): three `assignd run` on
 //! one PostgreSQL database, each with its own listener. A session signed in
-//! on one daemon is good on the others (it is signed with the token, not
-//! kept in one process), a change made through any of them is seen by all
-//! (the away flag is in the database), the chats that follow go to the
-//! other agent whichever daemon decides them, and the audit names who made
-//! each change. Also the refusals, over plain HTTP: no console without a
-//! token, a wrong token, no session, a wrong CSRF field, a foreign origin.
+//! on one daemon is good on the others (its row is in the database) and a
+//! sign-out on one ends it on all; a change made through any of them is
+//! seen by all (the away flag is in the database), the chats that follow
+//! go to the other agent whichever daemon decides them, and the audit names
+//! who made each change. Also the refusals, over plain HTTP: no console
+//! without a token, a wrong token, no session, a wrong CSRF field, a
+//! foreign origin.
 
 mod common;
+#[path = "support/console_http.rs"]
+mod console_http;
 #[path = "support/postgres.rs"]
 mod postgres;
 
 use std::time::Duration;
 
 use common::*;
+use console_http::*;
 use reqwest::StatusCode;
-use reqwest::redirect::Policy;
 
 const TOKEN: &str = "canary-console-5d1e9a";
 const API_KEY: &str = "canary-api-key-77c2";
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// Signs in on `base`; the session cookie (`name=value`).
-async fn sign_in(base: &str, token: &str) -> Result<String, StatusCode> {
-    let r = http()
-        .post(format!("{base}/console/signin"))
-        .form(&[("name", "dana"), ("token", token)])
-        .send()
-        .await
-        .unwrap();
-    if r.status() != StatusCode::SEE_OTHER {
-        return Err(r.status());
-    }
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
-    assert!(!cookie.contains(TOKEN), "the cookie carries no token");
-    Ok(cookie.split(';').next().unwrap().to_string())
-}
-
 /// A page's body, asserting 200 and that no secret is on it.
 async fn page(base: &str, path: &str, cookie: &str) -> String {
-    let r = http()
-        .get(format!("{base}{path}"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get(base, path, cookie).await;
     assert_eq!(r.status(), StatusCode::OK, "GET {path}");
     let text = r.text().await.unwrap();
     for secret in [TOKEN, API_KEY] {
         assert!(!text.contains(secret), "{path} shows a secret");
     }
     text
-}
-
-fn csrf_of(page: &str) -> String {
-    let at = page
-        .find("name=\"csrf\" value=\"")
-        .expect("a form with a CSRF field")
-        + 19;
-    page[at..at + 64].to_string()
-}
-
-/// POSTs a console form; the status.
-async fn post(base: &str, path: &str, cookie: &str, origin: &str, form: &[(&str, &str)]) -> u16 {
-    http()
-        .post(format!("{base}{path}"))
-        .header("cookie", cookie)
-        .header("origin", origin)
-        .form(form)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,6 +165,18 @@ async fn three_daemons_share_sessions_away_flags_and_the_audit() {
         );
     }
     assert!(audit.contains("console:dana"));
+
+    // Signed out through daemon 2, the session is over on every daemon: a
+    // copy of the cookie kept from before opens nothing.
+    assert_eq!(sign_out(&bases[1], &cookie).await, 303);
+    for base in &bases {
+        let to = sent_to(base, "/console/agents", &cookie).await;
+        assert_eq!(to.as_deref(), Some("/console/signin"), "{base}");
+    }
+    assert_eq!(
+        post(&bases[0], "/console/agents/away", &cookie, &own(0), &away).await,
+        401
+    );
     for mut d in daemons {
         d.assert_running("after the console test");
         terminate(&mut d.child, Duration::from_secs(15));

@@ -1,7 +1,8 @@
 //! What the console reads and the audit it writes, on both backends (a real
 //! SQLite file and a real PostgreSQL server): every change recorded in the
 //! same transaction with who made it, the queue in claim order, dead
-//! letters, and a chat's decisions and stored snapshot.
+//! letters, a chat's decisions and stored snapshot, and the sessions of
+//! signed-in team leads.
 
 #[path = "support/postgres.rs"]
 mod postgres;
@@ -9,13 +10,17 @@ mod postgres;
 mod store_fixture;
 
 use assignd::domain::{AuditAction, ChatId};
-use assignd::store::{NewAudit, NewOutcome, NewQueueItem, Next, OutcomeResult, now_ms};
+use assignd::store::{
+    ConsoleSession, NewAudit, NewConsoleSession, NewOutcome, NewQueueItem, Next, OutcomeResult,
+    now_ms,
+};
 
 use store_fixture::*;
 
 both!(
     every_change_is_audited_with_who_made_it,
     the_console_sees_the_queue_dead_letters_and_a_chats_decisions,
+    a_console_session_lives_while_used_and_ends_for_good,
 );
 
 async fn every_change_is_audited_with_who_made_it(f: Fixture) {
@@ -147,4 +152,87 @@ async fn the_console_sees_the_queue_dead_letters_and_a_chats_decisions(f: Fixtur
             .is_none()
     );
     assert!(f.store.chat_input(ChatId(77)).await.unwrap().is_none());
+}
+
+const MINUTE: i64 = 60_000;
+
+fn sign_in_audit() -> NewAudit<'static> {
+    NewAudit {
+        actor: "console:dana",
+        action: AuditAction::SignIn,
+        subject: "dana",
+        until_ms: None,
+        detail: "",
+    }
+}
+
+/// The store's part of a session, on an injected clock: live while its
+/// `ends_at` is ahead, kept alive only while live, ended by a sign-out for
+/// good, and pruned once ended.
+async fn a_console_session_lives_while_used_and_ends_for_good(f: Fixture) {
+    let t0 = now_ms();
+    let session = |key, ends_ms| NewConsoleSession {
+        key,
+        name: "dana",
+        now_ms: t0,
+        expires_ms: t0 + 720 * MINUTE,
+        ends_ms,
+    };
+    let audit = sign_in_audit();
+    f.store
+        .open_console_session(&session("k1", t0 + 30 * MINUTE), &audit)
+        .await
+        .unwrap();
+    f.store
+        .open_console_session(&session("k2", t0 - 1), &audit)
+        .await
+        .unwrap();
+    assert_eq!(f.store.audit_since(t0 - 1, 10).await.unwrap().len(), 2);
+    let live = f.store.console_session("k1", t0 + 29 * MINUTE).await;
+    let want = ConsoleSession {
+        name: "dana".into(),
+        last_seen_ms: t0,
+        expires_at_ms: t0 + 720 * MINUTE,
+    };
+    assert_eq!(live.unwrap(), Some(want));
+    assert!(
+        f.store
+            .console_session("k1", t0 + 30 * MINUTE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(f.store.console_session("nope", t0).await.unwrap().is_none());
+
+    // Used at 29 minutes: it now ends at 59.
+    let at = t0 + 29 * MINUTE;
+    assert!(
+        f.store
+            .touch_console_session("k1", at, at + 30 * MINUTE)
+            .await
+            .unwrap()
+    );
+    let row = f
+        .store
+        .console_session("k1", t0 + 58 * MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(row.map(|r| r.last_seen_ms), Some(at));
+    // An ended session is not brought back by a late use.
+    assert!(
+        !f.store
+            .touch_console_session("k2", t0, t0 + 30 * MINUTE)
+            .await
+            .unwrap()
+    );
+    assert!(f.store.console_session("k2", t0).await.unwrap().is_none());
+
+    // Retention prunes the ended one only; a sign-out ends the other.
+    f.store.prune(0).await.unwrap();
+    let k1 = f.count("SELECT COUNT(*) FROM console_sessions WHERE id = 'k1'");
+    let k2 = f.count("SELECT COUNT(*) FROM console_sessions WHERE id = 'k2'");
+    assert_eq!((k1.await, k2.await), (1, 0));
+    assert!(f.store.end_console_session("k1").await.unwrap());
+    assert!(!f.store.end_console_session("k1").await.unwrap());
+    assert!(f.store.console_session("k1", at).await.unwrap().is_none());
 }

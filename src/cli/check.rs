@@ -24,6 +24,7 @@ pub(super) async fn run(config_path: &Path, online: bool) -> Result<(), Failure>
         ),
         Err(e) => println!("warning: {e}"),
     }
+    print_webhook_address(&config);
     let warnings = week_warnings(&rules)?;
     for w in &warnings {
         println!("warning: {w}");
@@ -40,6 +41,18 @@ pub(super) async fn run(config_path: &Path, online: bool) -> Result<(), Failure>
         warnings.len()
     );
     Ok(())
+}
+
+/// Where HelpCrunch is to send its webhooks (Settings → Developers →
+/// Webhooks), or how to find out when the listener is on.
+fn print_webhook_address(config: &Config) {
+    match (config.http.webhook_url(), config.http.listen) {
+        (Some(url), _) => println!("webhook address (paste into HelpCrunch): {url}"),
+        (None, Some(_)) => println!(
+            "webhook address: set [http] public_url (how HelpCrunch reaches this daemon, e.g. https://assignd.example.com) to see it"
+        ),
+        (None, None) => {}
+    }
 }
 
 /// The agents with their skills and shifts, and the schedules.

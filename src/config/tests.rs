@@ -175,3 +175,32 @@ fn a_postgres_password_never_prints_in_any_form() {
         "postgres://app@db/x?sslmode=require"
     );
 }
+
+#[test]
+fn public_url_must_be_an_absolute_http_url() {
+    let with = |url: &str| parse(&format!("[http]\npublic_url = \"{url}\"\n"));
+    let c = with("https://assignd.example.com/").unwrap();
+    assert_eq!(
+        c.http.webhook_url().as_deref(),
+        Some("https://assignd.example.com/webhooks/helpcrunch")
+    );
+    assert!(c.http.public_https());
+    let c = with("http://10.0.0.5:9187/assignd").unwrap();
+    assert_eq!(
+        c.http.webhook_url().as_deref(),
+        Some("http://10.0.0.5:9187/assignd/webhooks/helpcrunch")
+    );
+    assert!(!c.http.public_https());
+    assert_eq!(parse("").unwrap().http.webhook_url(), None);
+    for bad in [
+        "assignd.example.com",
+        "ftp://assignd.example.com",
+        "https://",
+        "/console",
+        "https://a.example.com/?x=1",
+    ] {
+        let e = with(bad).unwrap_err().to_string();
+        assert!(e.contains("absolute http:// or https:// url"), "{bad}: {e}");
+        assert!(e.contains(":2:14:"), "{bad}: {e}");
+    }
+}

@@ -32,6 +32,7 @@ use crate::secrets::Secret;
 use crate::store::{NewQueueItem, Store};
 use crate::worker::{Console, Health, Intake};
 pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT, BUDGET_WAIT, STRANGER_BUDGET};
+pub use console::Site as ConsoleSite;
 pub use conns::{MAX_CONNECTIONS, MAX_PER_CLIENT};
 pub use peer::{ClientAddr, TrustedProxies};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
@@ -52,6 +53,8 @@ pub struct Listener {
     pub console: Console,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// The console's scheme (`[http] public_url`) and sign-in record.
+    pub console_site: ConsoleSite,
 }
 
 /// The secrets the listener checks requests against.

@@ -9,8 +9,9 @@ pub const WEBHOOK_IDS_KEPT_MS: i64 = 7 * 86_400_000;
 
 impl Store {
     /// Deletes what is older than `before_ms` and finished: `done` queue
-    /// rows, outcomes, and sent or abandoned messages. Pending, leased and
-    /// dead rows are never pruned. Returns (rows, outcomes) deleted.
+    /// rows, outcomes, and sent or abandoned messages; and console sessions
+    /// that have ended, however recently. Pending, leased and dead rows are
+    /// never pruned. Returns (rows, outcomes) deleted.
     pub async fn prune(&self, before_ms: i64) -> Result<(u64, u64), StoreError> {
         let mut tx = self.begin_write().await?;
         let done = "DELETE FROM queue WHERE state = 'done' AND updated_at < $1";
@@ -31,6 +32,9 @@ impl Store {
         let events_before = before_ms.min(now_ms() - WEBHOOK_IDS_KEPT_MS);
         let events = "DELETE FROM webhook_events WHERE received_at < $1";
         tx.run(events, vals![events_before]).await?;
+        // Ended console sessions open nothing; their end is their own.
+        let sessions = "DELETE FROM console_sessions WHERE ends_at <= $1";
+        tx.run(sessions, vals![now_ms()]).await?;
         tx.commit().await?;
         Ok((rows, outcomes))
     }

@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Form, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use super::{App, Editor, Viewer, refuse, see_other};
+use super::{App, ConsoleForm, Editor, Viewer, refuse, see_other};
 
 #[derive(Deserialize)]
 pub(super) struct AgentForm {
@@ -96,7 +96,7 @@ fn query_string(pairs: &[(&str, &str)]) -> String {
 pub(super) async fn away(
     State(app): State<Arc<App>>,
     editor: Editor,
-    Form(form): Form<AgentForm>,
+    ConsoleForm(form): ConsoleForm<AgentForm>,
 ) -> Response {
     let viewer = match confirm_agent(&app, editor, &form) {
         Ok(v) => v,
@@ -121,7 +121,7 @@ pub(super) async fn away(
 pub(super) async fn back(
     State(app): State<Arc<App>>,
     editor: Editor,
-    Form(form): Form<AgentForm>,
+    ConsoleForm(form): ConsoleForm<AgentForm>,
 ) -> Response {
     let viewer = match confirm_agent(&app, editor, &form) {
         Ok(v) => v,
@@ -154,7 +154,7 @@ pub(super) struct RetryForm {
 pub(super) async fn retry(
     State(app): State<Arc<App>>,
     editor: Editor,
-    Form(form): Form<RetryForm>,
+    ConsoleForm(form): ConsoleForm<RetryForm>,
 ) -> Response {
     let viewer = match editor.confirm(&form.csrf) {
         Ok(v) => v,

@@ -3,37 +3,38 @@
 //!
 //! Pages are rendered on the server and every change is a plain form POST,
 //! so the console needs no script and no asset from outside. A change
-//! needs a session cookie (HttpOnly, SameSite=Strict), the session's CSRF
-//! field, and no sign of a cross-site request; it goes through the same
-//! store calls as the CLI, recorded in the audit with who made it.
+//! needs a live session (a cookie, HttpOnly, SameSite=Strict, and its row
+//! in the database), the session's CSRF field, and no sign of a
+//! cross-site request, all checked before its form is read; it goes
+//! through the same store calls as the CLI, recorded in the audit with who
+//! made it.
 
 // A refusal is the answer itself (`Result<_, Response>`, as axum's
 // extractors do); answers are built once per request, so size is no cost.
 #![allow(clippy::result_large_err)]
 
 mod actions;
+mod form;
 mod html;
 mod pages;
 mod session;
+mod signin;
+mod throttle;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Form, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 
 use super::App;
-use crate::domain::AuditAction;
 use crate::secrets::Secret;
-use crate::store::NewAudit;
-pub use session::{COOKIE, Session};
-
-/// Taken by each sign-in with a wrong token for its pause.
-static WRONG_TOKEN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use form::ConsoleForm;
+use session::Session;
+pub use signin::Site;
 
 /// The console's routes, merged into the listener's router.
 pub(super) fn routes() -> Router<Arc<App>> {
@@ -41,8 +42,8 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/console", get(|| async { Redirect::to("/console/") }))
         .route("/console/", get(index))
         .route("/console/style.css", get(style))
-        .route("/console/signin", get(signin_page).post(signin))
-        .route("/console/signout", post(signout))
+        .route("/console/signin", get(signin::page).post(signin::signin))
+        .route("/console/signout", post(signin::signout))
         .route("/console/agents", get(pages::agents))
         .route("/console/agents/away", post(actions::away))
         .route("/console/agents/back", post(actions::back))
@@ -91,18 +92,16 @@ fn token(app: &App) -> Result<Secret, Response> {
     app.listener.secrets.console_token().ok_or_else(not_found)
 }
 
-fn now_secs() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
+/// The console token, taken before anything else of a request: a console
+/// that is not configured answers 404 and reads no body.
+pub(super) struct On(pub Secret);
 
-/// The session of the request's cookie, if it is valid.
-fn session_of(token: &Secret, headers: &HeaderMap) -> Option<Session> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|h| session::cookie_value(h, COOKIE))
-        .and_then(|c| Session::verify(token, c, now_secs()))
+impl FromRequestParts<Arc<App>> for On {
+    type Rejection = Response;
+
+    async fn from_request_parts(_: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
+        token(app).map(On)
+    }
 }
 
 /// A page's viewer: the session and token, or where to go instead.
@@ -112,9 +111,9 @@ pub(super) struct Viewer {
 }
 
 impl Viewer {
-    fn of(app: &App, headers: &HeaderMap) -> Result<Self, Response> {
+    async fn of(app: &App, headers: &HeaderMap) -> Result<Self, Response> {
         let token = token(app)?;
-        match session_of(&token, headers) {
+        match signin::session_of(app, &token, headers).await? {
             Some(session) => Ok(Self { session, token }),
             None => Err(see_other("/console/signin")),
         }
@@ -156,7 +155,9 @@ impl FromRequestParts<Arc<App>> for Viewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
-        Viewer::of(app, &parts.headers)
+        let viewer = Viewer::of(app, &parts.headers).await?;
+        super::conns::authenticated(&parts.extensions);
+        Ok(viewer)
     }
 }
 
@@ -174,9 +175,12 @@ impl FromRequestParts<Arc<App>> for Editor {
             tracing::warn!(why, "console: refused a cross-site request");
             return Err(refuse(StatusCode::FORBIDDEN, "cross-site request refused"));
         }
-        let Some(session) = session_of(&token, &parts.headers) else {
+        let Some(session) = signin::session_of(app, &token, &parts.headers).await? else {
             return Err(refuse(StatusCode::UNAUTHORIZED, "sign in first"));
         };
+        // A signed-in form draws on the budget strangers cannot take.
+        parts.extensions.insert(super::body::Proven);
+        super::conns::authenticated(&parts.extensions);
         Ok(Self(Viewer { session, token }))
     }
 }
@@ -228,122 +232,4 @@ async fn style(State(app): State<Arc<App>>) -> Response {
         HeaderValue::from_static("max-age=3600"),
     );
     r
-}
-
-fn signin_form(error: Option<&str>) -> String {
-    let error = error
-        .map(|e| {
-            format!(
-                "<p class=\"error\" id=\"signin-error\">{}</p>",
-                html::escape(e)
-            )
-        })
-        .unwrap_or_default();
-    let main = format!(
-        "{error}<form id=\"signin\" method=\"post\" action=\"/console/signin\">\
-         <label>Your name (recorded with every change)<input name=\"name\" required maxlength=\"40\" autocomplete=\"username\"></label>\
-         <label>Console token<input name=\"token\" type=\"password\" required autocomplete=\"current-password\"></label>\
-         <button type=\"submit\">Sign in</button></form>"
-    );
-    html::page("Sign in", None, &main)
-}
-
-async fn signin_page(State(app): State<Arc<App>>) -> Response {
-    match token(&app) {
-        Ok(_) => html(StatusCode::OK, signin_form(None)),
-        Err(r) => r,
-    }
-}
-
-#[derive(Deserialize)]
-struct SignIn {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    token: String,
-}
-
-async fn signin(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Form(form): Form<SignIn>,
-) -> Response {
-    let token = match token(&app) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if cross_site(&headers).is_some() {
-        return refuse(StatusCode::FORBIDDEN, "cross-site request refused");
-    }
-    if !super::same_secret(form.token.as_bytes(), token.expose().as_bytes()) {
-        tracing::warn!("console: a sign-in with a wrong token");
-        // Wrong guesses wait their turn, one at a time: at most about three
-        // a second however many are sent at once.
-        let _turn = WRONG_TOKEN.lock().await;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        return html(StatusCode::UNAUTHORIZED, signin_form(Some("Wrong token.")));
-    }
-    let name = form.name.trim();
-    if !session::valid_name(name) {
-        let why = "Give a name of 1 to 40 letters, digits, spaces or . - _ @.";
-        return html(StatusCode::BAD_REQUEST, signin_form(Some(why)));
-    }
-    let actor = format!("console:{name}");
-    let audit = NewAudit {
-        actor: &actor,
-        action: AuditAction::SignIn,
-        subject: name,
-        until_ms: None,
-        detail: "",
-    };
-    if let Err(e) = app.listener.store.record_audit(&audit).await {
-        tracing::error!(error = %e, "console: cannot record a sign-in");
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the database cannot be written right now",
-        );
-    }
-    tracing::info!(name, "console: signed in");
-    let cookie = Session::issue(&token, name, now_secs());
-    let secure = behind_tls(&headers);
-    with_cookie(
-        see_other("/console/agents"),
-        &cookie,
-        session::SESSION_SECS,
-        secure,
-    )
-}
-
-/// Whether the browser reached the console over HTTPS through a proxy
-/// (`X-Forwarded-Proto: https`): then the cookie is `Secure` too, never
-/// sent over plain HTTP.
-fn behind_tls(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"))
-}
-
-fn with_cookie(mut response: Response, value: &str, max_age: i64, secure: bool) -> Response {
-    let secure = if secure { "; Secure" } else { "" };
-    let cookie = format!(
-        "{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
-    );
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    response
-}
-
-#[derive(Deserialize)]
-struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
-async fn signout(editor: Editor, headers: HeaderMap, Form(form): Form<CsrfOnly>) -> Response {
-    match editor.confirm(&form.csrf) {
-        Ok(_) => with_cookie(see_other("/console/signin"), "", 0, behind_tls(&headers)),
-        Err(r) => r,
-    }
 }
