@@ -175,3 +175,25 @@ fn a_postgres_password_never_prints_in_any_form() {
         "postgres://app@db/x?sslmode=require"
     );
 }
+
+#[test]
+fn tls_takes_both_files_resolved_against_the_config() {
+    let c = parse("[http]\ntls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"/keys/key.pem\"\n")
+        .unwrap();
+    let files = c.http.tls_files().unwrap();
+    assert_eq!(files.cert, PathBuf::from("/etc/assignd/tls/cert.pem"));
+    assert_eq!(files.key, PathBuf::from("/keys/key.pem"));
+    assert!(parse("").unwrap().http.tls_files().is_none());
+    for (given, missing) in [
+        ("tls_cert_file", "tls_key_file"),
+        ("tls_key_file", "tls_cert_file"),
+    ] {
+        let msg = parse(&format!("[http]\n{given} = \"x.pem\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(&format!("[http] {given} is set but {missing} is not")),
+            "{msg}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ mod peer;
 mod ready;
 mod scrape;
 mod server;
+mod tls;
 mod webhook;
 
 use crate::domain::ChatId;
@@ -34,6 +35,7 @@ pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT};
 pub use peer::{ClientAddr, TrustedProxies};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
 pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG, MAX_CONNECTIONS};
+pub use tls::{HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 pub use webhook::webhook_signature;
 
 /// The largest body accepted (1 MiB); larger ones get 413.
@@ -50,6 +52,8 @@ pub struct Listener {
     pub console: Console,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// Serve HTTPS with this certificate; None: plain HTTP behind a proxy.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// The secrets the listener checks requests against.
@@ -115,12 +119,13 @@ pub async fn serve(
     let socket = server::bind(addr)?;
     let bound = socket.local_addr()?;
     let proxies = listener.trusted_proxies.clone();
+    let tls = listener.tls.clone();
     let app = router(Arc::new(App {
         listener,
         body_budget: body::budget(),
         write_probe: ready::WriteProbe::default(),
     }));
-    let task = tokio::spawn(server::run(socket, app, proxies, shutdown));
+    let task = tokio::spawn(server::run(socket, app, proxies, tls, shutdown));
     Ok((bound, task))
 }
 

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use tower::ServiceExt;
 
 use super::peer::TrustedProxies;
+use super::tls::{self, ServerTls};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -72,6 +73,7 @@ pub(super) async fn run(
     socket: TcpListener,
     app: Router,
     proxies: TrustedProxies,
+    tls: Option<Arc<ServerTls>>,
     shutdown: CancellationToken,
 ) {
     let proxies = Arc::new(proxies);
@@ -85,12 +87,22 @@ pub(super) async fn run(
             continue;
         };
         let service = service(app.clone(), proxies.clone(), peer.ip());
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let handshake = tls::handshake(tls.clone(), stream, shutdown.clone());
         let hard = hard_stop.clone();
         tokio::spawn(async move {
+            // The TLS handshake runs here, not in the accept loop: a slow
+            // client delays only itself.
+            let conn = async move {
+                let io = handshake.await?;
+                Some(
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(io), service))
+                        .await,
+                )
+            };
             tokio::select! {
-                served = conn => if let Err(e) = served {
+                served = conn => if let Some(Err(e)) = served {
                     tracing::debug!(error = %e, "HTTP connection ended with an error");
                 },
                 _ = hard.cancelled() => {}
