@@ -243,7 +243,7 @@ async fn clients_that_never_handshake_block_nobody_for_long() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_that_cannot_load_stops_the_start_naming_the_file() {
+async fn a_certificate_that_cannot_load_stops_the_start_and_fails_check_naming_the_file() {
     if !have_tools() {
         return;
     }
@@ -279,6 +279,10 @@ async fn a_certificate_that_cannot_load_stops_the_start_naming_the_file() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_contains(&stderr, &["tls_key_file", "absent.key"]);
+    // `assignd check` (the unit's ExecStartPre) says the same.
+    let (code, _, stderr) = app.exec(&["check"]);
+    assert_eq!(code, 2, "{stderr}");
     assert_contains(&stderr, &["tls_key_file", "absent.key"]);
 }
 
