@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use assignd::config::TlsFiles;
-use assignd::http::{HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, ServerTls};
+use assignd::http::{CLOSE_GRACE, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, ServerTls};
 use common::*;
 use pki::{KeyKind, Pair};
 
@@ -240,6 +240,14 @@ async fn clients_that_never_handshake_block_nobody_for_long() {
         ),
     }
     assert!(opened.elapsed() >= HANDSHAKE_TIMEOUT - Duration::from_millis(200));
+
+    // SIGTERM drops handshakes still waiting at once: no close grace for them.
+    let _waiting: Vec<_> = (0..10).map(|_| connect()).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let status = terminate(&mut s.daemon.child, Duration::from_secs(15));
+    assert!(status.success(), "{status}\n{}", s.daemon.log_text());
+    assert!(t.elapsed() < CLOSE_GRACE, "exit took {:?}", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +298,7 @@ async fn a_certificate_that_cannot_load_stops_the_start_and_fails_check_naming_t
 /// RSA), as does a chain; a key that is not the certificate's does not.
 #[test]
 fn every_key_form_loads_and_a_mismatched_pair_does_not() {
-    if !tools::tool("openssl", "Debian package openssl").is_some() {
+    if tools::tool("openssl", "Debian package openssl").is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
