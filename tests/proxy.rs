@@ -56,11 +56,11 @@ impl Drop for Nginx {
 
 impl Nginx {
     /// curl to `path` over HTTPS through nginx, trusting `ca`, by host name.
-    async fn curl(&self, ca: &Path, path: &str, extra: &[&str]) -> pki::Reply {
+    async fn curl(&self, ca: &Path, path: &str, extra: &[String]) -> pki::Reply {
         let resolve = format!("{HOST}:{}:127.0.0.1", self.https);
         let url = format!("https://{HOST}:{}{path}", self.https);
         let mut args = vec!["--cacert", ca.to_str().unwrap(), "--resolve", &resolve];
-        args.extend(extra);
+        args.extend(extra.iter().map(String::as_str));
         args.push(&url);
         pki::curl(15, &args).await
     }
@@ -193,7 +193,6 @@ async fn nginx_with_the_shipped_config_passes_webhooks_and_keeps_the_rest_inside
     let signature = assignd::http::webhook_signature(WEBHOOK_KEY.as_bytes(), &body);
     let headers = [format!("X-HelpCrunch-Signature: {signature}")];
     let args = post(dir, &body, &headers);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = nginx.curl(&pair.ca, "/webhooks/helpcrunch", &args).await;
     assert_eq!(r.status, 200, "{r:?}\n{}", daemon.log_text());
     let sandbox = &app.sandbox;
@@ -204,15 +203,28 @@ async fn nginx_with_the_shipped_config_passes_webhooks_and_keeps_the_rest_inside
     )
     .await;
 
-    // What stays inside: metrics, readiness, the enqueue API.
+    assert_kept_inside(&app, &nginx, &pair.ca, &upstream).await;
+    // Only POST reaches the webhook; 1 MiB is the most nginx passes on.
+    let r = nginx.curl(&pair.ca, "/webhooks/helpcrunch", &[]).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    let big = post(dir, &vec![b'x'; 2 << 20], &headers);
+    let r = nginx.curl(&pair.ca, "/webhooks/helpcrunch", &big).await;
+    assert_eq!(r.status, 413, "{r:?}");
+    let plain = pki::curl(5, &[&format!("http://127.0.0.1:{}/healthz", nginx.http)]).await;
+    assert_eq!(plain.status, 301, "port 80 redirects: {plain:?}");
+    daemon.assert_running("behind nginx");
+}
+
+/// What stays inside does not pass nginx: metrics, readiness, the enqueue
+/// API (though the daemon itself serves them).
+async fn assert_kept_inside(app: &TestApp, nginx: &Nginx, ca: &Path, upstream: &str) {
     for path in ["/metrics", "/readyz"] {
-        let r = nginx.curl(&pair.ca, path, &[]).await;
+        let r = nginx.curl(ca, path, &[]).await;
         assert_eq!(r.status, 404, "{path} through nginx: {r:?}");
     }
     let bearer = [format!("Authorization: Bearer {INTAKE_TOKEN}")];
-    let enqueue = post(dir, br#"{"chat_id": 77}"#, &bearer);
-    let enqueue: Vec<&str> = enqueue.iter().map(String::as_str).collect();
-    let r = nginx.curl(&pair.ca, "/v1/enqueue", &enqueue).await;
+    let enqueue = post(app.dir.path(), br#"{"chat_id": 77}"#, &bearer);
+    let r = nginx.curl(ca, "/v1/enqueue", &enqueue).await;
     assert_eq!(r.status, 404, "{r:?}");
     assert_eq!(app.count("queue WHERE chat_id = 77").await, 0);
     let direct = pki::curl(5, &[&format!("http://{upstream}/metrics")]).await;
@@ -220,18 +232,6 @@ async fn nginx_with_the_shipped_config_passes_webhooks_and_keeps_the_rest_inside
         direct.status, 200,
         "the daemon itself serves /metrics: {direct:?}"
     );
-
-    // Only POST reaches the webhook; 1 MiB is the most nginx passes on.
-    let r = nginx.curl(&pair.ca, "/webhooks/helpcrunch", &[]).await;
-    assert_eq!(r.status, 403, "{r:?}");
-    let big = post(dir, &vec![b'x'; 2 << 20], &headers);
-    let big: Vec<&str> = big.iter().map(String::as_str).collect();
-    let r = nginx.curl(&pair.ca, "/webhooks/helpcrunch", &big).await;
-    assert_eq!(r.status, 413, "{r:?}");
-
-    let plain = pki::curl(5, &[&format!("http://127.0.0.1:{}/healthz", nginx.http)]).await;
-    assert_eq!(plain.status, 301, "port 80 redirects: {plain:?}");
-    daemon.assert_running("behind nginx");
 }
 
 /// One request as an upstream saw it: its head, its body, and when its
@@ -309,7 +309,7 @@ async fn the_shipped_nginx_config_names_the_client_and_holds_bodies_until_whole(
     let nginx = start_nginx(&upstream, &pair).await;
 
     // A client's own X-Forwarded-For is replaced by the address nginx saw.
-    let spoof = ["-H", "X-Forwarded-For: 203.0.113.9"];
+    let spoof = ["-H".to_string(), "X-Forwarded-For: 203.0.113.9".to_string()];
     let r = nginx.curl(&pair.ca, "/healthz", &spoof).await;
     assert_eq!(r.status, 200, "{r:?}\n{}", nginx.error_log());
     let got = seen.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -330,23 +330,9 @@ async fn the_shipped_nginx_config_names_the_client_and_holds_bodies_until_whole(
 
     // A body sent in two halves 2 s apart reaches the upstream whole, and
     // nothing of the request arrives before its last byte.
-    let request = format!(
-        "POST /webhooks/helpcrunch HTTP/1.1\\r\\nHost: {HOST}\\r\\nContent-Length: 10\\r\\n\
-         Connection: close\\r\\n\\r\\n"
-    );
-    let script = format!(
-        "(printf '{request}12345'; sleep 2; printf '67890') | openssl s_client -quiet \
-         -connect 127.0.0.1:{} -servername {HOST} 2>/dev/null",
-        nginx.https
-    );
     let started = Instant::now();
-    let out = tokio::process::Command::new("bash")
-        .args(["-c", &script])
-        .output()
-        .await
-        .unwrap();
+    let reply = trickle(&nginx).await;
     let got = seen.recv_timeout(Duration::from_secs(5)).unwrap();
-    let reply = String::from_utf8_lossy(&out.stdout);
     assert!(
         reply.starts_with("HTTP/1.1 200"),
         "{reply}\n{}",
@@ -358,4 +344,24 @@ async fn the_shipped_nginx_config_names_the_client_and_holds_bodies_until_whole(
         held >= Duration::from_millis(1800),
         "the upstream saw the request after {held:?}"
     );
+}
+
+/// POSTs a 10-byte body through nginx in two halves 2 s apart, over a raw
+/// TLS connection; nginx's answer.
+async fn trickle(nginx: &Nginx) -> String {
+    let request = format!(
+        "POST /webhooks/helpcrunch HTTP/1.1\\r\\nHost: {HOST}\\r\\nContent-Length: 10\\r\\n\
+         Connection: close\\r\\n\\r\\n"
+    );
+    let script = format!(
+        "(printf '{request}12345'; sleep 2; printf '67890') | openssl s_client -quiet \
+         -connect 127.0.0.1:{} -servername {HOST} 2>/dev/null",
+        nginx.https
+    );
+    let out = tokio::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
