@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::{DatabaseBudget, Membership};
 use crate::config::Config;
 use crate::helpcrunch::{Client, ClientError};
-use crate::http::{Listener, ListenerSecrets};
+use crate::http::{Listener, ListenerSecrets, ServerTls, TlsError};
 use crate::limiter::Limiter;
 use crate::rules::Rules;
 use crate::secrets::Secret;
@@ -29,6 +29,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("cannot listen on [http] listen: {0}")]
     Listen(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// The pieces of a running daemon, cheap to clone: a SIGHUP reload, the
@@ -40,6 +42,8 @@ pub struct Runtime {
     pub worker: Arc<Worker>,
     /// This daemon among the daemons of its database.
     pub cluster: Arc<Membership>,
+    /// The listener's certificate when it serves HTTPS, re-read on SIGHUP.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// An assembled daemon, its listener bound and serving; the processing
@@ -62,7 +66,13 @@ impl Application {
         key: &Secret,
         secrets: Arc<ListenerSecrets>,
     ) -> Result<Self, BuildError> {
-        let runtime = assemble(config, rules, key).await?;
+        // Before the database: a certificate that cannot load is the
+        // config's fault, said at once rather than after a migration.
+        let tls = match (config.http.listen, config.http.tls_files()) {
+            (Some(_), Some(files)) => Some(Arc::new(ServerTls::load(files)?)),
+            _ => None,
+        };
+        let runtime = assemble(config, rules, key, tls).await?;
         let stop_listener = CancellationToken::new();
         let http = match config.http.listen {
             Some(addr) => {
@@ -76,6 +86,7 @@ impl Application {
                         config.http.trusted_proxies.clone(),
                     ),
                     console_site: crate::http::ConsoleSite::new(config.http.public_https()),
+                    tls: runtime.tls.clone(),
                 };
                 let served = crate::http::serve(listener, addr, stop_listener.clone()).await;
                 match served {
@@ -140,7 +151,12 @@ impl Application {
 }
 
 /// Opens and migrates the database and builds the worker.
-async fn assemble(config: &Config, rules: Arc<Rules>, key: &Secret) -> Result<Runtime, BuildError> {
+async fn assemble(
+    config: &Config,
+    rules: Arc<Rules>,
+    key: &Secret,
+    tls: Option<Arc<ServerTls>>,
+) -> Result<Runtime, BuildError> {
     let store = Store::connect(&config.database(), config.database.synchronous).await?;
     let cluster = match join(&store).await {
         Ok(cluster) => cluster,
@@ -177,6 +193,7 @@ async fn assemble(config: &Config, rules: Arc<Rules>, key: &Secret) -> Result<Ru
         limiter,
         worker,
         cluster,
+        tls,
     })
 }
 

@@ -124,6 +124,30 @@ pub struct Http {
     /// Peers whose `X-Forwarded-For` names the client that per-client
     /// limits count by; by default a proxy on the same host.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// With `tls_key_file`, the listener serves HTTPS itself; both or
+    /// neither (validated at load).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// The listener's certificate chain and private key files, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Http {
+    /// The certificate and key, when the listener serves TLS itself.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Http {
@@ -138,6 +162,8 @@ impl Default for Http {
                 ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
                 ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -268,6 +294,8 @@ impl Config {
             &mut config.http.webhook_key_file,
             &mut config.http.intake_token_file,
             &mut config.http.console_token_file,
+            &mut config.http.tls_cert_file,
+            &mut config.http.tls_key_file,
         ]
         .into_iter()
         .flatten()
@@ -346,6 +374,20 @@ impl Config {
             && let Err(why) = public_url(url.get_ref())
         {
             return Err(SourceError::new(path, text, url.span(), why));
+        }
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
+            let (given, missing) = match self.http.tls_cert_file {
+                Some(_) => ("tls_cert_file", "tls_key_file"),
+                None => ("tls_key_file", "tls_cert_file"),
+            };
+            return Err(SourceError::new(
+                path,
+                text,
+                0..0,
+                format!(
+                    "[http] {given} is set but {missing} is not: serving TLS takes both the certificate chain and its private key"
+                ),
+            ));
         }
         if let Some(url) = &self.database.url {
             let checked = if is_postgres(url.get_ref()) {

@@ -46,6 +46,7 @@ impl DaemonError {
                 | DaemonError::Secret(_)
                 | DaemonError::NoApiKey
                 | DaemonError::Build(BuildError::Client(ClientError::BadKey))
+                | DaemonError::Build(BuildError::Tls(_))
         )
     }
 }
@@ -193,6 +194,7 @@ async fn reload_inner(config_path: &Path, runtime: &Runtime, listener: &Listener
     match load(config_path).and_then(|(c, r, k)| listener_secrets_of(&c).map(|s| (c, r, k, s))) {
         Ok((config, rules, key, keys)) => {
             listener.replace(keys);
+            reload_tls(runtime, config.http.tls_files());
             match Client::new(
                 &config.helpcrunch.base_url,
                 &key,
@@ -223,12 +225,32 @@ async fn reload_inner(config_path: &Path, runtime: &Runtime, listener: &Listener
                 .await;
         }
         Err(e) => {
+            // A renewed certificate is read even so: it must not expire
+            // behind a broken rule file.
+            reload_tls(runtime, None);
             tracing::error!(error = %e, "reload failed; keeping the old config and rules");
             crate::metrics::metrics().reload_failures.inc();
             let _ = runtime
                 .store
                 .set_daemon_state("rules_reload_error", &e.to_string())
                 .await;
+        }
+    }
+}
+
+/// Reads the listener's certificate and key again (from `files` when the
+/// config now names others); new connections get the new pair. A pair that
+/// does not load leaves the old one serving. Switching between TLS and
+/// plain HTTP takes a restart.
+fn reload_tls(runtime: &Runtime, files: Option<crate::config::TlsFiles>) {
+    let Some(tls) = &runtime.tls else {
+        return;
+    };
+    match tls.reload(files) {
+        Ok(files) => tracing::info!(cert = %files.cert.display(), "reloaded the TLS certificate"),
+        Err(e) => {
+            tracing::error!(error = %e, "reload: keeping the old TLS certificate");
+            crate::metrics::metrics().reload_failures.inc();
         }
     }
 }

@@ -150,7 +150,13 @@ async fn attack_once(kind: Kind, s: &mut TcpStream, dst: SocketAddr) -> std::io:
 }
 
 /// Attacks until `stop`, reconnecting whenever the server lets go.
-async fn attacker(kind: Kind, src: IpAddr, dst: SocketAddr, stop: Arc<AtomicBool>, rounds: Arc<AtomicU64>) {
+async fn attacker(
+    kind: Kind,
+    src: IpAddr,
+    dst: SocketAddr,
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
+) {
     while !stop.load(Ordering::Relaxed) {
         if let Ok(mut s) = connect_from(src, dst).await {
             let _ = attack_once(kind, &mut s, dst).await;
@@ -311,7 +317,11 @@ async fn signed_webhooks_and_health_are_answered_under_attack() {
         rounds.load(Ordering::Relaxed),
         rss / 1024
     );
-    println!("{} probes failed: {:?}", p.failed.len(), &p.failed[..p.failed.len().min(10)]);
+    println!(
+        "{} probes failed: {:?}",
+        p.failed.len(),
+        &p.failed[..p.failed.len().min(10)]
+    );
     println!("{}", summary("/healthz", &mut p.healthz));
     println!("{}", summary("signed webhook", &mut p.webhook));
     let metrics = probe_metrics(dst).await;
@@ -346,7 +356,9 @@ async fn probe_metrics(dst: SocketAddr) -> String {
         .flatten()
         .unwrap_or_default();
     text.lines()
-        .filter(|l| l.starts_with("assignd_http_refused_total") || l.starts_with("assignd_webhooks_total"))
+        .filter(|l| {
+            l.starts_with("assignd_http_refused_total") || l.starts_with("assignd_webhooks_total")
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -35,6 +35,8 @@ const SHIPPED: &[&str] = &[
     "./usr/share/doc/assignd/examples/assignd.toml",
     "./usr/share/doc/assignd/contrib/prometheus/assignd.rules.yml",
     "./usr/share/doc/assignd/contrib/grafana/assignd.json",
+    "./usr/share/doc/assignd/contrib/nginx/assignd.conf",
+    "./usr/share/doc/assignd/contrib/caddy/Caddyfile",
 ];
 
 fn ci() -> bool {

@@ -25,6 +25,11 @@ pub(super) async fn run(config_path: &Path, online: bool) -> Result<(), Failure>
         Err(e) => println!("warning: {e}"),
     }
     print_webhook_address(&config);
+    if let Some(files) = config.http.tls_files() {
+        // As `run` loads it: a renewed pair is checked before the reload.
+        crate::http::ServerTls::load(files.clone()).map_err(|e| Failure::Invalid(e.into()))?;
+        println!("TLS certificate {}: ok", files.cert.display());
+    }
     let warnings = week_warnings(&rules)?;
     for w in &warnings {
         println!("warning: {w}");

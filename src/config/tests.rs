@@ -204,3 +204,25 @@ fn public_url_must_be_an_absolute_http_url() {
         assert!(e.contains(":2:14:"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn tls_takes_both_files_resolved_against_the_config() {
+    let c = parse("[http]\ntls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"/keys/key.pem\"\n")
+        .unwrap();
+    let files = c.http.tls_files().unwrap();
+    assert_eq!(files.cert, PathBuf::from("/etc/assignd/tls/cert.pem"));
+    assert_eq!(files.key, PathBuf::from("/keys/key.pem"));
+    assert!(parse("").unwrap().http.tls_files().is_none());
+    for (given, missing) in [
+        ("tls_cert_file", "tls_key_file"),
+        ("tls_key_file", "tls_cert_file"),
+    ] {
+        let msg = parse(&format!("[http]\n{given} = \"x.pem\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(&format!("[http] {given} is set but {missing} is not")),
+            "{msg}"
+        );
+    }
+}

@@ -334,7 +334,9 @@ mod tests {
     #[test]
     fn many_clients_holding_one_each_still_make_room() {
         let conns = Conns::new(3, 10);
-        let held: Vec<_> = (2..5).map(|n| conns.admit(ip(n), false).unwrap().0).collect();
+        let held: Vec<_> = (2..5)
+            .map(|n| conns.admit(ip(n), false).unwrap().0)
+            .collect();
         let _new = conns.admit(ip(9), false).unwrap().0;
         assert!(held[0].conn.closing().is_cancelled(), "the oldest goes");
         // One who holds one already does not push out another's one.

@@ -13,6 +13,7 @@ mod peer;
 mod ready;
 mod scrape;
 mod server;
+mod tls;
 mod webhook;
 
 use crate::domain::ChatId;
@@ -32,11 +33,12 @@ use crate::secrets::Secret;
 use crate::store::{NewQueueItem, Store};
 use crate::worker::{Console, Health, Intake};
 pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT, BUDGET_WAIT, STRANGER_BUDGET};
-pub use console::Site as ConsoleSite;
 pub use conns::{MAX_CONNECTIONS, MAX_PER_CLIENT};
+pub use console::Site as ConsoleSite;
 pub use peer::{ClientAddr, TrustedProxies};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
 pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG};
+pub use tls::{HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 pub use webhook::webhook_signature;
 
 /// The largest body accepted (1 MiB); larger ones get 413.
@@ -55,6 +57,8 @@ pub struct Listener {
     pub trusted_proxies: TrustedProxies,
     /// The console's scheme (`[http] public_url`) and sign-in record.
     pub console_site: ConsoleSite,
+    /// Serve HTTPS with this certificate; None: plain HTTP behind a proxy.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// The secrets the listener checks requests against.
@@ -120,12 +124,13 @@ pub async fn serve(
     let socket = server::bind(addr)?;
     let bound = socket.local_addr()?;
     let proxies = listener.trusted_proxies.clone();
+    let tls = listener.tls.clone();
     let app = router(Arc::new(App {
         listener,
         bodies: body::Budgets::new(),
         write_probe: ready::WriteProbe::default(),
     }));
-    let task = tokio::spawn(server::run(socket, app, proxies, shutdown));
+    let task = tokio::spawn(server::run(socket, app, proxies, tls, shutdown));
     Ok((bound, task))
 }
 

@@ -27,6 +27,7 @@ use tower::ServiceExt;
 
 use super::conns::{Conn, ConnHandle, Conns, MAX_CONNECTIONS, MAX_PER_CLIENT, Refused, Slot};
 use super::peer::{ClientAddr, TrustedProxies, unmap};
+use super::tls::{self, ServerTls};
 
 /// A client gets this long to send a request's headers; it is also how
 /// long an idle keep-alive connection stays open (hyper starts the same
@@ -72,6 +73,7 @@ pub(super) async fn run(
     socket: TcpListener,
     app: Router,
     proxies: TrustedProxies,
+    tls: Option<Arc<ServerTls>>,
     shutdown: CancellationToken,
 ) {
     let proxies = Arc::new(proxies);
@@ -90,13 +92,23 @@ pub(super) async fn run(
             slot.conn.clone(),
             peer,
         );
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let handshake = tls::handshake(tls.clone(), stream, shutdown.clone());
         let hard = hard_stop.clone();
         tokio::spawn(async move {
             let closing = slot.conn.closing().clone();
+            // The TLS handshake runs here, not in the accept loop: a slow
+            // client delays only itself (and holds a slot a newcomer may take).
+            let conn = async move {
+                let io = handshake.await?;
+                Some(
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(io), service))
+                        .await,
+                )
+            };
             tokio::select! {
-                served = conn => if let Err(e) = served {
+                served = conn => if let Some(Err(e)) = served {
                     tracing::debug!(error = %e, "HTTP connection ended with an error");
                 },
                 _ = closing.cancelled() => {}
