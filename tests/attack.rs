@@ -64,17 +64,24 @@ const PLAN: &[(Kind, usize)] = &[
 /// holds more sockets than the usual soft limit of 1,024. The daemon,
 /// a child, inherits it.
 fn raise_fd_limit() {
+    let attackers: usize = PLAN.iter().map(|(_, n)| n).sum();
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit with a valid, owned struct.
     unsafe {
-        let mut l = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
             l.rlim_cur = l.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &l);
         }
     }
+    let needed = (attackers + 1024) as u64;
+    assert!(
+        l.rlim_max as u64 >= needed,
+        "the attack needs {needed} open files; the hard limit is {} (ulimit -Hn)",
+        l.rlim_max
+    );
 }
 
 async fn connect_from(src: IpAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
