@@ -46,6 +46,7 @@ impl DaemonError {
                 | DaemonError::Secret(_)
                 | DaemonError::NoApiKey
                 | DaemonError::Build(BuildError::Client(ClientError::BadKey))
+                | DaemonError::Build(BuildError::Password(_))
         )
     }
 }
