@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{DatabaseBudget, Membership};
-use crate::config::Config;
+use crate::config::{Config, PasswordError};
 use crate::helpcrunch::{Client, ClientError};
 use crate::http::{Listener, ListenerSecrets, ServerTls, TlsError};
 use crate::limiter::Limiter;
@@ -27,6 +27,9 @@ pub enum BuildError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The database password cannot be used; waiting would not help.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
     #[error("cannot listen on [http] listen: {0}")]
     Listen(std::io::Error),
     #[error(transparent)]
@@ -157,7 +160,7 @@ async fn assemble(
     key: &Secret,
     tls: Option<Arc<ServerTls>>,
 ) -> Result<Runtime, BuildError> {
-    let store = Store::connect(&config.database(), config.database.synchronous).await?;
+    let store = Store::connect(&config.database_login()?, config.database.synchronous).await?;
     let cluster = match join(&store).await {
         Ok(cluster) => cluster,
         Err(e) => {

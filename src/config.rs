@@ -80,6 +80,9 @@ pub enum Synchronous {
 #[serde(deny_unknown_fields, default)]
 pub struct Database {
     pub url: Option<Spanned<String>>,
+    /// The PostgreSQL password (see [`Config::database_login`]), so that
+    /// none need be written in the url.
+    pub password_file: Option<PathBuf>,
     pub synchronous: Synchronous,
     pub retention: HumanDuration,
 }
@@ -219,6 +222,7 @@ impl Default for Database {
     fn default() -> Self {
         Self {
             url: None,
+            password_file: None,
             synchronous: Synchronous::Full,
             retention: HumanDuration::from_secs(30 * 86400),
         }
@@ -296,6 +300,7 @@ impl Config {
             &mut config.http.console_token_file,
             &mut config.http.tls_cert_file,
             &mut config.http.tls_key_file,
+            &mut config.database.password_file,
         ]
         .into_iter()
         .flatten()
@@ -399,7 +404,22 @@ impl Config {
                 return Err(SourceError::new(path, text, url.span(), why));
             }
         }
-        Ok(())
+        self.password_needs_postgres(path, text)
+    }
+
+    /// A password file beside SQLite would be silently unused: refused, so
+    /// that the operator knows.
+    fn password_needs_postgres(&self, path: &Path, text: &str) -> Result<(), SourceError> {
+        let url = self.database.url.as_ref();
+        if self.database.password_file.is_none() || url.is_some_and(|u| is_postgres(u.get_ref())) {
+            return Ok(());
+        }
+        Err(SourceError::new(
+            path,
+            text,
+            url.map_or(0..0, Spanned::span),
+            "database.password_file is set, but the database is SQLite, which takes no password: remove password_file, or set a postgres:// url",
+        ))
     }
 
     /// Where the state lives: a PostgreSQL server when `[database] url`
@@ -496,15 +516,24 @@ impl std::fmt::Display for DatabaseLocation {
 
 /// A `postgres://` url. It may carry a password, so it prints without
 /// one; [`PostgresUrl::expose`] gives the whole url to the driver only.
+/// The password given apart from the url ([`Config::database_login`])
+/// travels with it to the driver.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PostgresUrl {
     url: String,
     shown: String,
+    /// Whether the url itself carries a password (`user:pw@` or `?password=`).
+    has_password: bool,
+    password: Option<Secret>,
 }
 
 impl PostgresUrl {
     pub fn expose(&self) -> &str {
         &self.url
+    }
+    /// The password to connect with, when given apart from the url.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
     }
 }
 
@@ -532,6 +561,10 @@ fn postgres_url(url: &str) -> Result<PostgresUrl, String> {
     if parsed.host_str().is_none_or(str::is_empty) && !url.contains("host=") {
         return Err("database url names no host: postgres://USER@HOST[:PORT]/DATABASE".into());
     }
+    let has_password = parsed.password().is_some()
+        || parsed
+            .query_pairs()
+            .any(|(k, _)| k.eq_ignore_ascii_case("password"));
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("********"));
     }
@@ -539,6 +572,8 @@ fn postgres_url(url: &str) -> Result<PostgresUrl, String> {
     Ok(PostgresUrl {
         url: url.to_owned(),
         shown: parsed.to_string(),
+        has_password,
+        password: None,
     })
 }
 
@@ -599,6 +634,9 @@ impl RateLimit {
         *self.burst.get_ref()
     }
 }
+
+mod password;
+pub use password::PasswordError;
 
 #[cfg(test)]
 mod tests;

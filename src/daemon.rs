@@ -47,6 +47,7 @@ impl DaemonError {
                 | DaemonError::NoApiKey
                 | DaemonError::Build(BuildError::Client(ClientError::BadKey))
                 | DaemonError::Build(BuildError::Tls(_))
+                | DaemonError::Build(BuildError::Password(_))
         )
     }
 }

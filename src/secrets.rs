@@ -1,5 +1,5 @@
-//! Secrets (API key, webhook key, intake and console tokens) and where
-//! they come from.
+//! Secrets (API key, webhook key, intake and console tokens, the database
+//! password) and where they come from.
 //!
 //! Lookup order, first found wins: the systemd credential
 //! (`$CREDENTIALS_DIRECTORY/<name>`), the `*_file` named in the config, then an
@@ -60,6 +60,28 @@ pub const CONSOLE_TOKEN: SecretSpec = SecretSpec {
     credential: "console-token",
     env: "ASSIGND_CONSOLE_TOKEN",
 };
+pub const DATABASE_PASSWORD: SecretSpec = SecretSpec {
+    credential: "database-password",
+    env: "ASSIGND_DATABASE_PASSWORD",
+};
+
+/// Where a secret was found: errors name the place, never the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Credential(PathBuf),
+    File(PathBuf),
+    Env(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Credential(path) => write!(f, "the credential {}", path.display()),
+            Origin::File(path) => write!(f, "the file {}", path.display()),
+            Origin::Env(name) => write!(f, "the environment variable {name}"),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -76,20 +98,46 @@ pub enum SecretError {
 /// Finds a secret by `spec`, trying the credential, then `file`, then the
 /// environment. `Ok(None)` when none of them is set.
 pub fn load(spec: SecretSpec, file: Option<&Path>) -> Result<Option<Secret>, SecretError> {
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let path = Path::new(&dir).join(spec.credential);
-        if path.exists() {
-            return read_file(spec, &path).map(Some);
-        }
+    Ok(find(spec, file)?.map(|(secret, _)| secret))
+}
+
+/// [`load`], also saying where the secret was found.
+pub fn find(
+    spec: SecretSpec,
+    file: Option<&Path>,
+) -> Result<Option<(Secret, Origin)>, SecretError> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    find_in(
+        spec,
+        credentials.as_deref(),
+        file,
+        std::env::var(spec.env).ok(),
+    )
+}
+
+/// The lookup order itself, over a credentials directory and an environment
+/// value given by the caller (so that tests need not change the process's).
+fn find_in(
+    spec: SecretSpec,
+    credentials: Option<&Path>,
+    file: Option<&Path>,
+    env: Option<String>,
+) -> Result<Option<(Secret, Origin)>, SecretError> {
+    if let Some(path) = credentials.map(|dir| dir.join(spec.credential))
+        && path.exists()
+    {
+        return Ok(Some((read_file(spec, &path)?, Origin::Credential(path))));
     }
     if let Some(path) = file {
-        return read_file(spec, path).map(Some);
+        return Ok(Some((
+            read_file(spec, path)?,
+            Origin::File(path.to_path_buf()),
+        )));
     }
-    Ok(std::env::var(spec.env)
-        .ok()
+    Ok(env
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
-        .map(Secret))
+        .map(|v| (Secret(v), Origin::Env(spec.env))))
 }
 
 fn read_file(spec: SecretSpec, path: &Path) -> Result<Secret, SecretError> {
@@ -134,5 +182,53 @@ mod tests {
             Err(SecretError::Empty { .. })
         ));
         assert!(load(spec, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_credential_wins_then_the_file_then_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let env = || Some("from-env".to_string());
+        let spec = DATABASE_PASSWORD;
+        let found = |c: Option<&Path>, f: Option<&Path>, e: Option<String>| {
+            find_in(spec, c, f, e)
+                .unwrap()
+                .map(|(s, o)| (s.expose().to_string(), o))
+        };
+        assert_eq!(
+            found(Some(&creds), Some(&file), env()),
+            Some(("from-file".into(), Origin::File(file.clone()))),
+            "a credentials directory without this credential falls through"
+        );
+        let cred = creds.join("database-password");
+        std::fs::write(&cred, "from-credential").unwrap();
+        assert_eq!(
+            found(Some(&creds), Some(&file), env()),
+            Some(("from-credential".into(), Origin::Credential(cred)))
+        );
+        assert_eq!(
+            found(None, None, env()),
+            Some(("from-env".into(), Origin::Env("ASSIGND_DATABASE_PASSWORD")))
+        );
+        assert_eq!(found(None, None, Some("  ".into())), None);
+    }
+
+    #[test]
+    fn a_missing_file_is_named_and_never_falls_through() {
+        let missing = Path::new("/nonexistent/assignd/database-password");
+        let err = find_in(DATABASE_PASSWORD, None, Some(missing), Some("env".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/assignd/database-password"),
+            "{err}"
+        );
+        assert!(
+            err.starts_with("cannot read the database-password"),
+            "{err}"
+        );
     }
 }

@@ -303,7 +303,6 @@ fn default_database_dir_exists(config: &Config) -> Result<(), Failure> {
     )))
 }
 
-/// Opens and migrates the configured database.
 /// Who a command's change is recorded as in the audit: `cli:USER@HOST`
 /// (the user behind sudo, when there is one).
 fn cli_actor() -> String {
@@ -319,9 +318,12 @@ fn unsafe_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// Opens (with its password) and migrates the configured database.
 async fn open_store(config: &Config) -> Result<Store, Failure> {
     default_database_dir_exists(config)?;
-    let location = config.database();
+    let location = config
+        .database_login()
+        .map_err(|e| Failure::Invalid(e.into()))?;
     let store = Store::connect(&location, config.database.synchronous)
         .await
         .with_context(|| format!("cannot open the database {location}"))?;

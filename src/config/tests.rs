@@ -226,3 +226,34 @@ fn tls_takes_both_files_resolved_against_the_config() {
         );
     }
 }
+
+#[test]
+fn a_password_file_follows_the_config_file_and_never_the_url() {
+    let c =
+        parse("[database]\nurl = \"postgres://app@db/x\"\npassword_file = \"db-pw\"\n").unwrap();
+    assert_eq!(
+        c.database.password_file,
+        Some(PathBuf::from("/etc/assignd/db-pw"))
+    );
+    let DatabaseLocation::Postgres(pg) = c.database() else {
+        panic!("not PostgreSQL");
+    };
+    assert_eq!(pg.expose(), "postgres://app@db/x");
+    assert!(
+        pg.password().is_none(),
+        "looked up only to open the database"
+    );
+}
+
+#[test]
+fn a_password_file_beside_sqlite_is_refused() {
+    for text in [
+        "[database]\npassword_file = \"db-pw\"\n",
+        "[database]\nurl = \"sqlite://a.db\"\npassword_file = \"db-pw\"\n",
+    ] {
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(msg.starts_with("/etc/assignd/assignd.toml:"), "{msg}");
+        assert!(msg.contains("password_file"), "{msg}");
+        assert!(msg.contains("SQLite"), "{msg}");
+    }
+}

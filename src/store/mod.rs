@@ -49,6 +49,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::config::{DatabaseLocation, Synchronous};
+use crate::secrets::Secret;
 pub use audit::{AuditRow, NewAudit};
 pub use cluster::{DaemonRow, LeaseHolder, QueueListener};
 pub use console::{ChatInput, ConsoleRow};
@@ -90,14 +91,17 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the configured database; does not migrate.
+    /// Opens the configured database ([`crate::config::Config::database_login`]:
+    /// a PostgreSQL url comes with its password); does not migrate.
     pub async fn connect(
         location: &DatabaseLocation,
         synchronous: Synchronous,
     ) -> Result<Self, StoreError> {
         match location {
             DatabaseLocation::Sqlite(path) => Self::open(path, synchronous).await,
-            DatabaseLocation::Postgres(url) => Self::connect_postgres(url.expose()).await,
+            DatabaseLocation::Postgres(url) => {
+                Self::login_postgres(url.expose(), url.password()).await
+            }
         }
     }
 
@@ -134,7 +138,16 @@ impl Store {
 
     /// Connects to a PostgreSQL database (`postgres://…`); does not migrate.
     pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)?.application_name("assignd");
+        Self::login_postgres(url, None).await
+    }
+
+    /// [`Store::connect_postgres`] with a password given apart from the url.
+    /// The options keep it for every connection the pools open later.
+    async fn login_postgres(url: &str, password: Option<&Secret>) -> Result<Self, StoreError> {
+        let mut options = PgConnectOptions::from_str(url)?.application_name("assignd");
+        if let Some(password) = password {
+            options = options.password(password.expose());
+        }
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))

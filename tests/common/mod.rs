@@ -403,6 +403,7 @@ impl TestApp {
             .arg(&self.config_path)
             .env_remove("HELPCRUNCH_API_KEY")
             .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("ASSIGND_DATABASE_PASSWORD")
             .env_remove("ASSIGND_CONFIG")
             .stdin(Stdio::null());
         c

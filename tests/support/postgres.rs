@@ -2,6 +2,10 @@
 //! `postgres` on a free loopback port, started once per test binary and
 //! killed with it (PR_SET_PDEATHSIG), and a fresh database per test.
 //!
+//! Logins are trusted, except over TCP for the roles of
+//! [`PgServer::password_database`], which must give their password
+//! (`scram-sha-256`), as on a production server.
+//!
 //! As root the server runs as the `postgres` user, since PostgreSQL refuses
 //! to run as root. Without the server binaries a test fails under CI
 //! (`CI=true`) and is skipped with a loud message elsewhere.
@@ -26,6 +30,10 @@ pub struct PgServer {
 static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 static START: Mutex<()> = Mutex::new(());
+
+/// Members of this role log in over TCP with a password; everyone else is
+/// trusted. (A superuser is a member only when made one explicitly.)
+const PASSWORD_GROUP: &str = "assignd_password_auth";
 
 /// The directory holding `initdb` and `postgres`, if installed.
 fn bin_dir() -> Option<PathBuf> {
@@ -122,6 +130,7 @@ fn start(bin: &Path) -> PgServer {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    require_passwords(&data);
     let port = free_port();
     spawn_server(bin, user, &dir, port);
     wait_ready(port, &dir);
@@ -130,6 +139,19 @@ fn start(bin: &Path) -> PgServer {
         dir,
         bin: bin.to_path_buf(),
     }
+}
+
+/// Puts the password rules ahead of initdb's `trust` lines: the first line
+/// that matches a connection decides.
+fn require_passwords(data: &Path) {
+    let hba = data.join("pg_hba.conf");
+    let trusted = std::fs::read_to_string(&hba).unwrap();
+    let scram: String = ["127.0.0.1/32", "::1/128"]
+        .iter()
+        .map(|net| format!("host all +{PASSWORD_GROUP} {net} scram-sha-256\n"))
+        .collect();
+    // Rewritten in place, so the file keeps its owner.
+    std::fs::write(&hba, scram + &trusted).unwrap();
 }
 
 /// Starts `postgres` in the foreground from a thread that never ends, so
@@ -249,9 +271,63 @@ impl PgServer {
         wait_ready(self.port, &self.dir);
     }
 
+    /// A new, empty database owned by a new role that must log in with
+    /// `password` over TCP; returns its url, which carries no password.
+    pub async fn password_database(&self, password: &str) -> String {
+        let url = self.database().await;
+        let name = url.rsplit('/').next().unwrap();
+        give_to_password_role(self, name, password)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a role with a password: {e}"));
+        format!("postgres://{name}@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// `pg_dump` of database `name`: everything stored in it, as text.
+    pub fn dump(&self, name: &str) -> String {
+        let out = Command::new(self.bin.join("pg_dump"))
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .arg(name)
+            .output()
+            .expect("pg_dump runs");
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
+}
+
+/// Makes database `name` the property of a new role of the same name, in
+/// [`PASSWORD_GROUP`], with `password` stored as SCRAM.
+async fn give_to_password_role(
+    server: &PgServer,
+    name: &str,
+    password: &str,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&server.url("postgres")).await?;
+    // Tests of one binary may race to create the group.
+    let group = format!(
+        "DO $$ BEGIN CREATE ROLE {PASSWORD_GROUP} NOLOGIN; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    );
+    for sql in [
+        group,
+        "SET password_encryption = 'scram-sha-256'".into(),
+        format!("CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE {PASSWORD_GROUP}"),
+        format!("ALTER DATABASE {name} OWNER TO {name}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await
 }
 
 async fn admin(server: &PgServer, name: &str) -> Result<(), sqlx::Error> {
