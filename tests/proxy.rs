@@ -365,3 +365,55 @@ async fn trickle(nginx: &Nginx) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Behind the shipped nginx every connection comes from 127.0.0.1, a
+/// trusted proxy: the daemon counts sign-in guesses by the client nginx
+/// names in `X-Forwarded-For`, so one guesser is throttled and another
+/// client behind the same proxy still signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_a_guesser_is_throttled_by_its_own_address_alone() {
+    if !have_tools() {
+        return;
+    }
+    let app = TestApp::builder().listen().build().await;
+    let dir = app.dir.path();
+    std::fs::write(dir.join("console-token"), "console-proxy-test").unwrap();
+    app.edit_config(|c| format!("{c}console_token_file = \"console-token\"\n"));
+    let _daemon = app.spawn_guarded("daemon.log");
+    let upstream = app.listener_addr("daemon.log").await;
+    let pair = pki::self_signed(dir, "nginx", KeyKind::EcPkcs8);
+    let nginx = start_nginx(&upstream, &pair).await;
+    let sign_in = |from: &str, token: &str| {
+        let form = format!("name=dana&token={token}");
+        let browser = "Sec-Fetch-Site: same-origin".to_string();
+        let mut args = post(dir, form.as_bytes(), &[browser]);
+        args.extend(["--interface".to_string(), from.to_string()]);
+        args
+    };
+    let mut statuses = Vec::new();
+    // The free tries, one more wrong token that earns a wait, and one too early.
+    for _ in 0..assignd::http::SIGN_IN_FREE_TRIES + 2 {
+        let r = nginx
+            .curl(&pair.ca, "/console/signin", &sign_in("127.0.0.2", "guess"))
+            .await;
+        statuses.push(r.status);
+    }
+    let last = statuses.last().copied();
+    assert_eq!(last, Some(429), "the guesser is throttled: {statuses:?}");
+    let r = nginx
+        .curl(&pair.ca, "/console/signin", &sign_in("127.0.0.2", "guess"))
+        .await;
+    assert!(
+        r.body.contains("Too many sign-in attempts"),
+        "the daemon's 429: {r:?}"
+    );
+    // Another client behind the same proxy is not held up by the guesser.
+    let r = nginx
+        .curl(
+            &pair.ca,
+            "/console/signin",
+            &sign_in("127.0.0.3", "console-proxy-test"),
+        )
+        .await;
+    assert_eq!(r.status, 303, "another client signs in: {r:?}");
+}

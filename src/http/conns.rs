@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Connections served at once, all clients together. An idle connection
 /// costs a few KiB (its read buffer grows only as a request needs).
-pub const MAX_CONNECTIONS: usize = 512;
+pub const MAX_CONNECTIONS: usize = 128;
 
 /// Connections one client address (an IPv6 /64) may hold at once; a
 /// trusted proxy is exempt here, its clients are counted per request.

@@ -34,7 +34,7 @@ use crate::store::{NewQueueItem, Store};
 use crate::worker::{Console, Health, Intake};
 pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT, BUDGET_WAIT, STRANGER_BUDGET};
 pub use conns::{MAX_CONNECTIONS, MAX_PER_CLIENT};
-pub use console::Site as ConsoleSite;
+pub use console::{SIGN_IN_FREE_TRIES, Site as ConsoleSite};
 pub use peer::{ClientAddr, TrustedProxies};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
 pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG};

@@ -35,6 +35,7 @@ use crate::secrets::Secret;
 use form::ConsoleForm;
 use session::Session;
 pub use signin::Site;
+pub use throttle::FREE as SIGN_IN_FREE_TRIES;
 
 /// The console's routes, merged into the listener's router.
 pub(super) fn routes() -> Router<Arc<App>> {
