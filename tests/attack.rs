@@ -76,9 +76,9 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &l);
         }
     }
-    let needed = (attackers + 1024) as u64;
+    let needed = (attackers + 1024) as libc::rlim_t;
     assert!(
-        l.rlim_max as u64 >= needed,
+        l.rlim_max >= needed,
         "the attack needs {needed} open files; the hard limit is {} (ulimit -Hn)",
         l.rlim_max
     );

@@ -71,12 +71,7 @@ impl FromRequest<Arc<App>> for Body {
     type Rejection = Response;
 
     async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, Response> {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        if declared_length(req.headers()).is_some_and(|n| n > MAX_BODY as u64) {
             return Err(too_large());
         }
         let budget = match req.extensions().get::<Proven>() {
@@ -92,6 +87,14 @@ impl FromRequest<Arc<App>> for Body {
             )),
         }
     }
+}
+
+/// The body's length as its `Content-Length` declares it, if it does.
+pub(super) fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// Reads frames into one buffer, taking budget as the bytes arrive.

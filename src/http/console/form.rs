@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 
@@ -23,12 +23,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for ConsoleForm<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, Response> {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        match declared {
+        match crate::http::body::declared_length(req.headers()) {
             None => {
                 let why = "a console form must say its length (Content-Length)";
                 return Err(refuse(StatusCode::LENGTH_REQUIRED, why));
