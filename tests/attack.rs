@@ -28,6 +28,9 @@ const CONSOLE_TOKEN: &str = "console-attack-test";
 /// Client addresses the attack comes from (127.0.0.2 and up).
 const ATTACKERS: u8 = 64;
 
+/// Signed webhooks the prober delivers at once, each on its own connection.
+const WEBHOOKS_AT_ONCE: usize = 3;
+
 /// A probe with no answer by then counts as starved.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -46,25 +49,43 @@ enum Kind {
     HeaderFlood,
     /// Guesses the console token as fast as it is answered.
     WrongSignIn,
+    /// Declares 1 MiB on the webhook route, sends 20 KB at once, stalls.
+    StalledBody,
+    /// Sends whole 1 MiB bodies with a wrong signature, one after another.
+    LargeBodies,
 }
 
-const PLAN: &[(Kind, usize)] = &[
-    (Kind::Idle, 1000),
-    (Kind::Slowloris, 200),
-    (Kind::StalledSignIn, 100),
-    (Kind::Trickle("/webhooks/helpcrunch"), 60),
-    (Kind::Trickle("/v1/enqueue"), 20),
-    (Kind::Trickle("/console/signin"), 20),
-    (Kind::Trickle("/console/agents/away"), 20),
-    (Kind::HeaderFlood, 8),
-    (Kind::WrongSignIn, 8),
+/// Where a kind of attacker comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// Spread over the 64 attacker addresses.
+    Spread,
+    /// All from one address, 127.0.0.99.
+    One,
+    /// Each from an address of its own (127.1.x.y): one connection each.
+    Swarm,
+}
+
+const PLAN: &[(Kind, usize, Source)] = &[
+    (Kind::Idle, 1000, Source::Spread),
+    (Kind::Slowloris, 200, Source::Spread),
+    (Kind::Slowloris, 512, Source::Swarm),
+    (Kind::StalledSignIn, 100, Source::Spread),
+    (Kind::Trickle("/webhooks/helpcrunch"), 60, Source::Spread),
+    (Kind::Trickle("/v1/enqueue"), 20, Source::Spread),
+    (Kind::Trickle("/console/signin"), 20, Source::Spread),
+    (Kind::Trickle("/console/agents/away"), 20, Source::Spread),
+    (Kind::StalledBody, 32, Source::One),
+    (Kind::LargeBodies, 3, Source::Spread),
+    (Kind::HeaderFlood, 8, Source::Spread),
+    (Kind::WrongSignIn, 8, Source::Spread),
 ];
 
 /// Raises this process's open-file limit to its hard limit: the attack
 /// holds more sockets than the usual soft limit of 1,024. The daemon,
 /// a child, inherits it.
 fn raise_fd_limit() {
-    let attackers: usize = PLAN.iter().map(|(_, n)| n).sum();
+    let attackers: usize = PLAN.iter().map(|(_, n, _)| n).sum();
     let mut l = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -90,8 +111,12 @@ async fn connect_from(src: IpAddr, dst: SocketAddr) -> std::io::Result<TcpStream
     socket.connect(dst).await
 }
 
-fn attacker_addr(i: usize) -> IpAddr {
-    IpAddr::from([127, 0, 0, 2 + (i % ATTACKERS as usize) as u8])
+fn attacker_addr(from: Source, i: usize) -> IpAddr {
+    match from {
+        Source::Spread => IpAddr::from([127, 0, 0, 2 + (i % ATTACKERS as usize) as u8]),
+        Source::One => IpAddr::from([127, 0, 0, 99]),
+        Source::Swarm => IpAddr::from([127, 1, (i / 250) as u8, 1 + (i % 250) as u8]),
+    }
 }
 
 /// Reads until the server closes (or answers, for request-per-connection kinds).
@@ -134,6 +159,20 @@ async fn attack_once(kind: Kind, s: &mut TcpStream, dst: SocketAddr) -> std::io:
                 s.write_all(b"x").await?;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+        }
+        Kind::StalledBody | Kind::LargeBodies => {
+            let head = format!(
+                "POST /webhooks/helpcrunch HTTP/1.1\r\n{host}X-HelpCrunch-Signature: {}\r\nContent-Length: {}\r\n\r\n",
+                "0".repeat(40),
+                assignd::http::MAX_BODY
+            );
+            s.write_all(head.as_bytes()).await?;
+            let sent = match kind {
+                Kind::StalledBody => 20_000,
+                _ => assignd::http::MAX_BODY,
+            };
+            s.write_all(&vec![b'x'; sent]).await?;
+            until_closed(s).await;
         }
         Kind::HeaderFlood => {
             let junk: String = (0..60)
@@ -227,13 +266,24 @@ async fn run_probes(dst: SocketAddr, for_how_long: Duration) -> Probes {
             Some(200) => p.healthz.push(started.elapsed()),
             other => p.failed.push(format!("/healthz: {other:?}")),
         }
-        chat += 1;
-        let (head, body) = signed_chat_new(chat);
-        let started = Instant::now();
-        p.webhooks_sent += 1;
-        match probe(dst, &head, &body).await {
-            Some(200) => p.webhook.push(started.elapsed()),
-            other => p.failed.push(format!("webhook {chat}: {other:?}")),
+        // HelpCrunch delivers several events at once, on connections of
+        // their own.
+        let deliveries = (0..WEBHOOKS_AT_ONCE).map(|_| {
+            chat += 1;
+            let (head, body) = signed_chat_new(chat);
+            async move {
+                let started = Instant::now();
+                (chat, probe(dst, &head, &body).await, started.elapsed())
+            }
+        });
+        for (chat, status, took) in
+            futures_util::future::join_all(deliveries.collect::<Vec<_>>()).await
+        {
+            p.webhooks_sent += 1;
+            match status {
+                Some(200) => p.webhook.push(took),
+                other => p.failed.push(format!("webhook {chat}: {other:?}")),
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -274,7 +324,9 @@ async fn attacked_daemon() -> (TestApp, Daemon, SocketAddr) {
     std::fs::write(dir.join("webhook-key"), WEBHOOK_KEY).unwrap();
     std::fs::write(dir.join("console-token"), CONSOLE_TOKEN).unwrap();
     app.edit_config(|c| {
-        c + "\n[http]\nlisten = \"127.0.0.1:0\"\nwebhook_key_file = \"webhook-key\"\nconsole_token_file = \"console-token\"\n"
+        // No proxy is trusted: the prober, from 127.0.0.1, is a client like
+        // HelpCrunch, not a proxy whose connections wait their turn.
+        c + "\n[http]\nlisten = \"127.0.0.1:0\"\nwebhook_key_file = \"webhook-key\"\nconsole_token_file = \"console-token\"\ntrusted_proxies = []\n"
     });
     let daemon = app.spawn_guarded("attack.log");
     let addr = app.listener_addr("attack.log").await.parse().unwrap();
@@ -289,13 +341,17 @@ async fn signed_webhooks_and_health_are_answered_under_attack() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
     let (app, mut daemon, dst) = attacked_daemon().await;
+    // HelpCrunch has been delivering before the attack begins: the daemon
+    // knows its address from a signed webhook.
+    let (head, body) = signed_chat_new(999_999);
+    assert_eq!(probe(dst, &head, &body).await, Some(200));
     let stop = Arc::new(AtomicBool::new(false));
     let rounds = Arc::new(AtomicU64::new(0));
     let mut attackers = Vec::new();
     let mut n = 0;
-    for &(kind, count) in PLAN {
-        for _ in 0..count {
-            let (stop, rounds, src) = (stop.clone(), rounds.clone(), attacker_addr(n));
+    for &(kind, count, from) in PLAN {
+        for i in 0..count {
+            let (stop, rounds, src) = (stop.clone(), rounds.clone(), attacker_addr(from, i));
             n += 1;
             attackers.push(tokio::spawn(attacker(kind, src, dst, stop, rounds)));
         }
@@ -340,7 +396,7 @@ async fn signed_webhooks_and_health_are_answered_under_attack() {
         &p.failed[..p.failed.len().min(20)]
     );
     // Nothing lost: every signed webhook's event and chat are stored.
-    assert_eq!(app.count("webhook_events").await, p.webhooks_sent);
+    assert_eq!(app.count("webhook_events").await, p.webhooks_sent + 1);
     let queued = app.scalar("SELECT COUNT(*) FROM queue WHERE chat_id > 1000000");
     assert_eq!(queued.await, p.webhooks_sent);
     let status = terminate(&mut daemon.child, Duration::from_secs(20));

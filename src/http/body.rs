@@ -3,9 +3,13 @@
 //! hyper has no body read timeout, so a client that sends headers and half
 //! a body would hold its connection forever; and every request may buffer
 //! up to [`MAX_BODY`], so without a budget a burst of large bodies costs
-//! that many MiB at once. A body takes its share as its bytes arrive and
-//! waits for it (backpressure) at most [`BUDGET_WAIT`]; senders who proved
-//! a credential in their headers draw on a budget strangers cannot touch.
+//! that many MiB at once. The first [`SMALL`] bytes of a body need no
+//! budget (they are bounded by the connection cap), so a webhook or a form
+//! never waits for one; a larger body reserves the rest of its declared
+//! size once, when its bytes pass [`SMALL`], waiting at most
+//! [`BUDGET_WAIT`] and never while holding a share (so two large bodies
+//! cannot hold part each and wait for each other); senders who proved a
+//! credential in their headers draw on a budget strangers cannot touch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +41,11 @@ pub const BUDGET_WAIT: Duration = Duration::from_secs(2);
 /// The budget is counted in KiB: a semaphore's permits are a `u32`.
 const UNIT: usize = 1024;
 
-/// A body takes its share as its bytes arrive, this much at a time: a
-/// client that declares 1 MiB and trickles holds only what it sent.
-const STEP: usize = 16 * UNIT;
+/// The bytes of a body buffered without a share of the budget: every
+/// webhook and console form fits, and at most `MAX_CONNECTIONS` of them
+/// are read at once (2 MiB). A client that declares 1 MiB and trickles
+/// holds no budget until it has sent this much.
+pub const SMALL: usize = 16 * UNIT;
 
 /// The shared budgets for buffered bodies.
 pub(super) struct Budgets {
@@ -78,7 +84,8 @@ impl FromRequest<Arc<App>> for Body {
             Some(_) => app.bodies.proven.clone(),
             None => app.bodies.strangers.clone(),
         };
-        let read = read(req.into_body(), budget);
+        let size = declared_length(req.headers()).map_or(MAX_BODY, |n| n as usize);
+        let read = read(req.into_body(), budget, size);
         match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
             Ok(read) => read,
             Err(_) => Err(reject(
@@ -97,8 +104,13 @@ pub(super) fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
-/// Reads frames into one buffer, taking budget as the bytes arrive.
-async fn read(mut body: axum::body::Body, budget: Arc<Semaphore>) -> Result<Body, Response> {
+/// Reads frames into one buffer; past [`SMALL`] bytes, reserves the rest
+/// of `size` (the declared length, or the most a body may be).
+async fn read(
+    mut body: axum::body::Body,
+    budget: Arc<Semaphore>,
+    size: usize,
+) -> Result<Body, Response> {
     let mut buf: Vec<u8> = Vec::new();
     let mut share: Option<OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
@@ -115,15 +127,10 @@ async fn read(mut body: axum::body::Body, budget: Arc<Semaphore>) -> Result<Body
         if need > MAX_BODY {
             return Err(too_large());
         }
-        let held = share.as_ref().map_or(0, |s| s.num_permits() * UNIT);
-        if need > held {
-            let more = (need - held).div_ceil(STEP) * STEP;
-            let got = take(&budget, (more / UNIT) as u32).await?;
-            match share.as_mut() {
-                Some(s) => s.merge(got),
-                None => share = Some(got),
-            }
-            buf.reserve_exact((held + more).min(MAX_BODY) - buf.len());
+        if need > SMALL && share.is_none() {
+            let rest = size.max(need).min(MAX_BODY) - SMALL;
+            share = Some(take(&budget, rest.div_ceil(UNIT) as u32).await?);
+            buf.reserve_exact(size.max(need).min(MAX_BODY) - buf.len());
         }
         buf.extend_from_slice(&data);
     }

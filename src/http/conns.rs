@@ -1,15 +1,23 @@
 //! The connections being served, counted by client address: a cap per
 //! client and a cap in all. When every slot is taken, a new connection
-//! closes one to make room: never one serving an authenticated request,
-//! first a connection that never authenticated, of the client holding the
-//! most, its oldest. So strangers holding sockets open (idle, trickling
-//! headers or bodies) take at most a fair share between them, and a new
-//! client — HelpCrunch delivering a signed webhook — always gets a slot.
+//! closes another to make room, never one serving an authenticated
+//! request: first a stranger's unauthenticated connection (idle, sending
+//! headers or trickling a body) of a client holding more than the
+//! newcomer's, the client holding the most first, then the oldest; then an
+//! idle connection of a known client past [`GRACE`]. A client becomes
+//! known when a request of its proves a credential (a signed webhook, the
+//! intake's token, a console session), and a known client's newcomer may
+//! close any stranger's unauthenticated connection: so strangers holding
+//! sockets open, from however many addresses, cannot keep HelpCrunch out
+//! once it has delivered one signed webhook, and its first one finds room
+//! beside any client holding more than it. A burst from one client waits
+//! its turn instead of cutting itself off.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +25,16 @@ use tokio_util::sync::CancellationToken;
 /// Connections served at once, all clients together. An idle connection
 /// costs a few KiB (its read buffer grows only as a request needs).
 pub const MAX_CONNECTIONS: usize = 128;
+
+/// How long a known client's new connection is spared: long enough to
+/// send its headers and a webhook's body.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// How long a client stays known after its last proven credential.
+pub const KNOWN_FOR: Duration = Duration::from_secs(3600);
+
+/// Clients remembered as known at most: past it, the longest unproven goes.
+pub const KNOWN_MAX: usize = 4096;
 
 /// Connections one client address (an IPv6 /64) may hold at once; a
 /// trusted proxy is exempt here, its clients are counted per request.
@@ -27,11 +45,14 @@ pub const MAX_PER_CLIENT: usize = 32;
 pub struct Conn {
     id: u64,
     client: IpAddr,
+    opened: Instant,
     close: CancellationToken,
     /// Requests being served on it now.
     busy: AtomicUsize,
     /// It has served a request with a valid credential.
     authenticated: AtomicBool,
+    /// Where its client is remembered as known.
+    registry: std::sync::Weak<Conns>,
 }
 
 impl Conn {
@@ -43,17 +64,15 @@ impl Conn {
     /// Called once a request on it proved a credential.
     pub fn authenticated(&self) {
         self.authenticated.store(true, Ordering::Relaxed);
+        if let Some(registry) = self.registry.upgrade() {
+            registry.know(self.client);
+        }
     }
 
     /// Counts a request in flight until the guard is dropped.
     pub fn busy(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
-    }
-
-    /// Whether closing it now could cut off an authenticated request.
-    fn protected(&self) -> bool {
-        self.authenticated.load(Ordering::Relaxed) && self.busy.load(Ordering::Acquire) > 0
     }
 }
 
@@ -86,6 +105,8 @@ struct Inner {
     /// Requests in flight per client behind a trusted proxy, whose
     /// connections all count as the proxy's.
     forwarded: HashMap<IpAddr, usize>,
+    /// Clients that proved a credential, and when they last did.
+    known: HashMap<IpAddr, Instant>,
 }
 
 /// The registry of open connections.
@@ -94,6 +115,7 @@ pub struct Conns {
     freed: Notify,
     capacity: usize,
     per_client: usize,
+    grace: Duration,
 }
 
 /// Why a connection was not admitted.
@@ -119,11 +141,16 @@ impl Drop for Slot {
 
 impl Conns {
     pub fn new(capacity: usize, per_client: usize) -> Arc<Self> {
+        Self::with_grace(capacity, per_client, GRACE)
+    }
+
+    pub fn with_grace(capacity: usize, per_client: usize, grace: Duration) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner::default()),
             freed: Notify::new(),
             capacity,
             per_client,
+            grace,
         })
     }
 
@@ -138,7 +165,7 @@ impl Conns {
         }
         let mut evicted = false;
         if inner.open.len() >= self.capacity {
-            let victim = victim(&inner, held).ok_or(Refused::Full)?;
+            let victim = victim(&inner, client, held, self.grace).ok_or(Refused::Full)?;
             victim.close.cancel();
             forget(&mut inner, victim.id);
             evicted = true;
@@ -148,9 +175,11 @@ impl Conns {
         let conn = Arc::new(Conn {
             id,
             client,
+            opened: Instant::now(),
             close: CancellationToken::new(),
             busy: AtomicUsize::new(0),
             authenticated: AtomicBool::new(false),
+            registry: Arc::downgrade(self),
         });
         inner.open.insert(id, conn.clone());
         *inner.by_client.entry(client).or_insert(0) += 1;
@@ -176,9 +205,30 @@ impl Conns {
         })
     }
 
-    /// Resolves when a slot may have been freed.
-    pub async fn freed(&self) {
-        self.freed.notified().await;
+    /// Remembers `client` as known (it proved a credential just now).
+    fn know(&self, client: IpAddr) {
+        let mut inner = self.inner.lock().expect("connections lock");
+        let now = Instant::now();
+        if inner.known.len() >= KNOWN_MAX && !inner.known.contains_key(&client) {
+            inner
+                .known
+                .retain(|_, at| now.duration_since(*at) < KNOWN_FOR);
+            let oldest = inner
+                .known
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(ip, _)| *ip);
+            if let (true, Some(oldest)) = (inner.known.len() >= KNOWN_MAX, oldest) {
+                inner.known.remove(&oldest);
+            }
+        }
+        inner.known.insert(client, now);
+    }
+
+    /// Resolves when a slot may have been freed; made (and enabled) before
+    /// an admission is tried, it misses no release after it.
+    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
     }
 
     /// Open connections now.
@@ -227,27 +277,37 @@ fn forget(inner: &mut Inner, id: u64) -> bool {
     true
 }
 
-/// The connection to close for a newcomer whose client holds `held`:
-/// one of a client holding more (so a burst from one client waits its
-/// turn instead of cutting its own requests off, and many addresses
-/// holding one each still make room for a client holding none);
-/// unauthenticated before authenticated-but-idle; then the client holding
-/// the most; then the oldest. Never one serving an authenticated request.
-fn victim(inner: &Inner, held: usize) -> Option<Arc<Conn>> {
+/// The connection to close for a newcomer from `client`, which holds
+/// `held`, in the order of the module's comment; None if all are spared.
+fn victim(inner: &Inner, client: IpAddr, held: usize, grace: Duration) -> Option<Arc<Conn>> {
+    let now = Instant::now();
+    let known = |ip: &IpAddr| {
+        inner
+            .known
+            .get(ip)
+            .is_some_and(|at| now.duration_since(*at) < KNOWN_FOR)
+    };
+    let newcomer_known = known(&client);
     let held_by = |c: &Conn| inner.by_client.get(&c.client).copied().unwrap_or(0);
     inner
         .open
         .values()
-        .filter(|c| !c.protected() && held_by(c) > held)
-        .min_by_key(|c| {
-            let held = held_by(c);
-            (
-                c.authenticated.load(Ordering::Relaxed),
-                std::cmp::Reverse(held),
-                c.id,
-            )
+        .filter_map(|c| {
+            let busy = c.busy.load(Ordering::Acquire) > 0;
+            let authenticated = c.authenticated.load(Ordering::Relaxed);
+            let old = now.duration_since(c.opened) >= grace;
+            let stranger = !authenticated && !known(&c.client);
+            let tier = if stranger && (newcomer_known || held_by(c) > held) {
+                0
+            } else if !busy && old && !stranger {
+                1
+            } else {
+                return None;
+            };
+            Some(((tier, std::cmp::Reverse(held_by(c)), c.id), c))
         })
-        .cloned()
+        .min_by_key(|(key, _)| *key)
+        .map(|(_, c)| c.clone())
 }
 
 #[cfg(test)]
@@ -281,7 +341,6 @@ mod tests {
         assert!(evicted);
         assert!(s2.conn.closing().is_cancelled(), "ip 3 held the most");
         assert!(!s1.conn.closing().is_cancelled());
-        assert!(!s3.conn.closing().is_cancelled());
         assert_eq!(conns.open(), 4);
         // The evicted slot's drop does not free a second place.
         drop(s2);
@@ -303,44 +362,30 @@ mod tests {
 
     #[test]
     fn an_authenticated_request_is_never_cut_off() {
-        let conns = Conns::new(4, 10);
+        let conns = Conns::new(3, 10);
         let a = conns.admit(ip(2), false).unwrap().0;
         let b = conns.admit(ip(2), false).unwrap().0;
-        let c = conns.admit(ip(2), false).unwrap().0;
-        let d = conns.admit(ip(2), false).unwrap().0;
-        for s in [&a, &b, &c] {
-            s.conn.authenticated();
-        }
-        let _serving = (a.conn.busy(), b.conn.busy());
-        // Strangers' connections go first, however old the others...
-        let e = conns.admit(ip(3), false).unwrap().0;
-        assert!(d.conn.closing().is_cancelled());
-        let f = conns.admit(ip(4), false).unwrap().0;
-        assert!(e.conn.closing().is_cancelled());
-        assert!(!c.conn.closing().is_cancelled());
-        // ...then an idle authenticated one; a busy one never.
-        f.conn.authenticated();
-        let _f_serving = f.conn.busy();
-        let g = conns.admit(ip(5), false).unwrap().0;
+        let c = conns.admit(ip(3), false).unwrap().0;
+        a.conn.authenticated();
+        let _serving = a.conn.busy();
+        // ip 2 is known now: its newcomer closes a stranger's connection,
+        // and a stranger's newcomer closes none of ip 2's young ones.
+        let _e = conns.admit(ip(2), false).unwrap().0;
         assert!(c.conn.closing().is_cancelled());
-        g.conn.authenticated();
-        let _g_serving = g.conn.busy();
-        assert_eq!(conns.admit(ip(6), false).err(), Some(Refused::Full));
-        for s in [&a, &b, &f, &g] {
-            assert!(!s.conn.closing().is_cancelled());
-        }
-    }
-
-    #[test]
-    fn many_clients_holding_one_each_still_make_room() {
-        let conns = Conns::new(3, 10);
-        let held: Vec<_> = (2..5)
-            .map(|n| conns.admit(ip(n), false).unwrap().0)
-            .collect();
-        let _new = conns.admit(ip(9), false).unwrap().0;
-        assert!(held[0].conn.closing().is_cancelled(), "the oldest goes");
-        // One who holds one already does not push out another's one.
-        assert_eq!(conns.admit(ip(3), false).err(), Some(Refused::Full));
+        assert_eq!(conns.admit(ip(5), false).err(), Some(Refused::Full));
+        assert!(!a.conn.closing().is_cancelled() && !b.conn.closing().is_cancelled());
+        // Past the grace an idle authenticated connection may go; a busy one never.
+        let old = Conns::with_grace(2, 10, Duration::ZERO);
+        let x = old.admit(ip(2), false).unwrap().0;
+        let y = old.admit(ip(2), false).unwrap().0;
+        x.conn.authenticated();
+        y.conn.authenticated();
+        let _y_serving = y.conn.busy();
+        let z = old.admit(ip(5), false).unwrap().0;
+        assert!(x.conn.closing().is_cancelled());
+        let _w = old.admit(ip(6), false).unwrap().0;
+        assert!(z.conn.closing().is_cancelled());
+        assert!(!y.conn.closing().is_cancelled());
     }
 
     #[test]
@@ -352,5 +397,30 @@ mod tests {
         assert!(!a.conn.closing().is_cancelled());
         drop(a);
         assert!(conns.admit(ip(2), true).is_ok());
+    }
+
+    #[test]
+    fn a_known_client_finds_room_among_strangers_holding_one_each() {
+        let conns = Conns::new(4, 10);
+        let strangers: Vec<_> = (2..5)
+            .map(|n| conns.admit(ip(n), false).unwrap().0)
+            .collect();
+        let first = conns.admit(ip(9), false).unwrap().0;
+        // Unknown, holding one: no room beside clients holding one each.
+        assert_eq!(conns.admit(ip(9), false).err(), Some(Refused::Full));
+        first.conn.authenticated();
+        let _serving = first.conn.busy();
+        let more: Vec<_> = (0..3).map(|_| conns.admit(ip(9), false).unwrap()).collect();
+        assert_eq!(more.len(), 3);
+        assert!(strangers.iter().all(|s| s.conn.closing().is_cancelled()));
+    }
+
+    #[test]
+    fn known_clients_are_bounded() {
+        let conns = Conns::new(1, 1);
+        for n in 0..(KNOWN_MAX + 10) {
+            conns.know(IpAddr::from([10, 0, (n / 256) as u8, (n % 256) as u8]));
+        }
+        assert_eq!(conns.inner.lock().unwrap().known.len(), KNOWN_MAX);
     }
 }

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::secrets::Secret;
 use crate::store::{NewQueueItem, Store};
 use crate::worker::{Console, Health, Intake};
-pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT, BUDGET_WAIT, STRANGER_BUDGET};
+pub use body::{BODY_BUDGET, BODY_READ_TIMEOUT, BUDGET_WAIT, SMALL as SMALL_BODY, STRANGER_BUDGET};
 pub use conns::{MAX_CONNECTIONS, MAX_PER_CLIENT};
 pub use console::{SIGN_IN_FREE_TRIES, Site as ConsoleSite};
 pub use peer::{ClientAddr, TrustedProxies};

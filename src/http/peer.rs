@@ -52,8 +52,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
+    /// Nets written in the IPv4-mapped form (`::ffff:10.0.0.0/104`) are
+    /// taken as the IPv4 nets they stand for: peers are compared unmapped.
     pub fn new(nets: Vec<IpNet>) -> Self {
-        Self(nets)
+        Self(nets.into_iter().map(unmap_net).collect())
     }
 
     pub fn trusts(&self, ip: IpAddr) -> bool {
@@ -87,6 +89,16 @@ impl TrustedProxies {
             }
         }
         ClientAddr(client)
+    }
+}
+
+fn unmap_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
     }
 }
 

@@ -6,8 +6,10 @@
 //! close, so one client that stops mid-request kept the daemon from
 //! exiting on SIGTERM; and it serves every connection at once, so a burst
 //! of 2,000 webhooks cost 2,000 sets of connection buffers. A connection's
-//! slot is taken before it is served: a burst beyond the cap waits in the
-//! kernel's accept queue, and strangers holding slots make room.
+//! slot is taken before it is served (see [`super::conns`]): strangers'
+//! connections make room for a newcomer, a trusted proxy's burst beyond the
+//! cap waits in the kernel's accept queue, and a stranger for whom no room
+//! can be made is closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,6 +203,10 @@ async fn next_connection(
         };
         let exempt = proxies.trusts(peer);
         loop {
+            // Enabled before the admission is tried: no release is missed.
+            let freed = conns.freed();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             match conns.admit(ClientAddr(peer).key(), exempt) {
                 Ok((slot, evicted)) => {
                     if evicted {
@@ -221,8 +227,8 @@ async fn next_connection(
                 // A trusted proxy's burst waits its turn (backpressure).
                 Err(Refused::Full) => tokio::select! {
                     _ = shutdown.cancelled() => return None,
-                    _ = conns.freed() => {}
-                    // A slot freed just before the wait began is seen here.
+                    _ = freed => {}
+                    // Or a connection has aged past its grace meanwhile.
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 },
             }
