@@ -108,6 +108,9 @@ pub struct Limiter {
     /// One caller at a time waits for the next slot; the rest queue, FIFO.
     turn: tokio::sync::Mutex<()>,
     pause: Mutex<Pause>,
+    /// Fired when a pause begins, here or learned from the shared budget:
+    /// a waiter for the next slot hears of it at once.
+    pause_began: tokio::sync::Notify,
     admitted: AtomicU64,
     forfeited: AtomicU64,
     waited_micros: AtomicU64,
@@ -186,6 +189,7 @@ impl Limiter {
                 until: None,
                 next_backoff: FIRST_BACKOFF,
             }),
+            pause_began: tokio::sync::Notify::new(),
             admitted: AtomicU64::new(0),
             forfeited: AtomicU64::new(0),
             waited_micros: AtomicU64::new(0),
@@ -412,6 +416,7 @@ impl Limiter {
         let until = Instant::now() + length;
         p.until = Some(p.until.map_or(until, |u| u.max(until)));
         drop(p);
+        self.pause_began.notify_waiters();
         if let Some(shared) = self.shared.clone() {
             tokio::spawn(async move {
                 if let Err(e) = shared.pause(length).await {
@@ -425,6 +430,14 @@ impl Limiter {
     fn pause_local(&self, until: Instant) {
         let mut p = self.pause.lock().expect("limiter lock");
         p.until = Some(p.until.map_or(until, |u| u.max(until)));
+        drop(p);
+        self.pause_began.notify_waiters();
+    }
+
+    /// Resolves when a 429 pause begins. Made (and enabled) before
+    /// [`Limiter::paused_until`] is asked, it misses none that begins after.
+    pub fn pause_began(&self) -> tokio::sync::futures::Notified<'_> {
+        self.pause_began.notified()
     }
 
     /// The caller gave `slot` up (it went stale before the call could go).

@@ -168,3 +168,24 @@ async fn a_spent_burst_admits_the_next_call_a_period_later() {
         "{waited:?}"
     );
 }
+
+/// Whoever waits for the next slot hears of a pause as it begins, with no
+/// polling: the notification is ready the moment the pause is set, and
+/// not before.
+#[tokio::test]
+async fn a_pause_wakes_whoever_listens_for_one() {
+    use futures_util::FutureExt;
+    let l = Limiter::new(nz(10), Duration::from_secs(1), nz(1));
+    let quiet = l.pause_began();
+    tokio::pin!(quiet);
+    quiet.as_mut().enable();
+    assert!(quiet.as_mut().now_or_never().is_none(), "no pause yet");
+    l.pause(Some(Duration::from_secs(60)));
+    assert!(quiet.now_or_never().is_some(), "heard at once");
+    // A pause learned from the shared budget, too.
+    let learned = l.pause_began();
+    tokio::pin!(learned);
+    learned.as_mut().enable();
+    l.pause_local(Instant::now() + Duration::from_secs(5));
+    assert!(learned.now_or_never().is_some());
+}

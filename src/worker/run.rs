@@ -28,9 +28,6 @@ use crate::store::{Backend, BadRow, LeaseKey, QueueRow, UnrankedRow, now_ms};
 /// The longest a takeover waits for its reconciliation before deciding.
 const TAKEOVER_RECONCILE: Duration = Duration::from_secs(10);
 
-/// How often a wait for the next slot looks whether a 429 pause began.
-const PAUSE_CHECK: Duration = Duration::from_secs(1);
-
 /// A peer job ended while the daemon was meant to run.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the {job} job stopped unexpectedly: {cause}")]
@@ -325,15 +322,18 @@ impl Worker {
                 }
                 limiter.forfeit(slot);
             }
+            // Enabled before the look: a pause that begins after it wakes
+            // this wait at once (no polling).
+            let began = limiter.pause_began();
+            tokio::pin!(began);
+            began.as_mut().enable();
             if limiter.paused_until().is_some() {
                 return None;
             }
             tokio::select! {
                 _ = stop.cancelled() => return None,
                 _ = self.slot_back.notified() => {}
-                // A wait longer than this is a pause (or rows in flight
-                // taking every slot): look again.
-                _ = tokio::time::sleep(PAUSE_CHECK) => {}
+                _ = began => {}
                 // Closed or stopping: the next turn finds out why.
                 got = limiter.acquire(Priority::Claim) => return got.ok(),
             }
