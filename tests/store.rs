@@ -78,7 +78,39 @@ both!(
     reconciliation_merges_what_its_search_cannot_know,
     hourly_counts_come_from_outcomes_and_reservations,
     customers_past_sticky_for_are_forgotten,
+    absent_agents_chats_come_in_one_read,
 );
+
+/// The open chats of several absent agents come in one read, by agent then
+/// chat, with each chat's answer; an agent not named, and none, read none.
+async fn absent_agents_chats_come_in_one_read(f: Fixture) {
+    for (n, (chat, agent)) in [(3, "bob"), (1, "alice"), (2, "bob"), (4, "carol")]
+        .iter()
+        .enumerate()
+    {
+        let open = WebhookEffect::Assigned {
+            chat_id: ChatId(*chat),
+            agent: Some(agent.to_string()),
+        };
+        let id = format!("open-{n}");
+        f.store
+            .apply_webhook(&id, "chat.assigned", &open)
+            .await
+            .unwrap();
+    }
+    f.store.note_answer(ChatId(2), "bob").await.unwrap();
+    let chats = f.store.handback_chats(&["bob", "alice"]).await.unwrap();
+    let seen: Vec<(&str, i64, bool)> = chats
+        .iter()
+        .map(|c| (c.agent.as_str(), c.chat_id.0, c.answered_at.is_some()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("alice", 1, false), ("bob", 2, true), ("bob", 3, false)]
+    );
+    assert!(f.store.handback_chats(&[]).await.unwrap().is_empty());
+    assert!(f.store.handback_chats(&["dana"]).await.unwrap().is_empty());
+}
 
 async fn a_producers_plain_insert_gets_defaults_and_duplicates_are_ignored(f: Fixture) {
     assert_eq!(

@@ -5,6 +5,7 @@
 
 use crate::domain::ChatId;
 
+use super::db::Stmt;
 use super::outcomes::insert_outcome;
 use super::{NewOutcome, Store, StoreError, Tx, now_ms, vals};
 
@@ -19,11 +20,16 @@ const RECORD_ANSWER: &str = "INSERT INTO chat_answers (chat_id, agent, at)
 const RECORD_CUSTOMER: &str = "INSERT INTO chat_customer_messages (chat_id, at) VALUES ($1, $2)
     ON CONFLICT (chat_id) DO UPDATE SET at = excluded.at";
 
-/// An agent's open chats with what deciding a hand-back needs: the pool of
-/// the chat's last assignment (only if it was to this agent: a chat moved
-/// by hand was not assigned from the pool), the agent's last answer, the
-/// customer's last message, and the mark of an earlier hand-back.
-const CHATS_OF: &str = "SELECT o.chat_id, o.agent, o.assigned_at,
+/// The open chats of the agents `$agents` names (`$1`, a JSON array of
+/// names), with what deciding a hand-back needs: the pool of the chat's
+/// last assignment (only if it was to this agent: a chat moved by hand was
+/// not assigned from the pool), the agent's last answer, the customer's
+/// last message, and the mark of an earlier hand-back. One read for every
+/// absent agent, in each dialect's way of reading a JSON array.
+macro_rules! chats_of {
+    ($agents:literal) => {
+        concat!(
+            "SELECT o.chat_id, o.agent, o.assigned_at,
        (SELECT CASE WHEN x.agent = o.agent THEN x.pool END FROM outcomes x
          WHERE x.chat_id = o.chat_id AND x.result = 'assigned'
          ORDER BY x.id DESC LIMIT 1) AS pool,
@@ -33,7 +39,17 @@ const CHATS_OF: &str = "SELECT o.chat_id, o.agent, o.assigned_at,
        (SELECT h.at FROM handbacks h WHERE h.chat_id = o.chat_id AND h.agent = o.agent)
            AS handed_at
   FROM open_chats o
- WHERE o.agent = $1 AND o.reserved = 0";
+ WHERE o.agent IN (",
+            $agents,
+            ") AND o.reserved = 0 ORDER BY o.agent, o.chat_id"
+        )
+    };
+}
+
+const CHATS_OF: Stmt = Stmt::each(
+    chats_of!("SELECT value FROM json_each($1)"),
+    chats_of!("SELECT jsonb_array_elements_text($1::jsonb)"),
+);
 
 /// A hand-back row: due now, at the normal claim priority (0), so that it
 /// goes before older waiting chats but behind urgent ones. A chat with an
@@ -92,9 +108,14 @@ impl Store {
         Ok(())
     }
 
-    /// `agent`'s open chats, with what deciding a hand-back needs.
-    pub async fn handback_chats(&self, agent: &str) -> Result<Vec<HandbackChat>, StoreError> {
-        Ok(self.db.all(CHATS_OF, vals![agent]).await?)
+    /// The open chats of `agents`, with what deciding a hand-back needs,
+    /// by agent then chat: one read however many are absent.
+    pub async fn handback_chats(&self, agents: &[&str]) -> Result<Vec<HandbackChat>, StoreError> {
+        if agents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = serde_json::to_string(agents).expect("names serialize");
+        Ok(self.db.all(CHATS_OF, vals![names]).await?)
     }
 
     /// The agents some chat was handed back from.

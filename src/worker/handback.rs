@@ -92,16 +92,18 @@ impl Worker {
         let away = self.store.away_since().await?;
         let absent = absent_agents(rules, &away, Timestamp::now());
         let mut moves = Vec::new();
-        for (agent, absence) in &absent {
-            for chat in self.store.handback_chats(agent).await? {
-                let Some(m) = hand_back(rules, &chat, *absence) else {
-                    continue;
-                };
-                if needs_upstream_check(rules, &chat) && !self.unanswered_upstream(&m).await? {
-                    continue;
-                }
-                moves.push(m);
+        let names: Vec<&str> = absent.keys().map(String::as_str).collect();
+        for chat in self.store.handback_chats(&names).await? {
+            let Some(absence) = absent.get(&chat.agent) else {
+                continue;
+            };
+            let Some(m) = hand_back(rules, &chat, *absence) else {
+                continue;
+            };
+            if needs_upstream_check(rules, &chat) && !self.unanswered_upstream(&m).await? {
+                continue;
             }
+            moves.push(m);
         }
         let present: Vec<String> = self
             .store
