@@ -79,7 +79,46 @@ both!(
     hourly_counts_come_from_outcomes_and_reservations,
     customers_past_sticky_for_are_forgotten,
     absent_agents_chats_come_in_one_read,
+    a_call_in_doubt_counts_for_the_hour_after_a_webhook_confirms_it,
 );
+
+/// A call in doubt (its intent recorded, its answer lost) counts toward its
+/// agent's hour while reserved, and still after HelpCrunch's own
+/// `chat.assigned` confirms the seat and before the call is settled; once.
+async fn a_call_in_doubt_counts_for_the_hour_after_a_webhook_confirms_it(f: Fixture) {
+    let (held, _) = f.store.lock_routing().await.unwrap();
+    let seat = Assigned {
+        opened: Some((ChatId(9), "alice".into())),
+        ..Assigned::default()
+    };
+    held.reserve(&seat).await.unwrap();
+    let intent = format!(
+        "INSERT INTO assign_intents (chat_id, agent, agent_id, owner, at)
+         VALUES (9, 'alice', 4188, 'd1', {})",
+        now_ms()
+    );
+    f.producer(Box::leak(intent.into_boxed_str()))
+        .await
+        .unwrap();
+    let since = jiff::Timestamp::from_millisecond(now_ms() - 3_600_000).unwrap();
+    let count = |r: std::collections::HashMap<String, Vec<jiff::Timestamp>>| {
+        r.get("alice").map_or(0, Vec::len)
+    };
+    assert_eq!(count(f.store.recent_assignments(since).await.unwrap()), 1);
+    let confirmed = WebhookEffect::Assigned {
+        chat_id: ChatId(9),
+        agent: Some("alice".into()),
+    };
+    f.store
+        .apply_webhook("a9", "chat.assigned", &confirmed)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(f.store.recent_assignments(since).await.unwrap()),
+        1,
+        "the confirmed call in doubt still counts, once"
+    );
+}
 
 /// The open chats of several absent agents come in one read, by agent then
 /// chat, with each chat's answer; an agent not named, and none, read none.

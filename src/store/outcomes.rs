@@ -14,11 +14,18 @@ pub type RecentAssignments = HashMap<String, Vec<Timestamp>>;
 /// the routing lock whose assignment has not settled yet (PostgreSQL:
 /// settling writes the outcome and clears the mark in one transaction, so
 /// nothing is counted twice, and every daemon counts the others' calls in
-/// flight).
+/// flight), and the calls in doubt whose seat no longer shows as reserved
+/// (a `chat.assigned` webhook for a call whose answer was lost confirms
+/// the seat before the call is settled: without this the assignment went
+/// uncounted until then, and an agent got one chat over `max_per_hour`).
 pub(super) const RECENT_ASSIGNMENTS: &str = "SELECT agent, at FROM outcomes
      WHERE result = 'assigned' AND agent IS NOT NULL AND at > $1
     UNION ALL
     SELECT agent, assigned_at FROM open_chats WHERE reserved = 1 AND assigned_at > $1
+    UNION ALL
+    SELECT i.agent, i.at FROM assign_intents i
+     WHERE i.at > $1 AND NOT EXISTS (SELECT 1 FROM open_chats o
+                        WHERE o.chat_id = i.chat_id AND o.agent = i.agent AND o.reserved = 1)
     ORDER BY 1, 2";
 
 /// The rows of [`RECENT_ASSIGNMENTS`], by agent.
