@@ -12,7 +12,7 @@ mod tools;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -97,16 +97,9 @@ async fn promtool_checks_the_live_metrics_clean() {
 
 /// A `prometheus` server on a free loopback port, killed when dropped.
 struct PrometheusServer {
-    child: Child,
+    _child: KillOnDrop,
     base: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for PrometheusServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn free_port() -> u16 {
@@ -148,7 +141,7 @@ fn start_prometheus(binary: &Path, target: &str) -> PrometheusServer {
         .spawn()
         .unwrap();
     PrometheusServer {
-        child,
+        _child: KillOnDrop(child),
         base: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     }

@@ -16,7 +16,7 @@ mod tools;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -41,17 +41,10 @@ fn have_tools() -> bool {
 /// nginx in the foreground, one process, in a temp prefix; stopped when
 /// dropped.
 struct Nginx {
-    child: Child,
+    _child: KillOnDrop,
     https: u16,
     http: u16,
     prefix: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Nginx {
@@ -137,7 +130,7 @@ async fn start_nginx(upstream: &str, pair: &Pair) -> Nginx {
     ok_stdout("nginx -t", &args(&["-t"]).output().unwrap());
     let child = args(&[]).stdin(Stdio::null()).spawn().unwrap();
     let nginx = Nginx {
-        child,
+        _child: KillOnDrop(child),
         https,
         http,
         prefix,

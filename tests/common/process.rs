@@ -137,6 +137,17 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A child process (a server a test runs: nginx, prometheus) killed and
+/// reaped when dropped, so that a failing test leaves none behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A daemon started with [`TestApp::spawn_guarded`]: killed (SIGKILL) when
 /// dropped, so that a failing test leaves no process behind.
 pub struct Daemon {
