@@ -238,10 +238,38 @@ async fn a_hop_in_doubt_is_recorded_though_the_new_agent_answers() {
     hop_in_doubt_then(After::Answer).await;
 }
 
+/// The same hop, held on its way to HelpCrunch, and a queue row for its
+/// chat claimed meanwhile: the row must not read the chat, see it still
+/// with alice, and forget the hop's intent as a call that did nothing, or
+/// nobody records the hop once it lands (found by the nemesis, three
+/// daemons on PostgreSQL, seed 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hop_on_its_way_is_not_taken_for_one_that_did_nothing() {
+    hop_in_doubt_then(After::RowMeanwhile).await;
+}
+
 /// What comes between a hop in doubt and its follow-up's check.
 enum After {
     Close,
     Answer,
+    /// A queue row for the chat while the hop is held on its way.
+    RowMeanwhile,
+}
+
+/// Waits until the hop's intent (to bob) is recorded: its call is on its
+/// way.
+async fn hop_begun(store: &Store) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !store
+        .intents()
+        .await
+        .unwrap()
+        .iter()
+        .any(|i| i.agent == "bob")
+    {
+        assert!(std::time::Instant::now() < deadline, "no hop began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn hop_in_doubt_then(after: After) {
@@ -263,34 +291,42 @@ async fn hop_in_doubt_then(after: After) {
         app.sandbox.assignee(1) == Some(4188)
     })
     .await;
-    // The hop is applied at once and answered 3 s later, past the timeout.
+    // The hop is applied (at once, or after 800 ms on its way) and
+    // answered 3 s later, past the timeout.
+    let held = matches!(after, After::RowMeanwhile);
     app.sandbox.set_faults(Faults {
         late_put: 1.0,
         late_for: Duration::from_secs(3),
+        hold_put: Duration::from_millis(if held { 800 } else { 0 }),
         ..Faults::default()
     });
+    let store = daemon.runtime.store.clone();
+    if held {
+        hop_begun(&store).await;
+        app.feed(&daemon, [1]).await;
+    }
     wait_for("the hop applied", Duration::from_secs(10), || {
         app.sandbox.assignee(1) == Some(4761)
     })
     .await;
     app.sandbox.set_faults(Faults::default());
     let event = match after {
+        After::RowMeanwhile => None,
         After::Close => {
             app.sandbox.update_chat(1, |c| c.status = "closed".into());
             let data = json!({"id": 1, "status": "closed"});
-            webhook_event("close-1", "chat.closed", data)
+            Some(webhook_event("close-1", "chat.closed", data))
         }
         After::Answer => {
             app.sandbox.update_chat(1, |c| c.agents.push(4761));
             let data = json!({"chat": {"id": 1}, "agent": {"id": 4761}});
-            webhook_event("answer-1", "message.chat.agent", data)
+            Some(webhook_event("answer-1", "message.chat.agent", data))
         }
     };
-    assert_eq!(
-        post_webhook(&reqwest::Client::new(), &base, KEY, event).await,
-        200
-    );
-    let store = daemon.runtime.store.clone();
+    if let Some(event) = event {
+        let status = post_webhook(&reqwest::Client::new(), &base, KEY, event).await;
+        assert_eq!(status, 200);
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let outcomes = store.chat_outcomes(ChatId(1), 20).await.unwrap();

@@ -1,6 +1,7 @@
 //! Store operations that race in production, run against each other on
-//! both backends: a `chat.closed` webhook and a reconciliation of the same
-//! agent, committed at the same moment, over and over.
+//! both backends, over and over: a `chat.closed` webhook and a
+//! reconciliation of the same agent committed at the same moment; a queue
+//! row's call and a follow-up's hop for one chat begun at the same moment.
 
 #[path = "support/postgres.rs"]
 mod postgres;
@@ -9,8 +10,8 @@ mod store_fixture;
 
 use std::time::Duration;
 
-use assignd::domain::ChatId;
-use assignd::store::{WebhookEffect, now_ms};
+use assignd::domain::{AgentId, ChatId};
+use assignd::store::{Assigned, Began, CallClaim, Followup, Intent, WebhookEffect, now_ms};
 
 use store_fixture::*;
 
@@ -53,4 +54,98 @@ async fn a_close_is_never_undone_by_a_reconciliation_under_way(f: Fixture) {
     }
 }
 
-both!(a_close_is_never_undone_by_a_reconciliation_under_way);
+/// An intent for `chat`: to `agent`, for queue row `queue_id` (`None`: a
+/// hop).
+fn intent(chat: i64, agent: &str, queue_id: Option<i64>) -> Intent {
+    Intent {
+        chat_id: ChatId(chat),
+        agent: agent.into(),
+        agent_id: AgentId(if queue_id.is_some() { 1 } else { 2 }),
+        rule: None,
+        pool: Some("support".into()),
+        route: None,
+        queue_id,
+        owner: format!("daemon-of-{agent}"),
+        at_ms: 0,
+    }
+}
+
+/// A chat with a follow-up due, claimed, and a queue row, claimed: two
+/// claims on one chat. Returns the follow-up's claim and the row's.
+async fn two_claims(f: &Fixture, chat: i64) -> (Followup, assignd::store::QueueRow) {
+    let followup = Followup {
+        chat_id: ChatId(chat),
+        pool: "support".into(),
+        rule: None,
+        agent: "amy".into(),
+        hops: 0,
+        tried: vec!["amy".into()],
+        due_at_ms: now_ms() - 1,
+    };
+    let assigned = Assigned {
+        followup: Some(followup),
+        ..Assigned::default()
+    };
+    settle_assigned(f, chat, assigned).await;
+    let mut due = f.store.claim_followups(LEASE, 8).await.unwrap();
+    assert_eq!(due.len(), 1, "round {chat}: the follow-up is claimed");
+    f.store.enqueue(&[item(chat)]).await.unwrap();
+    let row = f.store.claim(&key("b", chat), LEASE, 1).await.unwrap();
+    assert_eq!(row.len(), 1, "round {chat}: the row is claimed");
+    (due.remove(0), row.into_iter().next().unwrap())
+}
+
+/// A follow-up's hop (to bob) and a queue row's call (to cy) for one chat
+/// begin at the same moment: exactly one may be sent, and the intent that
+/// stands is its own. The row, once its own intent stands, may replace it
+/// (its next call after resolving it); once the hop's stands, it may not.
+async fn a_chat_has_one_call_in_doubt_at_a_time(f: Fixture) {
+    for chat in 1..=ROUNDS {
+        let (followup, row) = two_claims(&f, chat).await;
+        let row_key = key("b", chat);
+        let (hop, call) = (intent(chat, "bob", None), intent(chat, "cy", Some(row.id)));
+        let hop_claim = CallClaim::Followup {
+            chat_id: ChatId(chat),
+            until_ms: followup.due_at_ms,
+            lease: LEASE,
+        };
+        let row_claim = CallClaim::Row {
+            queue_id: row.id,
+            key: &row_key,
+            lease: LEASE,
+        };
+        let (hopped, called) = tokio::join!(
+            f.store.begin_call(hop_claim, &hop),
+            f.store.begin_call(row_claim, &call)
+        );
+        let (hopped, called) = (hopped.unwrap(), called.unwrap());
+        let standing = f.store.intent_for(ChatId(chat)).await.unwrap().unwrap();
+        let next = intent(chat, "dee", Some(row.id));
+        let again = f.store.begin_call(row_claim, &next);
+        match (hopped, called) {
+            (Began::Confirmed, Began::Busy(other)) => {
+                assert_eq!(
+                    (other.agent.as_str(), standing.agent.as_str()),
+                    ("bob", "bob")
+                );
+                assert!(
+                    matches!(again.await.unwrap(), Began::Busy(_)),
+                    "round {chat}"
+                );
+            }
+            (Began::Busy(other), Began::Confirmed) => {
+                assert_eq!(
+                    (other.agent.as_str(), standing.agent.as_str()),
+                    ("cy", "cy")
+                );
+                assert_eq!(again.await.unwrap(), Began::Confirmed, "round {chat}");
+            }
+            both => panic!("round {chat}: one call must go, and only one: {both:?}"),
+        }
+    }
+}
+
+both!(
+    a_close_is_never_undone_by_a_reconciliation_under_way,
+    a_chat_has_one_call_in_doubt_at_a_time
+);

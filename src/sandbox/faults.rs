@@ -34,6 +34,10 @@ pub struct Faults {
     /// Wait a random time up to this before doing the work (network and
     /// server latency); admission to the rate limit is at arrival.
     pub latency: Duration,
+    /// `PUT /chats/assignee` only: hold it this long before applying it (a
+    /// slow path to HelpCrunch), so that a read in between still sees the
+    /// chat as it was.
+    pub hold_put: Duration,
     /// `PUT /chats/assignee` only: apply the assignment, then answer after
     /// `late_for` (set it past the client's timeout): the client cannot
     /// know whether the chat changed.

@@ -117,6 +117,9 @@ async fn work(s: &Shared, faults: &Faults, r: &Arrival, applied: &mut Option<App
     if !faults.latency.is_zero() {
         tokio::time::sleep(faults.latency_draw()).await;
     }
+    if !faults.hold_put.is_zero() && super::is_assign(&r.method, &r.uri) {
+        tokio::time::sleep(faults.hold_put).await;
+    }
     super::answer(s, &r.method, &r.uri, r.body.as_ref(), applied)
 }
 

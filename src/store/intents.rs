@@ -56,12 +56,17 @@ const RENEW_ROW: &str = "UPDATE queue SET lease_until = $1
 /// Moves a claimed follow-up's due time on while the claim is still ours.
 const RENEW_FOLLOWUP: &str = "UPDATE followups SET due_at = $1 WHERE chat_id = $2 AND due_at = $3";
 
+/// Records a call's intent. An intent of the same claim (the same queue
+/// row, or a hop of the chat's follow-up) is replaced: it was resolved
+/// before this call was decided. One of another claim is not: that call
+/// may still be on its way, and its chat has one call in doubt at a time.
 const UPSERT_INTENT: &str = "INSERT INTO assign_intents
         (chat_id, agent, agent_id, rule, pool, route, queue_id, owner, at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, agent_id = excluded.agent_id,
         rule = excluded.rule, pool = excluded.pool, route = excluded.route,
-        queue_id = excluded.queue_id, owner = excluded.owner, at = excluded.at";
+        queue_id = excluded.queue_id, owner = excluded.owner, at = excluded.at
+    WHERE COALESCE(assign_intents.queue_id, -1) = COALESCE(excluded.queue_id, -1)";
 
 const SELECT_INTENTS: &str =
     "SELECT chat_id, agent, agent_id, rule, pool, route, queue_id, owner, at FROM assign_intents";
@@ -69,19 +74,30 @@ const SELECT_INTENT: &str =
     "SELECT chat_id, agent, agent_id, rule, pool, route, queue_id, owner, at
     FROM assign_intents WHERE chat_id = $1";
 
+/// Whether a call may be sent, as [`Store::begin_call`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Began {
+    /// The claim is confirmed and the intent recorded: send it.
+    Confirmed,
+    /// The claim is no longer held: send nothing.
+    ClaimLost,
+    /// Another claim's call for the chat is in doubt (this intent): send
+    /// nothing until that one is resolved.
+    Busy(Box<Intent>),
+}
+
 impl Store {
     /// Confirms `claim` (renewing it) and records `intent`, in one
-    /// transaction. False when the claim is no longer held: the call must
-    /// not be sent.
+    /// transaction; see [`Began`] for when the call must not be sent.
     pub async fn begin_call(
         &self,
         claim: CallClaim<'_>,
         intent: &Intent,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Began, StoreError> {
         let mut tx = self.begin_write().await?;
         if !renew(&mut tx, claim).await? {
             tx.commit().await?;
-            return Ok(false);
+            return Ok(Began::ClaimLost);
         }
         let i = intent;
         let values = vals![
@@ -95,9 +111,16 @@ impl Store {
             &i.owner,
             now_ms(),
         ];
-        tx.run(UPSERT_INTENT, values).await?;
+        if tx.run(UPSERT_INTENT, values).await? == 0 {
+            // The conflicting row stays locked until the commit: the
+            // statement locked it (PostgreSQL), or the write did (SQLite).
+            let other: Vec<Intent> = tx.all(SELECT_INTENT, vals![i.chat_id]).await?;
+            tx.commit().await?;
+            let other = other.into_iter().next().unwrap_or_else(|| i.clone());
+            return Ok(Began::Busy(Box::new(other)));
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(Began::Confirmed)
     }
 
     /// Renews `claim` while it is still held; false when it is not.

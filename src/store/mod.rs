@@ -57,7 +57,7 @@ pub use console_sessions::{ConsoleSession, NewConsoleSession};
 pub use db::Backend;
 use db::{Db, Tx, vals};
 pub use history::{History, HistoryOutcome, HistoryRow};
-pub use intents::{CallClaim, Intent};
+pub use intents::{Began, CallClaim, Intent};
 pub use queue::BadRow;
 pub use rank::{Ranker, UnrankedRow};
 pub use retention::WEBHOOK_IDS_KEPT_MS;

@@ -13,8 +13,12 @@
 //!    seat back, an answer that leaves it unknown keeps the seat and the
 //!    intent.
 //!
-//! A kept intent is resolved by [`Worker::resolve_intent`], which reads the
-//! chat before anything else is decided for it.
+//! A chat has one call in doubt at a time: step 2 refuses while another
+//! claim's intent for the chat stands (a queue row's and a follow-up's hop
+//! are two claims on one chat). A kept intent is resolved by
+//! [`Worker::resolve_intent`], which reads the chat before anything else
+//! is decided for it, once the call can no longer be on its way
+//! ([`Worker::in_flight_until`]).
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +27,7 @@ use crate::helpcrunch::ApiError;
 use crate::helpcrunch::types::Chat;
 use crate::limiter::Priority;
 use crate::rules::Applied;
-use crate::store::{Backend, CallClaim, Intent};
+use crate::store::{Backend, Began, CallClaim, Intent, now_ms};
 
 use super::{Worker, lock};
 
@@ -65,8 +69,14 @@ impl Worker {
         let confirmed = self.store.begin_call(claim, intent).await;
         self.storage_result(&confirmed);
         let why = match confirmed {
-            Ok(true) => None,
-            Ok(false) => Some("the claim on this chat was lost before the call".to_string()),
+            Ok(Began::Confirmed) => None,
+            Ok(Began::ClaimLost) => {
+                Some("the claim on this chat was lost before the call".to_string())
+            }
+            Ok(Began::Busy(other)) => Some(format!(
+                "another call for this chat (to {}, by {}) is not settled yet",
+                other.agent, other.owner
+            )),
             Err(e) => Some(format!("cannot confirm the claim before the call: {e}")),
         };
         if let Some(why) = why {
@@ -97,6 +107,20 @@ impl Worker {
                 Put::Refused(e, call.latency)
             }
         }
+    }
+
+    /// Until when `intent`'s call may still be on its way, if it may now.
+    /// Its maker sends it within a lease of recording it ([`send_by`], the
+    /// clocks' half second included), so until then reading the chat
+    /// cannot tell a call that did nothing from one not yet applied. This
+    /// daemon's own intent for `queue_id` is settled: its call ended before
+    /// the row could be claimed again.
+    pub(super) fn in_flight_until(&self, intent: &Intent, queue_id: Option<i64>) -> Option<i64> {
+        if intent.owner == self.owner && intent.queue_id == queue_id {
+            return None;
+        }
+        let until = intent.at_ms + self.settings.lease.as_millis() as i64;
+        (until > now_ms()).then_some(until)
     }
 
     /// Reads the chat of an assignment call whose answer was never known.

@@ -114,11 +114,21 @@ pub(super) fn storage_retry(chat_id: ChatId, e: &StoreError, outcomes: Vec<NewOu
 
 /// A `retry` outcome with `reason` after `outcomes`; the row is decided
 /// again in a second, its attempt given back.
-fn retry_soon(chat_id: ChatId, reason: String, mut outcomes: Vec<NewOutcome>) -> Plan {
+fn retry_soon(chat_id: ChatId, reason: String, outcomes: Vec<NewOutcome>) -> Plan {
+    retry_at(chat_id, reason, now_ms() + 1000, outcomes)
+}
+
+/// [`retry_soon`], decided again at `at_ms`.
+pub(super) fn retry_at(
+    chat_id: ChatId,
+    reason: String,
+    at_ms: i64,
+    mut outcomes: Vec<NewOutcome>,
+) -> Plan {
     let mut outcome = NewOutcome::new(chat_id, OutcomeResult::Retry);
     outcome.reason = Some(reason);
     let retry = Next::Retry {
-        at_ms: now_ms() + 1000,
+        at_ms,
         count_attempt: false,
     };
     let mut plan = Plan::finish(retry, outcome);

@@ -14,7 +14,9 @@ use crate::store::{
 };
 
 use super::assign::{Put, Resolution};
-use super::plan::{Plan, describe, effects, not_sent, record_metrics, released, storage_retry};
+use super::plan::{
+    Plan, describe, effects, not_sent, record_metrics, released, retry_at, storage_retry,
+};
 use super::policy::{COMMIT_RETRY, Disposition, dispose};
 use super::{Worker, lock};
 
@@ -181,6 +183,13 @@ impl Worker {
         };
         let mut read = None;
         if let Some(intent) = intent {
+            if let Some(until) = self.in_flight_until(&intent, Some(row.id)) {
+                let why = format!(
+                    "another call for this chat (to {}, by {}) may still be on its way",
+                    intent.agent, intent.owner
+                );
+                return retry_at(row.chat_id, why, until + 100, Vec::new());
+            }
             match self.resolve_intent(&intent).await {
                 Resolution::Applied(chat) => {
                     return self.confirmed(&intent, &chat, &attrs).handed_back(row);

@@ -78,7 +78,7 @@ impl Action {
             Action::Takeover { .. } => "standby takeover",
             Action::Away { .. } => "agent away and back",
             Action::Fault { fault, .. } => match fault {
-                SandboxFault::LatePut => "PUT applied, answered after the timeout",
+                SandboxFault::LatePut => "PUT held, applied, answered after the timeout",
                 SandboxFault::Throttle => "429 outliving the lease",
                 SandboxFault::Resets => "connection resets",
                 SandboxFault::Latency => "latency",

@@ -224,6 +224,9 @@ pub fn faults_of(active: &BTreeMap<SandboxFault, usize>) -> Faults {
     for fault in active.keys() {
         match fault {
             SandboxFault::LatePut => {
+                // Held on its way first: a read of the chat meanwhile still
+                // sees it as it was (the window of finding 15).
+                f.hold_put = Duration::from_millis(400);
                 f.late_put = 0.5;
                 f.late_for = TIMEOUT + Duration::from_secs(2);
             }
