@@ -181,7 +181,7 @@ impl Default for Worker {
     fn default() -> Self {
         Self {
             concurrency: NonZeroU32::new(4).unwrap(),
-            poll_interval: HumanDuration::from_millis(500),
+            poll_interval: HumanDuration::from_secs(5),
             lease: HumanDuration::from_secs(60),
             max_attempts: NonZeroU32::new(10).unwrap(),
             fetch_chat: FetchChat::Auto,

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub outcomes: Family<Labels, Counter>,
     pub api_calls: Family<Labels, Counter>,
     pub rate_limited: Counter,
+    pub queue_reads: Family<Labels, Counter>,
     pub limiter_wait: Histogram,
     pub decision: Histogram,
     pub enqueue_to_assigned: Histogram,
@@ -108,6 +109,11 @@ impl Metrics {
                 "api_rate_limited",
                 "HelpCrunch answers 429",
                 Counter::default(),
+            ),
+            queue_reads: r.add(
+                "queue_reads",
+                "The claim loop's reads of the queue: when the next row is due (due), claims (claim)",
+                Family::default(),
             ),
             limiter_wait: r.add(
                 "limiter_wait_seconds",

@@ -12,7 +12,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.helpcrunch.rate_limit.per.0, Duration::from_secs(60));
     assert_eq!(c.helpcrunch.rate_limit.burst().get(), 1);
     assert_eq!(c.worker.concurrency.get(), 4);
-    assert_eq!(c.worker.poll_interval.0, Duration::from_millis(500));
+    assert_eq!(c.worker.poll_interval.0, Duration::from_secs(5));
     assert_eq!(c.worker.fetch_chat, FetchChat::Auto);
     assert_eq!(c.database.synchronous, Synchronous::Full);
     assert!(c.http.listen.is_none());

@@ -136,6 +136,9 @@ impl Store {
         let rows = tx.run(RELEASE_GONE_ROWS, values()).await?;
         let messages = tx.run(RELEASE_GONE_MESSAGES, values()).await?;
         tx.run(FORGET_DAEMONS, vals![now_ms()]).await?;
+        if rows > 0 {
+            super::watch::announce(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok((rows, messages))
     }
@@ -266,28 +269,51 @@ impl Store {
     }
 }
 
-/// New queue rows, as PostgreSQL announces them (`NOTIFY assignd_queue`,
-/// sent by the queue's insert trigger).
-pub struct QueueListener(sqlx::postgres::PgListener);
+/// New queue rows: as PostgreSQL announces them (`NOTIFY assignd_queue`,
+/// sent by the queue's insert trigger), or as SQLite's file changes show
+/// them (`watch.rs`).
+pub enum QueueListener {
+    Postgres(sqlx::postgres::PgListener),
+    Sqlite(Box<super::watch::SqliteWatch>),
+}
 
 impl QueueListener {
-    /// Waits for the next announcement.
-    pub async fn next(&mut self) -> Result<(), StoreError> {
-        self.0.recv().await?;
-        Ok(())
+    /// How new rows are learned of, for the log.
+    pub fn how(&self) -> &'static str {
+        match self {
+            QueueListener::Postgres(_) => "LISTEN assignd_queue",
+            QueueListener::Sqlite(_) => "the database file's changes (inotify)",
+        }
+    }
+
+    /// Waits for the next new rows; SQLite's watch also looks every
+    /// `every` without an event (`watch.rs`).
+    pub async fn next(&mut self, every: Duration) -> Result<(), StoreError> {
+        match self {
+            QueueListener::Postgres(listener) => {
+                listener.recv().await?;
+                Ok(())
+            }
+            QueueListener::Sqlite(watch) => watch.next(every).await,
+        }
     }
 }
 
 impl Store {
-    /// Listens for new queue rows; `None` on SQLite, which has no such
-    /// announcements (the one daemon polls, and its own intake wakes it).
+    /// Listens for new queue rows; `None` for an SQLite database in memory.
     pub async fn listen_queue(&self) -> Result<Option<QueueListener>, StoreError> {
-        let Db::Postgres(pool) = &self.db else {
-            return Ok(None);
+        let pool = match &self.db {
+            Db::Postgres(pool) => pool,
+            Db::Sqlite { writer, .. } => {
+                let options = writer.connect_options();
+                let own = self.own_queue_generation.clone();
+                let watch = super::watch::SqliteWatch::open(&options, own).await?;
+                return Ok(watch.map(|w| QueueListener::Sqlite(Box::new(w))));
+            }
         };
         let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
         listener.listen("assignd_queue").await?;
-        Ok(Some(QueueListener(listener)))
+        Ok(Some(QueueListener::Postgres(listener)))
     }
 }
 

@@ -159,7 +159,7 @@ impl Store {
             tx.run(sql, vals![agent]).await?;
         }
         tx.run(FORGET_MOVED, vals![]).await?;
-        tx.commit().await?;
+        self.commit_queue_change(tx).await?;
         Ok(moved)
     }
 

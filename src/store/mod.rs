@@ -39,10 +39,13 @@ mod retention;
 mod retry;
 mod routing;
 mod rows;
+mod watch;
 mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -70,6 +73,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot watch the database file for changes: {0}")]
+    Watch(std::io::Error),
     #[error("cannot create the database directory {path}: {source}")]
     Dir {
         path: std::path::PathBuf,
@@ -88,6 +93,9 @@ pub fn now_ms() -> i64 {
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    /// SQLite: the queue's generation after this process's last change
+    /// to it (`watch.rs`).
+    own_queue_generation: Arc<AtomicI64>,
 }
 
 impl Store {
@@ -131,9 +139,7 @@ impl Store {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self {
-            db: Db::Sqlite { writer, reader },
-        })
+        Ok(Self::on(Db::Sqlite { writer, reader }))
     }
 
     /// Connects to a PostgreSQL database (`postgres://…`); does not migrate.
@@ -153,9 +159,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self {
-            db: Db::Postgres(pool),
-        })
+        Ok(Self::on(Db::Postgres(pool)))
     }
 
     /// A store on connections of its own, for work that must not wait
@@ -173,9 +177,27 @@ impl Store {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self {
-            db: Db::Postgres(own),
-        })
+        Ok(Self::on(Db::Postgres(own)))
+    }
+
+    fn on(db: Db) -> Self {
+        Self {
+            db,
+            own_queue_generation: Arc::default(),
+        }
+    }
+
+    /// Commits `tx`, which made queue rows pending (inserted or revived):
+    /// on SQLite the change watcher knows them as this daemon's own, which
+    /// it wakes the claim loop for itself, and does not report them again.
+    async fn commit_queue_change(&self, mut tx: Tx) -> Result<(), sqlx::Error> {
+        let generation = watch::queue_generation(&mut tx).await?;
+        tx.commit().await?;
+        if let Some(generation) = generation {
+            self.own_queue_generation
+                .fetch_max(generation, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     /// Which database is behind this store.

@@ -266,7 +266,7 @@ impl Store {
             ];
             added += tx.run(ENQUEUE, values).await?;
         }
-        tx.commit().await?;
+        self.commit_queue_change(tx).await?;
         Ok(added)
     }
 
@@ -461,6 +461,10 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let rows = tx.run(RELEASE_ROWS, vals![uncount, now, owner]).await?;
         let messages = tx.run(RELEASE_MESSAGES, vals![now, uncount, owner]).await?;
+        if rows > 0 {
+            // Another daemon (PostgreSQL) or the next holder takes them.
+            super::watch::announce(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok((rows, messages))
     }

@@ -53,7 +53,7 @@ impl Store {
             }
         };
         let revived = revive(&mut tx, &targets, REVIVE_DEAD, actor).await?;
-        tx.commit().await?;
+        self.commit_queue_change(tx).await?;
         Ok(revived)
     }
 
@@ -65,7 +65,7 @@ impl Store {
     pub async fn retry_ids(&self, ids: &[i64], actor: &str) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let revived = revive(&mut tx, ids, REVIVE_DEAD_OR_NO_MATCH, actor).await?;
-        tx.commit().await?;
+        self.commit_queue_change(tx).await?;
         Ok(revived)
     }
 
@@ -76,7 +76,7 @@ impl Store {
         let targets: Vec<(i64,)> = tx.all(DONE_NO_MATCH, vals![]).await?;
         let targets: Vec<i64> = targets.into_iter().map(|(id,)| id).collect();
         let revived = revive(&mut tx, &targets, REVIVE_DEAD_OR_NO_MATCH, actor).await?;
-        tx.commit().await?;
+        self.commit_queue_change(tx).await?;
         Ok(revived)
     }
 }
@@ -98,6 +98,7 @@ async fn revive(
         }
     }
     if !back.is_empty() {
+        super::watch::announce(tx).await?;
         let subject = format!("{} row(s)", back.len());
         let detail = format!("queue rows {}", back.join(", "));
         let audit = NewAudit {

@@ -74,7 +74,7 @@ impl Store {
             }
             WebhookEffect::Ignored => {}
         }
-        tx.commit().await?;
+        self.commit_queue_change(tx).await?;
         Ok(true)
     }
 }

@@ -31,7 +31,7 @@ pub(super) enum Job {
     /// Rows of daemons that died, put back (PostgreSQL; SQLite does it at
     /// start, by pid).
     Reclaim,
-    /// New rows announced by PostgreSQL wake the loop (`listen.rs`).
+    /// New rows another process inserted wake the loop (`listen.rs`).
     Listen,
     /// Chats of absent agents back through the rules (`handback.rs`).
     Handback,
@@ -40,14 +40,20 @@ pub(super) enum Job {
 impl Job {
     /// The jobs this worker runs.
     pub(super) fn enabled(worker: &Worker) -> Vec<Job> {
-        let mut jobs = vec![Job::Outbox, Job::Followups, Job::Reconcile, Job::Retention];
+        let mut jobs = vec![
+            Job::Outbox,
+            Job::Followups,
+            Job::Reconcile,
+            Job::Retention,
+            Job::Listen,
+        ];
         // Always: a reload may give a pool `handback`; idle rounds read nothing.
         jobs.push(Job::Handback);
         if worker.settings.poll_new_chats.is_some() {
             jobs.push(Job::Poller);
         }
         if worker.store.backend() == Backend::Postgres {
-            jobs.extend([Job::Reclaim, Job::Listen]);
+            jobs.push(Job::Reclaim);
         }
         jobs
     }

@@ -1,7 +1,9 @@
-//! PostgreSQL only: new queue rows wake the claim loop at once, through
-//! LISTEN/NOTIFY, whichever daemon or producer inserted them; polling stays
-//! as the fallback when the listening connection is down.
+//! New queue rows wake the claim loop at once, whichever daemon or
+//! producer inserted them: through LISTEN/NOTIFY on PostgreSQL, through
+//! the database file's changes on SQLite (`store/watch.rs`). Polling
+//! stays as the fallback while neither works.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -10,6 +12,9 @@ use super::Worker;
 
 /// How soon a listener that failed is opened again.
 const RELISTEN: Duration = Duration::from_secs(2);
+/// How soon a file watch that could not start is tried again (inotify's
+/// limits reached, a filesystem without it): rarely, polling meanwhile.
+const REWATCH: Duration = Duration::from_secs(60);
 
 impl Worker {
     /// One round of the listen job: listens until `stop` or an error.
@@ -19,20 +24,36 @@ impl Worker {
             Ok(None) => return Duration::from_secs(3600),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for new rows; polling meanwhile");
-                return RELISTEN;
+                return match self.store.backend() {
+                    crate::store::Backend::Sqlite => REWATCH,
+                    crate::store::Backend::Postgres => RELISTEN,
+                };
             }
         };
-        loop {
+        tracing::info!(
+            how = listener.how(),
+            "new rows of other processes wake the claim loop"
+        );
+        self.listening.store(true, Ordering::Release);
+        // A row may have come between the loop's last look and the start
+        // of this watch: one more look, after which every row wakes it.
+        self.wake();
+        let every = self.settings.poll_interval;
+        let ended = loop {
             tokio::select! {
-                _ = stop.cancelled() => return Duration::ZERO,
-                next = listener.next() => match next {
+                _ = stop.cancelled() => break Duration::ZERO,
+                next = listener.next(every) => match next {
                     Ok(()) => self.wake(),
                     Err(e) => {
                         tracing::warn!(error = %e, "lost the listening connection; polling meanwhile");
-                        return RELISTEN;
+                        break RELISTEN;
                     }
                 },
             }
-        }
+        };
+        self.listening.store(false, Ordering::Release);
+        // The claim loop polls again from now on.
+        self.wake();
+        ended
     }
 }

@@ -88,7 +88,7 @@ impl Worker {
         let mut turn = Turn {
             last_auth_log: None,
             reported_auth: None,
-            store_backoff: self.settings.poll_interval,
+            store_backoff: first_store_backoff(&self.settings),
             last_ping: None,
             watchdog: watchdog_interval(),
             backlog: false,
@@ -267,12 +267,13 @@ impl Worker {
             owner: self.owner.clone(),
             epoch: self.batches.fetch_add(1, Ordering::Relaxed) as i64,
         };
+        queue_read("claim");
         let rank = |row: &UnrankedRow| self.rank_row(row);
         let claimed = (self.store.claim_ranked(&key, self.settings.lease, 1, &rank)).await;
         self.storage_result(&claimed);
         match claimed {
             Ok(claimed) if !claimed.is_empty() => {
-                t.store_backoff = self.settings.poll_interval;
+                t.store_backoff = first_store_backoff(&self.settings);
                 t.backlog = true;
                 let mut slot = Some(slot);
                 for row in claimed {
@@ -282,7 +283,7 @@ impl Worker {
             Ok(_) => {
                 // Kept for a row that comes while it is still good.
                 *lock(&self.spare_slot) = Some(slot);
-                t.store_backoff = self.settings.poll_interval;
+                t.store_backoff = first_store_backoff(&self.settings);
                 t.backlog = false;
             }
             Err(e) => {
@@ -298,15 +299,27 @@ impl Worker {
     /// Whether a row is due now; if not, idles until one may be (or until
     /// woken) and says no.
     async fn work_due(&self, stop: &CancellationToken) -> bool {
+        queue_read("due");
         let wait = match self.store.next_due_ms().await {
             Ok(Some(due)) if due <= now_ms() => return true,
             Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(1) as u64),
             // Unknown: try a claim, which reports a failing database.
             Err(_) => return true,
-            Ok(None) => self.settings.poll_interval,
+            Ok(None) => self.unheard_for(),
         };
-        self.idle(stop, wait.min(self.settings.poll_interval)).await;
+        self.idle(stop, wait.min(self.unheard_for())).await;
         false
+    }
+
+    /// How long the loop may go without looking at the queue: while new
+    /// rows of other processes wake it (`listen.rs`), until the next row
+    /// is due (an hour at most); else `poll_interval`.
+    fn unheard_for(&self) -> Duration {
+        if self.listening.load(Ordering::Acquire) {
+            Duration::from_secs(3600)
+        } else {
+            self.settings.poll_interval
+        }
     }
 
     /// A slot for the next row: one a finished row did not use, while it
@@ -506,4 +519,18 @@ fn watchdog_interval() -> Option<Duration> {
         return None;
     }
     (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// Counts one of the claim loop's reads of the queue (`due`, `claim`).
+fn queue_read(read: &str) {
+    let m = crate::metrics::metrics();
+    m.queue_reads
+        .get_or_create(&vec![("read", read.to_string())])
+        .inc();
+}
+
+/// The first wait after a claim the database failed: half a second (less
+/// with a shorter `poll_interval`), doubling to 5 s.
+fn first_store_backoff(settings: &super::Settings) -> Duration {
+    settings.poll_interval.min(Duration::from_millis(500))
 }
