@@ -10,7 +10,7 @@
 //! `postgres` for one; `PICKUP_IDLE_SECS` for the idle span, 60).
 //! Results are in docs/benchmarks.md.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 #[path = "../tests/support/postgres.rs"]
@@ -39,28 +39,8 @@ async fn run(backend: &str, postgres: Option<String>) {
     let url = postgres
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
-    std::fs::write(dir.path().join("rules.toml"), support::RULES).unwrap();
-    std::fs::write(dir.path().join("api-key"), "k").unwrap();
-    let config = format!(
-        "[helpcrunch]\nbase_url = \"{}\"\napi_key_file = \"api-key\"\n\n\
-         [helpcrunch.rate_limit]\nrequests = 60000\nper = \"1m\"\n\n\
-         [database]\nurl = \"{url}\"\n\n[rules]\npath = \"rules.toml\"\n\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n",
-        sandbox.base_url()
-    );
-    std::fs::write(dir.path().join("assignd.toml"), config).unwrap();
-    let log = dir.path().join("daemon.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_assignd"))
-        .args(["--config", "assignd.toml", "run"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let addr = wait_for_log(&log, "HTTP listener ready bound=").await;
-    wait_for_log(&log, "wake the claim loop").await;
-    let producer = Producer::open(&url).await;
+    let (mut daemon, addr) = support::spawn_run(dir.path(), &sandbox, (&url, ""), 60_000).await;
+    let producer = support::Producer::open(&url).await;
     let mut from_start = Vec::new();
     let mut from_commit = Vec::new();
     for chat in 1..=SAMPLES {
@@ -125,47 +105,3 @@ async fn queue_reads(addr: &str) -> f64 {
         .sum()
 }
 
-/// Waits for `marker` in the log; returns the word after it.
-async fn wait_for_log(log: &std::path::Path, marker: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(rest) = text.split(marker).nth(1) {
-            return rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not in the log: {marker}\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A producer's own connection, as a script would open it (SQLite's
-/// defaults: `synchronous = FULL`).
-enum Producer {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-impl Producer {
-    async fn open(url: &str) -> Self {
-        if url.starts_with("postgres") {
-            Producer::Postgres(sqlx::PgPool::connect(url).await.unwrap())
-        } else {
-            Producer::Sqlite(sqlx::SqlitePool::connect(url).await.unwrap())
-        }
-    }
-
-    async fn insert(&self, chat: i64) {
-        let sql = "INSERT INTO queue (chat_id) VALUES ($1)";
-        match self {
-            Producer::Sqlite(pool) => {
-                sqlx::query(sql).bind(chat).execute(pool).await.unwrap();
-            }
-            Producer::Postgres(pool) => {
-                sqlx::query(sql).bind(chat).execute(pool).await.unwrap();
-            }
-        }
-    }
-}

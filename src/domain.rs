@@ -268,12 +268,19 @@ impl PositionedText {
 pub const AGING_MS: i64 = 600_000;
 
 /// A row's place in the claim order at `now` (higher first), as the claim's
-/// SQL computes it: its priority, bounded, plus one per [`AGING_MS`] waited.
-/// The worker's claim, the busy reply's position and the replays of
-/// `simulate` all order by it.
+/// SQL computes it: its priority, bounded, plus one for every mark of
+/// [`AGING_MS`] on the clock (every 10 minutes: :00, :10, ...) passed since
+/// it was enqueued. The worker's claim, the busy reply's position and the
+/// replays of `simulate` all order by it.
 pub fn claim_rank(priority: i64, enqueued_at_ms: i64, now: i64) -> i64 {
-    let age = (now - enqueued_at_ms.clamp(0, now)) / AGING_MS;
-    priority.clamp(-1_000_000, 1_000_000) + age
+    claim_key(priority, enqueued_at_ms) + now.max(0) / AGING_MS
+}
+
+/// The part of [`claim_rank`] that does not change with time, which the
+/// claim's index holds (`store/claim.rs`): the priority, bounded, less the
+/// marks of [`AGING_MS`] before the row was enqueued.
+pub fn claim_key(priority: i64, enqueued_at_ms: i64) -> i64 {
+    priority.clamp(-1_000_000, 1_000_000) - enqueued_at_ms.max(0) / AGING_MS
 }
 
 #[cfg(test)]

@@ -329,7 +329,8 @@ impl Sim<'_> {
     }
 
     /// Every waiting chat, in the worker's claim order (priority, one level
-    /// more per 10 minutes waited, then oldest), decided at `t`.
+    /// more per 10-minute mark of the clock passed while waiting, then
+    /// oldest), decided at `t`.
     fn decide_waiting(&mut self, t: Timestamp) {
         let now = t.as_millisecond();
         let rank = |w: &Waiting| {

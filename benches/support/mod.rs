@@ -1,6 +1,7 @@
 //! What the benchmarks share: two agents, their rules, and the sandbox
 //! that plays their HelpCrunch account.
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assignd::sandbox::{Sandbox, SandboxAgent, SandboxConfig};
@@ -86,4 +87,100 @@ pub fn print_percentiles(what: &str, mut latencies: Vec<Duration>) {
         pct(0.99),
         latencies.last().unwrap()
     );
+}
+
+/// `assignd run` (the release binary) in a process of its own, in `dir`,
+/// against `sandbox` and the database `url`, with a listener; `worker` is
+/// the `[worker]` section's lines, `per_minute` the rate limit. Returns
+/// the process and its listener's address, once new rows of other
+/// processes wake it.
+#[allow(dead_code)]
+pub async fn spawn_run(
+    dir: &std::path::Path,
+    sandbox: &Sandbox,
+    (url, worker): (&str, &str),
+    per_minute: u32,
+) -> (Child, String) {
+    std::fs::write(dir.join("rules.toml"), RULES).unwrap();
+    std::fs::write(dir.join("api-key"), "k").unwrap();
+    let config = format!(
+        "[helpcrunch]\nbase_url = \"{}\"\napi_key_file = \"api-key\"\n\n\
+         [helpcrunch.rate_limit]\nrequests = {per_minute}\nper = \"1m\"\n\n\
+         [database]\nurl = \"{url}\"\n\n[rules]\npath = \"rules.toml\"\n\n\
+         [worker]\n{worker}\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        sandbox.base_url()
+    );
+    std::fs::write(dir.join("assignd.toml"), config).unwrap();
+    let log = dir.join("daemon.log");
+    let daemon = Command::new(env!("CARGO_BIN_EXE_assignd"))
+        .args(["--config", "assignd.toml", "run"])
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = wait_for_log(&log, "HTTP listener ready bound=").await;
+    wait_for_log(&log, "wake the claim loop").await;
+    (daemon, addr)
+}
+
+/// Waits for `marker` in the log; returns the word after it.
+pub async fn wait_for_log(log: &std::path::Path, marker: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(rest) = text.split(marker).nth(1) {
+            return rest.split_whitespace().next().unwrap_or("").to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not in the log: {marker}\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A producer's own connection, as a script would open it (SQLite's
+/// defaults: `synchronous = FULL`).
+pub enum Producer {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Producer {
+    pub async fn open(url: &str) -> Self {
+        if url.starts_with("postgres") {
+            Producer::Postgres(sqlx::PgPool::connect(url).await.unwrap())
+        } else {
+            Producer::Sqlite(sqlx::SqlitePool::connect(url).await.unwrap())
+        }
+    }
+
+    /// Runs one statement of the producer's own.
+    #[allow(dead_code)]
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Producer::Sqlite(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+            Producer::Postgres(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+        }
+    }
+
+    #[allow(dead_code)]
+    pub async fn insert(&self, chat: i64) {
+        let sql = "INSERT INTO queue (chat_id) VALUES ($1)";
+        match self {
+            Producer::Sqlite(pool) => {
+                sqlx::query(sql).bind(chat).execute(pool).await.unwrap();
+            }
+            Producer::Postgres(pool) => {
+                sqlx::query(sql).bind(chat).execute(pool).await.unwrap();
+            }
+        }
+    }
 }

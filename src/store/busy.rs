@@ -47,12 +47,11 @@ const LINE: Stmt = Stmt::each(
     line!(
         "CASE WHEN typeof(priority) = 'integer' THEN MIN(MAX(priority, -1000000), 1000000)
               ELSE 0 END
-         + ($3 - CASE WHEN typeof(enqueued_at) = 'integer'
-                      THEN MIN(MAX(enqueued_at, 0), $3) ELSE $3 END) / 600000"
+         - CASE WHEN typeof(enqueued_at) = 'integer'
+                THEN MAX(enqueued_at, 0) ELSE $3 END / 600000"
     ),
     line!(
-        "LEAST(GREATEST(priority, -1000000), 1000000)
-         + ($3 - LEAST(GREATEST(enqueued_at, 0), $3)) / 600000"
+        "LEAST(GREATEST(priority, -1000000), 1000000) - GREATEST(enqueued_at, 0) / 600000"
     ),
 );
 

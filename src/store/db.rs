@@ -43,6 +43,14 @@ impl Stmt {
     pub(super) const fn each(sqlite: &'static str, postgres: &'static str) -> Self {
         Self { sqlite, postgres }
     }
+
+    /// The text in `backend`'s dialect.
+    pub(super) fn text(&self, backend: Backend) -> &'static str {
+        match backend {
+            Backend::Sqlite => self.sqlite,
+            Backend::Postgres => self.postgres,
+        }
+    }
 }
 
 impl From<&'static str> for Stmt {
@@ -197,6 +205,27 @@ impl Db {
             ),
             Db::Postgres(pool) => on!(query_as_with, pool, stmt.postgres, pg_args(vals), fetch_all),
         }
+    }
+
+    /// The plan an `EXPLAIN` (SQLite: `EXPLAIN QUERY PLAN`) statement
+    /// gives, one line per node.
+    pub(super) async fn plan(&self, explain: String, vals: Vals) -> Result<Vec<String>, sqlx::Error> {
+        let explain = sqlx::AssertSqlSafe(explain);
+        Ok(match self {
+            Db::Sqlite { reader, .. } => {
+                let rows: Vec<(i64, i64, i64, String)> =
+                    sqlx::query_as_with(explain, sqlite_args(vals)?)
+                        .fetch_all(reader)
+                        .await?;
+                rows.into_iter().map(|(_, _, _, detail)| detail).collect()
+            }
+            Db::Postgres(pool) => {
+                let rows: Vec<(String,)> = sqlx::query_as_with(explain, pg_args(vals)?)
+                    .fetch_all(pool)
+                    .await?;
+                rows.into_iter().map(|(line,)| line).collect()
+            }
+        })
     }
 
     /// The first row a read finds, if any.

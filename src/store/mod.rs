@@ -20,6 +20,7 @@
 mod agents;
 mod audit;
 mod busy;
+mod claim;
 mod cluster;
 mod console;
 mod console_sessions;

@@ -10,7 +10,7 @@
 
 use super::busy::queue_busy_reply;
 use super::outcomes::insert_outcome;
-use super::rank::{Ranker, rank_unranked};
+use super::rank::Ranker;
 use super::routing::apply_assigned;
 use std::time::Duration;
 
@@ -39,69 +39,6 @@ const DEAD_LETTER: &str = "UPDATE queue
         lease_until = NULL, updated_at = $2
   WHERE id = $3 AND state = 'leased' AND lease_owner = $4 AND lease_epoch = $5";
 
-/// Claims due rows (and rows whose lease expired), highest priority first,
-/// then oldest; a row gains one priority level for every 10 minutes since it
-/// was enqueued ([`crate::domain::AGING_MS`]), so no priority starves. Reports the storage
-/// class of each producer column, so that a bad row is found before any of
-/// its values is decoded. A `next_attempt_at` or `lease_until` that is not
-/// an integer would never compare due: such a row is claimed at once. The
-/// attempt count is cast and bounded, so that no stored value can make it
-/// overflow into a real. A claimed row needs no intake ranking any more:
-/// its decision gives it its rule's priority.
-const CLAIM: Stmt = Stmt::each(
-    "UPDATE queue
-    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3, ranked = 1,
-        attempts = MIN(MAX(CAST(attempts AS INTEGER), 0), 1000000000) + 1, updated_at = $4
-  WHERE id IN (
-        -- Two selects, each served by its partial index, so the finished
-        -- rows kept for retention are never scanned.
-        SELECT id FROM (
-            SELECT id, priority, enqueued_at FROM queue
-             WHERE state = 'pending'
-               AND (next_attempt_at <= $4 OR typeof(next_attempt_at) != 'integer')
-            UNION ALL
-            SELECT id, priority, enqueued_at FROM queue
-             WHERE state = 'leased'
-               AND (lease_until <= $4 OR typeof(lease_until) != 'integer'))
-         -- A row of the wrong type goes first, to be dead-lettered.
-         ORDER BY CASE WHEN typeof(priority) = 'integer' THEN MIN(MAX(priority, -1000000), 1000000)
-                       ELSE 2000000 END
-                  + ($4 - CASE WHEN typeof(enqueued_at) = 'integer'
-                               THEN MIN(MAX(enqueued_at, 0), $4) ELSE $4 END) / 600000 DESC,
-                  id
-         LIMIT $5)
-RETURNING id,
-          CASE WHEN typeof(chat_id) = 'integer' THEN chat_id END AS chat_id,
-          CASE WHEN typeof(attrs) = 'text' THEN attrs END AS attrs,
-          CASE WHEN typeof(priority) = 'integer' THEN priority END AS priority, attempts,
-          CASE WHEN typeof(snapshot) = 'text' THEN snapshot END AS snapshot,
-          CASE WHEN typeof(enqueued_at) = 'integer' THEN enqueued_at ELSE $4 END AS enqueued_at,
-          CASE WHEN typeof(last_error) = 'text' THEN last_error END AS last_error, waiting,
-          CASE WHEN typeof(handback) = 'text' THEN handback END AS handback,
-          typeof(chat_id) AS chat_id_type, typeof(attrs) AS attrs_type,
-          typeof(priority) AS priority_type",
-    // Types are the schema's own here; SKIP LOCKED lets daemons claim side
-    // by side without waiting on each other's rows.
-    "UPDATE queue
-    SET state = 'leased', lease_owner = $1, lease_epoch = $2, lease_until = $3, ranked = 1,
-        attempts = LEAST(GREATEST(attempts, 0), 1000000000) + 1, updated_at = $4
-  WHERE id IN (
-        SELECT id FROM queue
-         WHERE (state = 'pending' AND next_attempt_at <= $4)
-            OR (state = 'leased' AND lease_until <= $4)
-         -- Bounded, so that no producer's value can overflow the sum.
-         ORDER BY LEAST(GREATEST(priority, -1000000), 1000000)
-                  + ($4 - LEAST(GREATEST(enqueued_at, 0), $4)) / 600000 DESC,
-                  id
-         LIMIT $5
-         FOR UPDATE SKIP LOCKED)
-RETURNING id, chat_id, attrs, priority, attempts, snapshot, enqueued_at, last_error, waiting,
-          handback, 'integer' AS chat_id_type,
-          CASE WHEN attrs IS NULL THEN 'null' ELSE 'text' END AS attrs_type,
-          'integer' AS priority_type",
-);
-
-use crate::domain::claim_rank;
 
 const ENQUEUE: &str =
     "INSERT INTO queue (chat_id, attrs, snapshot, priority, ranked, enqueued_at, updated_at)
@@ -164,7 +101,7 @@ pub struct BadRow {
 /// storage class SQLite reports for it, and its value only where that
 /// class is the right one, so reading it never fails.
 #[derive(FromRow)]
-struct ClaimedRow {
+pub(super) struct ClaimedRow {
     id: i64,
     chat_id: Option<i64>,
     attrs: Option<String>,
@@ -210,7 +147,7 @@ fn article(class: &str) -> String {
 }
 
 /// Checks one claimed row; never panics, whatever the row holds.
-fn check_claimed(r: ClaimedRow) -> Result<QueueRow, BadRow> {
+pub(super) fn check_claimed(r: ClaimedRow) -> Result<QueueRow, BadRow> {
     if let Some(reason) = r.problem() {
         return Err(BadRow { id: r.id, reason });
     }
@@ -326,35 +263,6 @@ impl Store {
     ) -> Result<Vec<QueueRow>, StoreError> {
         self.claim_after_ranking(lease_key, lease, limit, Some(rank))
             .await
-    }
-
-    async fn claim_after_ranking(
-        &self,
-        lease_key: &LeaseKey,
-        lease: Duration,
-        limit: u32,
-        rank: Option<Ranker<'_>>,
-    ) -> Result<Vec<QueueRow>, StoreError> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        if let Some(rank) = rank {
-            rank_unranked(&mut tx, rank).await?;
-        }
-        let until = now + lease.as_millis() as i64;
-        let values = vals![&lease_key.owner, lease_key.epoch, until, now, limit];
-        let rows: Vec<ClaimedRow> = tx.all(CLAIM, values).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            match check_claimed(r) {
-                Ok(row) => out.push(row),
-                Err(bad) => mark_dead(&mut tx, &bad, now).await?,
-            }
-        }
-        tx.commit().await?;
-        // RETURNING gives no order guarantee.
-        let rank = |r: &QueueRow| claim_rank(r.priority, r.enqueued_at_ms, now);
-        out.sort_by(|a, b| rank(b).cmp(&rank(a)).then(a.id.cmp(&b.id)));
-        Ok(out)
     }
 
     /// Settles a leased row and records what happened, in one transaction:
@@ -493,7 +401,7 @@ impl Store {
 
 /// Makes a row that cannot be processed `dead`, inside the claim's
 /// transaction, and says so in the log.
-async fn mark_dead(tx: &mut Tx, bad: &BadRow, now: i64) -> Result<(), sqlx::Error> {
+pub(super) async fn mark_dead(tx: &mut Tx, bad: &BadRow, now: i64) -> Result<(), sqlx::Error> {
     tracing::error!(queue_id = bad.id, reason = %bad.reason, "dead-lettering a queue row that cannot be processed");
     let sql =
         "UPDATE queue SET state = 'dead', last_error = $1, waiting = NULL, waiting_pool = NULL, lease_owner = NULL,
