@@ -6,6 +6,7 @@ use crate::rules::LastAgent;
 use std::collections::HashMap;
 
 use jiff::Timestamp;
+use rand::RngExt;
 
 use super::db::Source;
 use super::outcomes::{RECENT_ASSIGNMENTS, RecentAssignments, by_agent};
@@ -29,11 +30,14 @@ const UPSERT_FOLLOWUP: &str =
 const UPSERT_ROTATION: &str = "INSERT INTO rr_state (pool, last_agent, updated_at) VALUES ($1, $2, $3)
     ON CONFLICT (pool) DO UPDATE SET last_agent = excluded.last_agent, updated_at = excluded.updated_at";
 /// A reservation for a chat open with another agent keeps that agent in
-/// `previous_agent` (still counted) until the move is confirmed.
+/// `previous_agent` (still counted) until the move is confirmed. A
+/// reservation carries its decision's mark (`reservation`), by which only
+/// that decision gives the seat back; a confirmed seat has none.
 const UPSERT_OPEN_CHAT: &str =
-    "INSERT INTO open_chats (chat_id, agent, assigned_at, reserved) VALUES ($1, $2, $3, $4)
+    "INSERT INTO open_chats (chat_id, agent, assigned_at, reserved, reservation)
+    VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at,
-        reserved = excluded.reserved,
+        reserved = excluded.reserved, reservation = excluded.reservation,
         previous_agent = CASE WHEN excluded.reserved = 0 THEN NULL
                               WHEN open_chats.reserved = 0 AND open_chats.agent <> excluded.agent
                               THEN open_chats.agent
@@ -47,7 +51,7 @@ const SETTLE_OPEN_CHAT: &str = "INSERT INTO open_chats (chat_id, agent, assigned
      WHERE NOT EXISTS (SELECT 1 FROM closed_chats c JOIN assign_intents i ON i.chat_id = c.chat_id
                         WHERE c.chat_id = $1 AND c.closed_at >= i.at)
     ON CONFLICT (chat_id) DO UPDATE SET agent = excluded.agent, assigned_at = excluded.assigned_at,
-        reserved = 0, previous_agent = NULL";
+        reserved = 0, reservation = NULL, previous_agent = NULL";
 /// Reconciliation forgets the agent's chats that were counted before its
 /// search started, unless still reserved by a decision in flight (a
 /// reservation older than the lease is stale: its daemon is gone) or by a
@@ -56,7 +60,8 @@ const SETTLE_OPEN_CHAT: &str = "INSERT INTO open_chats (chat_id, agent, assigned
 /// A stale reservation for a chat open with another agent (a hop that was
 /// never sent) goes back to them, as a failed move does.
 const STALE_MOVES_BACK: &str =
-    "UPDATE open_chats SET agent = previous_agent, previous_agent = NULL, reserved = 0
+    "UPDATE open_chats SET agent = previous_agent, previous_agent = NULL, reserved = 0,
+            reservation = NULL
      WHERE agent = $1 AND reserved = 1 AND previous_agent IS NOT NULL AND assigned_at < $2
        AND NOT EXISTS (SELECT 1 FROM assign_intents i WHERE i.chat_id = open_chats.chat_id)";
 const FORGET_OPEN_CHATS: &str = "DELETE FROM open_chats WHERE agent = $1 AND assigned_at < $2
@@ -111,22 +116,31 @@ impl Store {
 
     /// Gives back a seat a decision reserved under [`Store::lock_routing`]
     /// when the assignment then failed: the open chat, and the pool's
-    /// rotation if no other decision has moved it since.
+    /// rotation if no other decision has moved it since. `mark` is the
+    /// reservation's ([`RoutingLock::reserve`]): a decision gives back its
+    /// own seat only, never the one a later decision for the same chat and
+    /// agent took once this one's claim was lost (finding 16). `None`, for a
+    /// call in doubt found not applied, gives back the seat `agent` holds
+    /// for the chat. The rotation goes back only with the seat: a seat
+    /// that is no longer the decision's means the chat was decided again.
     pub async fn unreserve(
         &self,
         chat_id: ChatId,
         agent: &str,
+        mark: Option<i64>,
         rotation: Option<(&str, Option<&str>)>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         // A chat that was open with another agent goes back to them.
-        let back =
-            "UPDATE open_chats SET agent = previous_agent, previous_agent = NULL, reserved = 0
-                     WHERE chat_id = $1 AND agent = $2 AND previous_agent IS NOT NULL";
-        tx.run(back, vals![chat_id, agent]).await?;
-        let sql = "DELETE FROM open_chats WHERE chat_id = $1 AND agent = $2";
-        tx.run(sql, vals![chat_id, agent]).await?;
-        if let Some((pool, previous)) = rotation {
+        let back = "UPDATE open_chats SET agent = previous_agent, previous_agent = NULL,
+                           reserved = 0, reservation = NULL
+                     WHERE chat_id = $1 AND agent = $2 AND previous_agent IS NOT NULL
+                       AND ($3 IS NULL OR reservation = $3)";
+        let moved = tx.run(back, vals![chat_id, agent, mark]).await?;
+        let sql = "DELETE FROM open_chats WHERE chat_id = $1 AND agent = $2
+                      AND ($3 IS NULL OR reservation = $3)";
+        let deleted = tx.run(sql, vals![chat_id, agent, mark]).await?;
+        if let Some((pool, previous)) = rotation.filter(|_| moved + deleted > 0) {
             let sql = match previous {
                 Some(_) => {
                     "UPDATE rr_state SET last_agent = $3 WHERE pool = $1 AND last_agent = $2"
@@ -203,11 +217,13 @@ pub struct RoutingLock {
 impl RoutingLock {
     /// Writes what the decision reserved (rotation, weights, the open
     /// chat, marked reserved until the assignment settles) and lets the
-    /// lock go.
-    pub async fn reserve(mut self, reserved: &Assigned) -> Result<(), StoreError> {
-        apply_moves(&mut self.tx, reserved, None, now_ms(), true).await?;
+    /// lock go. Returns the reservation's mark, by which
+    /// [`Store::unreserve`] gives back this seat and no later one.
+    pub async fn reserve(mut self, reserved: &Assigned) -> Result<i64, StoreError> {
+        let mark = rand::rng().random();
+        apply_moves(&mut self.tx, reserved, None, now_ms(), Some(mark)).await?;
         self.tx.commit().await?;
-        Ok(())
+        Ok(mark)
     }
 
     /// Each agent's assignments after `since`, read under the lock, so that
@@ -272,16 +288,17 @@ pub(super) async fn apply_assigned(
     queue_id: Option<i64>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    apply_moves(tx, assigned, queue_id, now, false).await
+    apply_moves(tx, assigned, queue_id, now, None).await
 }
 
-/// [`apply_assigned`]; `reserved`: the assignment is not confirmed yet.
+/// [`apply_assigned`]; `reservation`: the assignment is not confirmed yet,
+/// and its seat is reserved with this mark.
 async fn apply_moves(
     tx: &mut Tx,
     assigned: &Assigned,
     queue_id: Option<i64>,
     now: i64,
-    reserved: bool,
+    reservation: Option<i64>,
 ) -> Result<(), sqlx::Error> {
     if let Some((pool, weights)) = &assigned.weights {
         for (agent, current) in weights {
@@ -289,9 +306,9 @@ async fn apply_moves(
         }
     }
     if let Some((chat_id, agent)) = &assigned.opened {
-        if reserved {
-            tx.run(UPSERT_OPEN_CHAT, vals![*chat_id, agent, now, 1i64])
-                .await?;
+        if let Some(mark) = reservation {
+            let values = vals![*chat_id, agent, now, 1i64, mark];
+            tx.run(UPSERT_OPEN_CHAT, values).await?;
         } else {
             tx.run(SETTLE_OPEN_CHAT, vals![*chat_id, agent, now])
                 .await?;
@@ -336,8 +353,11 @@ pub(super) async fn upsert_open_chat(
     agent: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    tx.run(UPSERT_OPEN_CHAT, vals![chat_id, agent, now, 0i64])
-        .await?;
+    tx.run(
+        UPSERT_OPEN_CHAT,
+        vals![chat_id, agent, now, 0i64, None::<i64>],
+    )
+    .await?;
     Ok(())
 }
 

@@ -26,9 +26,9 @@ use crate::domain::ChatId;
 use crate::helpcrunch::ApiError;
 use crate::helpcrunch::types::Chat;
 use crate::limiter::Priority;
-use crate::rules::Applied;
 use crate::store::{Backend, Began, CallClaim, Intent, now_ms};
 
+use super::routing::Seat;
 use super::{Worker, lock};
 
 /// How an assignment call ended.
@@ -63,7 +63,7 @@ impl Worker {
         &self,
         claim: CallClaim<'_>,
         intent: &Intent,
-        reserved: Option<Applied>,
+        reserved: Option<Seat>,
         decided: Instant,
     ) -> Put {
         let confirmed = self.store.begin_call(claim, intent).await;
@@ -147,7 +147,7 @@ impl Worker {
     /// memory and, on PostgreSQL, in the shared state.
     pub(super) async fn release_seat(&self, chat: ChatId, agent: &str) {
         if self.store.backend() == Backend::Postgres
-            && let Err(e) = self.store.unreserve(chat, agent, None).await
+            && let Err(e) = self.store.unreserve(chat, agent, None, None).await
         {
             tracing::warn!(error = %e, "cannot give back the kept seat; reconciliation will");
         }

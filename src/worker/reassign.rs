@@ -12,10 +12,11 @@ use rand::RngExt;
 use super::Worker;
 use super::assign::Put;
 use super::plan::record_metrics;
+use super::routing::Seat;
 use crate::helpcrunch::types::Chat;
 use crate::helpcrunch::{ApiError, ErrorClass};
 use crate::limiter::Priority;
-use crate::rules::{Applied, ChatContext, Rules, reassign_pick};
+use crate::rules::{ChatContext, Rules, reassign_pick};
 use crate::store::{
     Assigned, CallClaim, Doubt, Followup, Intent, NewOutcome, OutboxKind, OutboxMessage,
     OutcomeResult, now_ms,
@@ -43,7 +44,7 @@ enum Step {
 struct Pick {
     agent: usize,
     weights: Option<Vec<(String, i64)>>,
-    reserved: Applied,
+    reserved: Seat,
 }
 
 /// Whether `agent_id` has written in the chat.

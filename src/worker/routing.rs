@@ -20,6 +20,19 @@ use super::{Worker, lock};
 /// Assignment instants per agent name, as the store reads them.
 type Recent = HashMap<String, Vec<Timestamp>>;
 
+/// A seat a decision took: what to give back if its call then fails, and
+/// how to find that seat and no other (finding 16): a later decision for
+/// the same chat, once this one's claim was lost, may hold the chat's
+/// reservation by then, in memory (`at`, when it was noted) or, on
+/// PostgreSQL, in the shared state (`mark`, [`RoutingLock::reserve`]'s).
+///
+/// [`RoutingLock::reserve`]: crate::store::RoutingLock::reserve
+pub(super) struct Seat {
+    pub(super) applied: Applied,
+    at: Option<Instant>,
+    mark: Option<i64>,
+}
+
 impl Worker {
     /// Decides under the routing lock and applies what the decision moves
     /// (rotation, weights, the agent's open count) at once, so that
@@ -29,7 +42,7 @@ impl Worker {
         &self,
         rules: &Rules,
         context: &ChatContext,
-    ) -> Result<(Decision, Option<Applied>), StoreError> {
+    ) -> Result<(Decision, Option<Seat>), StoreError> {
         self.reserve(rules, |routing| {
             routing.state.entropy = rand::rng().random();
             let started = std::time::Instant::now();
@@ -63,19 +76,19 @@ impl Worker {
     /// over the database's state, read fresh into memory first, with the
     /// seat `pick` reserves (what it moves of the rotation and the open
     /// chat) written before the lock goes. Returns what `pick` decided and
-    /// what to give back if the assignment then fails.
+    /// the seat to give back if the assignment then fails.
     pub(super) async fn reserve<T>(
         &self,
         rules: &Rules,
         pick: impl FnOnce(&mut Routing) -> (T, Option<(Applied, Assigned)>),
-    ) -> Result<(T, Option<Applied>), StoreError> {
+    ) -> Result<(T, Option<Seat>), StoreError> {
         let hourly = rules.uses_hourly_caps();
         if self.store.backend() == Backend::Sqlite {
             if hourly {
                 self.ensure_recent().await;
             }
             let (decided, seat) = self.pick_seat(None, pick);
-            return Ok((decided, seat.map(|(applied, _)| applied)));
+            return Ok((decided, seat.map(|(seat, _)| seat)));
         }
         let (mut held, stored) = self.store.lock_routing().await?;
         // Read only when a cap needs it: one query less per decision else.
@@ -86,11 +99,12 @@ impl Worker {
             Recent::new()
         };
         let (decided, seat) = self.pick_seat(Some((stored, recent)), pick);
-        match &seat {
-            Some((_, reservation)) => held.reserve(reservation).await?,
-            None => held.release().await?,
-        }
-        Ok((decided, seat.map(|(applied, _)| applied)))
+        let Some((mut seat, reservation)) = seat else {
+            held.release().await?;
+            return Ok((decided, None));
+        };
+        seat.mark = Some(held.reserve(&reservation).await?);
+        Ok((decided, Some(seat)))
     }
 
     /// Runs `pick` on the in-memory state (refreshed from `fresh` first,
@@ -99,7 +113,7 @@ impl Worker {
         &self,
         fresh: Option<(StoredRouting, Recent)>,
         pick: impl FnOnce(&mut Routing) -> (T, Option<(Applied, Assigned)>),
-    ) -> (T, Option<(Applied, Assigned)>) {
+    ) -> (T, Option<(Seat, Assigned)>) {
         let mut routing = lock(&self.routing);
         if let Some((stored, recent)) = fresh {
             routing.state.last_pick = stored.last_pick;
@@ -108,17 +122,19 @@ impl Worker {
             routing.state.away = away_from_ms(stored.away);
             routing.state.recent = recent;
         }
-        let (decided, seat) = pick(&mut routing);
-        if let Some((
-            applied,
-            Assigned {
-                opened: Some((chat, _)),
-                ..
-            },
-        )) = &seat
-        {
-            routing.reserved(*chat, &applied.agent);
-        }
+        let (decided, picked) = pick(&mut routing);
+        let seat = picked.map(|(applied, reservation)| {
+            let at = match &reservation.opened {
+                Some((chat, _)) => Some(routing.reserved(*chat, &applied.agent)),
+                None => None,
+            };
+            let seat = Seat {
+                applied,
+                at,
+                mark: None,
+            };
+            (seat, reservation)
+        });
         (decided, seat)
     }
 
@@ -154,11 +170,14 @@ impl Worker {
         moved
     }
 
-    /// Gives back what a decision reserved. The rotation and weights go back
-    /// only if no other decision has moved them since; on PostgreSQL the
-    /// shared state too.
-    pub(super) async fn undo_reservation(&self, chat_id: ChatId, reserved: Option<Applied>) {
-        let Some(applied) = reserved else { return };
+    /// Gives back what a decision reserved: its own seat only, never one a
+    /// later decision for the chat holds now (see [`Seat`]). The rotation
+    /// and weights go back only if no other decision has moved them since;
+    /// on PostgreSQL the shared state too.
+    pub(super) async fn undo_reservation(&self, chat_id: ChatId, reserved: Option<Seat>) {
+        let Some(Seat { applied, at, mark }) = reserved else {
+            return;
+        };
         if self.store.backend() == Backend::Postgres {
             let rotation = applied
                 .pool
@@ -166,14 +185,17 @@ impl Worker {
                 .map(|p| (p, applied.previous_pick()));
             if let Err(e) = self
                 .store
-                .unreserve(chat_id, &applied.agent, rotation)
+                .unreserve(chat_id, &applied.agent, mark, rotation)
                 .await
             {
                 tracing::warn!(error = %e, "cannot give back the reserved seat; reconciliation will");
             }
         }
         let mut routing = lock(&self.routing);
-        routing.in_flight.remove(&chat_id);
+        // A later decision for the chat may hold its entry by now.
+        if at.is_some() && routing.in_flight.get(&chat_id).map(|(_, t)| *t) == at {
+            routing.in_flight.remove(&chat_id);
+        }
         routing.state.undo(applied);
     }
 
@@ -391,11 +413,13 @@ impl Routing {
     }
 
     /// Notes the seat a decision just took (with `RoutingState::apply`)
-    /// for `chat`, until its assignment settles or is undone.
-    pub(super) fn reserved(&mut self, chat: ChatId, agent: &str) {
+    /// for `chat`, until its assignment settles or is undone; returns when,
+    /// which tells this seat from a later one for the chat.
+    pub(super) fn reserved(&mut self, chat: ChatId, agent: &str) -> Instant {
         let now = Instant::now();
         self.in_flight.insert(chat, (agent.to_string(), now));
         self.bound_memory(now);
+        now
     }
 
     /// Where no reconciliation runs (a daemon that does not lead, or a long
