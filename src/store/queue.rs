@@ -62,9 +62,13 @@ const RELEASE_MESSAGES: &str = "UPDATE outbox
         attempts = CASE WHEN attempts > $2 THEN attempts - $2 ELSE 0 END
   WHERE lease_owner = $3 AND state = 'pending'";
 
-const NEXT_DUE: &str = "SELECT MIN(t) FROM (
-    SELECT MIN(CAST(next_attempt_at AS BIGINT)) AS t FROM queue WHERE state = 'pending'
-    UNION ALL SELECT MIN(CAST(lease_until AS BIGINT)) FROM queue WHERE state = 'leased') AS due";
+/// The earliest due time: each MIN is the first entry of its index
+/// (`queue_due`, `queue_leases`); the cast comes after, so that it does
+/// not make every entry read (a text value, which sorts last, casts to a
+/// number the claim then finds due).
+pub(super) const NEXT_DUE: &str = "SELECT CAST(MIN(t) AS BIGINT) FROM (
+    SELECT MIN(next_attempt_at) AS t FROM queue WHERE state = 'pending'
+    UNION ALL SELECT MIN(lease_until) FROM queue WHERE state = 'leased') AS due";
 
 /// `queue list`: any value a producer wrote on SQLite shows as its SQL
 /// literal (`'abc'`, `X'00'`), so reading the listing never fails.
