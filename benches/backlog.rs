@@ -46,9 +46,13 @@ async fn main() {
 async fn drain(postgres: Option<String>, n: i64, waiting: i64) {
     let sandbox = support::sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    let backend = if postgres.is_some() { "PostgreSQL" } else { "SQLite" };
-    let url = postgres
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let backend = if postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let url =
+        postgres.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
     // The daemon creates the schema; the waiting rows go in before its
     // first claim would matter, so it starts first and idles.
     let (mut daemon, _) =
@@ -65,7 +69,10 @@ async fn drain(postgres: Option<String>, n: i64, waiting: i64) {
         if sandbox.assign_calls().len() as i64 >= n {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "the drain stalled");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the drain stalled"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs = started.elapsed().as_secs_f64();

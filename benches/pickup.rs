@@ -104,4 +104,3 @@ async fn queue_reads(addr: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
-

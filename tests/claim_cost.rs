@@ -64,9 +64,15 @@ async fn the_claim_is_served_by_its_indexes(f: Fixture) {
         Backend::Sqlite => {
             // The fresh rows come in index order: no sort of their own, and
             // no scan of the table (only the few candidates are sorted).
-            assert!(!claim.contains("SCAN queue\n") && !claim.ends_with("SCAN queue"), "{plan}");
+            assert!(
+                !claim.contains("SCAN queue\n") && !claim.ends_with("SCAN queue"),
+                "{plan}"
+            );
             let sorts = claim.matches("TEMP B-TREE").count();
-            assert!(sorts <= 2, "only the small lease branch and the merge sort: {plan}");
+            assert!(
+                sorts <= 2,
+                "only the small lease branch and the merge sort: {plan}"
+            );
             // Promotions and the next due time: ranges of queue_due, or
             // its first entry; never a scan of a whole index.
             assert!(!promote.contains("SCAN"), "{plan}");

@@ -143,11 +143,13 @@ pub async fn wait_for_log(log: &std::path::Path, marker: &str) -> String {
 
 /// A producer's own connection, as a script would open it (SQLite's
 /// defaults: `synchronous = FULL`).
+#[allow(dead_code)]
 pub enum Producer {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
 }
 
+#[allow(dead_code)]
 impl Producer {
     pub async fn open(url: &str) -> Self {
         if url.starts_with("postgres") {

@@ -50,9 +50,7 @@ const LINE: Stmt = Stmt::each(
          - CASE WHEN typeof(enqueued_at) = 'integer'
                 THEN MAX(enqueued_at, 0) ELSE $3 END / 600000"
     ),
-    line!(
-        "LEAST(GREATEST(priority, -1000000), 1000000) - GREATEST(enqueued_at, 0) / 600000"
-    ),
+    line!("LEAST(GREATEST(priority, -1000000), 1000000) - GREATEST(enqueued_at, 0) / 600000"),
 );
 
 const REMEMBER: &str = "INSERT INTO busy_replies (chat_id, at, pool, position)

@@ -208,7 +208,11 @@ impl Store {
             let odd = explain(odd.text(self.backend()));
             lines.extend(self.db.plan(odd, vals![]).await?);
         }
-        lines.extend(self.db.plan(explain(super::queue::NEXT_DUE), vals![]).await?);
+        lines.extend(
+            self.db
+                .plan(explain(super::queue::NEXT_DUE), vals![])
+                .await?,
+        );
         Ok(lines.join("\n"))
     }
 }

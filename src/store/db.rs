@@ -209,7 +209,11 @@ impl Db {
 
     /// The plan an `EXPLAIN` (SQLite: `EXPLAIN QUERY PLAN`) statement
     /// gives, one line per node.
-    pub(super) async fn plan(&self, explain: String, vals: Vals) -> Result<Vec<String>, sqlx::Error> {
+    pub(super) async fn plan(
+        &self,
+        explain: String,
+        vals: Vals,
+    ) -> Result<Vec<String>, sqlx::Error> {
         let explain = sqlx::AssertSqlSafe(explain);
         Ok(match self {
             Db::Sqlite { reader, .. } => {

@@ -39,7 +39,6 @@ const DEAD_LETTER: &str = "UPDATE queue
         lease_until = NULL, updated_at = $2
   WHERE id = $3 AND state = 'leased' AND lease_owner = $4 AND lease_epoch = $5";
 
-
 const ENQUEUE: &str =
     "INSERT INTO queue (chat_id, attrs, snapshot, priority, ranked, enqueued_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7)";
