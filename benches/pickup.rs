@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../tests/support/postgres.rs"]
 mod postgres;
+#[path = "../tests/support/scrape.rs"]
+mod scrape;
 mod support;
 
 const SAMPLES: i64 = 300;
@@ -93,14 +95,5 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 async fn queue_reads(addr: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("assignd_queue_reads_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    scrape::metric_sum(&format!("http://{addr}"), "assignd_queue_reads_total{").await
 }

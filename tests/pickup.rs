@@ -6,6 +6,8 @@
 //! process is the producer.
 
 mod common;
+#[path = "support/scrape.rs"]
+mod scrape;
 
 use std::time::{Duration, Instant};
 
@@ -39,29 +41,18 @@ async fn slow_polling_daemon() -> (TestApp, Daemon, String) {
 }
 
 /// The claim loop's reads of the queue so far (`assignd_queue_reads_total`).
-async fn queue_reads(http: &reqwest::Client, base: &str) -> f64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("assignd_queue_reads_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+async fn queue_reads(base: &str) -> f64 {
+    scrape::metric_sum(base, "assignd_queue_reads_total{").await
 }
 
 /// Waits until nothing is pending or leased and the loop's reads stop
 /// moving; returns them.
-async fn settled_reads(app: &TestApp, http: &reqwest::Client, base: &str) -> f64 {
+async fn settled_reads(app: &TestApp, base: &str) -> f64 {
     app.wait_drained(Duration::from_secs(20)).await;
-    let mut last = queue_reads(http, base).await;
+    let mut last = queue_reads(base).await;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = queue_reads(http, base).await;
+        let now = queue_reads(base).await;
         if now == last {
             return now;
         }
@@ -119,7 +110,7 @@ async fn a_plain_insert_from_another_process_is_picked_up_without_the_poll() {
 async fn the_daemons_own_writes_wake_no_claim_round() {
     let (app, mut daemon, base) = slow_polling_daemon().await;
     let http = reqwest::Client::new();
-    let before = settled_reads(&app, &http, &base).await;
+    let before = settled_reads(&app, &base).await;
     // Webhooks the daemon writes down without a queue row and without a
     // seat freed (which would wake it on purpose): a chat taken by an
     // agent, an answer, a close of a chat it never knew open. Its
@@ -145,7 +136,7 @@ async fn the_daemons_own_writes_wake_no_claim_round() {
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = queue_reads(&http, &base).await;
+    let after = queue_reads(&base).await;
     assert_eq!(after, before, "the daemon's own writes woke the claim loop");
     // And a producer's row does, at once.
     app.insert_raw([77]).await;
@@ -153,7 +144,7 @@ async fn the_daemons_own_writes_wake_no_claim_round() {
         app.sandbox.assignee(77).is_some()
     })
     .await;
-    assert!(queue_reads(&http, &base).await > after);
+    assert!(queue_reads(&base).await > after);
     daemon.assert_running("after the webhooks");
 }
 
