@@ -112,11 +112,12 @@ impl Worker {
     /// Until when `intent`'s call may still be on its way, if it may now.
     /// Its maker sends it within a lease of recording it ([`send_by`], the
     /// clocks' half second included), so until then reading the chat
-    /// cannot tell a call that did nothing from one not yet applied. This
-    /// daemon's own intent for `queue_id` is settled: its call ended before
-    /// the row could be claimed again.
+    /// cannot tell a call that did nothing from one not yet applied. An
+    /// intent made under the claim now held (the same queue row `queue_id`,
+    /// by whichever daemon) is over: the row came back only once that claim
+    /// ended (settled, its lease run out, or put back at a stop).
     pub(super) fn in_flight_until(&self, intent: &Intent, queue_id: Option<i64>) -> Option<i64> {
-        if intent.owner == self.owner && intent.queue_id == queue_id {
+        if queue_id.is_some() && intent.queue_id == queue_id {
             return None;
         }
         let until = intent.at_ms + self.settings.lease.as_millis() as i64;

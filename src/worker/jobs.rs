@@ -96,7 +96,11 @@ impl Job {
 
     /// What cuts a wait short, besides shutdown.
     fn wake(self, w: &Worker) -> Option<&Notify> {
-        (self == Job::Outbox).then_some(&w.outbox_wake)
+        match self {
+            Job::Outbox => Some(&w.outbox_wake),
+            Job::Followups => Some(&w.followups_wake),
+            _ => None,
+        }
     }
 
     /// One round of work; returns how long to wait before the next.

@@ -104,6 +104,9 @@ pub struct Worker {
     /// When the hand-back job last pruned its marks (Unix ms).
     handback_pruned: std::sync::atomic::AtomicI64,
     outbox_wake: Notify,
+    /// Wakes the follow-up job when a settlement wrote a follow-up, which
+    /// may be due before the job's next look.
+    followups_wake: Notify,
     /// The last outcome, for systemd's STATUS= line.
     last_outcome: Mutex<Option<String>>,
     /// Reads of chats that wait for a seat (`waiting.rs`).
@@ -142,6 +145,7 @@ impl Worker {
             slot_back: Notify::new(),
             handback_pruned: std::sync::atomic::AtomicI64::new(0),
             outbox_wake: Notify::new(),
+            followups_wake: Notify::new(),
             last_outcome: Mutex::new(None),
             waiting_reads: Mutex::default(),
             storage_error: Mutex::new(None),

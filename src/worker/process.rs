@@ -127,6 +127,13 @@ impl Worker {
             let line = format!("chat {} {} {agent}", o.chat_id, o.result.as_str());
             *lock(&self.last_outcome) = Some(line.trim_end().to_string());
         }
+        if settlement
+            .assigned
+            .as_ref()
+            .is_some_and(|a| a.followup.is_some())
+        {
+            self.followups_wake.notify_one();
+        }
         if let Some(Assigned {
             opened: Some((chat, agent)),
             messages,

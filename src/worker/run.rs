@@ -27,6 +27,10 @@ use crate::store::{Backend, BadRow, LeaseKey, QueueRow, UnrankedRow, now_ms};
 
 /// The longest a takeover waits for its reconciliation before deciding.
 const TAKEOVER_RECONCILE: Duration = Duration::from_secs(10);
+/// How often the loop turns while it need not read the queue (new rows
+/// wake it): the systemd watchdog's ping and agents coming back are seen
+/// at least this often.
+const TURN: Duration = Duration::from_secs(1);
 
 /// A peer job ended while the daemon was meant to run.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,6 +63,10 @@ struct Turn {
     watchdog: Option<Duration>,
     /// The last claim found a row: more are probably due.
     backlog: bool,
+    /// While new rows wake the loop: no row is due before this, as the
+    /// queue said when last read; the loop turns (the watchdog, away
+    /// agents) without reading it again until then or a wake.
+    quiet_until: Option<Instant>,
 }
 
 impl Worker {
@@ -89,6 +97,7 @@ impl Worker {
             last_auth_log: None,
             reported_auth: None,
             store_backoff: first_store_backoff(&self.settings),
+            quiet_until: None,
             last_ping: None,
             watchdog: watchdog_interval(),
             backlog: false,
@@ -158,8 +167,12 @@ impl Worker {
             names: HashMap::new(),
         };
         for job in Job::enabled(self) {
+            let ended = WakeOnEnd(self.clone());
             let work = faulty(job.name(), job.run(self.clone(), stop.clone()));
-            let handle = jobs.tasks.spawn(work);
+            let handle = jobs.tasks.spawn(async move {
+                let _ended = ended;
+                work.await
+            });
             jobs.names.insert(handle.id(), job.name());
         }
         jobs
@@ -257,7 +270,7 @@ impl Worker {
         rows: &mut InFlight,
         t: &mut Turn,
     ) {
-        if !t.backlog && !self.work_due(stop).await {
+        if !t.backlog && !self.work_due(stop, t).await {
             return;
         }
         let Some(slot) = self.take_slot(stop).await else {
@@ -297,29 +310,38 @@ impl Worker {
     }
 
     /// Whether a row is due now; if not, idles until one may be (or until
-    /// woken) and says no.
-    async fn work_due(&self, stop: &CancellationToken) -> bool {
+    /// woken) and says no. While new rows wake the loop, the queue is read
+    /// again only once the row it said is next comes due, or on a wake;
+    /// the loop still turns every [`TURN`] meanwhile.
+    async fn work_due(&self, stop: &CancellationToken, t: &mut Turn) -> bool {
+        let now = Instant::now();
+        if let Some(until) = t.quiet_until.filter(|u| *u > now) {
+            if self.idle_woken(stop, (until - now).min(TURN)).await {
+                t.quiet_until = None;
+            }
+            return false;
+        }
         queue_read("due");
         let wait = match self.store.next_due_ms().await {
             Ok(Some(due)) if due <= now_ms() => return true,
             Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(1) as u64),
             // Unknown: try a claim, which reports a failing database.
             Err(_) => return true,
-            Ok(None) => self.unheard_for(),
+            Ok(None) => Duration::from_secs(3600),
         };
-        self.idle(stop, wait.min(self.unheard_for())).await;
-        false
-    }
-
-    /// How long the loop may go without looking at the queue: while new
-    /// rows of other processes wake it (`listen.rs`), until the next row
-    /// is due (an hour at most); else `poll_interval`.
-    fn unheard_for(&self) -> Duration {
+        t.quiet_until = None;
         if self.listening.load(Ordering::Acquire) {
-            Duration::from_secs(3600)
+            t.quiet_until = Some(now + wait);
+        }
+        let wait = wait.min(if t.quiet_until.is_some() {
+            TURN
         } else {
             self.settings.poll_interval
+        });
+        if self.idle_woken(stop, wait).await {
+            t.quiet_until = None;
         }
+        false
     }
 
     /// A slot for the next row: one a finished row did not use, while it
@@ -366,7 +388,11 @@ impl Worker {
         let worker = Arc::clone(self);
         let id = row.id;
         let task_key = key.clone();
+        let ended = WakeOnEnd(self.clone());
         let handle = rows.tasks.spawn(async move {
+            // The loop reaps the task (a panic dead-letters its row) and
+            // looks at the queue again, the row perhaps due again soon.
+            let _ended = ended;
             injected_panic(&format!("row:{}", row.chat_id));
             let work = worker.process(row, &task_key);
             let unused = match slot {
@@ -456,10 +482,15 @@ impl Worker {
     }
 
     async fn idle(&self, shutdown: &CancellationToken, wait: Duration) {
+        self.idle_woken(shutdown, wait).await;
+    }
+
+    /// [`Worker::idle`]; whether a wake (or the shutdown) ended it.
+    async fn idle_woken(&self, shutdown: &CancellationToken, wait: Duration) -> bool {
         tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = self.wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => true,
+            _ = self.wake.notified() => true,
+            _ = tokio::time::sleep(wait) => false,
         }
     }
 }
@@ -476,6 +507,18 @@ impl Jobs {
             job: self.names.get(&id).copied().unwrap_or("a"),
             cause,
         })
+    }
+}
+
+/// Wakes the claim loop when a job's or a row's task ends, returned or
+/// panicked (the guard drops while unwinding too): the loop, which may
+/// idle until the next row is due, then reaps it (a job that ended stops
+/// the daemon; a row that panicked is dead-lettered).
+struct WakeOnEnd(Arc<Worker>);
+
+impl Drop for WakeOnEnd {
+    fn drop(&mut self) {
+        self.0.wake();
     }
 }
 
