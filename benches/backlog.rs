@@ -59,8 +59,15 @@ async fn drain(postgres: Option<String>, n: i64, waiting: i64) {
         support::spawn_run(dir.path(), &sandbox, (&url, "concurrency = 4"), 6_000_000).await;
     let producer = support::Producer::open(&url).await;
     let hour = assignd::store::now_ms() + 3_600_000;
-    if waiting > 0 {
-        let sql = rows(1_000_000, waiting, &format!("{hour}"));
+    // In statements of 5,000 rows: on PostgreSQL the queue's dedupe
+    // trigger takes an advisory lock per row, and one statement of 100,000
+    // would outgrow `max_locks_per_transaction`.
+    for first in (0..waiting).step_by(5000) {
+        let sql = rows(
+            1_000_000 + first,
+            (waiting - first).min(5000),
+            &format!("{hour}"),
+        );
         producer.execute(&sql).await;
     }
     let started = Instant::now();
