@@ -70,6 +70,13 @@ async fn drain(postgres: Option<String>, n: i64, waiting: i64) {
         );
         producer.execute(&sql).await;
     }
+    let pgss = std::env::var("BACKLOG_PGSS").is_ok();
+    if pgss {
+        producer
+            .execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await;
+        producer.execute("SELECT pg_stat_statements_reset()").await;
+    }
     let started = Instant::now();
     producer.execute(&rows(1, n, "0")).await;
     loop {
@@ -87,8 +94,27 @@ async fn drain(postgres: Option<String>, n: i64, waiting: i64) {
         "{backend}: {n} chats beside {waiting} waiting rows: {secs:.1} s, {:.0} chats/s",
         n as f64 / secs
     );
+    if pgss {
+        print_top_statements(&producer).await;
+    }
     let _ = daemon.kill();
     let _ = daemon.wait();
+}
+
+/// With `BACKLOG_PGSS=1` on PostgreSQL (a server started with
+/// `PG_EXTRA_ARGS="-c shared_preload_libraries=pg_stat_statements"`): the
+/// statements that took the most time during the drain, to find what grows.
+async fn print_top_statements(producer: &support::Producer) {
+    let support::Producer::Postgres(pool) = producer else {
+        return;
+    };
+    let sql = "SELECT total_exec_time, calls, mean_exec_time,
+                      left(regexp_replace(query, '\\s+', ' ', 'g'), 160)
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25";
+    let top: Vec<(f64, i64, f64, String)> = sqlx::query_as(sql).fetch_all(pool).await.unwrap();
+    for (total, calls, mean, query) in top {
+        println!("{total:10.0} ms {calls:8} calls {mean:8.3} ms  {query}");
+    }
 }
 
 /// One plain INSERT of `count` rows from chat `first` on, due at `due`.

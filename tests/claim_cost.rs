@@ -12,13 +12,14 @@ mod postgres;
 mod store_fixture;
 
 use assignd::domain::claim_rank;
-use assignd::store::{Backend, now_ms};
+use assignd::store::{Backend, UnrankedRow, now_ms};
 
 use store_fixture::*;
 
 both!(
     the_claim_is_served_by_its_indexes,
     due_rows_are_claimed_in_the_documented_order,
+    rows_that_wait_are_ranked_when_they_come_due,
     pruning_goes_in_batches_and_takes_all_that_is_due
 );
 
@@ -60,6 +61,7 @@ async fn the_claim_is_served_by_its_indexes(f: Fixture) {
     let (claim, promote) = plan.split_once("\n--\n").unwrap();
     assert!(claim.contains("queue_claim_order"), "{plan}");
     assert!(promote.contains("queue_due"), "{plan}");
+    assert!(promote.contains("queue_unranked"), "{plan}");
     match f.store.backend() {
         Backend::Sqlite => {
             // The fresh rows come in index order: no sort of their own, and
@@ -74,8 +76,10 @@ async fn the_claim_is_served_by_its_indexes(f: Fixture) {
                 "only the small lease branch and the merge sort: {plan}"
             );
             // Promotions and the next due time: ranges of queue_due, or
-            // its first entry; never a scan of a whole index.
-            assert!(!promote.contains("SCAN"), "{plan}");
+            // its first entry; never a scan of a whole index but the
+            // ranking's, which holds only due rows still unranked.
+            let scans = promote.replace("SCAN queue USING INDEX queue_unranked", "");
+            assert!(!scans.contains("SCAN"), "{plan}");
         }
         Backend::Postgres => {
             // The promotion's rows come from queue_due; updating a third of
@@ -120,6 +124,54 @@ async fn due_rows_are_claimed_in_the_documented_order(f: Fixture) {
     // The rows still waiting were not touched: their time has not come.
     let waiting = "SELECT COUNT(*) FROM queue WHERE state = 'pending' AND next_attempt_at > 0";
     assert_eq!(f.count(waiting).await, 99);
+}
+
+/// A producer's rows with a due time are not ranked by the claims before
+/// it (a bulk load of them would cost every claim a batch): the first
+/// claim after they come due ranks them, before it picks.
+async fn rows_that_wait_are_ranked_when_they_come_due(f: Fixture) {
+    let now = now_ms();
+    let later = now + 3_600_000;
+    let sql = format!(
+        "INSERT INTO queue (chat_id, next_attempt_at)
+         SELECT g, CASE WHEN g <= 300 THEN {later} ELSE 0 END FROM generate_series(1, 301) AS g"
+    );
+    insert_series(&f, sql).await;
+    let seen = std::sync::Mutex::new(Vec::new());
+    // Chat 7 ranks first once it is due.
+    let rank = |row: &UnrankedRow| {
+        seen.lock().unwrap().push(row.chat_id);
+        (row.chat_id == Some(7)).then_some(100)
+    };
+    let rows = f
+        .store
+        .claim_ranked(&key("a", 1), LEASE, 1, &rank)
+        .await
+        .unwrap();
+    assert_eq!(rows[0].chat_id.0, 301);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Some(301)],
+        "only the due row was ranked"
+    );
+    let unranked = "SELECT COUNT(*) FROM queue WHERE ranked = 0";
+    assert_eq!(f.count(unranked).await, 300);
+    let due = format!(
+        "UPDATE queue SET next_attempt_at = {} WHERE chat_id = 7",
+        now - 1
+    );
+    f.producer(Box::leak(due.into_boxed_str())).await.unwrap();
+    let rows = f
+        .store
+        .claim_ranked(&key("a", 2), LEASE, 1, &rank)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0].chat_id.0, 7,
+        "ranked as it came due, then claimed first"
+    );
+    assert_eq!(rows[0].priority, 100);
+    assert_eq!(f.count(unranked).await, 299);
 }
 
 /// 5,000 outcomes past the horizon and 10 within it: the prune takes the

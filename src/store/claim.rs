@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::db::Stmt;
 use super::queue::{ClaimedRow, check_claimed, mark_dead};
-use super::rank::{Ranker, rank_unranked};
+use super::rank::{RANK_BATCH, Ranker, UNRANKED, rank_unranked};
 use super::{LeaseKey, QueueRow, Store, StoreError, now_ms, vals};
 use crate::domain::claim_rank;
 
@@ -159,12 +159,13 @@ impl Store {
     ) -> Result<Vec<QueueRow>, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        if let Some(rank) = rank {
-            rank_unranked(&mut tx, rank).await?;
-        }
+        // Promoted first: the rows that came due are ranked with the rest.
         tx.run(PROMOTE, vals![now]).await?;
         for odd in PROMOTE_ODD {
             tx.run(odd, vals![]).await?;
+        }
+        if let Some(rank) = rank {
+            rank_unranked(&mut tx, rank).await?;
         }
         let until = now + lease.as_millis() as i64;
         let values = vals![&lease_key.owner, lease_key.epoch, until, now, limit];
@@ -186,7 +187,7 @@ impl Store {
 
 impl Store {
     /// The database's plan for a claim, then (after a `--` line) for its
-    /// promotions and the loop's look at the next due time (`EXPLAIN
+    /// promotions, its intake ranking and the loop's look at the next due time (`EXPLAIN
     /// QUERY PLAN` on SQLite, `EXPLAIN` on PostgreSQL), one line per node:
     /// what `docs/benchmarks.md` shows and a test checks, that each is
     /// served by its index and reads only what it needs.
@@ -208,6 +209,8 @@ impl Store {
             let odd = explain(odd.text(self.backend()));
             lines.extend(self.db.plan(odd, vals![]).await?);
         }
+        let unranked = explain(UNRANKED.text(self.backend()));
+        lines.extend(self.db.plan(unranked, vals![RANK_BATCH]).await?);
         lines.extend(
             self.db
                 .plan(explain(super::queue::NEXT_DUE), vals![])

@@ -40,6 +40,7 @@ mod retention;
 mod retry;
 mod routing;
 mod rows;
+mod seats;
 mod watch;
 mod webhooks;
 

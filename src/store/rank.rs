@@ -2,25 +2,33 @@
 //! plain INSERT, `assignd enqueue`) take their rule priority in the claim's
 //! own transaction, before the claim picks, so that no claim passes over a
 //! row that would rank first. Which priority is the caller's to say (the
-//! rules are not the store's); the row keeps the higher of the two.
+//! rules are not the store's); the row keeps the higher of the two. Only
+//! due rows are ranked (the claim promotes those that came due first): a
+//! row that waits an hour is ranked when it can be claimed, so a bulk load
+//! of future rows costs the claims of the hour before it nothing.
 
 use super::db::Stmt;
 use super::{Tx, vals};
 
 /// How many rows one claim ranks at most: a bulk load is ranked over a few
 /// claims, oldest first, rather than in one long write transaction.
-const RANK_BATCH: i64 = 200;
+pub(super) const RANK_BATCH: i64 = 200;
 
-/// Pending rows not yet ranked, oldest first, each column only where it
-/// has the right type (a wrong one is the claim's to dead-letter).
-const UNRANKED: Stmt = Stmt::each(
+/// Due pending rows not yet ranked, oldest first, each column only where
+/// it has the right type (a wrong one is the claim's to dead-letter).
+/// SQLite is told the index: its planner would rather seek `queue_due` for
+/// `next_attempt_at = 0` and read every due row, ranked or not.
+pub(super) const UNRANKED: Stmt = Stmt::each(
     "SELECT id, CASE WHEN typeof(chat_id) = 'integer' THEN chat_id END,
             CASE WHEN typeof(attrs) = 'text' THEN attrs END,
             CASE WHEN typeof(snapshot) = 'text' THEN snapshot END
-       FROM queue WHERE state = 'pending' AND ranked = 0 ORDER BY id LIMIT $1",
+       FROM queue INDEXED BY queue_unranked
+      WHERE state = 'pending' AND ranked = 0 AND next_attempt_at = 0
+      ORDER BY id LIMIT $1",
     // Another daemon ranking the same rows is passed by, not waited for.
     "SELECT id, chat_id, attrs, snapshot
-       FROM queue WHERE state = 'pending' AND ranked = 0 ORDER BY id LIMIT $1
+       FROM queue WHERE state = 'pending' AND ranked = 0 AND next_attempt_at = 0
+      ORDER BY id LIMIT $1
         FOR UPDATE SKIP LOCKED",
 );
 

@@ -110,6 +110,7 @@ impl Store {
             tx.run("SELECT pg_advisory_xact_lock(1095976773)", vals![])
                 .await?;
         }
+        super::seats::fold_seats(&mut tx).await?;
         let stored = read_routing(Source::Tx(&mut tx)).await?;
         Ok((RoutingLock { tx }, stored))
     }
@@ -261,14 +262,7 @@ async fn read_routing(mut src: Source<'_>) -> Result<StoredRouting, sqlx::Error>
     for (pool, agent, current) in weights {
         out.weights.entry(pool).or_default().insert(agent, current);
     }
-    let open: Vec<(String, i64)> = src
-        .all(
-            "SELECT agent, COUNT(*) FROM (SELECT agent FROM open_chats UNION ALL
-                    SELECT previous_agent FROM open_chats WHERE previous_agent IS NOT NULL) AS seats
-              GROUP BY agent",
-            vals![],
-        )
-        .await?;
+    let open: Vec<(String, i64)> = src.all(super::seats::SEATS, vals![]).await?;
     out.open = open
         .into_iter()
         .map(|(agent, n)| (agent, u32::try_from(n).unwrap_or(u32::MAX)))

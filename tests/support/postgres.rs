@@ -170,6 +170,14 @@ fn spawn_server(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) {
     // relies on a committed write surviving a restart (tests/outage.rs).
     .args(["-c", "fsync=off", "-c", "synchronous_commit=on"])
     .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+    // A bench's own settings (e.g. pg_stat_statements, benches/backlog.rs).
+    .args(
+        std::env::var("PG_EXTRA_ARGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+    )
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(

@@ -1,0 +1,43 @@
+-- Issue 23: a decision reads each agent's seats in time that does not grow
+-- with the open chats. open_chats stays the truth (exact, idempotent per
+-- chat); a trigger records every change of it as +1/-1 rows in
+-- agent_seat_changes, inserts only, so that no two writers ever wait on
+-- one agent's row in opposite orders (a deadlock). A decision folds the
+-- changes into agent_seats under the routing lock, then reads the sum of
+-- both (store/seats.rs): a few rows per agent, whatever the open chats.
+CREATE TABLE agent_seats (
+    agent TEXT PRIMARY KEY,
+    seats BIGINT NOT NULL
+);
+CREATE TABLE agent_seat_changes (
+    id    BIGSERIAL PRIMARY KEY,
+    agent TEXT   NOT NULL,
+    delta BIGINT NOT NULL
+);
+INSERT INTO agent_seats (agent, seats)
+    SELECT agent, COUNT(*) FROM (
+        SELECT agent FROM open_chats
+        UNION ALL SELECT previous_agent FROM open_chats WHERE previous_agent IS NOT NULL) AS s
+     GROUP BY agent;
+
+CREATE FUNCTION open_chats_seat_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        INSERT INTO agent_seat_changes (agent, delta)
+            SELECT OLD.agent, -1
+            UNION ALL SELECT OLD.previous_agent, -1 WHERE OLD.previous_agent IS NOT NULL;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO agent_seat_changes (agent, delta)
+            SELECT NEW.agent, 1
+            UNION ALL SELECT NEW.previous_agent, 1 WHERE NEW.previous_agent IS NOT NULL;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER open_chats_seat_insert_delete AFTER INSERT OR DELETE ON open_chats
+    FOR EACH ROW EXECUTE FUNCTION open_chats_seat_changes();
+CREATE TRIGGER open_chats_seat_update AFTER UPDATE OF agent, previous_agent ON open_chats
+    FOR EACH ROW
+    WHEN (OLD.agent IS DISTINCT FROM NEW.agent OR OLD.previous_agent IS DISTINCT FROM NEW.previous_agent)
+    EXECUTE FUNCTION open_chats_seat_changes();
