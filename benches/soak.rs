@@ -13,7 +13,8 @@
 //! 500 ms against the chats sent so far; the least-squares slope over the
 //! second half says how much it still grows per 1,000 chats.
 //!
-//! Run: `cargo bench --bench soak` (`SOAK_CHATS`, 30,000 by default).
+//! Run: `cargo bench --bench soak` (`SOAK_CHATS`, 30,000 by default;
+//! `SOAK_REFRESH` for another `[load] refresh` than 2 s).
 //! Results are in docs/benchmarks.md.
 
 use std::collections::HashSet;
@@ -57,10 +58,13 @@ async fn main() {
     let sandbox = Arc::new(support::sandbox().await);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("webhook-key"), format!("{KEY}\n")).unwrap();
-    let sections = "[database]\nurl = \"sqlite://soak.db\"\n\n[load]\nrefresh = \"2s\"\n\n\
-                    [http]\nlisten = \"127.0.0.1:0\"\nwebhook_key_file = \"webhook-key\"\n";
+    let refresh = std::env::var("SOAK_REFRESH").unwrap_or_else(|_| "2s".into());
+    let sections = format!(
+        "[database]\nurl = \"sqlite://soak.db\"\n\n[load]\nrefresh = \"{refresh}\"\n\n\
+         [http]\nlisten = \"127.0.0.1:0\"\nwebhook_key_file = \"webhook-key\"\n"
+    );
     let (mut daemon, addr) =
-        support::spawn_configured(dir.path(), &sandbox, (RULES, sections), 600_000).await;
+        support::spawn_configured(dir.path(), &sandbox, (RULES, &sections), 600_000).await;
     let pid = daemon.id();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let soak = Soak::new(addr, sandbox.clone());
@@ -278,7 +282,7 @@ fn report(
         .filter_map(|k| {
             let at = chats * k / 10;
             let s = samples.iter().find(|s| s.chats >= at)?;
-            Some(format!("{}k {:.1}", at / 1000, mib(s.rss)))
+            Some(format!("{:.1}k {:.1}", at as f64 / 1000.0, mib(s.rss)))
         })
         .collect();
     println!("  RSS (MiB) by chats sent: {}", tenths.join(", "));

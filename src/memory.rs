@@ -1,11 +1,11 @@
 //! The allocator's share in a daemon that runs for months (issue 23).
 //!
 //! What the daemon holds stays flat as chats go by (no map keyed by chat
-//! outlives the chat; glibc's own count of bytes in use stays near 5 MiB
-//! over a soak of 30,000 chats), but glibc's malloc keeps what was freed:
-//! the peaks of each thread's arena (a reconciliation's pages of search
-//! results, a SQLite connection's sort) stay resident, and without a
-//! limit the arenas' retained memory rose with every minute of a soak.
+//! outlives the chat; glibc's own count of bytes in use stayed at 4.8-5.1
+//! MiB over a soak of 30,000 chats), but glibc's malloc keeps what was
+//! freed: the peaks of each thread's arena (a reconciliation's pages of
+//! search results, say) stayed resident, and the RSS of the soak rose
+//! with it, 17 to 44 MiB (docs/benchmarks.md).
 //! So at start the thresholds are fixed (large blocks are mapped and
 //! unmapped, an arena's free top goes back at once, and glibc no longer
 //! raises either after the first large block) and the arenas are capped,
