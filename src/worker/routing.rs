@@ -121,7 +121,6 @@ impl Worker {
             routing.state.open = stored.open;
             routing.state.away = away_from_ms(stored.away);
             routing.state.recent = recent;
-            routing.state.keep_recent(self.rules().highest_hourly_cap());
         }
         let (decided, picked) = pick(&mut routing);
         let seat = picked.map(|(applied, reservation)| {
