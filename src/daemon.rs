@@ -139,12 +139,14 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let runtime = app.runtime.clone();
     announce(&config, &app).await;
     let secrets = app.secrets.clone();
+    let mut give_back = tokio::time::interval(crate::memory::GIVE_BACK_EVERY);
     let stop = async {
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => reload(&config_path, &runtime, &secrets).await,
+                _ = give_back.tick() => crate::memory::give_back(),
             }
         }
     };

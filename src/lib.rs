@@ -18,6 +18,7 @@ pub mod helpcrunch;
 pub mod http;
 pub mod limiter;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod rate;

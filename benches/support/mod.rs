@@ -101,13 +101,28 @@ pub async fn spawn_run(
     (url, worker): (&str, &str),
     per_minute: u32,
 ) -> (Child, String) {
-    std::fs::write(dir.join("rules.toml"), RULES).unwrap();
+    let sections = format!(
+        "[database]\nurl = \"{url}\"\n\n[worker]\n{worker}\n\n[http]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    spawn_configured(dir, sandbox, (RULES, &sections), per_minute).await
+}
+
+/// [`spawn_run`] with rules and configuration sections of the caller's
+/// own: `sections` follow `[helpcrunch]` and `[rules]`, and must include
+/// `[database]` and an `[http]` listener.
+#[allow(dead_code)]
+pub async fn spawn_configured(
+    dir: &std::path::Path,
+    sandbox: &Sandbox,
+    (rules, sections): (&str, &str),
+    per_minute: u32,
+) -> (Child, String) {
+    std::fs::write(dir.join("rules.toml"), rules).unwrap();
     std::fs::write(dir.join("api-key"), "k").unwrap();
     let config = format!(
         "[helpcrunch]\nbase_url = \"{}\"\napi_key_file = \"api-key\"\n\n\
          [helpcrunch.rate_limit]\nrequests = {per_minute}\nper = \"1m\"\n\n\
-         [database]\nurl = \"{url}\"\n\n[rules]\npath = \"rules.toml\"\n\n\
-         [worker]\n{worker}\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+         [rules]\npath = \"rules.toml\"\n\n{sections}",
         sandbox.base_url()
     );
     std::fs::write(dir.join("assignd.toml"), config).unwrap();

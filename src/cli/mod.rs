@@ -232,6 +232,9 @@ pub fn main() -> ExitCode {
     if !matches!(cli.command, Command::Run | Command::Sandbox { .. }) {
         quiet_on_closed_pipe();
     }
+    if matches!(cli.command, Command::Run) {
+        crate::memory::tune();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -30,7 +30,9 @@ pub struct RoutingState {
     /// Pool name -> agent name -> current weight, for `weighted`.
     pub weights: HashMap<String, HashMap<String, i64>>,
     /// Agent name -> the instants of its assignments within the last hour
-    /// (at least), oldest first, for `max_per_hour`.
+    /// (at least), oldest first, for `max_per_hour`: the newest
+    /// [`Rules::highest_hourly_cap`] of them at most, all a cap can count
+    /// (so none without a cap), so that it never grows with the traffic.
     pub recent: HashMap<String, Vec<Timestamp>>,
     /// Randomness for `random`, drawn by the caller for each decision.
     pub entropy: u64,

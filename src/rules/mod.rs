@@ -249,6 +249,17 @@ impl Rules {
             || self.pools.iter().any(|p| p.max_per_hour.is_some())
     }
 
+    /// The highest `max_per_hour` of any agent or pool (0 without one):
+    /// how many of an agent's newest assignments a decision can need, so
+    /// that no more are kept ([`RoutingState::keep_recent`]).
+    ///
+    /// [`RoutingState::keep_recent`]: crate::rules::RoutingState::keep_recent
+    pub fn highest_hourly_cap(&self) -> usize {
+        let agents = self.agents.iter().filter_map(|a| a.max_per_hour);
+        let pools = self.pools.iter().filter_map(|p| p.max_per_hour);
+        agents.chain(pools).max().map_or(0, |cap| cap as usize)
+    }
+
     pub fn pool_by_name(&self, name: &str) -> Option<usize> {
         self.pools.iter().position(|p| p.name == name)
     }

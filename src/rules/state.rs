@@ -57,7 +57,7 @@ impl RoutingState {
         let agent = rules.agents[agent].name.clone();
         let pool = pool.map(|p| rules.pools[p].name.clone());
         *self.open.entry(agent.clone()).or_default() += 1;
-        self.count_assignment(&agent, now);
+        self.count_assignment(&agent, now, rules.highest_hourly_cap());
         let Some(name) = &pool else {
             return Applied {
                 agent,
@@ -109,15 +109,29 @@ impl RoutingState {
     }
 
     /// Counts an assignment of `agent` at `now` towards its hourly cap,
-    /// and forgets its assignments that left the hour, so the list stays
-    /// as short as the cap.
-    fn count_assignment(&mut self, agent: &str, now: Timestamp) {
+    /// and forgets its assignments that left the hour, and all but the
+    /// newest `keep`, so the list stays as short as the highest cap.
+    fn count_assignment(&mut self, agent: &str, now: Timestamp, keep: usize) {
         let times = self.recent.entry(agent.to_string()).or_default();
         let gone = times.partition_point(|t| *t <= hour_before(now));
         times.drain(..gone);
         // Kept in order even if a caller's clock steps back.
         let at = times.partition_point(|t| *t <= now);
         times.insert(at, now);
+        self.keep_recent(keep);
+    }
+
+    /// Keeps each agent's newest `keep` assignments of [`Self::recent`]
+    /// and forgets the rest: a cap of at most `keep` counts the same on
+    /// them (`assigned_last_hour` reaches the cap exactly when it did), and
+    /// the place that frees first under it is still known. An agent with
+    /// none left is forgotten.
+    pub fn keep_recent(&mut self, keep: usize) {
+        self.recent.retain(|_, times| {
+            let extra = times.len().saturating_sub(keep);
+            times.drain(..extra);
+            !times.is_empty()
+        });
     }
 }
 
@@ -232,9 +246,19 @@ mod tests {
         assert_eq!(state.open["ann"], 0);
     }
 
+    /// `rules()` with an hourly cap of `cap` on ann.
+    fn capped(cap: u32) -> Rules {
+        let text = format!(
+            "[agents]\nann = {{ id = 1, max_per_hour = {cap} }}\nbob = {{ id = 2 }}\n\
+             [pools.p]\nagents = [\"ann\", \"bob\"]\n\
+             [[rule]]\nname = \"all\"\nassign = \"pool:p\"\n"
+        );
+        load_sources(&[(PathBuf::from("r.toml"), text)]).unwrap()
+    }
+
     #[test]
     fn assignments_count_for_an_hour_and_undo_gives_them_back() {
-        let rules = rules();
+        let rules = capped(2);
         let mut state = RoutingState::default();
         state.apply_pick(&rules, 0, None, None, t(0));
         state.apply_pick(&rules, 0, None, None, t(1800));
@@ -254,5 +278,29 @@ mod tests {
         state.undo(third);
         assert_eq!(state.recent["ann"], vec![t(1800)]);
         assert_eq!(state.assigned_last_hour("bob", t(0)), 0);
+    }
+
+    /// Issue 23: the hourly counts keep no more than the highest cap can
+    /// count, whatever the traffic, and count the same up to it.
+    #[test]
+    fn hourly_counts_stay_as_short_as_the_highest_cap() {
+        let rules = capped(3);
+        let mut state = RoutingState::default();
+        for s in 0..10_000 {
+            state.apply_pick(&rules, s as usize % 2, None, None, t(s / 10));
+            let ann = state.assigned_last_hour("ann", t(s / 10));
+            assert_eq!(ann, (s as u32 / 2 + 1).min(3), "after {s}");
+        }
+        assert_eq!(state.recent["ann"].len(), 3);
+        assert_eq!(state.recent["bob"].len(), 3);
+        // Where the third newest leaves the hour, a place frees under the cap.
+        assert_eq!(state.hourly_frees_at("ann", t(999)), Some(t(999 + 3600)));
+        // Without a cap nothing is kept.
+        let (uncapped, mut state) = (self::rules(), RoutingState::default());
+        for s in 0..1_000 {
+            state.apply_pick(&uncapped, 0, Some(0), None, t(s));
+        }
+        assert!(state.recent.is_empty());
+        assert_eq!(state.open["ann"], 1_000);
     }
 }

@@ -183,9 +183,13 @@ impl Worker {
 
     /// Applies a reloaded rule set to the next decision. Agents HelpCrunch
     /// rejected get another chance, since the reload may have fixed their ids.
+    /// The hourly counts are read again: the memory keeps only as many
+    /// assignments as the old caps could count, and a new cap may count more.
     pub fn set_rules(&self, rules: Arc<Rules>) {
         *write(&self.rules) = rules;
-        lock(&self.routing).state.unusable.clear();
+        let mut routing = lock(&self.routing);
+        routing.state.unusable.clear();
+        routing.recent_loaded = false;
     }
 
     /// Replaces the API client (a reloaded key) and resumes work stopped by

@@ -151,7 +151,12 @@ impl Worker {
         }
         let now = Timestamp::now();
         match self.store.recent_assignments(hour_before(now)).await {
-            Ok(stored) => lock(&self.routing).merge_recent(stored, now),
+            Ok(stored) => {
+                let keep = self.rules().highest_hourly_cap();
+                let mut routing = lock(&self.routing);
+                routing.merge_recent(stored, now);
+                routing.state.keep_recent(keep);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the last hour's assignments; counting from memory")
             }
@@ -199,62 +204,22 @@ impl Worker {
         routing.state.undo(applied);
     }
 
-    /// Records in memory that `chat` is now open with `agent` (the open count
-    /// was reserved at decision time); a chat that moves from another agent
-    /// lowers that agent's count. A chat closed here while its call was on
-    /// its way stays closed: the close came after the seat was taken.
+    /// Records in memory that `chat` is now open with `agent`; see
+    /// [`Routing::opened`].
     pub(super) fn opened(&self, chat: ChatId, agent: &str) {
-        let mut routing = lock(&self.routing);
-        let reserved_at = routing.in_flight.remove(&chat).map(|(_, at)| at);
-        let closed_at = routing.closed_at.get(&chat).copied();
-        if let (Some(reserved), Some(closed)) = (reserved_at, closed_at)
-            && closed >= reserved
-        {
-            routing.recount();
-            return;
-        }
-        routing.opened_at.insert(chat, Instant::now());
-        routing.closed_at.remove(&chat);
-        routing.open_chats.insert(chat, agent.to_string());
-        // Counted once, whatever counted it before (its reserved seat, a
-        // reconciliation that saw it, another agent it moved from).
-        routing.recount();
+        lock(&self.routing).opened(chat, agent);
     }
 
     /// A webhook said which agent `chat` is open with now (`None`: nobody we
     /// route to, or closed). Already stored; this moves the in-memory
     /// counts, and a freed seat wakes the waiting chats.
     pub fn note_open(&self, chat: ChatId, agent: Option<&str>) {
-        let freed = {
-            let mut routing = lock(&self.routing);
-            let now = Instant::now();
-            let previous = match agent {
-                Some(a) => {
-                    routing.opened_at.insert(chat, now);
-                    routing.closed_at.remove(&chat);
-                    routing.open_chats.insert(chat, a.to_string())
-                }
-                None => {
-                    routing.opened_at.remove(&chat);
-                    routing.closed_at.insert(chat, now);
-                    routing.bound_memory(now);
-                    routing.open_chats.remove(&chat)
-                }
-            };
-            if previous.as_deref() == agent {
-                return;
-            }
-            if let Some(prev) = &previous
-                && let Some(n) = routing.state.open.get_mut(prev)
-            {
-                *n = n.saturating_sub(1);
-            }
-            if let Some(a) = agent {
-                *routing.state.open.entry(a.to_string()).or_default() += 1;
-            }
-            previous.is_some()
-        };
-        if freed {
+        if agent.is_none() {
+            // Its row, if it waits, reads the chat again: no read is kept
+            // for a chat that closed (issue 23).
+            lock(&self.waiting_reads).forget(chat);
+        }
+        if lock(&self.routing).note_open(chat, agent, Instant::now()) {
             self.wake();
         }
     }
@@ -412,6 +377,57 @@ impl Routing {
         self.recent_loaded = true;
     }
 
+    /// Records that `chat` is now open with `agent` (the open count was
+    /// reserved at decision time); a chat that moves from another agent
+    /// lowers that agent's count. A chat closed here while its call was on
+    /// its way stays closed: the close came after the seat was taken.
+    pub(super) fn opened(&mut self, chat: ChatId, agent: &str) {
+        let reserved_at = self.in_flight.remove(&chat).map(|(_, at)| at);
+        let closed_at = self.closed_at.get(&chat).copied();
+        if let (Some(reserved), Some(closed)) = (reserved_at, closed_at)
+            && closed >= reserved
+        {
+            self.recount();
+            return;
+        }
+        self.opened_at.insert(chat, Instant::now());
+        self.closed_at.remove(&chat);
+        self.open_chats.insert(chat, agent.to_string());
+        // Counted once, whatever counted it before (its reserved seat, a
+        // reconciliation that saw it, another agent it moved from).
+        self.recount();
+    }
+
+    /// Notes that `chat` is open with `agent` since `now`, or closed
+    /// (`None`), and moves the counts; whether a seat was freed.
+    pub(super) fn note_open(&mut self, chat: ChatId, agent: Option<&str>, now: Instant) -> bool {
+        let previous = match agent {
+            Some(a) => {
+                self.opened_at.insert(chat, now);
+                self.closed_at.remove(&chat);
+                self.open_chats.insert(chat, a.to_string())
+            }
+            None => {
+                self.opened_at.remove(&chat);
+                self.closed_at.insert(chat, now);
+                self.bound_memory(now);
+                self.open_chats.remove(&chat)
+            }
+        };
+        if previous.as_deref() == agent {
+            return false;
+        }
+        if let Some(prev) = &previous
+            && let Some(n) = self.state.open.get_mut(prev)
+        {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(a) = agent {
+            *self.state.open.entry(a.to_string()).or_default() += 1;
+        }
+        previous.is_some()
+    }
+
     /// Notes the seat a decision just took (with `RoutingState::apply`)
     /// for `chat`, until its assignment settles or is undone; returns when,
     /// which tells this seat from a later one for the chat.
@@ -509,67 +525,4 @@ impl Routing {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ids(list: &[i64]) -> HashSet<ChatId> {
-        list.iter().map(|&c| ChatId(c)).collect()
-    }
-
-    /// Issue 14: a search that predates a reservation, an assignment or a
-    /// close does not undo them; what it reports from before is taken.
-    #[test]
-    fn reconcile_merges_what_the_search_cannot_know() {
-        let loaded = [(ChatId(1), "amy".to_string()), (ChatId(4), "amy".into())];
-        let mut r = Routing::new(RoutingState::default(), loaded.into_iter().collect());
-        r.state.open.insert("amy".into(), 2);
-        // In flight before the search started.
-        r.reserved(ChatId(2), "amy");
-        *r.state.open.get_mut("amy").unwrap() += 1;
-        let since = Instant::now();
-        // After it started: chat 3 opened (its seat reserved, then
-        // settled), chat 4 closed.
-        r.reserved(ChatId(3), "amy");
-        r.in_flight.remove(&ChatId(3));
-        r.open_chats.insert(ChatId(3), "amy".into());
-        r.opened_at.insert(ChatId(3), Instant::now());
-        r.open_chats.remove(&ChatId(4));
-        r.closed_at.insert(ChatId(4), Instant::now());
-        // The search saw 1, 4 and 5 (taken outside us) open with amy.
-        r.reconcile("amy", &ids(&[1, 4, 5]), since, None);
-        let mut open: Vec<i64> = r.open_chats.keys().map(|c| c.0).collect();
-        open.sort();
-        assert_eq!(open, vec![1, 3, 5]);
-        assert_eq!(r.state.open["amy"], 4, "1, 3, 5 and the seat in flight");
-        // A later search that finds nothing: only the seat in flight stays,
-        // until it is stale.
-        let later = Instant::now();
-        r.reconcile("amy", &ids(&[]), later, None);
-        assert_eq!(r.state.open["amy"], 1);
-        r.reconcile("amy", &ids(&[]), Instant::now(), Some(Instant::now()));
-        assert_eq!(r.state.open["amy"], 0);
-    }
-
-    /// The hourly counts loaded from the outcomes never drop below what
-    /// was applied here, and calls still in flight count on top.
-    #[test]
-    fn loaded_hourly_counts_merge_with_the_ones_applied_here() {
-        let t = |m: i64| Timestamp::from_second(1_800_000_000 + m * 60).unwrap();
-        let mut r = Routing::new(RoutingState::default(), HashMap::new());
-        r.state.recent.insert("amy".into(), vec![t(10), t(50)]);
-        r.state.recent.insert("bob".into(), vec![t(1), t(2), t(3)]);
-        let stored: Recent = [
-            ("amy".to_string(), vec![t(5), t(20), t(30)]),
-            ("bob".to_string(), vec![t(2)]),
-            ("cy".to_string(), vec![t(40)]),
-        ]
-        .into_iter()
-        .collect();
-        r.merge_recent(stored, t(55));
-        assert!(r.recent_loaded);
-        // amy: three stored, and t(50), in flight, after the newest.
-        assert_eq!(r.state.recent["amy"], vec![t(5), t(20), t(30), t(50)]);
-        assert_eq!(r.state.recent["bob"], vec![t(1), t(2), t(3)], "kept");
-        assert_eq!(r.state.recent["cy"], vec![t(40)]);
-    }
-}
+mod tests;

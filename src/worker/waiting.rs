@@ -46,7 +46,7 @@ impl WaitingReads {
         self.0.insert(chat, (read, Instant::now()));
     }
 
-    fn forget(&mut self, chat: ChatId) {
+    pub(super) fn forget(&mut self, chat: ChatId) {
         self.0.remove(&chat);
     }
 }
