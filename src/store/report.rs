@@ -8,7 +8,7 @@ use super::{ChatId, Route, Store, StoreError, vals};
 /// `skipped`) between $1 and $2 (Unix ms, half open), oldest first, with
 /// the enqueue time of their queue row (none for a reassignment hop). A
 /// producer's `enqueued_at` of the wrong type reads as none.
-const OUTCOMES: Stmt = Stmt::each(
+pub(super) const OUTCOMES: Stmt = Stmt::each(
     "SELECT o.id, o.chat_id, o.queue_id, o.at, o.rule, o.pool, o.agent, o.result, o.reason, o.route,
             CASE WHEN typeof(q.enqueued_at) = 'integer' THEN q.enqueued_at END AS enqueued_at
        FROM outcomes o LEFT JOIN queue q ON q.id = o.queue_id
@@ -23,7 +23,7 @@ const OUTCOMES: Stmt = Stmt::each(
 
 /// Rows that became `dead` between $1 and $2, newest first, with their
 /// reasons; any value a producer wrote reads as text, never a panic.
-const DEAD: Stmt = Stmt::each(
+pub(super) const DEAD: Stmt = Stmt::each(
     "SELECT id,
             CASE typeof(chat_id) WHEN 'integer' THEN CAST(chat_id AS TEXT) ELSE quote(chat_id) END AS chat_id,
             CASE typeof(last_error) WHEN 'text' THEN last_error WHEN 'null' THEN NULL
@@ -70,13 +70,17 @@ pub struct DeadLetterRow {
 }
 
 impl Store {
-    /// The `assigned` and `skipped` outcomes of `[since_ms, until_ms)`.
+    /// The `assigned` and `skipped` outcomes of `[since_ms, until_ms)`,
+    /// oldest first, each handed to `each` as it is read (one range of the
+    /// outcomes' time index; a month of them is never held at once).
     pub async fn report_outcomes(
         &self,
         since_ms: i64,
         until_ms: i64,
-    ) -> Result<Vec<ReportOutcome>, StoreError> {
-        Ok(self.db.all(OUTCOMES, vals![since_ms, until_ms]).await?)
+        each: impl FnMut(ReportOutcome),
+    ) -> Result<(), StoreError> {
+        let values = vals![since_ms, until_ms];
+        Ok(self.db.each(OUTCOMES, values, each).await?)
     }
 
     /// At most `limit` rows dead-lettered in `[since_ms, until_ms)`, newest first.
