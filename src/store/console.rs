@@ -94,7 +94,9 @@ pub(super) const ACTIVE_AFTER: Stmt = Stmt::each(
 pub(super) const DEAD: Stmt = Stmt::each(
     concat!(
         sqlite_listed!("updated_at"),
-        "WHERE state = 'dead' AND queue.id < $1 ORDER BY queue.id DESC LIMIT $2"
+        // Else SQLite takes `id < $1` from the table's own key and reads
+        // rows of every state back to the newest dead ones.
+        "INDEXED BY queue_dead WHERE state = 'dead' AND queue.id < $1 ORDER BY queue.id DESC LIMIT $2"
     ),
     concat!(
         postgres_listed!("updated_at"),

@@ -207,33 +207,6 @@ impl Db {
         }
     }
 
-    /// Hands every row a read finds to `each` as it arrives, never holding
-    /// more than the driver's buffer of them: for reads of a whole history.
-    pub(super) async fn each<T: FromDb>(
-        &self,
-        stmt: impl Into<Stmt>,
-        vals: Vals,
-        mut each: impl FnMut(T),
-    ) -> Result<(), sqlx::Error> {
-        use futures_util::TryStreamExt;
-        let stmt = stmt.into();
-        match self {
-            Db::Sqlite { reader, .. } => {
-                let mut rows = sqlx::query_as_with(stmt.sqlite, sqlite_args(vals)?).fetch(reader);
-                while let Some(row) = rows.try_next().await? {
-                    each(row);
-                }
-            }
-            Db::Postgres(pool) => {
-                let mut rows = sqlx::query_as_with(stmt.postgres, pg_args(vals)?).fetch(pool);
-                while let Some(row) = rows.try_next().await? {
-                    each(row);
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The plan an `EXPLAIN` (SQLite: `EXPLAIN QUERY PLAN`) statement
     /// gives, one line per node.
     pub(super) async fn plan(

@@ -24,7 +24,9 @@ impl Store {
             (
                 "report outcomes",
                 super::report::OUTCOMES,
-                vals![now - 30 * 86_400_000, now],
+                // A page much smaller than the window, as a page of 5,000
+                // is to a month of outcomes.
+                vals![now - 30 * 86_400_000, i64::MIN, now, 100_i64],
             ),
             (
                 "report dead letters",
