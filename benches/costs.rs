@@ -54,9 +54,9 @@ async fn main() {
         let file = dir.path().join("bench.db");
         ("SQLite", format!("sqlite://{}", file.display()))
     };
-    let http = format!("console_token_file = \"console-token\"\n");
+    let http = "console_token_file = \"console-token\"\n";
     std::fs::write(dir.path().join("console-token"), TOKEN).unwrap();
-    support::write_config(dir.path(), &sandbox, (&url, "concurrency = 4"), 6000, &http);
+    support::write_config(dir.path(), &sandbox, (&url, "concurrency = 4"), 6000, http);
     assignd(dir.path(), &["migrate"]);
     let producer = Producer::open(&url).await;
     let filled = Instant::now();
