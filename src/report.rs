@@ -3,19 +3,21 @@
 //! `docs/report.md`; [`html`] draws them as one self-contained page.
 
 pub mod html;
+mod tally;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+pub use tally::Tally;
+
+use std::collections::{BTreeMap, HashSet};
 
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::domain::Route;
 use crate::rules::Rules;
 use crate::rules::matcher::Condition;
 use crate::simulate::PoolFairness;
-use crate::store::report::{DeadLetterRow, ReportOutcome};
+use crate::store::report::DeadLetterRow;
 
 /// Everything `report` shows; `--json` prints it as it is.
 #[derive(Debug, Clone, Serialize)]
@@ -107,16 +109,6 @@ pub struct DeadLetter {
     pub at: Option<String>,
 }
 
-/// What a report is computed from.
-pub struct Input<'a> {
-    pub rules: &'a Rules,
-    pub since: Timestamp,
-    pub until: Timestamp,
-    /// As the store reads them: oldest first.
-    pub outcomes: &'a [ReportOutcome],
-    pub dead: &'a [DeadLetterRow],
-}
-
 /// The rules whose match holds only outside a schedule's hours: an
 /// `outside = "…"` among the conditions that must all hold.
 pub fn after_hours_rules(rules: &Rules) -> HashSet<&str> {
@@ -162,212 +154,6 @@ pub fn local_date(ms: i64, tz: &TimeZone) -> Option<Date> {
     Timestamp::from_millisecond(ms)
         .ok()
         .map(|t| t.to_zoned(tz.clone()).date())
-}
-
-/// One assignment, classified.
-struct Assignment<'a> {
-    o: &'a ReportOutcome,
-    agent: &'a str,
-    hop: bool,
-    escalated: bool,
-    after_hours: bool,
-    /// Time in queue, for the first assignment of a queue row.
-    wait: Option<i64>,
-}
-
-/// The assignments among `outcomes`, each row's wait counted once.
-fn assignments<'a>(outcomes: &'a [ReportOutcome], after: &HashSet<&str>) -> Vec<Assignment<'a>> {
-    let mut rows_seen = HashSet::new();
-    outcomes
-        .iter()
-        .filter(|o| o.result == "assigned")
-        .filter_map(|o| {
-            let agent = o.agent.as_deref()?;
-            let wait = match (o.queue_id, o.enqueued_at_ms) {
-                (Some(q), Some(e)) if rows_seen.insert(q) => Some((o.at_ms - e).max(0)),
-                _ => None,
-            };
-            Some(Assignment {
-                o,
-                agent,
-                hop: o.route == Some(Route::Reassigned),
-                escalated: o.route == Some(Route::Escalated),
-                after_hours: o.rule.as_deref().is_some_and(|r| after.contains(r)),
-                wait,
-            })
-        })
-        .collect()
-}
-
-/// Computes the report.
-pub fn build(input: &Input<'_>) -> Report {
-    let rules = input.rules;
-    let after = after_hours_rules(rules);
-    let list = assignments(input.outcomes, &after);
-    let handbacks: Vec<&str> = input
-        .outcomes
-        .iter()
-        .filter(|o| o.result == "skipped" && o.route == Some(Route::HandedBack))
-        .map(|o| o.agent.as_deref().unwrap_or("-"))
-        .collect();
-    let count = |f: fn(&Assignment) -> bool| list.iter().filter(|a| f(a)).count() as u32;
-    let assigned = list.len() as u32;
-    let after_hours = count(|a| a.after_hours);
-    let totals = Totals {
-        assignments: assigned,
-        reassignments: count(|a| a.hop),
-        escalations: count(|a| a.escalated),
-        handbacks: handbacks.len() as u32,
-        after_hours,
-        after_hours_share: if assigned == 0 {
-            0.0
-        } else {
-            f64::from(after_hours) / f64::from(assigned)
-        },
-    };
-    Report {
-        since: input.since.to_string(),
-        until: input.until.to_string(),
-        timezone: rules.timezone.iana_name().unwrap_or("UTC").to_string(),
-        totals,
-        queue_wait: wait_of(list.iter().filter_map(|a| a.wait).collect()),
-        agents: agents(rules, &list, &handbacks),
-        pools: pools(rules, &list),
-        days: days(input, &list),
-        dead_letters: input.dead.iter().map(dead_letter).collect(),
-    }
-}
-
-/// Every agent of the rules (and any other an outcome names), by name.
-fn agents(rules: &Rules, list: &[Assignment<'_>], handbacks: &[&str]) -> Vec<AgentFigures> {
-    let names: BTreeSet<&str> = rules
-        .agents
-        .iter()
-        .map(|a| a.name.as_str())
-        .chain(list.iter().map(|a| a.agent))
-        .chain(handbacks.iter().copied().filter(|a| *a != "-"))
-        .collect();
-    names
-        .into_iter()
-        .map(|name| {
-            let mine: Vec<&Assignment> = list.iter().filter(|a| a.agent == name).collect();
-            let count = |f: fn(&Assignment) -> bool| mine.iter().filter(|a| f(a)).count() as u32;
-            AgentFigures {
-                agent: name.to_string(),
-                assignments: mine.len() as u32,
-                reassignments: count(|a| a.hop),
-                escalations: count(|a| a.escalated),
-                handbacks: handbacks.iter().filter(|a| **a == name).count() as u32,
-                after_hours: count(|a| a.after_hours),
-                queue_wait: wait_of(mine.iter().filter_map(|a| a.wait).collect()),
-            }
-        })
-        .collect()
-}
-
-/// Every pool of the rules, then any other an outcome names.
-fn pools(rules: &Rules, list: &[Assignment<'_>]) -> Vec<PoolFigures> {
-    let mut out: Vec<PoolFigures> = rules
-        .pools
-        .iter()
-        .map(|p| {
-            let members: Vec<&str> = p
-                .members
-                .iter()
-                .map(|&a| rules.agents[a].name.as_str())
-                .collect();
-            pool_figures(rules, &p.name, &members, list)
-        })
-        .collect();
-    let others: BTreeSet<&str> = list
-        .iter()
-        .filter_map(|a| a.o.pool.as_deref())
-        .filter(|p| rules.pool_by_name(p).is_none())
-        .collect();
-    for pool in others {
-        let members: BTreeSet<&str> = list
-            .iter()
-            .filter(|a| a.o.pool.as_deref() == Some(pool))
-            .map(|a| a.agent)
-            .collect();
-        let members: Vec<&str> = members.into_iter().collect();
-        out.push(pool_figures(rules, pool, &members, list));
-    }
-    out
-}
-
-fn pool_figures(
-    rules: &Rules,
-    pool: &str,
-    members: &[&str],
-    list: &[Assignment<'_>],
-) -> PoolFigures {
-    let mine: Vec<&Assignment> = list
-        .iter()
-        .filter(|a| a.o.pool.as_deref() == Some(pool))
-        .collect();
-    let by_member: BTreeMap<String, u32> = members
-        .iter()
-        .map(|m| {
-            let n = mine.iter().filter(|a| a.agent == *m).count() as u32;
-            (m.to_string(), n)
-        })
-        .collect();
-    let counts: Vec<u32> = members.iter().map(|m| by_member[*m]).collect();
-    let escalations = list
-        .iter()
-        .filter(|a| a.escalated && rule_pool(rules, a.o.rule.as_deref()) == Some(pool))
-        .count() as u32;
-    PoolFigures {
-        fairness: fairness(pool, &counts),
-        assignments: mine.len() as u32,
-        members: by_member,
-        escalations,
-        queue_wait: wait_of(mine.iter().filter_map(|a| a.wait).collect()),
-    }
-}
-
-/// The pool a rule (by name) assigns to, in the rules as loaded now.
-fn rule_pool<'r>(rules: &'r Rules, rule: Option<&str>) -> Option<&'r str> {
-    let rule = rules.rules.iter().find(|r| Some(r.name.as_str()) == rule)?;
-    match rule.target {
-        crate::rules::Target::Pool(p) => Some(rules.pools[p].name.as_str()),
-        _ => None,
-    }
-}
-
-/// Every local day from `since` to `until`, with its assignments and waits.
-fn days(input: &Input<'_>, list: &[Assignment<'_>]) -> Vec<DayFigures> {
-    let tz = &input.rules.timezone;
-    let (Some(first), Some(last)) = (
-        local_date(input.since.as_millisecond(), tz),
-        local_date(input.until.as_millisecond() - 1, tz),
-    ) else {
-        return Vec::new();
-    };
-    let mut by_day: BTreeMap<Date, Vec<&Assignment>> = BTreeMap::new();
-    for a in list {
-        if let Some(d) = local_date(a.o.at_ms, tz) {
-            by_day.entry(d).or_default().push(a);
-        }
-    }
-    let mut out = Vec::new();
-    let mut day = first;
-    while day <= last {
-        let mine = by_day.remove(&day).unwrap_or_default();
-        let mut per_agent = BTreeMap::new();
-        for a in &mine {
-            *per_agent.entry(a.agent.to_string()).or_insert(0) += 1;
-        }
-        out.push(DayFigures {
-            date: day.to_string(),
-            assignments: per_agent,
-            queue_wait: wait_of(mine.iter().filter_map(|a| a.wait).collect()),
-        });
-        let Ok(next) = day.tomorrow() else { break };
-        day = next;
-    }
-    out
 }
 
 fn dead_letter(row: &DeadLetterRow) -> DeadLetter {

@@ -334,9 +334,50 @@ async fn check_step(
         "forged" => forged(app).await,
         "retried" => retried(app, dead_row).await,
         "chat" => chat_page(app, data).await,
+        "backlog" => {
+            reply = backlog(app).await;
+            vec![]
+        }
         other => vec![format!("unknown step {other}")],
     };
     (reply, failures)
+}
+
+/// Scenario 9: a backlog of a few hundred waiting rows (three
+/// priorities, many of the same enqueue time) and dead rows, over several
+/// pages; every active row's id in page order (priority, then oldest, then
+/// id) and every dead row's (the newest first).
+async fn backlog(app: &TestApp) -> serde_json::Value {
+    app.execute(
+        "INSERT INTO queue (chat_id, priority, last_error, next_attempt_at, enqueued_at)
+         WITH RECURSIVE c(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM c WHERE g < 260)
+         SELECT 10000 + g, g % 3 - 1, 'HelpCrunch answered 429',
+                CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + 3600000,
+                1700000000000 + g % 40 * 1000 FROM c",
+    )
+    .await;
+    app.execute(
+        "INSERT INTO queue (chat_id, state, last_error)
+         WITH RECURSIVE c(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM c WHERE g < 230)
+         SELECT 20000 + g, 'dead', 'HelpCrunch answered 404' FROM c",
+    )
+    .await;
+    let pool = app.producer().await;
+    let mut active: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT id, priority, enqueued_at FROM queue WHERE state IN ('pending', 'leased')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    active.sort_by_key(|&(id, priority, at)| (-priority, at, id));
+    let mut dead: Vec<i64> = sqlx::query_scalar("SELECT id FROM queue WHERE state = 'dead'")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    dead.sort_by_key(|&id| -id);
+    let waiting: Vec<i64> = active.iter().map(|r| r.0).collect();
+    json!({ "waiting": waiting, "dead": dead })
 }
 
 /// Scenario 1: the sign-in is in the audit, by its name.

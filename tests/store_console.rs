@@ -91,7 +91,7 @@ async fn the_console_sees_the_queue_dead_letters_and_a_chats_decisions(f: Fixtur
         ..NewQueueItem::default()
     };
     f.store.enqueue(&[item(8), urgent, item(10)]).await.unwrap();
-    let active = f.store.active_rows(10).await.unwrap();
+    let active = f.store.active_rows(None, 10).await.unwrap();
     let chats: Vec<&str> = active.iter().map(|r| r.chat_id.as_str()).collect();
     assert_eq!(
         chats,
@@ -114,14 +114,14 @@ async fn the_console_sees_the_queue_dead_letters_and_a_chats_decisions(f: Fixtur
     s.outcomes = vec![o];
     assert!(f.store.settle(&s).await.unwrap());
 
-    let dead = f.store.dead_rows(10).await.unwrap();
+    let dead = f.store.dead_rows(None, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].chat_id, "9");
     assert_eq!(
         dead[0].last_error.as_deref(),
         Some("chat 9 does not exist (404)")
     );
-    assert_eq!(f.store.active_rows(10).await.unwrap().len(), 2);
+    assert_eq!(f.store.active_rows(None, 10).await.unwrap().len(), 2);
 
     let decisions = f.store.chat_outcomes(ChatId(9), 10).await.unwrap();
     assert_eq!(decisions.len(), 1);

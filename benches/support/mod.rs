@@ -101,10 +101,24 @@ pub async fn spawn_run(
     (url, worker): (&str, &str),
     per_minute: u32,
 ) -> (Child, String) {
+    write_config(dir, sandbox, (url, worker), per_minute, "");
+    start_run(dir).await
+}
+
+/// Writes `assignd.toml` (and its rules and key files) into `dir`, as
+/// [`spawn_run`] describes; `http` is more lines of the `[http]` section.
+#[allow(dead_code)]
+pub fn write_config(
+    dir: &std::path::Path,
+    sandbox: &Sandbox,
+    (url, worker): (&str, &str),
+    per_minute: u32,
+    http: &str,
+) {
     let sections = format!(
-        "[database]\nurl = \"{url}\"\n\n[worker]\n{worker}\n\n[http]\nlisten = \"127.0.0.1:0\"\n"
+        "[database]\nurl = \"{url}\"\n\n[worker]\n{worker}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{http}"
     );
-    spawn_configured(dir, sandbox, (RULES, &sections), per_minute).await
+    write_configured(dir, sandbox, (RULES, &sections), per_minute);
 }
 
 /// [`spawn_run`] with rules and configuration sections of the caller's
@@ -117,6 +131,18 @@ pub async fn spawn_configured(
     (rules, sections): (&str, &str),
     per_minute: u32,
 ) -> (Child, String) {
+    write_configured(dir, sandbox, (rules, sections), per_minute);
+    start_run(dir).await
+}
+
+/// Writes the rules, the key and `assignd.toml` with `sections`.
+#[allow(dead_code)]
+fn write_configured(
+    dir: &std::path::Path,
+    sandbox: &Sandbox,
+    (rules, sections): (&str, &str),
+    per_minute: u32,
+) {
     std::fs::write(dir.join("rules.toml"), rules).unwrap();
     std::fs::write(dir.join("api-key"), "k").unwrap();
     let config = format!(
@@ -126,6 +152,12 @@ pub async fn spawn_configured(
         sandbox.base_url()
     );
     std::fs::write(dir.join("assignd.toml"), config).unwrap();
+}
+
+/// `assignd run` on the `assignd.toml` [`write_config`] wrote in `dir`:
+/// the process and its listener's address, once new rows wake it.
+#[allow(dead_code)]
+pub async fn start_run(dir: &std::path::Path) -> (Child, String) {
     let log = dir.join("daemon.log");
     let daemon = Command::new(env!("CARGO_BIN_EXE_assignd"))
         .args(["--config", "assignd.toml", "run"])
@@ -188,6 +220,16 @@ impl Producer {
         }
     }
 
+    /// The first row of a query of three numbers.
+    #[allow(dead_code)]
+    pub async fn row3(&self, sql: &str) -> (i64, i64, i64) {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Producer::Sqlite(pool) => sqlx::query_as(sql).fetch_one(pool).await.unwrap(),
+            Producer::Postgres(pool) => sqlx::query_as(sql).fetch_one(pool).await.unwrap(),
+        }
+    }
+
     #[allow(dead_code)]
     pub async fn insert(&self, chat: i64) {
         let sql = "INSERT INTO queue (chat_id) VALUES ($1)";
@@ -199,5 +241,33 @@ impl Producer {
                 sqlx::query(sql).bind(chat).execute(pool).await.unwrap();
             }
         }
+    }
+}
+
+/// Rows `first` to `first + count - 1` as `c(g)`, a BIGINT on both
+/// backends, for an `INSERT ... SELECT` to build rows from.
+#[allow(dead_code)]
+pub fn series(first: i64, count: i64) -> String {
+    format!(
+        "WITH RECURSIVE c(g) AS (SELECT CAST({first} AS BIGINT) UNION ALL
+                                SELECT g + 1 FROM c WHERE g < {last})",
+        last = first + count - 1
+    )
+}
+
+/// Runs `insert(first, count)` for rows `from..to` in statements of
+/// 5,000 rows: on PostgreSQL the queue's dedupe trigger takes an advisory
+/// lock per row, and one statement of 100,000 would outgrow
+/// `max_locks_per_transaction`.
+#[allow(dead_code)]
+pub async fn insert_in_batches(
+    producer: &Producer,
+    (from, to): (i64, i64),
+    insert: impl Fn(i64, i64) -> String,
+) {
+    for first in (from..to).step_by(5000) {
+        producer
+            .execute(&insert(first, (to - first).min(5000)))
+            .await;
     }
 }

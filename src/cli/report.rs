@@ -41,14 +41,7 @@ pub(super) async fn run(config_path: &Path, args: Args) -> Result<(), Failure> {
         .ok()
         .and_then(|d| until.checked_sub(d).ok())
         .ok_or_else(|| Failure::Invalid(anyhow::anyhow!("`--since` reaches too far back")))?;
-    let (outcomes, dead) = read(&config, since, until).await?;
-    let report = report::build(&report::Input {
-        rules: &rules,
-        since,
-        until,
-        outcomes: &outcomes,
-        dead: &dead,
-    });
+    let report = read(&config, report::Tally::new(&rules, since, until)).await?;
     if let Some(path) = &args.html {
         std::fs::write(path, report::html::render(&report))
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -64,21 +57,16 @@ pub(super) async fn run(config_path: &Path, args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-type Rows = (
-    Vec<crate::store::report::ReportOutcome>,
-    Vec<crate::store::report::DeadLetterRow>,
-);
-
-/// The window's outcomes and dead letters.
-async fn read(config: &Config, since: Timestamp, until: Timestamp) -> Result<Rows, Failure> {
+/// The window's outcomes, counted as they are read, and its dead letters.
+async fn read(config: &Config, mut tally: report::Tally<'_>) -> Result<Report, Failure> {
     let store = open_existing_store(config).await?;
-    let (from, to) = (since.as_millisecond(), until.as_millisecond());
-    let outcomes = store.report_outcomes(from, to).await;
+    let (from, to) = tally.window_ms();
+    let outcomes = store.report_outcomes(from, to, |o| tally.add(&o)).await;
     let dead = store.report_dead_letters(from, to, DEAD_LETTERS).await;
     store.close().await;
-    let outcomes = outcomes.context("cannot read the outcomes")?;
+    outcomes.context("cannot read the outcomes")?;
     let dead = dead.context("cannot read the dead letters")?;
-    Ok((outcomes, dead))
+    Ok(tally.finish(&dead))
 }
 
 /// Text from the database with its control characters (a terminal's escape

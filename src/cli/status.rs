@@ -176,7 +176,9 @@ async fn waiting(store: &Store) -> anyhow::Result<Vec<Waiting>> {
 }
 
 async fn dead_letters(store: &Store) -> anyhow::Result<Vec<DeadLetter>> {
-    let rows = store.list_queue(Some("dead"), 10).await.context(QUEUE)?;
+    // The newest dead rows from their own index (`queue_dead`), however
+    // many rows of other states came after them.
+    let rows = store.dead_rows(None, 10).await.context(QUEUE)?;
     Ok(rows
         .into_iter()
         .map(|r| DeadLetter {

@@ -37,28 +37,70 @@ macro_rules! postgres_listed {
     };
 }
 
-/// Active rows (pending, leased), the most urgent first as the claim sees
-/// them: priority, then oldest.
-const ACTIVE: Stmt = Stmt::each(
+/// The order of active rows on a page, `queue_active_order`'s: the
+/// table's columns, not the listed ones of the same names (which SQLite's
+/// ORDER BY would take, and no index serves).
+macro_rules! active_order {
+    () => {
+        "ORDER BY queue.priority DESC, queue.enqueued_at, queue.id LIMIT $4"
+    };
+}
+
+/// Active rows (pending, leased), the most urgent first: priority, then
+/// oldest. The first page: the head of `queue_active_order`.
+pub(super) const ACTIVE: Stmt = Stmt::each(
     concat!(
         sqlite_listed!("enqueued_at"),
-        "WHERE state IN ('pending', 'leased') ORDER BY priority DESC, enqueued_at, id LIMIT $1"
+        "WHERE state IN ('pending', 'leased') ",
+        "ORDER BY queue.priority DESC, queue.enqueued_at, queue.id LIMIT $1"
     ),
     concat!(
         postgres_listed!("enqueued_at"),
-        "WHERE state IN ('pending', 'leased') ORDER BY priority DESC, enqueued_at, id LIMIT $1"
+        "WHERE state IN ('pending', 'leased') ",
+        "ORDER BY queue.priority DESC, queue.enqueued_at, queue.id LIMIT $1"
     ),
 );
 
-/// Dead rows, the newest first; their time is when they died.
-const DEAD: Stmt = Stmt::each(
+/// The page after the row ($1 priority, $2 enqueued at, $3 id): the rest
+/// of its priority, then the lower priorities; each part one range of
+/// `queue_active_order` read for at most $4 rows, whatever the backlog.
+pub(super) const ACTIVE_AFTER: Stmt = Stmt::each(
+    concat!(
+        "SELECT * FROM (",
+        sqlite_listed!("enqueued_at"),
+        "WHERE state IN ('pending', 'leased') AND queue.priority = $1 AND (queue.enqueued_at, queue.id) > ($2, $3) ",
+        active_order!(),
+        ") AS same UNION ALL SELECT * FROM (",
+        sqlite_listed!("enqueued_at"),
+        "WHERE state IN ('pending', 'leased') AND queue.priority < $1 ",
+        active_order!(),
+        ") AS below ORDER BY priority DESC, enqueued_at, id LIMIT $4"
+    ),
+    concat!(
+        "SELECT * FROM (",
+        postgres_listed!("enqueued_at"),
+        "WHERE state IN ('pending', 'leased') AND queue.priority = $1 AND (queue.enqueued_at, queue.id) > ($2, $3) ",
+        active_order!(),
+        ") AS same UNION ALL SELECT * FROM (",
+        postgres_listed!("enqueued_at"),
+        "WHERE state IN ('pending', 'leased') AND queue.priority < $1 ",
+        active_order!(),
+        ") AS below ORDER BY priority DESC, enqueued_at, id LIMIT $4"
+    ),
+);
+
+/// Dead rows before row $1, the newest first (`queue_dead`); their time
+/// is when they died.
+pub(super) const DEAD: Stmt = Stmt::each(
     concat!(
         sqlite_listed!("updated_at"),
-        "WHERE state = 'dead' ORDER BY id DESC LIMIT $1"
+        // Else SQLite takes `id < $1` from the table's own key and reads
+        // rows of every state back to the newest dead ones.
+        "INDEXED BY queue_dead WHERE state = 'dead' AND queue.id < $1 ORDER BY queue.id DESC LIMIT $2"
     ),
     concat!(
         postgres_listed!("updated_at"),
-        "WHERE state = 'dead' ORDER BY id DESC LIMIT $1"
+        "WHERE state = 'dead' AND queue.id < $1 ORDER BY queue.id DESC LIMIT $2"
     ),
 );
 
@@ -100,15 +142,51 @@ pub struct ChatInput {
     pub active: i64,
 }
 
+/// Where a page of active rows starts: after this row, in page order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCursor {
+    pub priority: i64,
+    pub enqueued_at_ms: i64,
+    pub id: i64,
+}
+
+impl QueueCursor {
+    /// The cursor after `row`.
+    pub fn after(row: &ConsoleRow) -> Self {
+        Self {
+            priority: row.priority,
+            enqueued_at_ms: row.enqueued_at_ms,
+            id: row.id,
+        }
+    }
+}
+
 impl Store {
-    /// Pending and leased rows, in claim order, at most `limit`.
-    pub async fn active_rows(&self, limit: u32) -> Result<Vec<ConsoleRow>, StoreError> {
-        Ok(self.db.all(ACTIVE, vals![limit]).await?)
+    /// Pending and leased rows in page order (priority, then oldest), at
+    /// most `limit`, from the first or from after `after`.
+    pub async fn active_rows(
+        &self,
+        after: Option<QueueCursor>,
+        limit: u32,
+    ) -> Result<Vec<ConsoleRow>, StoreError> {
+        Ok(match after {
+            None => self.db.all(ACTIVE, vals![limit]).await?,
+            Some(c) => {
+                let values = vals![c.priority, c.enqueued_at_ms, c.id, limit];
+                self.db.all(ACTIVE_AFTER, values).await?
+            }
+        })
     }
 
-    /// Dead rows, the newest first, at most `limit`.
-    pub async fn dead_rows(&self, limit: u32) -> Result<Vec<ConsoleRow>, StoreError> {
-        Ok(self.db.all(DEAD, vals![limit]).await?)
+    /// Dead rows, the newest first, at most `limit`, from the newest or
+    /// from before row `before`.
+    pub async fn dead_rows(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ConsoleRow>, StoreError> {
+        let before = before.unwrap_or(i64::MAX);
+        Ok(self.db.all(DEAD, vals![before, limit]).await?)
     }
 
     /// The stored snapshot and attributes of a chat's newest queue row.

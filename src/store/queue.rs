@@ -83,10 +83,21 @@ const LIST: Stmt = Stmt::each(
        FROM queue WHERE $1::TEXT IS NULL OR state = $1 ORDER BY id DESC LIMIT $2",
 );
 
-/// Rows waiting for a retry or a candidate, with their reasons.
-const WAITING: Stmt = Stmt::each(
+/// Rows per state. Each count reads its state's partial index alone
+/// (`queue_due`, `queue_leases`, `queue_finished`, `queue_dead`), never the
+/// table: a GROUP BY over the table reads every row ever kept.
+pub(super) const DEPTH: &str = "SELECT 'dead', COUNT(*) FROM queue WHERE state = 'dead'
+    UNION ALL SELECT 'done', COUNT(*) FROM queue WHERE state = 'done'
+    UNION ALL SELECT 'leased', COUNT(*) FROM queue WHERE state = 'leased'
+    UNION ALL SELECT 'pending', COUNT(*) FROM queue WHERE state = 'pending'";
+
+/// Rows waiting for a retry or a candidate, with their reasons, the
+/// soonest first: the head of `queue_waiting`, whatever the backlog of new
+/// rows (`last_error IS NOT NULL` is what lets SQLite use that index).
+pub(super) const WAITING: Stmt = Stmt::each(
     "SELECT id, chat_id, CAST(next_attempt_at AS INTEGER), last_error FROM queue
-      WHERE state = 'pending' AND typeof(last_error) = 'text' AND typeof(chat_id) = 'integer'
+      WHERE state = 'pending' AND last_error IS NOT NULL AND typeof(last_error) = 'text'
+        AND typeof(chat_id) = 'integer'
       ORDER BY next_attempt_at LIMIT $1",
     "SELECT id, chat_id, next_attempt_at, last_error FROM queue
       WHERE state = 'pending' AND last_error IS NOT NULL
@@ -210,9 +221,10 @@ impl Store {
         Ok(added)
     }
 
+    /// Rows per state, each state in the list even at zero, in the order
+    /// of [`DEPTH`].
     pub async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let sql = "SELECT state, COUNT(*) FROM queue GROUP BY state ORDER BY state";
-        Ok(self.db.all(sql, vals![]).await?)
+        Ok(self.db.all(DEPTH, vals![]).await?)
     }
 
     /// Rows that are not finished (pending or leased).

@@ -418,6 +418,41 @@ await scenario('2/3 audit', async () => {
   await visited(page, 'audit');
 });
 
+await scenario('9 queue pages', async () => {
+  // The Rust side adds a backlog of a few hundred waiting and dead rows
+  // and answers with every row's id in page order.
+  const want = await step('backlog');
+  const walk = async (table, next) => {
+    await page.goto(`${BASE}/console/queue`);
+    const seen = [];
+    for (let n = 0; n < 50; n++) {
+      const ids = await page
+        .locator(`table#${table} tr[data-row]`)
+        .evaluateAll((trs) => trs.map((tr) => Number(tr.dataset.row)));
+      seen.push(...ids);
+      const link = page.locator(`a#${next}`);
+      if ((await link.count()) === 0) return { seen, pages: n + 1 };
+      await link.click();
+      await page.waitForLoadState();
+    }
+    fail(`table#${table}: still a next page after 50`);
+    return { seen, pages: 50 };
+  };
+  for (const [table, next, ids] of [
+    ['waiting', 'next-waiting', want.waiting],
+    ['dead', 'next-dead', want.dead],
+  ]) {
+    const { seen, pages: n } = await walk(table, next);
+    log(`${table}: ${seen.length} rows on ${n} pages`);
+    check(n > 2, `table#${table}: ${n} page(s) for ${ids.length} rows, want several`);
+    check(new Set(seen).size === seen.length, `table#${table}: a row shown twice`);
+    check(
+      JSON.stringify(seen) === JSON.stringify(ids),
+      `table#${table}: the pages show ${JSON.stringify(seen)}, want ${JSON.stringify(ids)}`,
+    );
+  }
+});
+
 await scenario('1 sign out', async () => {
   await page.goto(`${BASE}/console/agents`);
   const res = await submit(page, page.locator('form#signout button, form#signout [type=submit]').first());

@@ -16,7 +16,7 @@ use super::{App, Viewer};
 use crate::domain::ChatId;
 use crate::helpcrunch::types::Chat;
 use crate::rules::{Agent, Rules};
-use crate::store::{ChatInput, StoreError, away_from_ms};
+use crate::store::{ChatInput, ConsoleRow, QueueCursor, StoreError, away_from_ms};
 
 /// Rows a page lists at most.
 const LIMIT: u32 = 200;
@@ -189,15 +189,78 @@ fn shift_text(rules: &Rules, a: &Agent, now: Timestamp) -> String {
     }
 }
 
+/// Rows the queue page lists in each of its tables.
+const PAGE: u32 = 100;
+
+/// Where the queue page's tables start: `after` a waiting row
+/// (`priority.enqueued_at.id`), `dead_before` a dead row's id. Each page
+/// is one bounded index read, however long the queue.
+#[derive(Deserialize, Default)]
+pub(super) struct QueuePage {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    dead_before: Option<i64>,
+}
+
+impl QueuePage {
+    /// The cursor `after` names; none (the first page) when it is not one.
+    fn after(&self) -> Option<QueueCursor> {
+        let mut parts = self.after.as_deref()?.split('.').map(str::parse::<i64>);
+        let (Some(Ok(priority)), Some(Ok(enqueued_at_ms)), Some(Ok(id)), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        Some(QueueCursor {
+            priority,
+            enqueued_at_ms,
+            id,
+        })
+    }
+
+    /// The link to this page with `after` or `dead_before` moved on.
+    fn link(&self, after: Option<QueueCursor>, dead_before: Option<i64>) -> String {
+        let after = after
+            .map(|c| format!("{}.{}.{}", c.priority, c.enqueued_at_ms, c.id))
+            .or_else(|| self.after.clone());
+        let mut query = Vec::new();
+        if let Some(a) = after {
+            query.push(format!("after={a}"));
+        }
+        if let Some(d) = dead_before.or(self.dead_before) {
+            query.push(format!("dead_before={d}"));
+        }
+        format!("/console/queue?{}", query.join("&"))
+    }
+}
+
+/// A "next page" link, when the page was full.
+fn next_link(id: &str, href: Option<String>) -> String {
+    href.map(|href| {
+        format!(
+            "<p class=\"pager\"><a id=\"{id}\" href=\"{}\">Next page</a></p>\n",
+            escape(&href)
+        )
+    })
+    .unwrap_or_default()
+}
+
 pub(super) async fn queue(
     State(app): State<Arc<App>>,
     viewer: Viewer,
     Query(done): Query<Done>,
+    Query(page): Query<QueuePage>,
 ) -> Response {
-    viewer.render("Queue", queue_main(&app, &viewer, &done).await)
+    viewer.render("Queue", queue_main(&app, &viewer, &done, &page).await)
 }
 
-async fn queue_main(app: &App, viewer: &Viewer, done: &Done) -> Result<String, StoreError> {
+async fn queue_main(
+    app: &App,
+    viewer: &Viewer,
+    done: &Done,
+    page: &QueuePage,
+) -> Result<String, StoreError> {
     let store = &app.listener.store;
     let rules = app.listener.console.rules();
     let now = Timestamp::now().as_millisecond();
@@ -207,33 +270,10 @@ async fn queue_main(app: &App, viewer: &Viewer, done: &Done) -> Result<String, S
         let _ = write!(main, "<span>{}: <b>{n}</b></span>", escape(&state));
     }
     main.push_str("</p>\n<h2>Waiting</h2>\n");
-    let waiting: Vec<String> = store
-        .active_rows(LIMIT)
-        .await?
-        .iter()
-        .map(|r| {
-            let reason = match (&r.last_error, r.state.as_str()) {
-                (_, "leased") => "being decided now".to_string(),
-                (Some(e), _) if r.next_attempt_at_ms > now => {
-                    format!(
-                        "{e} (next try in {})",
-                        age((r.next_attempt_at_ms - now) / 1000)
-                    )
-                }
-                (Some(e), _) => e.clone(),
-                (None, _) => "new: due now".into(),
-            };
-            format!(
-                "<tr data-chat=\"{}\">{}{}{}{}{}</tr>",
-                escape(&r.chat_id),
-                td("chat", &r.chat_id),
-                td("state", &r.state),
-                td("priority", &r.priority.to_string()),
-                td("age", &age((now - r.enqueued_at_ms) / 1000)),
-                td("reason", &reason),
-            )
-        })
-        .collect();
+    let mut active = store.active_rows(page.after(), PAGE + 1).await?;
+    let more = active.len() > PAGE as usize;
+    active.truncate(PAGE as usize);
+    let waiting: Vec<String> = active.iter().map(|r| waiting_row(r, now)).collect();
     let head = ["Chat", "State", "Priority", "Waiting for", "Reason"];
     main.push_str(&html::table(
         "waiting",
@@ -241,12 +281,48 @@ async fn queue_main(app: &App, viewer: &Viewer, done: &Done) -> Result<String, S
         &waiting,
         "No chat is waiting.",
     ));
-    main.push_str(&dead_section(store, &viewer.csrf()).await?);
+    let next = active.last().filter(|_| more).map(QueueCursor::after);
+    main.push_str(&next_link(
+        "next-waiting",
+        next.map(|c| page.link(Some(c), None)),
+    ));
+    main.push_str(&dead_section(store, &viewer.csrf(), page).await?);
     Ok(main)
 }
 
-async fn dead_section(store: &crate::store::Store, csrf: &str) -> Result<String, StoreError> {
-    let dead = store.dead_rows(LIMIT).await?;
+/// One waiting row of the queue page, with why it waits.
+fn waiting_row(r: &ConsoleRow, now: i64) -> String {
+    let reason = match (&r.last_error, r.state.as_str()) {
+        (_, "leased") => "being decided now".to_string(),
+        (Some(e), _) if r.next_attempt_at_ms > now => {
+            format!(
+                "{e} (next try in {})",
+                age((r.next_attempt_at_ms - now) / 1000)
+            )
+        }
+        (Some(e), _) => e.clone(),
+        (None, _) => "new: due now".into(),
+    };
+    format!(
+        "<tr data-row=\"{}\" data-chat=\"{}\">{}{}{}{}{}</tr>",
+        r.id,
+        escape(&r.chat_id),
+        td("chat", &r.chat_id),
+        td("state", &r.state),
+        td("priority", &r.priority.to_string()),
+        td("age", &age((now - r.enqueued_at_ms) / 1000)),
+        td("reason", &reason),
+    )
+}
+
+async fn dead_section(
+    store: &crate::store::Store,
+    csrf: &str,
+    page: &QueuePage,
+) -> Result<String, StoreError> {
+    let mut dead = store.dead_rows(page.dead_before, PAGE + 1).await?;
+    let more = dead.len() > PAGE as usize;
+    dead.truncate(PAGE as usize);
     let rows: Vec<String> = dead
         .iter()
         .map(|r| {
@@ -279,6 +355,11 @@ async fn dead_section(store: &crate::store::Store, csrf: &str) -> Result<String,
     }
     let head = ["Chat", "Died", "Why", ""];
     out.push_str(&html::table("dead", &head, &rows, "No dead letters."));
+    let next = dead
+        .last()
+        .filter(|_| more)
+        .map(|r| page.link(None, Some(r.id)));
+    out.push_str(&next_link("next-dead", next));
     Ok(out)
 }
 
