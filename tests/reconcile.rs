@@ -164,8 +164,8 @@ fn check(
     found: &assignd::helpcrunch::AgentChats,
     sandbox: &Sandbox,
 ) -> Vec<String> {
-    let ids = |list: &[(assignd::helpcrunch::types::Chat, serde_json::Value)]| -> HashSet<i64> {
-        list.iter().map(|(c, _)| c.id.0).collect()
+    let ids = |list: &[assignd::helpcrunch::SeenChat]| -> HashSet<i64> {
+        list.iter().map(|c| c.id.0).collect()
     };
     let (open, closed) = (ids(&found.open), ids(&found.closed));
     let always = in_every(calls, |c| &c.open);

@@ -11,4 +11,4 @@ pub mod types;
 
 pub use client::{Call, Client, ClientError};
 pub use error::{ApiError, ErrorClass, ErrorEntry};
-pub use search::{AgentChats, SearchError};
+pub use search::{AgentChats, SearchError, SeenChat};

@@ -70,13 +70,33 @@ impl Cursor {
     }
 }
 
+/// What a reconciliation keeps of a chat it read: its id and close time,
+/// not the chat (a round may read every chat changed in the last minutes;
+/// kept whole, they were the daemon's largest peak, docs/benchmarks.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenChat {
+    pub id: ChatId,
+    pub closed: bool,
+    pub closed_at: Option<jiff::Timestamp>,
+}
+
+impl SeenChat {
+    fn of((chat, _): Found) -> SeenChat {
+        SeenChat {
+            id: chat.id,
+            closed: chat.is_closed(),
+            closed_at: chat.closed_at,
+        }
+    }
+}
+
 /// An agent's chats, as one reconciliation read them.
 #[derive(Debug, Default)]
 pub struct AgentChats {
     /// Open with the agent when last read.
-    pub open: Vec<Found>,
+    pub open: Vec<SeenChat>,
     /// Closed with the agent, among the chats changed since the time asked.
-    pub closed: Vec<Found>,
+    pub closed: Vec<SeenChat>,
 }
 
 impl Client {
@@ -88,6 +108,18 @@ impl Client {
         from: Option<i64>,
         stop: &CancellationToken,
     ) -> Result<Vec<Found>, SearchError> {
+        self.search_kept(filters, from, stop, |found| found).await
+    }
+
+    /// [`Client::search_every`], keeping of each chat what `keep` makes of
+    /// it, page by page.
+    async fn search_kept<T>(
+        &self,
+        filters: &[Value],
+        from: Option<i64>,
+        stop: &CancellationToken,
+        keep: impl Fn(Found) -> T,
+    ) -> Result<Vec<T>, SearchError> {
         let mut found = Vec::new();
         let mut seen = HashSet::new();
         let mut cursor = from.map_or(Cursor::Start, Cursor::AtOrAfter);
@@ -98,7 +130,7 @@ impl Client {
                 .filter_map(|(c, _)| c.created_at)
                 .map(|t| t.as_second())
                 .max();
-            keep_new(&mut found, &mut seen, page);
+            keep_new(&mut found, &mut seen, page, &keep);
             if sent < PAGE {
                 return Ok(found);
             }
@@ -108,7 +140,7 @@ impl Client {
                 // itself, and the next page starts after it.
                 (Some(last), Cursor::AtOrAfter(at)) if last <= at => {
                     let crowd = self.one_second(filters, at, stop).await?;
-                    keep_new(&mut found, &mut seen, crowd);
+                    keep_new(&mut found, &mut seen, crowd, &keep);
                     Cursor::After(at)
                 }
                 (Some(last), _) => Cursor::AtOrAfter(last),
@@ -197,23 +229,28 @@ impl Client {
         stop: &CancellationToken,
     ) -> Result<AgentChats, SearchError> {
         let assignee = json!({"field": "chats.assignee", "operator": "=", "value": agent});
-        let mut last: HashMap<ChatId, Found> = HashMap::new();
+        let mut last: HashMap<ChatId, SeenChat> = HashMap::new();
         for status in OPEN_STATUSES {
             let status = json!({"field": "chats.status", "operator": "=", "value": status});
-            let found = self
-                .search_every(&[assignee.clone(), status], None, stop)
-                .await?;
-            last.extend(found.into_iter().map(|f| (f.0.id, f)));
+            let filters = [assignee.clone(), status];
+            let found = self.search_kept(&filters, None, stop, SeenChat::of).await?;
+            last.extend(found.into_iter().map(|c| (c.id, c)));
         }
         let changed = json!({"field": "chats.updatedAt", "operator": ">=", "value": changed_since});
-        let found = self.search_every(&[assignee, changed], None, stop).await?;
-        last.extend(found.into_iter().map(|f| (f.0.id, f)));
-        let (closed, open) = last.into_values().partition(|(c, _)| c.is_closed());
+        let filters = [assignee, changed];
+        let found = self.search_kept(&filters, None, stop, SeenChat::of).await?;
+        last.extend(found.into_iter().map(|c| (c.id, c)));
+        let (closed, open) = last.into_values().partition(|c| c.closed);
         Ok(AgentChats { open, closed })
     }
 }
 
-/// Adds the chats of `page` not seen yet.
-fn keep_new(found: &mut Vec<Found>, seen: &mut HashSet<ChatId>, page: Vec<Found>) {
-    found.extend(page.into_iter().filter(|(c, _)| seen.insert(c.id)));
+/// Adds what `keep` makes of the chats of `page` not seen yet.
+fn keep_new<T>(
+    found: &mut Vec<T>,
+    seen: &mut HashSet<ChatId>,
+    page: Vec<Found>,
+    keep: &impl Fn(Found) -> T,
+) {
+    found.extend(page.into_iter().filter(|(c, _)| seen.insert(c.id)).map(keep));
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Worker, lock};
 use crate::domain::ChatId;
 use crate::helpcrunch::SearchError;
-use crate::helpcrunch::search::Found;
+use crate::helpcrunch::SeenChat;
 use crate::store::now_ms;
 
 /// The `daemon_state` key holding when the last complete round started
@@ -82,11 +82,11 @@ impl Worker {
     async fn merge_open(
         &self,
         agent: &str,
-        found: &[Found],
+        found: &[SeenChat],
         since: Instant,
         since_ms: i64,
     ) -> bool {
-        let open: HashSet<ChatId> = found.iter().map(|(c, _)| c.id).collect();
+        let open: HashSet<ChatId> = found.iter().map(|c| c.id).collect();
         let list: Vec<ChatId> = open.iter().copied().collect();
         let lease = self.settings.lease;
         let stale_ms = since_ms - lease.as_millis() as i64;
@@ -104,10 +104,10 @@ impl Worker {
 
     /// For `simulate --history`: when each chat the search saw closed was
     /// closed (HelpCrunch's `closedAt`, else when the search started).
-    async fn record_closes(&self, agent: &str, closed: &[Found], since_ms: i64) {
+    async fn record_closes(&self, agent: &str, closed: &[SeenChat], since_ms: i64) {
         let closed: Vec<(ChatId, i64)> = closed
             .iter()
-            .map(|(c, _)| (c.id, c.closed_at.map_or(since_ms, |t| t.as_millisecond())))
+            .map(|c| (c.id, c.closed_at.map_or(since_ms, |t| t.as_millisecond())))
             .collect();
         if let Err(e) = self.store.record_closes(&closed).await {
             tracing::warn!(agent, error = %e, "cannot record closed chats");
