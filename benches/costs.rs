@@ -30,6 +30,8 @@ const TOKEN: &str = "bench-console-token-0123456789";
 const WAITING: i64 = 1_000_000;
 const DEAD: i64 = 5_000_000;
 const DONE: i64 = 20_000_000;
+/// The first chat id of the open chats the decision is measured beside.
+const OPEN: i64 = 40_000_000;
 
 #[tokio::main]
 async fn main() {
@@ -74,17 +76,18 @@ async fn main() {
         let console = console(&producer, &addr, &cookie, n).await;
         let status = median(5, || timed(|| assignd(dir.path(), &["status", "--json"])));
         let (report, rss) = report(dir.path());
-        let decision = decision(&url).await;
+        let (decision, counted) = decision(&url, &producer, n).await;
         println!(
             "{backend}: {n} waiting + {n} dead rows, {outcomes} outcomes: status {} | \
              console first page {} deep page {} | report 30d {:.2} s, peak RSS {} MiB | \
-             decision's reads + decide {}",
+             decision's reads + decide beside {n} open chats {} (counting them as before: {})",
             ms(status),
             ms(console.0),
             ms(console.1),
             report.as_secs_f64(),
             rss / 1024,
-            ms(decision)
+            ms(decision),
+            ms(counted)
         );
     }
     let _ = daemon.kill();
@@ -286,8 +289,21 @@ fn report(dir: &std::path::Path) -> (Duration, u64) {
 
 /// What a decision reads (the routing state, the last hour's
 /// assignments; PostgreSQL reads them under the routing lock for every
-/// decision), then the decision itself: median of 50.
-async fn decision(url: &str) -> Duration {
+/// decision; read here as a decision does, under the routing lock, with
+/// its fold), then the decision itself, beside `open` open chats (alice's
+/// and bob's): median of 50. Second, the median of 20 counts of those
+/// chats per agent as the decision read them before `store/seats.rs`.
+async fn decision(url: &str, producer: &Producer, open: i64) -> (Duration, Duration) {
+    let now_ms = assignd::store::now_ms();
+    insert_in_batches(producer, (0, open), |first, count| {
+        format!(
+            "INSERT INTO open_chats (chat_id, agent, assigned_at)
+             {} SELECT {OPEN} + g, CASE WHEN g % 2 = 0 THEN 'alice' ELSE 'bob' END, {now_ms}
+                  FROM c",
+            series(first, count)
+        )
+    })
+    .await;
     let store = match url.strip_prefix("sqlite://") {
         Some(path) => Store::open(path.as_ref(), Synchronous::Normal).await,
         None => Store::connect_postgres(url).await,
@@ -301,7 +317,8 @@ async fn decision(url: &str) -> Duration {
     for _ in 0..50 {
         let started = Instant::now();
         let now = Timestamp::now();
-        let stored = store.load_routing().await.unwrap();
+        let (held, stored) = store.lock_routing().await.unwrap();
+        held.release().await.unwrap();
         let recent = store.recent_assignments(hour_before(now)).await.unwrap();
         let state = assignd::rules::RoutingState {
             recent,
@@ -312,5 +329,19 @@ async fn decision(url: &str) -> Duration {
     }
     store.close().await;
     times.sort();
-    times[25]
+    let mut counts = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        producer.execute(COUNTED).await;
+        counts.push(started.elapsed());
+    }
+    counts.sort();
+    let sql = format!("DELETE FROM open_chats WHERE chat_id >= {OPEN}");
+    producer.execute(&sql).await;
+    (times[25], counts[10])
 }
+
+/// How the decision counted each agent's seats before `store/seats.rs`.
+const COUNTED: &str = "SELECT agent, COUNT(*) FROM (SELECT agent FROM open_chats UNION ALL
+        SELECT previous_agent FROM open_chats WHERE previous_agent IS NOT NULL) AS seats
+     GROUP BY agent";

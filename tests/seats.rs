@@ -21,7 +21,8 @@ use store_fixture::*;
 
 both!(
     seats_equal_the_open_chats_after_every_write,
-    seats_stay_exact_with_writers_at_once
+    seats_stay_exact_with_writers_at_once,
+    the_decision_reads_no_open_chat_but_those_in_flight
 );
 
 const AGENTS: [&str; 4] = ["ann", "bob", "cid", "dee"];
@@ -172,4 +173,38 @@ async fn seats_stay_exact_with_writers_at_once(f: Fixture) {
     let (held, _) = f.store.lock_routing().await.unwrap();
     held.release().await.unwrap();
     assert_eq!(seats(&f).await, counted(&f).await, "after a fold");
+}
+
+/// 3,000 open chats, 10 of them reserved by decisions in flight: what a
+/// decision reads touches none of the others (the seats read the counters;
+/// the hourly counts read the reserved seats through their index).
+async fn the_decision_reads_no_open_chat_but_those_in_flight(f: Fixture) {
+    let sql = match f.store.backend() {
+        assignd::store::Backend::Postgres => {
+            "INSERT INTO open_chats (chat_id, agent, assigned_at, reserved)
+             SELECT g, 'ann', g, CASE WHEN g <= 10 THEN 1 ELSE 0 END
+               FROM generate_series(1, 3000) AS g"
+        }
+        assignd::store::Backend::Sqlite => {
+            "WITH RECURSIVE c(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM c WHERE g < 3000)
+             INSERT INTO open_chats (chat_id, agent, assigned_at, reserved)
+             SELECT g, 'ann', g, CASE WHEN g <= 10 THEN 1 ELSE 0 END FROM c"
+        }
+    };
+    f.producer(sql).await.unwrap();
+    let (held, _) = f.store.lock_routing().await.unwrap();
+    held.release().await.unwrap();
+    f.producer("ANALYZE").await.unwrap();
+    for (what, plan) in f.store.decision_read_plans().await.unwrap() {
+        println!("{:?} {what}:\n{plan}\n", f.store.backend());
+        let reads_open: Vec<&str> = plan
+            .lines()
+            .filter(|l| l.contains("open_chats") && !l.contains("open_chats_reserved"))
+            .filter(|l| !l.contains("PRIMARY KEY") && !l.contains("open_chats_pkey"))
+            .collect();
+        assert!(reads_open.is_empty(), "{what} reads the open chats: {plan}");
+        if what == "seats" {
+            assert!(!plan.contains("open_chats"), "{plan}");
+        }
+    }
 }

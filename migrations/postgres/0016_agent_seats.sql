@@ -41,3 +41,7 @@ CREATE TRIGGER open_chats_seat_update AFTER UPDATE OF agent, previous_agent ON o
     FOR EACH ROW
     WHEN (OLD.agent IS DISTINCT FROM NEW.agent OR OLD.previous_agent IS DISTINCT FROM NEW.previous_agent)
     EXECUTE FUNCTION open_chats_seat_changes();
+
+-- The hourly counts read the reserved seats (store/outcomes.rs
+-- RECENT_ASSIGNMENTS): the few decisions in flight, not every open chat.
+CREATE INDEX open_chats_reserved ON open_chats (assigned_at) WHERE reserved = 1;

@@ -41,3 +41,7 @@ BEGIN
         UNION ALL SELECT NEW.agent, 1
         UNION ALL SELECT NEW.previous_agent, 1 WHERE NEW.previous_agent IS NOT NULL;
 END;
+
+-- The hourly counts read the reserved seats (store/outcomes.rs
+-- RECENT_ASSIGNMENTS): the few decisions in flight, not every open chat.
+CREATE INDEX open_chats_reserved ON open_chats (assigned_at) WHERE reserved = 1;

@@ -252,5 +252,9 @@ fn keep_new<T>(
     page: Vec<Found>,
     keep: &impl Fn(Found) -> T,
 ) {
-    found.extend(page.into_iter().filter(|(c, _)| seen.insert(c.id)).map(keep));
+    found.extend(
+        page.into_iter()
+            .filter(|(c, _)| seen.insert(c.id))
+            .map(keep),
+    );
 }

@@ -43,3 +43,33 @@ pub(super) async fn fold_seats(tx: &mut Tx) -> Result<(), sqlx::Error> {
     }
     Ok(())
 }
+
+impl super::Store {
+    /// The plans of what a decision reads that could grow with the open
+    /// chats: the seats, and the hourly counts (whose reserved seats are
+    /// the decisions in flight), one line per node; `tests/seats.rs`
+    /// checks that neither reads `open_chats` but through its index of
+    /// reserved seats.
+    pub async fn decision_read_plans(
+        &self,
+    ) -> Result<Vec<(&'static str, String)>, super::StoreError> {
+        let reads: [(&'static str, &'static str); 2] = [
+            ("seats", SEATS),
+            ("hourly counts", super::outcomes::RECENT_ASSIGNMENTS),
+        ];
+        let mut out = Vec::new();
+        for (what, sql) in reads {
+            let explain = match self.backend() {
+                super::Backend::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
+                super::Backend::Postgres => format!("EXPLAIN {sql}"),
+            };
+            let values = if sql.contains("$1") {
+                vals![0_i64]
+            } else {
+                vals![]
+            };
+            out.push((what, self.db.plan(explain, values).await?.join("\n")));
+        }
+        Ok(out)
+    }
+}
