@@ -257,9 +257,12 @@ impl TestApp {
         let pool = self.producer().await;
         for chat in chats {
             sqlx::query(
-                "INSERT INTO outbox (chat_id, kind, agent_id, text, created_at) VALUES (?, 'private', 4188, 'note', 0)",
+                "INSERT INTO outbox (chat_id, kind, agent_id, text, created_at) VALUES (?, 'private', 4188, 'note', ?)",
             )
             .bind(chat)
+            // Created now: a note of 1970 is past retention, and the
+            // prune a daemon runs at start could take it once it is sent.
+            .bind(assignd::store::now_ms())
             .execute(&pool)
             .await
             .unwrap();
