@@ -150,6 +150,14 @@ async fn seats_equal_the_open_chats_after_every_write(f: Fixture) {
     assert_eq!(folded, counted(&f).await, "read under the lock, folded");
     let left = "SELECT COUNT(*) FROM agent_seat_changes";
     assert_eq!(f.count(left).await, 0, "the fold took every change");
+    // Retention's fold, where no decision folds (SQLite): the changes of
+    // more writes go, the seats stay exact.
+    for _ in 0..50 {
+        write(&f, &mut dice, &mut marks, true).await;
+    }
+    f.store.fold_seats().await.unwrap();
+    assert_eq!(f.count(left).await, 0, "retention's fold took every change");
+    assert_eq!(seats(&f).await, counted(&f).await, "after retention's fold");
 }
 
 async fn seats_stay_exact_with_writers_at_once(f: Fixture) {

@@ -95,6 +95,15 @@ impl Store {
     /// is written before the lock goes, so rotations stay even and caps
     /// hold across daemons.
     pub async fn lock_routing(&self) -> Result<(RoutingLock, StoredRouting), StoreError> {
+        let mut tx = self.begin_routing().await?;
+        let stored = read_routing(Source::Tx(&mut tx)).await?;
+        Ok((RoutingLock { tx }, stored))
+    }
+
+    /// The routing lock's transaction (PostgreSQL: the shared advisory
+    /// lock, waited for at most 5 s), the seat changes folded into their
+    /// counters.
+    async fn begin_routing(&self) -> Result<Tx, StoreError> {
         let mut tx = self.begin_write().await?;
         if self.backend() == Backend::Postgres {
             // A daemon that hangs inside the lock (a paused VM, a partition
@@ -111,8 +120,16 @@ impl Store {
                 .await?;
         }
         super::seats::fold_seats(&mut tx).await?;
-        let stored = read_routing(Source::Tx(&mut tx)).await?;
-        Ok((RoutingLock { tx }, stored))
+        Ok(tx)
+    }
+
+    /// Folds the seat changes into their counters where no decision does:
+    /// on SQLite, whose decisions take their seats in memory, and on a
+    /// PostgreSQL cluster that decides nothing for a while (closes still
+    /// append changes). Run with retention.
+    pub async fn fold_seats(&self) -> Result<(), StoreError> {
+        self.begin_routing().await?.commit().await?;
+        Ok(())
     }
 
     /// Gives back a seat a decision reserved under [`Store::lock_routing`]

@@ -5,7 +5,9 @@
 //! every change as +1/-1 rows to `agent_seat_changes`: appends only, so
 //! that writers (a close, a reconciliation, a decision) never wait on one
 //! agent's counter in opposite orders. The decision, under the routing
-//! lock, folds the changes into `agent_seats` ([`fold_seats`]) and reads
+//! lock, folds the changes into `agent_seats` ([`fold_seats`]; retention
+//! too, `Store::fold_seats`, for SQLite, whose decisions take their seats
+//! in memory, and a quiet PostgreSQL cluster) and reads
 //! the sum of both ([`SEATS`]): one row per agent plus the changes since the
 //! last decision. A read without the lock sums the same two tables, so it
 //! is exact too, only with more changes to add.

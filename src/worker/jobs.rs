@@ -166,6 +166,9 @@ impl Worker {
         let before = now_ms() - self.settings.retention.as_millis() as i64;
         let done = self.store.prune(before).await;
         log_counts(done, "pruned past the retention", ("rows", "outcomes"));
+        if let Err(e) = self.store.fold_seats().await {
+            tracing::warn!(error = %e, "could not fold the seat changes; will try again");
+        }
         // A customer's last agent matters for the longest `sticky_for`.
         let sticky_for = self.rules().longest_sticky_for().as_millis() as i64;
         match self.store.prune_customers(now_ms() - sticky_for).await {
