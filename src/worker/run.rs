@@ -119,7 +119,19 @@ impl Worker {
             while let Some(done) = rows.tasks.try_join_next_with_id() {
                 self.reap(&mut rows, done).await;
             }
-            self.turn(&stop, &mut rows, &mut turn).await;
+            // A turn's waits end on a lost lease too: rows stuck where only
+            // the file's holder may go on (the limiter) would otherwise keep
+            // the loop waiting, and keep renewing their leases, with no end.
+            let ends = stop.child_token();
+            let this_turn = self.turn(&ends, &mut rows, &mut turn);
+            tokio::pin!(this_turn);
+            tokio::select! {
+                _ = &mut this_turn => {}
+                _ = lost.cancelled() => {
+                    ends.cancel();
+                    this_turn.await;
+                }
+            }
         }
         if let Some(failed) = &failure {
             tracing::error!(error = %failed, "stopping: a job of the daemon failed");
