@@ -126,6 +126,7 @@ impl Job {
     /// Runs rounds until `stop`; returns only then.
     pub(super) async fn run(self, w: Arc<Worker>, stop: CancellationToken) {
         let mut wait = self.first_wait(&w);
+        let mut resynced: Option<std::time::Instant> = None;
         loop {
             let woken = async {
                 match self.wake(&w) {
@@ -142,6 +143,9 @@ impl Job {
                 return;
             }
             if self.leader_only() && !(w.cluster.holds() && w.cluster.confirm().await) {
+                if self == Job::Reconcile && w.store.backend() == Backend::Postgres {
+                    w.resync_when_due(&mut resynced).await;
+                }
                 wait = HEARTBEAT;
                 continue;
             }

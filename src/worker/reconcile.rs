@@ -67,6 +67,26 @@ impl Worker {
         self.settings.load_refresh
     }
 
+    /// On PostgreSQL, where a daemon that does not lead reconciles nothing:
+    /// every `[load] refresh`, takes the open chats the database holds
+    /// (which every daemon's webhooks and the leader's rounds keep), so
+    /// chats closed through another daemon leave this one's memory.
+    pub(super) async fn resync_when_due(&self, last: &mut Option<Instant>) {
+        if last.is_some_and(|t| t.elapsed() < self.settings.load_refresh) {
+            return;
+        }
+        let since = Instant::now();
+        match self.store.open_chats().await {
+            Ok(stored) => {
+                let mut routing = lock(&self.routing);
+                routing.resync(&stored, since);
+                routing.forget_closes(since);
+                *last = Some(since);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the open chats; will try again"),
+        }
+    }
+
     /// When the last complete round started, or one interval ago.
     async fn changed_since(&self) -> i64 {
         let stored = match self.store.daemon_state_value(CHANGED_SINCE).await {

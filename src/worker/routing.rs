@@ -472,28 +472,50 @@ impl Routing {
         // The hourly counts are read again from the outcomes too, before
         // the next decision.
         self.recent_loaded = false;
+        let found = open.iter().map(|c| (*c, agent));
+        self.merge(|a| a == agent, found, since);
+    }
+
+    /// Takes the open chats the database holds (read from `since`), the
+    /// way [`Routing::reconcile`] takes a search's: on PostgreSQL a daemon
+    /// that does not lead runs no reconciliation, and the closes other
+    /// daemons were told of would otherwise stay here for good (issue 23).
+    pub(super) fn resync(&mut self, stored: &HashMap<ChatId, String>, since: Instant) {
+        let found = stored.iter().map(|(c, a)| (*c, a.as_str()));
+        self.merge(|_| true, found, since);
+    }
+
+    /// The merge of `found` (chat, agent: what a read that started at
+    /// `since` saw open) into the open chats of the agents in `scope`.
+    fn merge<'a>(
+        &mut self,
+        scope: impl Fn(&str) -> bool,
+        found: impl Iterator<Item = (ChatId, &'a str)> + Clone,
+        since: Instant,
+    ) {
+        let seen: HashSet<ChatId> = found.clone().map(|(c, _)| c).collect();
         let opened_before = |r: &Self, c: &ChatId| r.opened_at.get(c).is_none_or(|t| *t < since);
         let forgotten: Vec<ChatId> = self
             .open_chats
             .iter()
-            .filter(|(c, a)| a.as_str() == agent && !open.contains(c) && opened_before(self, c))
+            .filter(|(c, a)| scope(a) && !seen.contains(c) && opened_before(self, c))
             .map(|(c, _)| *c)
             .collect();
         for c in forgotten {
             self.open_chats.remove(&c);
             self.opened_at.remove(&c);
         }
-        for c in open {
-            let closed_since = self.closed_at.get(c).is_some_and(|t| *t >= since);
-            let moved_since = match self.open_chats.get(c) {
-                Some(a) => a != agent && !opened_before(self, c),
+        for (c, agent) in found {
+            let closed_since = self.closed_at.get(&c).is_some_and(|t| *t >= since);
+            let moved_since = match self.open_chats.get(&c) {
+                Some(a) => a != agent && !opened_before(self, &c),
                 None => false,
             };
-            if closed_since || moved_since || self.in_flight.contains_key(c) {
+            if closed_since || moved_since || self.in_flight.contains_key(&c) {
                 continue;
             }
-            if self.open_chats.insert(*c, agent.to_string()).as_deref() != Some(agent) {
-                self.opened_at.insert(*c, since);
+            if self.open_chats.insert(c, agent.to_string()).as_deref() != Some(agent) {
+                self.opened_at.insert(c, since);
             }
         }
         self.recount();

@@ -103,3 +103,39 @@ fn closes_are_forgotten_without_reconciliation() {
         assert!(r.closed_at.len() <= 6_001, "after {c}");
     }
 }
+
+/// Issue 23: a daemon that does not lead takes the open chats the
+/// database holds, closes included, but not over what happened here
+/// after the read started, nor over a seat in flight.
+#[test]
+fn a_resync_takes_the_database_but_not_what_came_after_its_read() {
+    let held = |list: &[(i64, &str)]| -> HashMap<ChatId, String> {
+        list.iter()
+            .map(|(c, a)| (ChatId(*c), a.to_string()))
+            .collect()
+    };
+    let mut r = Routing::new(
+        RoutingState::default(),
+        held(&[(1, "amy"), (2, "bob"), (3, "amy")]),
+    );
+    r.recount();
+    let since = Instant::now();
+    // After the read started: chat 4 opened here, chat 3 closed here, and
+    // a decision reserved a seat for chat 6.
+    r.note_open(ChatId(4), Some("bob"), Instant::now());
+    r.note_open(ChatId(3), None, Instant::now());
+    r.reserved(ChatId(6), "amy");
+    r.recount();
+    // The database: 1 closed elsewhere, 3 still open (read before its
+    // close), 5 opened through another daemon, 6 reserved.
+    r.resync(
+        &held(&[(2, "bob"), (3, "amy"), (5, "amy"), (6, "amy")]),
+        since,
+    );
+    let mut open: Vec<(i64, String)> = r.open_chats.iter().map(|(c, a)| (c.0, a.clone())).collect();
+    open.sort();
+    let want = [(2, "bob"), (4, "bob"), (5, "amy")];
+    assert_eq!(open, want.map(|(c, a)| (c, a.to_string())).to_vec());
+    assert_eq!(r.state.open["amy"], 2, "5, and the seat in flight for 6");
+    assert_eq!(r.state.open["bob"], 2);
+}
