@@ -17,6 +17,9 @@ use crate::secrets::{self, Secret, SecretError};
 
 pub const DEFAULT_PATH: &str = "/etc/assignd/assignd.toml";
 
+/// HelpCrunch's API, `[helpcrunch] base_url` when not given.
+pub const DEFAULT_BASE_URL: &str = "https://api.helpcrunch.com/v1";
+
 /// The SQLite file when `[database] url` does not name one and systemd's
 /// `StateDirectory=` is not set (the CLI run by hand): the service's own
 /// state directory, so that `assignd status` works from any directory.
@@ -140,7 +143,7 @@ pub struct Log {
 impl Default for HelpCrunch {
     fn default() -> Self {
         Self {
-            base_url: "https://api.helpcrunch.com/v1".into(),
+            base_url: DEFAULT_BASE_URL.into(),
             api_key_file: None,
             timeout: HumanDuration::from_secs(10),
             rate_limit: RateLimit::default(),

@@ -186,7 +186,7 @@ async fn check_prints_the_webhook_address() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(
-            "webhook address (paste into HelpCrunch): https://assignd.example.com/webhooks/helpcrunch\n"
+            "webhook address (paste into HelpCrunch): https://assignd.example.com/webhooks/helpcrunch\nwebhook events: chat.new, chat.assigned, chat.closed, chat.status_updated, message.chat.agent, message.chat.customer\n"
         ),
         "{out}"
     );
@@ -427,6 +427,7 @@ fn completions_and_the_man_page_need_no_config() {
             r#".SS "assignd agent away""#,
             r#".SS "assignd status""#,
             r#".SS "assignd completions""#,
+            r#".SS "assignd init""#,
             "/var/lib/assignd/assignd.db",
             "ASSIGND_CONFIG",
         ],

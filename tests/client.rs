@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use assignd::domain::{AgentId, ChatId};
 use assignd::helpcrunch::types::{MessageKind, NewMessage};
-use assignd::helpcrunch::{ApiError, Client, ErrorClass};
+use assignd::helpcrunch::{ApiError, Client, Departments, ErrorClass};
 use assignd::limiter::{Limiter, Priority};
-use assignd::sandbox::{DateForm, Sandbox, SandboxAgent, SandboxConfig, Trick};
+use assignd::sandbox::{DateForm, Sandbox, SandboxAgent, SandboxConfig, SandboxDepartment, Trick};
 use assignd::secrets::Secret;
 use reqwest::header::HeaderValue;
 
@@ -33,6 +33,7 @@ async fn start(sandbox_key: &str, agents: usize, key: &str) -> (Sandbox, Client)
                 .collect(),
             chats: 1..=1000,
             rate_limit: None,
+            ..SandboxConfig::default()
         },
         "127.0.0.1:0".parse().unwrap(),
     )
@@ -60,6 +61,70 @@ async fn agents_are_read_page_by_page() {
     assert_eq!(agents[229].id, AgentId(230));
     let pages: Vec<String> = sandbox.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(pages.len(), 3, "{pages:?}");
+}
+
+#[tokio::test]
+async fn departments_are_read_page_by_page_or_are_unavailable() {
+    let departments = (1..=150)
+        .map(|id| SandboxDepartment {
+            id,
+            name: format!("d{id}"),
+            agents: vec![1],
+        })
+        .collect();
+    let config = SandboxConfig {
+        api_key: "k".into(),
+        agents: vec![SandboxAgent {
+            id: 1,
+            name: "a".into(),
+        }],
+        rate_limit: None,
+        departments: Some(departments),
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = client(&sandbox.base_url(), "k", Duration::from_secs(5));
+    let Departments::Listed(list) = client.departments().await.unwrap() else {
+        panic!("listed");
+    };
+    assert_eq!(list.len(), 150);
+    assert_eq!(
+        (list[149].id, list[149].name.as_deref()),
+        (150, Some("d150"))
+    );
+    assert_eq!(list[0].agents, [AgentId(1)]);
+    assert_eq!(sandbox.requests().len(), 2);
+    // Another shape (here a chat, to anything) is no list either.
+    sandbox.set_trick(Some(Trick::AcceptAll));
+    assert!(matches!(
+        client.departments().await,
+        Ok(Departments::Unavailable(_))
+    ));
+    sandbox.set_trick(None);
+    sandbox.set_key_valid(false);
+    let refused = client.departments().await.unwrap_err();
+    assert_eq!(refused.class(), ErrorClass::Unauthorized);
+
+    let (_none, client) = start_without_departments().await;
+    assert_eq!(
+        client.departments().await.unwrap(),
+        Departments::Unavailable("GET /departments answered 404".into())
+    );
+}
+
+async fn start_without_departments() -> (Sandbox, Client) {
+    let config = SandboxConfig {
+        rate_limit: None,
+        departments: None,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = client(&sandbox.base_url(), "sandbox-key", Duration::from_secs(5));
+    (sandbox, client)
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ pub async fn sandbox() -> Sandbox {
             agents,
             chats: 1..=1_000_000,
             rate_limit: None,
+            ..SandboxConfig::default()
         },
         "127.0.0.1:0".parse().unwrap(),
     )

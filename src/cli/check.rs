@@ -52,7 +52,10 @@ pub(super) async fn run(config_path: &Path, online: bool) -> Result<(), Failure>
 /// Webhooks), or how to find out when the listener is on.
 fn print_webhook_address(config: &Config) {
     match (config.http.webhook_url(), config.http.listen) {
-        (Some(url), _) => println!("webhook address (paste into HelpCrunch): {url}"),
+        (Some(url), _) => {
+            println!("webhook address (paste into HelpCrunch): {url}");
+            println!("webhook events: {}", crate::http::WEBHOOK_EVENTS.join(", "));
+        }
         (None, Some(_)) => println!(
             "webhook address: set [http] public_url (how HelpCrunch reaches this daemon, e.g. https://assignd.example.com) to see it"
         ),
@@ -130,45 +133,84 @@ fn week_warnings(rules: &rules::Rules) -> Result<Vec<String>, Failure> {
     Ok(rules.warnings_for_week(&monday))
 }
 
-/// `--online`: every agent id in the rules must exist in the account.
+/// `--online`: every agent id in the rules must exist in the account, and
+/// every department they name, where the account lists its departments.
 async fn check_online(config: &Config, rules: &rules::Rules) -> Result<(), Failure> {
-    use std::num::NonZeroU32;
-    use std::sync::Arc;
     let key = config
         .api_key()
         .map_err(|e| Failure::Invalid(e.into()))?
         .ok_or_else(|| {
             Failure::Invalid(anyhow::anyhow!("--online needs the HelpCrunch API key"))
         })?;
-    // A handful of calls: a limiter of its own, at a tenth of the account's pace.
-    let limiter = Arc::new(crate::limiter::Limiter::new(
-        NonZeroU32::new(12).expect("nonzero"),
-        std::time::Duration::from_secs(60),
-        NonZeroU32::new(5).expect("nonzero"),
-    ));
-    let client = crate::helpcrunch::Client::new(
+    let client = super::online_client(
         &config.helpcrunch.base_url,
         &key,
         config.helpcrunch.timeout.0,
-        limiter,
-    )
-    .map_err(|e| Failure::Invalid(e.into()))?;
+    )?;
     let team = client
         .agents()
         .await
         .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot list the account's agents: {e}")))?;
     println!("online: the account has {} agents", team.len());
+    let mut problems: Vec<String> = Vec::new();
     let missing: Vec<String> = rules
         .agents
         .iter()
         .filter(|a| !team.iter().any(|t| t.id == a.id))
         .map(|a| format!("`{}` (id {})", a.name, a.id))
         .collect();
-    if missing.is_empty() {
+    if !missing.is_empty() {
+        problems.push(format!(
+            "agent ids not in the HelpCrunch account: {}",
+            missing.join(", ")
+        ));
+    }
+    problems.extend(check_departments(&client, rules).await?);
+    if problems.is_empty() {
         return Ok(());
     }
-    Err(Failure::Invalid(anyhow::anyhow!(
-        "agent ids not in the HelpCrunch account: {}",
-        missing.join(", ")
-    )))
+    Err(Failure::Invalid(anyhow::anyhow!("{}", problems.join("; "))))
+}
+
+/// The departments the rules name exactly, against GET /departments; a
+/// problem when one is not in the account.
+async fn check_departments(
+    client: &crate::helpcrunch::Client,
+    rules: &rules::Rules,
+) -> Result<Option<String>, Failure> {
+    use crate::helpcrunch::Departments;
+    let named = rules::refs::departments(rules);
+    if named.is_empty() {
+        return Ok(None);
+    }
+    let listed = match client.departments().await {
+        Ok(Departments::Listed(list)) => list,
+        Ok(Departments::Unavailable(why)) => {
+            println!(
+                "online: the account lists no departments ({why}); the departments the rules name are not checked"
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "cannot list the account's departments: {e}"
+            )));
+        }
+    };
+    println!("online: the account has {} departments", listed.len());
+    let unknown: Vec<String> = named
+        .iter()
+        .filter(|n| {
+            !listed
+                .iter()
+                .any(|d| n.names(d.id, d.name.as_deref().unwrap_or("")))
+        })
+        .map(|n| format!("`{}` (rule `{}`)", n.value, n.rule))
+        .collect();
+    Ok((!unknown.is_empty()).then(|| {
+        format!(
+            "departments not in the HelpCrunch account: {}",
+            unknown.join(", ")
+        )
+    }))
 }

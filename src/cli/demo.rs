@@ -155,6 +155,7 @@ async fn start_demo_sandbox(rules: &Rules, last_chat: i64) -> Result<Sandbox, Fa
             agents: sandbox_agents(rules),
             chats: FIRST_CHAT..=last_chat - 2,
             rate_limit: Some(sliding_limit(DEMO_REQUESTS, DEMO_PER)),
+            ..SandboxConfig::default()
         },
         "127.0.0.1:0".parse().expect("loopback address"),
     )

@@ -9,6 +9,8 @@ mod counts;
 mod day;
 mod demo;
 mod explain;
+mod init;
+mod init_files;
 mod queue;
 mod report;
 mod simulate;
@@ -135,6 +137,13 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         chats: u32,
     },
+    /// Read the team from HelpCrunch and write a config and rules to start from.
+    ///
+    /// Writes DIR/assignd.toml and DIR/rules/10-team.toml (every agent in one
+    /// round-robin pool; office hours, after hours and the departments as
+    /// commented examples), never over an existing file (exit 2, nothing
+    /// written) and never with the key in them; then prints the next steps.
+    Init(init::Args),
     /// Print shell completions (bash, zsh, fish, ...) to stdout.
     Completions {
         /// The shell to complete for.
@@ -321,6 +330,23 @@ fn unsafe_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// A client for the few calls of `init` and `check --online`, with a
+/// limiter of its own at a tenth of the account's default pace.
+fn online_client(
+    base_url: &str,
+    key: &crate::secrets::Secret,
+    timeout: std::time::Duration,
+) -> Result<crate::helpcrunch::Client, Failure> {
+    use std::num::NonZeroU32;
+    let limiter = std::sync::Arc::new(crate::limiter::Limiter::new(
+        NonZeroU32::new(12).expect("nonzero"),
+        std::time::Duration::from_secs(60),
+        NonZeroU32::new(5).expect("nonzero"),
+    ));
+    crate::helpcrunch::Client::new(base_url, key, timeout, limiter)
+        .map_err(|e| Failure::Invalid(e.into()))
+}
+
 /// Opens (with its password) and migrates the configured database.
 async fn open_store(config: &Config) -> Result<Store, Failure> {
     default_database_dir_exists(config)?;
@@ -413,6 +439,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             init_logging(LogFormat::Text, "warn");
             demo::run(rules, chats).await?;
         }
+        Command::Init(args) => init::run(args).await?,
         Command::Completions { shell } => completions::completions(shell)?,
         Command::Man => completions::man()?,
     }

@@ -15,6 +15,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFT
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::departments::{DepartmentRef, Departments, parse_page};
 use super::error::{ApiError, parse_error_body_redacted};
 use super::redact::{excerpt, redact};
 use super::retry_after;
@@ -165,6 +166,48 @@ impl Client {
             all.extend(page.data);
             if done {
                 return Ok(all);
+            }
+        }
+    }
+
+    /// `GET /departments`, every page; [`Departments::Unavailable`] when the
+    /// account answers 404 or with something other than a list (see
+    /// [`super::departments`]).
+    pub async fn departments(&self) -> Result<Departments, ApiError> {
+        let mut all: Vec<DepartmentRef> = Vec::new();
+        loop {
+            let req = self
+                .http
+                .get(format!("{}/departments", self.base))
+                .query(&[("offset", all.len()), ("limit", 100)]);
+            let body = match self
+                .send::<serde_json::Value>("GET /departments", Priority::Background, req)
+                .await
+                .result
+            {
+                Ok(body) => body,
+                Err(ApiError::Status { status: 404, .. }) => {
+                    return Ok(Departments::Unavailable(
+                        "GET /departments answered 404".into(),
+                    ));
+                }
+                Err(ApiError::Unreadable { .. }) => return Ok(unexpected()),
+                Err(e) => return Err(e),
+            };
+            let Some(page) = parse_page(&body) else {
+                return Ok(unexpected());
+            };
+            let before = all.len();
+            for d in page.departments {
+                if !all.iter().any(|seen| seen.id == d.id) {
+                    all.push(d);
+                }
+            }
+            // A page that adds nothing ends it too: a server that ignores
+            // `offset` must not loop forever.
+            let added = all.len() - before;
+            if !page.paged || added < 100 || page.total.is_some_and(|t| all.len() >= t) {
+                return Ok(Departments::Listed(all));
             }
         }
     }
@@ -345,4 +388,8 @@ impl Client {
             ApiError::Connection(self.clean(&detail))
         }
     }
+}
+
+fn unexpected() -> Departments {
+    Departments::Unavailable("GET /departments answered with no list of departments".into())
 }

@@ -3,6 +3,7 @@
 
 pub mod client;
 mod context;
+pub mod departments;
 pub mod error;
 pub mod redact;
 pub mod retry_after;
@@ -10,5 +11,6 @@ pub mod search;
 pub mod types;
 
 pub use client::{Call, Client, ClientError};
+pub use departments::{DepartmentRef, Departments};
 pub use error::{ApiError, ErrorClass, ErrorEntry};
 pub use search::{AgentChats, SearchError, SeenChat};

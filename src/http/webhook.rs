@@ -21,6 +21,18 @@ use crate::store::{NewQueueItemJson, WebhookEffect};
 /// The header that carries the lowercase hex HMAC-SHA1 of the raw body.
 pub const SIGNATURE_HEADER: &str = "x-helpcrunch-signature";
 
+/// The events the listener acts on: what operators subscribe in HelpCrunch
+/// (`assignd init` and `assignd check` list them). Every other event is
+/// accepted and ignored.
+pub const EVENTS: [&str; 6] = [
+    "chat.new",
+    "chat.assigned",
+    "chat.closed",
+    "chat.status_updated",
+    "message.chat.agent",
+    "message.chat.customer",
+];
+
 #[derive(Deserialize)]
 struct Envelope {
     event: String,

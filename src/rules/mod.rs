@@ -15,6 +15,7 @@ pub mod matcher;
 mod names;
 mod raw;
 mod reason;
+pub mod refs;
 pub mod schedule;
 pub mod state;
 pub mod strategy;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::SandboxAgent;
 
-const DEPARTMENTS: [(i64, &str); 3] = [(1, "Support"), (2, "Billing"), (3, "Sales")];
+pub(super) const DEPARTMENTS: [(i64, &str); 3] = [(1, "Support"), (2, "Billing"), (3, "Sales")];
 
 #[derive(Debug, Clone)]
 pub struct SandboxChat {

@@ -7,6 +7,7 @@
 
 mod answers;
 mod chats;
+mod departments;
 mod faults;
 mod history;
 mod search;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use answers::{BadRequest, chat_not_found, error, invalid, no_body, not_found, too_many_requests};
 pub use chats::SandboxChat;
+pub use departments::SandboxDepartment;
 pub use faults::{DateForm, Faults, Trick};
 pub use history::{Applied, Closed, Injected, PutRecord};
 pub use search::{SandboxChats, SearchHook};
@@ -63,6 +65,9 @@ pub struct SandboxConfig {
     /// Chat ids that exist; their content is generated from the id.
     pub chats: RangeInclusive<i64>,
     pub rate_limit: Option<SandboxLimit>,
+    /// What `GET /departments` lists; `None`: it answers 404, as on
+    /// accounts without the endpoint.
+    pub departments: Option<Vec<SandboxDepartment>>,
 }
 
 impl Default for SandboxConfig {
@@ -77,6 +82,7 @@ impl Default for SandboxConfig {
                 window: Window::Sliding,
                 retry_after: true,
             }),
+            departments: Some(departments::defaults()),
         }
     }
 }
@@ -101,6 +107,7 @@ pub struct Recorded {
 struct Shared {
     api_key: String,
     agents: Vec<SandboxAgent>,
+    departments: Option<Vec<SandboxDepartment>>,
     chat_ids: RangeInclusive<i64>,
     started: Instant,
     key_valid: AtomicBool,
@@ -131,6 +138,7 @@ impl Sandbox {
         let shared = Arc::new(Shared {
             api_key: config.api_key,
             agents: config.agents,
+            departments: config.departments,
             chat_ids: config.chats,
             started: Instant::now(),
             key_valid: AtomicBool::new(true),
@@ -378,6 +386,7 @@ fn answer(
             Err(_) => not_found(),
         },
         ("GET", ["agents"]) => agents(s, uri),
+        ("GET", ["departments"]) => departments::departments(s, uri),
         ("POST", ["chats", "search"]) => search::search(s, body),
         ("POST", ["messages"]) => post_message(s, body),
         _ => not_found(),
@@ -460,22 +469,7 @@ fn put_assignee(s: &Shared, body: Option<&Value>, applied: &mut Option<Applied>)
 }
 
 fn agents(s: &Shared, uri: &Uri) -> Response {
-    let query: HashMap<String, String> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let offset = query
-        .get("offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0usize);
-    let limit = query
-        .get("limit")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100usize)
-        .min(100);
+    let (offset, limit) = departments::paging(uri);
     let data: Vec<Value> = s
         .agents
         .iter()

@@ -168,6 +168,7 @@ impl TestApp {
                 agents: b.agents,
                 chats: 1..=100_000,
                 rate_limit: b.limit,
+                ..SandboxConfig::default()
             },
             "127.0.0.1:0".parse().unwrap(),
         )
