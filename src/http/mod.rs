@@ -39,7 +39,7 @@ pub use peer::{ClientAddr, TrustedProxies};
 pub use ready::{PROBE_CACHE, PROBE_WAIT};
 pub use server::{CLOSE_GRACE, HEADER_READ_TIMEOUT, LISTEN_BACKLOG};
 pub use tls::{HANDSHAKE_TIMEOUT, ServerTls, TlsError};
-pub use webhook::{EVENTS as WEBHOOK_EVENTS, webhook_signature};
+pub use webhook::{EVENTS as WEBHOOK_EVENTS, SIGNATURE_HEADER, webhook_signature};
 
 /// The largest body accepted (1 MiB); larger ones get 413.
 pub const MAX_BODY: usize = 1 << 20;

@@ -3,21 +3,25 @@
 //! It checks the bearer token, serves the endpoints the daemon uses with the
 //! documented bodies and error codes, enforces a rate limit (sliding or
 //! fixed window, with or without `Retry-After`) and records every request so
-//! that tests can assert on what the daemon really sent.
+//! that tests can assert on what the daemon really sent. Given a target,
+//! it sends HelpCrunch's signed webhooks (webhooks.rs); given [`People`],
+//! it routes, answers and closes chats by itself as an account would.
 
 mod answers;
 mod chats;
 mod departments;
 mod faults;
 mod history;
+mod people;
 mod search;
 mod serve;
+mod webhooks;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -32,7 +36,9 @@ pub use chats::SandboxChat;
 pub use departments::SandboxDepartment;
 pub use faults::{DateForm, Faults, Trick};
 pub use history::{Applied, Closed, Injected, PutRecord};
+pub use people::{AssignedBy, Assignment, FirstReply, People, PeopleError};
 pub use search::{SandboxChats, SearchHook};
+pub use webhooks::{Delivery, WebhookTarget};
 
 /// A team member the sandbox knows.
 #[derive(Debug, Clone)]
@@ -120,6 +126,14 @@ struct Shared {
     tricks: faults::Tricks,
     between_searches: Mutex<Option<SearchHook>>,
     history: history::History,
+    /// Itself, for the tasks its webhooks and people start.
+    this: Weak<Shared>,
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+    /// Tells this sandbox's webhook ids from another's.
+    nonce: u64,
+    webhooks: webhooks::Webhooks,
+    staff: people::Staff,
 }
 
 /// A running sandbox; stops when dropped or on [`Sandbox::stop`].
@@ -135,7 +149,8 @@ impl Sandbox {
     pub async fn start(config: SandboxConfig, addr: SocketAddr) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new_cyclic(|this| Shared {
             api_key: config.api_key,
             agents: config.agents,
             departments: config.departments,
@@ -151,11 +166,16 @@ impl Sandbox {
             tricks: faults::Tricks::default(),
             between_searches: Mutex::new(None),
             history: history::History::default(),
+            this: this.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            shutdown: shutdown.clone(),
+            nonce: people::mix(jiff::Timestamp::now().as_nanosecond() as u64 ^ addr.port() as u64),
+            webhooks: webhooks::Webhooks::default(),
+            staff: people::Staff::default(),
         });
         let app = Router::new()
             .fallback(serve::handle)
             .with_state(shared.clone());
-        let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app)
@@ -241,17 +261,7 @@ impl Sandbox {
     /// recorded in [`Sandbox::closes`]; false if it does not exist or was
     /// already closed.
     pub fn close_chat(&self, chat_id: i64) -> bool {
-        let history = &self.shared.history;
-        self.shared
-            .with_chat(chat_id, |c| {
-                let open = c.status != "closed";
-                if open {
-                    c.status = "closed".into();
-                    history.closed(chat_id, Instant::now());
-                }
-                open
-            })
-            .unwrap_or(false)
+        self.shared.close(chat_id)
     }
 
     /// Messages posted with `POST /messages`.
@@ -285,10 +295,14 @@ impl Sandbox {
 
     /// Makes a chat exist now (as a customer starting it would), so that
     /// `POST /chats/search` finds it; `f` may set it up.
+    ///
+    /// Sends `chat.new` and lets the account's people ([`People`]) route it.
     pub fn create_chat(&self, chat_id: i64, f: impl FnOnce(&mut SandboxChat)) {
-        self.update_chat(chat_id, |c| {
+        let s = &self.shared;
+        s.change_chat(chat_id, |c| {
             c.created_at = jiff::Timestamp::now().as_second();
-            f(c)
+            f(c);
+            s.chat_created(c)
         });
     }
 
@@ -334,6 +348,20 @@ impl Shared {
 
     fn chat_json(&self, id: i64) -> Option<Value> {
         self.with_chat(id, |c| c.to_json(&self.agents))
+    }
+
+    /// Closes a chat that is open (`chat.closed`); false otherwise.
+    fn close(&self, id: i64) -> bool {
+        self.with_chat(id, |c| {
+            let open = c.status != "closed";
+            if open {
+                c.status = "closed".into();
+                self.history.closed(id, Instant::now());
+                self.emit_chat("chat.closed", c);
+            }
+            open
+        })
+        .unwrap_or(false)
     }
 }
 
@@ -459,7 +487,8 @@ fn put_assignee(s: &Shared, body: Option<&Value>, applied: &mut Option<Applied>)
             before: c.assignee,
             at: Instant::now(),
         });
-        c.assignee = assignee;
+        let before = std::mem::replace(&mut c.assignee, assignee);
+        s.assignee_changed(c, before, AssignedBy::Client);
         c.to_json(&s.agents)
     });
     match assigned {

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::faults::{self, Faults};
 use super::history::{Applied, Injected, PutRecord};
-use super::{Recorded, Shared};
+use super::{Recorded, Sandbox, Shared};
 
 /// A request as it arrived.
 struct Arrival {
@@ -24,6 +24,19 @@ struct Arrival {
     received: Instant,
     at: Duration,
     time: jiff::Timestamp,
+}
+
+impl Sandbox {
+    /// Every write a client sent (PUT, POST, PATCH, DELETE), whatever its
+    /// answer; `POST /chats/search` is a read and is left out. The
+    /// sandbox's own webhooks and people are not clients.
+    pub fn writes(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| matches!(r.method.as_str(), "PUT" | "POST" | "PATCH" | "DELETE"))
+            .filter(|r| r.path.trim_end_matches('/') != "/v1/chats/search")
+            .collect()
+    }
 }
 
 pub(super) async fn handle(
