@@ -34,6 +34,8 @@ pub enum BuildError {
     Listen(std::io::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("[experiment] b_rules: {0}")]
+    BRules(#[from] crate::rules::RulesError),
 }
 
 /// The pieces of a running daemon, cheap to clone: a SIGHUP reload, the
@@ -169,7 +171,7 @@ async fn assemble(
         }
     };
     let rl = &config.helpcrunch.rate_limit;
-    let mut limiter = Limiter::new(rl.requests, rl.per.0, rl.burst());
+    let mut limiter = Limiter::new(own_requests(config), rl.per.0, rl.burst());
     if store.backend() == Backend::Postgres {
         // Every daemon of the account takes its calls from one budget.
         limiter = limiter.with_shared(Arc::new(DatabaseBudget(store.clone())));
@@ -188,9 +190,12 @@ async fn assemble(
         retention: config.database.retention.0,
         load_refresh: config.load.refresh.0,
         poll_new_chats: config.poller.enabled.then_some(config.poller.interval.0),
+        split: crate::experiment::Split::of(&config.experiment),
         ..Settings::from(&config.worker)
     };
+    let rules_b = crate::experiment::load_b_rules(&config.experiment)?;
     let worker = Worker::new(store.clone(), client, rules, settings, cluster.clone()).await?;
+    worker.set_rules_b(rules_b.map(Arc::new));
     Ok(Runtime {
         store,
         limiter,
@@ -198,6 +203,18 @@ async fn assemble(
         cluster,
         tls,
     })
+}
+
+/// The requests a window this daemon takes: the account's limit, or in
+/// shadow mode its `shadow_api_share` (the account's own routing and people
+/// call the API meanwhile).
+fn own_requests(config: &Config) -> std::num::NonZeroU32 {
+    let requests = config.helpcrunch.rate_limit.requests;
+    if config.worker.mode != crate::config::Mode::Shadow {
+        return requests;
+    }
+    let share = (f64::from(requests.get()) * config.worker.shadow_api_share).floor() as u32;
+    std::num::NonZeroU32::new(share).unwrap_or(std::num::NonZeroU32::MIN)
 }
 
 /// Migrates the schema and registers this daemon among the database's.

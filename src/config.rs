@@ -49,6 +49,7 @@ pub struct Config {
     pub load: Load,
     pub poller: Poller,
     pub log: Log,
+    pub experiment: Experiment,
     /// Where the file was read from; relative paths are resolved against it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -112,6 +113,10 @@ pub struct Worker {
     pub max_attempts: NonZeroU32,
     pub fetch_chat: FetchChat,
     pub reassign: bool,
+    pub mode: Mode,
+    /// In shadow mode, the share of the account's limit assignd's reads
+    /// take: the account's own routing and people use the rest.
+    pub shadow_api_share: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +194,8 @@ impl Default for Worker {
             max_attempts: NonZeroU32::new(10).unwrap(),
             fetch_chat: FetchChat::Auto,
             reassign: false,
+            mode: Mode::Live,
+            shadow_api_share: 0.5,
         }
     }
 }
@@ -244,6 +251,7 @@ impl Config {
             &mut config.http.tls_cert_file,
             &mut config.http.tls_key_file,
             &mut config.database.password_file,
+            &mut config.experiment.b_rules,
         ]
         .into_iter()
         .flatten()
@@ -319,6 +327,16 @@ impl Config {
             ));
         }
         self.http.validate(path, text)?;
+        self.experiment.validate(path, text)?;
+        let share = self.worker.shadow_api_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(SourceError::new(
+                path,
+                text,
+                0..0,
+                format!("worker.shadow_api_share ({share}) must be above 0 and at most 1"),
+            ));
+        }
         if let Some(url) = &self.database.url {
             let checked = if is_postgres(url.get_ref()) {
                 postgres_url(url.get_ref()).map(drop)
@@ -524,8 +542,10 @@ impl RateLimit {
     }
 }
 
+mod experiment;
 mod http;
 mod password;
+pub use experiment::{Experiment, Mode};
 pub use http::{Http, TlsFiles};
 pub use password::PasswordError;
 

@@ -118,9 +118,12 @@ pub fn load(config_path: &Path) -> Result<(Config, Rules, Secret), DaemonError> 
 
 /// `assignd run`: serves until SIGTERM/SIGINT; SIGHUP reloads secrets and
 /// rules, keeping the old ones if the new ones are invalid.
-pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
+pub async fn run(config_path: PathBuf, shadow: bool) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (config, rules, key) = load(&config_path)?;
+    let (mut config, rules, key) = load(&config_path)?;
+    if shadow {
+        config.worker.mode = crate::config::Mode::Shadow;
+    }
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -214,6 +217,10 @@ async fn reload_inner(config_path: &Path, runtime: &Runtime, listener: &Listener
                 rules.pools.len()
             );
             runtime.worker.set_rules(Arc::new(rules));
+            match crate::experiment::load_b_rules(&config.experiment) {
+                Ok(b) => runtime.worker.set_rules_b(b.map(Arc::new)),
+                Err(e) => tracing::error!(error = %e, "reload: keeping arm b's old rules"),
+            }
             tracing::info!(%counts, "reloaded config and rules");
             let _ = runtime
                 .store

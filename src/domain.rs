@@ -87,6 +87,25 @@ pub enum OutcomeResult {
     NoAgent,
     Failed,
     Retry,
+    /// Shadow mode (SPEC §14): what assignd would have done; nothing was
+    /// written to HelpCrunch.
+    Shadow,
+}
+
+/// Which arm of an experiment a decision belongs to (SPEC §14), the `arm`
+/// column of `outcomes` and `chat_arms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arm {
+    /// assignd assigns with the rules of `[rules] path` (every chat, when
+    /// no experiment runs).
+    A,
+    /// assignd assigns with `[experiment] b_rules`.
+    B,
+    /// Decided in shadow mode: recorded, never written to HelpCrunch.
+    Shadow,
+    /// Outside a canary's share: left to HelpCrunch's routing or people.
+    Left,
 }
 
 /// The `kind` column of `outbox`.
@@ -157,6 +176,18 @@ impl OutcomeResult {
             OutcomeResult::NoAgent => "no_agent",
             OutcomeResult::Failed => "failed",
             OutcomeResult::Retry => "retry",
+            OutcomeResult::Shadow => "shadow",
+        }
+    }
+}
+
+impl Arm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::A => "a",
+            Arm::B => "b",
+            Arm::Shadow => "shadow",
+            Arm::Left => "left",
         }
     }
 }
@@ -240,8 +271,10 @@ text_column!(
     OutcomeResult::NoMatch,
     OutcomeResult::NoAgent,
     OutcomeResult::Failed,
-    OutcomeResult::Retry
+    OutcomeResult::Retry,
+    OutcomeResult::Shadow
 );
+text_column!(Arm: Arm::A, Arm::B, Arm::Shadow, Arm::Left);
 text_column!(OutboxKind: OutboxKind::Private, OutboxKind::Message);
 text_column!(Wait: Wait::Candidate, Wait::ApiKey);
 text_column!(Route: Route::Escalated, Route::HandedBack, Route::Reassigned);
@@ -294,7 +327,8 @@ mod tests {
         let schema = concat!(
             include_str!("../migrations/sqlite/0001_initial.sql"),
             include_str!("../migrations/sqlite/0002_routing_state.sql"),
-            include_str!("../migrations/sqlite/0005_leases_and_waits.sql")
+            include_str!("../migrations/sqlite/0005_leases_and_waits.sql"),
+            include_str!("../migrations/sqlite/0023_experiments.sql")
         );
         let states = [
             QueueState::Pending,
@@ -309,13 +343,15 @@ mod tests {
             OutcomeResult::NoAgent,
             OutcomeResult::Failed,
             OutcomeResult::Retry,
+            OutcomeResult::Shadow,
         ];
         let texts = states
             .iter()
             .map(|s| s.as_str())
             .chain(results.iter().map(|r| r.as_str()))
             .chain([OutboxKind::Private.as_str(), OutboxKind::Message.as_str()])
-            .chain([Wait::Candidate.as_str(), Wait::ApiKey.as_str()]);
+            .chain([Wait::Candidate.as_str(), Wait::ApiKey.as_str()])
+            .chain([Arm::A, Arm::B, Arm::Shadow, Arm::Left].map(Arm::as_str));
         for text in texts {
             assert!(
                 schema.contains(&format!("'{text}'")),

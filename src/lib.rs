@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod diag;
 pub mod domain;
 pub mod duration;
+pub mod experiment;
 pub mod explain;
 pub mod helpcrunch;
 pub mod http;

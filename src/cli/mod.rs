@@ -46,7 +46,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon until SIGTERM/SIGINT; SIGHUP reloads.
-    Run,
+    Run {
+        /// Shadow mode: decide and record everything, write nothing to HelpCrunch.
+        #[arg(long)]
+        shadow: bool,
+    },
     /// Validate the configuration and rules, print a summary and warnings.
     Check {
         /// Also ask HelpCrunch (GET /agents) whether every agent id exists.
@@ -238,10 +242,10 @@ impl From<anyhow::Error> for Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The servers keep Rust's default: SIGPIPE ignored.
-    if !matches!(cli.command, Command::Run | Command::Sandbox { .. }) {
+    if !matches!(cli.command, Command::Run { .. } | Command::Sandbox { .. }) {
         quiet_on_closed_pipe();
     }
-    if matches!(cli.command, Command::Run) {
+    if matches!(cli.command, Command::Run { .. }) {
         crate::memory::tune();
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -380,11 +384,11 @@ async fn open_existing_store(config: &Config) -> Result<Store, Failure> {
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Run => {
+        Command::Run { shadow } => {
             let config = load_config(&cli.config)?;
             default_database_dir_exists(&config)?;
             init_logging(config.log.format, "info");
-            daemon::run(cli.config).await?;
+            daemon::run(cli.config, shadow).await?;
         }
         Command::Check { online } => check::run(&cli.config, online).await?,
         Command::Enqueue {

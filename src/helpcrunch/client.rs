@@ -43,6 +43,9 @@ pub struct Client {
     key: Secret,
     timeout: Duration,
     limiter: Arc<Limiter>,
+    /// Shadow mode (SPEC §14): every write is refused here, before the
+    /// limiter and the wire, whatever asks for it.
+    read_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,22 @@ impl Client {
             key: key.clone(),
             timeout,
             limiter,
+            read_only: false,
+        })
+    }
+
+    /// This client, refusing every write if `read_only` (shadow mode).
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// A write's answer in shadow mode: [`ApiError::ReadOnly`], nothing sent.
+    fn refused<T>(&self) -> Option<Call<T>> {
+        self.read_only.then(|| Call {
+            result: Err(ApiError::ReadOnly),
+            latency: Duration::ZERO,
+            waited: Duration::ZERO,
         })
     }
 
@@ -96,6 +115,9 @@ impl Client {
         agent_id: AgentId,
         send_by: Option<Instant>,
     ) -> Call<Chat> {
+        if let Some(refused) = self.refused() {
+            return refused;
+        }
         let req = self
             .http
             .put(format!("{}/chats/assignee", self.base))
@@ -117,6 +139,9 @@ impl Client {
 
     /// `POST /messages`.
     pub async fn post_message(&self, message: &NewMessage) -> Call<Message> {
+        if let Some(refused) = self.refused() {
+            return refused;
+        }
         let req = self
             .http
             .post(format!("{}/messages", self.base))

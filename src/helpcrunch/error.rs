@@ -40,6 +40,9 @@ pub enum ApiError {
     /// decision the call carries may no longer be the caller's to make.
     #[error("not sent: the call could not go while its decision was surely still held")]
     TooLate,
+    /// Not sent: a shadow daemon's client writes nothing to HelpCrunch.
+    #[error("not sent: in shadow mode nothing is written to HelpCrunch")]
+    ReadOnly,
     /// A 2xx (or error) answer whose body could not be read.
     #[error("unreadable answer (HTTP {status}): {detail}")]
     Unreadable { status: u16, detail: String },
@@ -97,6 +100,7 @@ impl ApiError {
             ApiError::Unreadable { .. } => Some("unreadable_body"),
             ApiError::NotSent(_) => Some("not_sent"),
             ApiError::TooLate => Some("too_late"),
+            ApiError::ReadOnly => Some("shadow_mode"),
         }
     }
 
@@ -116,6 +120,7 @@ impl ApiError {
             ApiError::Status {
                 status: 400..=499, ..
             } => ErrorClass::Permanent,
+            ApiError::ReadOnly => ErrorClass::Permanent,
             _ => ErrorClass::Transient,
         }
     }
@@ -127,7 +132,10 @@ impl ApiError {
     pub fn maybe_applied(&self) -> bool {
         match self {
             ApiError::Status { status, .. } => *status >= 500,
-            ApiError::Redirect { .. } | ApiError::NotSent(_) | ApiError::TooLate => false,
+            ApiError::Redirect { .. }
+            | ApiError::NotSent(_)
+            | ApiError::TooLate
+            | ApiError::ReadOnly => false,
             ApiError::Timeout(_) | ApiError::Connection(_) | ApiError::Unreadable { .. } => true,
         }
     }

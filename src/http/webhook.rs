@@ -250,6 +250,9 @@ fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
                 ranked: true,
             })
         }
+        // In shadow mode the seats are the shadow's own: reality's
+        // assignments do not move them.
+        "chat.assigned" if s.intake.shadow() => WebhookEffect::Ignored,
         "chat.assigned" => {
             let rules = s.intake.rules();
             let agent = data

@@ -9,7 +9,7 @@ use sqlx::sqlite::{Sqlite, SqliteArguments, SqlitePool, SqliteRow};
 use sqlx::{Arguments, Encode, FromRow, Transaction, Type};
 
 use crate::domain::{
-    AgentId, AuditAction, ChatId, OutboxKind, OutcomeResult, QueueState, Route, Wait,
+    AgentId, Arm, AuditAction, ChatId, OutboxKind, OutcomeResult, QueueState, Route, Wait,
 };
 
 /// The pools of one backend.
@@ -107,6 +107,7 @@ val_from!(Real: Option<f64> => |v| v);
 val_from!(Text:
     QueueState => |v: QueueState| Some(v.as_str().to_owned()),
     OutcomeResult => |v: OutcomeResult| Some(v.as_str().to_owned()),
+    Arm => |v: Arm| Some(v.as_str().to_owned()),
     OutboxKind => |v: OutboxKind| Some(v.as_str().to_owned()),
     AuditAction => |v: AuditAction| Some(v.as_str().to_owned()),
     Option<Wait> => |v: Option<Wait>| v.map(|w| w.as_str().to_owned()),

@@ -31,7 +31,7 @@ macro_rules! chats_of {
         concat!(
             "SELECT o.chat_id, o.agent, o.assigned_at,
        (SELECT CASE WHEN x.agent = o.agent THEN x.pool END FROM outcomes x
-         WHERE x.chat_id = o.chat_id AND x.result = 'assigned'
+         WHERE x.chat_id = o.chat_id AND x.result IN ('assigned', 'shadow')
          ORDER BY x.id DESC LIMIT 1) AS pool,
        (SELECT a.at FROM chat_answers a WHERE a.chat_id = o.chat_id AND a.agent = o.agent)
            AS answered_at,

@@ -54,7 +54,7 @@ const SINCE: &str = "SELECT chat_id, arrived_at AS arrived_at_ms, snapshot, attr
 /// Every decision recorded since `$1`, oldest first: the last `assigned`
 /// one of a chat is what really happened to it.
 const OUTCOMES: &str = "SELECT chat_id, result, rule, agent, reason FROM outcomes
-  WHERE at >= $1 AND result IN ('assigned', 'no_agent', 'no_match', 'skipped') ORDER BY id";
+  WHERE at >= $1 AND result IN ('assigned', 'shadow', 'no_agent', 'no_match', 'skipped') ORDER BY id";
 
 /// The agents' answers still known (they are forgotten when a chat closes).
 const ANSWERS: &str = "SELECT chat_id, MIN(at) FROM chat_answers GROUP BY chat_id";

@@ -26,6 +26,7 @@ mod console;
 mod console_sessions;
 mod daemon_state;
 mod db;
+mod experiment;
 mod followups;
 pub mod handback;
 mod health;

@@ -19,7 +19,7 @@ pub type RecentAssignments = HashMap<String, Vec<Timestamp>>;
 /// the seat before the call is settled: without this the assignment went
 /// uncounted until then, and an agent got one chat over `max_per_hour`).
 pub(super) const RECENT_ASSIGNMENTS: &str = "SELECT agent, at FROM outcomes
-     WHERE result = 'assigned' AND agent IS NOT NULL AND at > $1
+     WHERE result IN ('assigned', 'shadow') AND agent IS NOT NULL AND at > $1
     UNION ALL
     SELECT agent, assigned_at FROM open_chats WHERE reserved = 1 AND assigned_at > $1
     UNION ALL
@@ -43,14 +43,14 @@ pub(super) fn by_agent(rows: Vec<(String, i64)>) -> RecentAssignments {
 macro_rules! outcome_row {
     () => {
         "SELECT id, chat_id, queue_id, at, rule, pool, strategy, agent, agent_id, result,
-                http_status, error_code, latency_ms, reason
+                http_status, error_code, latency_ms, reason, arm
            FROM outcomes "
     };
 }
 
 const INSERT: &str = "INSERT INTO outcomes (chat_id, queue_id, at, rule, pool, strategy, agent,
-        agent_id, result, http_status, error_code, latency_ms, reason, route)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+        agent_id, result, http_status, error_code, latency_ms, reason, route, arm)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
 impl Store {
     pub async fn recent_outcomes(&self, limit: u32) -> Result<Vec<OutcomeRow>, StoreError> {
@@ -120,7 +120,8 @@ pub(super) async fn insert_outcome(
         o.error_code.as_deref(),
         o.latency.map(|d| d.as_secs_f64() * 1000.0),
         o.reason.as_deref(),
-        o.route
+        o.route,
+        o.arm
     ];
     tx.run(INSERT, values).await?;
     Ok(())

@@ -14,20 +14,22 @@ const BATCH: i64 = 2000;
 
 /// The tables that grow with history, each emptied of what is older than
 /// `$1` in batches of `$2`, through its time index.
-const BATCHED: [&str; 5] = [
+const BATCHED: [&str; 6] = [
     "DELETE FROM queue WHERE id IN (
         SELECT id FROM queue WHERE state = 'done' AND updated_at < $1 LIMIT $2)",
     "DELETE FROM outcomes WHERE id IN (SELECT id FROM outcomes WHERE at < $1 LIMIT $2)",
     "DELETE FROM chat_history WHERE chat_id IN (
         SELECT chat_id FROM chat_history WHERE arrived_at < $1 LIMIT $2)",
     "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 LIMIT $2)",
+    "DELETE FROM chat_arms WHERE chat_id IN (
+        SELECT chat_id FROM chat_arms WHERE at < $1 LIMIT $2)",
     "DELETE FROM webhook_events WHERE id IN (
         SELECT id FROM webhook_events WHERE received_at < $1 LIMIT $2)",
 ];
 
 impl Store {
     /// Deletes what is older than `before_ms` and finished: `done` queue
-    /// rows, outcomes, history, audit entries and remembered webhook ids
+    /// rows, outcomes, history, audit entries, chats' arms and remembered webhook ids
     /// in batches ([`BATCH`]), and sent or abandoned messages, busy
     /// replies, and console sessions that have ended, however recently.
     /// Pending, leased and dead rows are never pruned. Returns (rows,

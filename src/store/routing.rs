@@ -208,6 +208,21 @@ impl Store {
     }
 
     /// Which agent each open chat is with.
+    /// Frees the seats of chats a search saw closed (shadow mode, where
+    /// the search's open chats are reality's, not the shadow's seats).
+    pub async fn close_chats(&self, chats: &[ChatId]) -> Result<(), StoreError> {
+        if chats.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for chat in chats {
+            close_open_chat(&mut tx, *chat, now_ms()).await?;
+        }
+        wake_waiting(&mut tx).await?;
+        self.commit_queue_change(tx).await?;
+        Ok(())
+    }
+
     pub async fn open_chats(&self) -> Result<HashMap<ChatId, String>, StoreError> {
         let rows: Vec<(ChatId, String)> = self
             .db

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 pub use crate::domain::{
-    AgentId, AuditAction, ChatId, OutboxKind, OutcomeResult, PositionedText, QueueState, Route,
-    Wait,
+    AgentId, Arm, AuditAction, ChatId, OutboxKind, OutcomeResult, PositionedText, QueueState,
+    Route, Wait,
 };
 
 /// A chat to put on the queue.
@@ -65,6 +65,8 @@ pub struct NewOutcome {
     pub reason: Option<String>,
     /// How it came about, where not by a queue row's plain decision.
     pub route: Option<Route>,
+    /// The experiment's arm (SPEC §14); `a` when none runs.
+    pub arm: Arm,
 }
 
 impl NewOutcome {
@@ -82,6 +84,7 @@ impl NewOutcome {
             latency: None,
             reason: None,
             route: None,
+            arm: Arm::A,
         }
     }
 }
@@ -103,6 +106,7 @@ pub struct OutcomeRow {
     pub error_code: Option<String>,
     pub latency_ms: Option<f64>,
     pub reason: Option<String>,
+    pub arm: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -361,7 +361,7 @@ pub fn real_outcomes<'a>(
     let mut real: HashMap<ChatId, SimOutcome> = HashMap::new();
     for (chat, result, rule, agent, reason) in rows {
         let result = match result {
-            "assigned" => "assigned",
+            "assigned" | "shadow" => "assigned",
             "no_agent" => "no_agent",
             "no_match" => "no_match",
             _ => "skipped",

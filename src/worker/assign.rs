@@ -84,6 +84,11 @@ impl Worker {
             self.undo_reservation(intent.chat_id, reserved).await;
             return Put::NotSent(why);
         }
+        if self.shadow() {
+            // What assignd would have done: the claim and the seat stand,
+            // nothing is sent (the client would refuse it anyway).
+            return Put::Applied(Duration::ZERO);
+        }
         let client = self.client();
         let by = send_by(decided, self.settings.lease, client.timeout());
         let call = client

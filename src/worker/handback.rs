@@ -103,6 +103,10 @@ impl Worker {
             if needs_upstream_check(rules, &chat) && !self.unanswered_upstream(&m).await? {
                 continue;
             }
+            let mut m = m;
+            let chat = m.outcome.chat_id;
+            self.stamp_followup(chat, std::slice::from_mut(&mut m.outcome))
+                .await;
             moves.push(m);
         }
         let present: Vec<String> = self

@@ -58,6 +58,12 @@ impl Intake {
         self.0.rules()
     }
 
+    /// Shadow mode: who HelpCrunch says has a chat is reality's choice,
+    /// not a seat of the shadow's.
+    pub fn shadow(&self) -> bool {
+        self.0.shadow()
+    }
+
     /// The rule priority a new row takes at intake, if what it carries
     /// (`attrs`, a snapshot of the chat) tells which rule will decide it.
     pub fn intake_priority(

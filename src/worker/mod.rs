@@ -19,14 +19,16 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::cluster::Membership;
-use crate::config::FetchChat;
 use crate::config::Worker as WorkerConfig;
+use crate::config::{FetchChat, Mode};
+use crate::experiment::Split;
 use crate::helpcrunch::Client;
 use crate::rules::Rules;
 use crate::store::Store;
 
 mod assign;
 mod busy;
+mod experiment;
 mod handback;
 mod handles;
 mod jobs;
@@ -64,6 +66,10 @@ pub struct Settings {
     pub load_refresh: Duration,
     /// How often to look for new unassigned chats, if at all.
     pub poll_new_chats: Option<Duration>,
+    /// Live, or shadow: nothing written to HelpCrunch (SPEC §14).
+    pub mode: Mode,
+    /// The experiment's shares, if one runs.
+    pub split: Option<Split>,
 }
 
 impl From<&WorkerConfig> for Settings {
@@ -78,6 +84,8 @@ impl From<&WorkerConfig> for Settings {
             retention: Duration::from_secs(30 * 86400),
             load_refresh: Duration::from_secs(300),
             poll_new_chats: None,
+            mode: c.mode,
+            split: None,
         }
     }
 }
@@ -86,6 +94,8 @@ pub struct Worker {
     store: Store,
     client: RwLock<Client>,
     rules: RwLock<Arc<Rules>>,
+    /// Arm b's rules, when an A/B experiment runs.
+    rules_b: RwLock<Option<Arc<Rules>>>,
     routing: Mutex<Routing>,
     settings: Settings,
     /// Identifies this process's leases.
@@ -130,10 +140,12 @@ impl Worker {
         // One key for everything this process claims: release_orphans reads
         // the pid from it, and shutdown releases by it.
         let owner = cluster.owner().to_string();
+        let client = client.read_only(settings.mode == Mode::Shadow);
         Ok(Arc::new(Self {
             store,
             client: RwLock::new(client),
             rules: RwLock::new(rules),
+            rules_b: RwLock::new(None),
             routing: Mutex::new(routing),
             settings,
             owner,
@@ -195,6 +207,8 @@ impl Worker {
     /// Replaces the API client (a reloaded key) and resumes work stopped by
     /// a 401.
     pub fn set_client(&self, client: Client) {
+        // The one place a client is taken: shadow mode's guard goes with it.
+        let client = client.read_only(self.shadow());
         let limiter = client.limiter().clone();
         *write(&self.client) = client;
         if limiter.reopen() {

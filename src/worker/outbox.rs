@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::Worker;
 use super::policy::{Disposition, dispose};
+use crate::helpcrunch::ApiError;
 use crate::helpcrunch::types::{MessageKind, NewMessage};
 use crate::store::{OutboxKind, OutboxRow, now_ms};
 
@@ -34,6 +35,8 @@ impl Worker {
         let call = self.client().post_message(&message).await;
         let (state, next, uncount) = match &call.result {
             Ok(_) => ("done", 0, false),
+            // Shadow mode: what would have been posted, recorded as such.
+            Err(ApiError::ReadOnly) => ("done", 0, false),
             Err(e) => match dispose(e, m.attempts, self.settings.max_attempts) {
                 // Not sent because assignd is stopping: shutdown gives it back.
                 Disposition::Release => return,
@@ -48,6 +51,9 @@ impl Worker {
         let error = call.result.as_ref().err().map(ToString::to_string);
         match (&call.result, state) {
             (Ok(_), _) => tracing::info!(chat_id = m.chat_id.0, kind = %m.kind, "message posted"),
+            (Err(ApiError::ReadOnly), _) => {
+                tracing::info!(chat_id = m.chat_id.0, kind = %m.kind, "shadow: message not posted")
+            }
             (Err(e), "dead") => {
                 tracing::error!(chat_id = m.chat_id.0, kind = %m.kind, error = %e, "message given up")
             }

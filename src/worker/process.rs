@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::config::FetchChat;
+use crate::domain::Arm;
 use crate::helpcrunch::types::Chat;
 use crate::helpcrunch::{ApiError, ErrorClass};
 use crate::limiter::Priority;
@@ -24,7 +25,7 @@ impl Worker {
     #[tracing::instrument(skip_all, fields(chat_id = row.chat_id.0, queue_id = row.id))]
     pub(super) async fn process(&self, row: QueueRow, lease: &LeaseKey) {
         let plan = {
-            let work = self.plan(&row, lease);
+            let work = self.plan_in_arm(&row, lease);
             let keep = self.keep_claim(row.id, lease);
             tokio::pin!(work);
             tokio::select! {
@@ -158,7 +159,7 @@ impl Worker {
         )
     }
 
-    pub(super) async fn plan(&self, row: &QueueRow, lease: &LeaseKey) -> Plan {
+    pub(super) async fn plan(&self, row: &QueueRow, lease: &LeaseKey, arm: Arm) -> Plan {
         let attrs = match row
             .attrs
             .as_deref()
@@ -251,20 +252,23 @@ impl Worker {
             None => ChatContext::bare(row.chat_id, &attrs),
         };
         let context = self.context_of(row, context).await;
-        let plan = self.assign(row, lease, &context).await.handed_back(row);
+        let plan = (self.assign(row, lease, &context, arm).await).handed_back(row);
         self.note_read(row.chat_id, fresh, &plan);
         plan
     }
 
     /// The plan for a chat there is nothing to decide for: closed, or
     /// assigned already (unless the row is a hand-back, which exists to
-    /// move a chat that has an assignee, or `reassign` is on).
+    /// move a chat that has an assignee, or `reassign` is on). In shadow
+    /// mode an assignee is reality's, to compare with: the chat is decided.
     fn skip(&self, row: &QueueRow, chat: &Chat) -> Option<Plan> {
         let reason = if chat.is_closed() {
             "chat is closed".to_string()
-        } else if let (Some(a), false, None) =
-            (&chat.assignee, self.settings.reassign, &row.handback)
-        {
+        } else if let (Some(a), false, None) = (
+            &chat.assignee,
+            self.settings.reassign || self.shadow(),
+            &row.handback,
+        ) {
             format!("chat is already assigned to agent {}", a.id)
         } else {
             return None;
@@ -281,6 +285,7 @@ impl Worker {
         row: &QueueRow,
         lease: &LeaseKey,
         context: &ChatContext,
+        arm: Arm,
     ) -> Plan {
         let mut outcomes = Vec::new();
         let mut rejected_once = false;
@@ -290,7 +295,7 @@ impl Worker {
             lease: self.settings.lease,
         };
         loop {
-            let rules = self.rules();
+            let rules = self.rules_of(arm);
             let decided = std::time::Instant::now();
             let (decision, reserved) = match self.decide_and_reserve(&rules, context).await {
                 Ok(decided) => decided,

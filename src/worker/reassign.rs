@@ -68,7 +68,7 @@ impl Worker {
     /// Records what a check concluded, in one transaction.
     async fn settle_check(&self, chat_id: ChatId, step: Step) {
         let mut doubt = Doubt::Resolved { queue_id: None };
-        let (outcomes, assigned, next) = match step {
+        let (mut outcomes, assigned, next) = match step {
             Step::Done(o) => (o.into_iter().collect(), None, None),
             Step::Later(at) => (Vec::new(), None, Some(at)),
             Step::InDoubt(o, at) => {
@@ -84,6 +84,7 @@ impl Worker {
                 (vec![o], Some(note), None)
             }
         };
+        self.stamp_followup(chat_id, &mut outcomes).await;
         for o in &outcomes {
             tracing::info!(
                 chat_id = chat_id.0,
@@ -141,9 +142,10 @@ impl Worker {
         else {
             return Step::Done(None);
         };
-        if chat.is_closed()
-            || chat.assignee.as_ref().map(|a| a.id) != Some(rules.agents[current].id)
-        {
+        // In shadow mode the chat is with reality's assignee, never with
+        // the shadow's: the check goes on as if it were.
+        let taken_over = chat.assignee.as_ref().map(|a| a.id) != Some(rules.agents[current].id);
+        if chat.is_closed() || (taken_over && !self.shadow()) {
             return Step::Done(None); // closed, or someone took it over
         }
         if answered(&chat, rules.agents[current].id) {

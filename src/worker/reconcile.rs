@@ -47,9 +47,12 @@ impl Worker {
                     break; // try again next round
                 }
             };
-            changed |= self
-                .merge_open(&agent.name, &chats.open, since, since_ms)
-                .await;
+            changed |= if self.shadow() {
+                self.close_seen(&chats.closed).await
+            } else {
+                self.merge_open(&agent.name, &chats.open, since, since_ms)
+                    .await
+            };
             // After the open chats, which must follow the search closely.
             self.record_closes(&agent.name, &chats.closed, since_ms)
                 .await;
@@ -120,6 +123,21 @@ impl Worker {
         let stale = since.checked_sub(lease);
         lock(&self.routing).reconcile(agent, &open, since, stale);
         stored.is_ok()
+    }
+
+    /// Shadow mode: the chats HelpCrunch has open are with reality's
+    /// agents, not the shadow's, so only the closes a search saw free the
+    /// shadow's seats. Whether the database took them.
+    async fn close_seen(&self, closed: &[SeenChat]) -> bool {
+        let ids: Vec<ChatId> = closed.iter().map(|c| c.id).collect();
+        if let Err(e) = self.store.close_chats(&ids).await {
+            tracing::warn!(error = %e, "cannot record the closed chats");
+            return false;
+        }
+        for c in ids {
+            self.note_open(c, None);
+        }
+        true
     }
 
     /// For `simulate --history`: when each chat the search saw closed was

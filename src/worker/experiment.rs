@@ -1,0 +1,102 @@
+//! Shadow mode and experiments in the worker (SPEC §14): which arm a
+//! chat's decision belongs to, and with which rules it is taken.
+
+use std::sync::Arc;
+
+use super::plan::{Plan, storage_retry};
+use super::{Worker, read, write};
+use crate::config::Mode;
+use crate::domain::{Arm, ChatId};
+use crate::rules::Rules;
+use crate::store::{LeaseKey, NewOutcome, Next, OutcomeResult, QueueRow, StoreError};
+
+impl Worker {
+    /// Whether this daemon runs in shadow mode: decides and records
+    /// everything, writes nothing to HelpCrunch.
+    pub fn shadow(&self) -> bool {
+        self.settings.mode == Mode::Shadow
+    }
+
+    /// The arm of `chat`'s decisions: `shadow` in shadow mode; with an
+    /// experiment, the arm the chat was first decided in (chosen now by
+    /// its hash if this is its first decision); else `a`.
+    pub(super) async fn arm_of(&self, chat: ChatId) -> Result<Arm, StoreError> {
+        if self.shadow() {
+            return Ok(Arm::Shadow);
+        }
+        match &self.settings.split {
+            Some(split) => self.store.chat_arm(chat, split.arm_of(chat)).await,
+            None => Ok(Arm::A),
+        }
+    }
+
+    /// The rules an arm decides with: arm b's own, the others `[rules] path`.
+    pub(super) fn rules_of(&self, arm: Arm) -> Arc<Rules> {
+        match (arm, read(&self.rules_b).as_ref()) {
+            (Arm::B, Some(b)) => b.clone(),
+            _ => self.rules(),
+        }
+    }
+
+    /// Sets arm b's rules (at start, and at each reload).
+    pub fn set_rules_b(&self, rules: Option<Arc<Rules>>) {
+        *write(&self.rules_b) = rules;
+    }
+}
+
+impl Worker {
+    /// [`Worker::plan`] in the chat's arm: a chat outside a canary's share
+    /// is left alone; every outcome records its arm, and in shadow mode an
+    /// assignment is recorded as what assignd would have done.
+    pub(super) async fn plan_in_arm(&self, row: &QueueRow, lease: &LeaseKey) -> Plan {
+        let arm = match self.arm_of(row.chat_id).await {
+            Ok(arm) => arm,
+            Err(e) => return storage_retry(row.chat_id, &e, Vec::new()),
+        };
+        let mut plan = match arm {
+            Arm::Left => self.left_alone(row.chat_id),
+            _ => self.plan(row, lease, arm).await,
+        };
+        stamp(&mut plan.outcomes, arm);
+        plan
+    }
+
+    /// The outcome of a chat outside the canary's share.
+    fn left_alone(&self, chat: ChatId) -> Plan {
+        let share = self.settings.split.map_or(1.0, |s| s.share);
+        let mut o = NewOutcome::new(chat, OutcomeResult::Skipped);
+        o.reason = Some(format!(
+            "left to HelpCrunch's routing: outside the experiment's share ({:.0}% of chats are assigned by assignd)",
+            share * 100.0
+        ));
+        Plan::finish(Next::Done, o)
+    }
+
+    /// The arm of the outcomes of work on a chat decided before (a
+    /// reassignment hop, a hand-back), as of the chat.
+    pub(super) async fn stamp_followup(&self, chat: ChatId, outcomes: &mut [NewOutcome]) {
+        let arm = match &self.settings.split {
+            _ if self.shadow() => Arm::Shadow,
+            Some(split) => self
+                .store
+                .chat_arm(chat, split.arm_of(chat))
+                .await
+                .unwrap_or(Arm::A),
+            None => Arm::A,
+        };
+        stamp(outcomes, arm);
+    }
+}
+
+/// Records `arm` on each outcome; a shadow assignment becomes `shadow`.
+fn stamp(outcomes: &mut [NewOutcome], arm: Arm) {
+    for o in outcomes {
+        o.arm = arm;
+        if arm == Arm::Shadow && o.result == OutcomeResult::Assigned {
+            o.result = OutcomeResult::Shadow;
+            o.http_status = None;
+            o.latency = None;
+            o.reason = o.reason.take().map(|r| format!("shadow, not sent: {r}"));
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Shadow mode (SPEC §14): every feature runs, nothing is written to
+//! HelpCrunch. The sandbox acts as a live account (its own routing takes
+//! some chats, agents reply, chats close, all as signed webhooks to the
+//! daemon's listener); the daemon decides every chat as it would, and the
+//! sandbox counts every write a client made: there must be none.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use assignd::sandbox::{People, Sandbox};
+use assignd::secrets::Secret;
+use common::*;
+
+const WEBHOOK_KEY: &str = "whk-shadow-key";
+const SECS_20: Duration = Duration::from_secs(20);
+
+/// Caps of two, a note and a reply on each assignment, a busy reply, a
+/// reassignment when nobody answers, and hand-back when an agent leaves.
+const RULES: &str = r#"
+[agents]
+alice = { id = 4188, max_open = 2 }
+bob   = { id = 4761, max_open = 2 }
+carol = { id = 6694, max_open = 2 }
+
+[pools.support]
+agents = ["alice", "bob", "carol"]
+strategy = "round-robin"
+reassign_after = "1s"
+max_reassign = 1
+handback = "unanswered"
+busy_reply = { from = "carol", text = "All busy: you are number {position} in line.", after = "1s" }
+
+[[rule]]
+name = "all"
+assign = "pool:support"
+note = "routed to {agent} by {rule}"
+reply = { from = "carol", text = "Hello! {agent} will answer shortly." }
+"#;
+
+/// The account's own routing gives half the chats to carol after 300 ms,
+/// and she answers within about half a second; nobody else answers, and
+/// chats close only when the test closes them.
+fn people() -> People {
+    People {
+        seed: 7,
+        assign_share: 0.5,
+        assign_after: Duration::from_millis(300),
+        agents: vec![6694],
+        reply_after: Some(Duration::from_millis(500)),
+        ..People::default()
+    }
+}
+
+/// The daemon in this process, in shadow mode, its listener taking the
+/// sandbox's webhooks.
+async fn shadow_daemon(app: &TestApp) -> InProcess {
+    app.edit_config(|c| c.replace("[worker]\n", "[worker]\nmode = \"shadow\"\n"));
+    let secrets = assignd::http::ListenerSecrets::new(Some(Secret::new(WEBHOOK_KEY)), None);
+    let daemon = app.start_serving(secrets).await;
+    let addr = daemon.http_addr.expect("the listener runs");
+    app.sandbox
+        .send_webhooks_to(format!("http://{addr}/webhooks/helpcrunch"), WEBHOOK_KEY);
+    app.sandbox.set_people(Some(people())).unwrap();
+    daemon
+}
+
+fn new_chats(sandbox: &Sandbox, ids: std::ops::RangeInclusive<i64>) {
+    for id in ids {
+        sandbox.create_chat(id, |c| {
+            c.assignee = None;
+            c.status = "new".into();
+        });
+    }
+}
+
+async fn until(app: &TestApp, what: &str, timeout: Duration, sql: &'static str, at_least: i64) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = app.scalar(sql).await;
+        if n >= at_least {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {n} of {at_least}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_writes_nothing_to_helpcrunch_through_every_feature() {
+    let app = TestApp::builder()
+        .rules(RULES)
+        .worker("fetch_chat = \"auto\"")
+        .listen()
+        .build()
+        .await;
+    let daemon = shadow_daemon(&app).await;
+    new_chats(&app.sandbox, 1..=12);
+    // Six seats: six chats are decided, the others wait for a seat.
+    let shadowed = "SELECT COUNT(*) FROM outcomes WHERE result = 'shadow'";
+    until(&app, "shadow assignments", SECS_20, shadowed, 6).await;
+    // alice leaves: her chats, unanswered, are handed back through the
+    // rules (and wait: every other seat is taken).
+    app.cli_ok(&["agent", "away", "alice"]).await;
+    daemon.runtime.worker.wake();
+    let handed = "SELECT COUNT(*) FROM outcomes WHERE route = 'handed_back'";
+    until(&app, "hand-backs", SECS_20, handed, 1).await;
+    // The waiting chats get their busy reply; the other assignees never
+    // answer (they were never asked), so each assignment is given up
+    // with a note or moved on.
+    until(
+        &app,
+        "busy replies",
+        SECS_20,
+        "SELECT COUNT(*) FROM busy_replies",
+        1,
+    )
+    .await;
+    let unanswered = "SELECT COUNT(*) FROM outcomes
+        WHERE route = 'reassigned' OR reason LIKE '%did not answer%'";
+    until(&app, "reassignments or their notes", SECS_20, unanswered, 1).await;
+    // Chats close: seats free, and the waiting chats are decided.
+    for chat in 1..=12 {
+        app.sandbox.close_chat(chat);
+    }
+    until(&app, "the waiting chats decided", SECS_20, shadowed, 9).await;
+    let recorded = "SELECT COUNT(*) FROM outbox WHERE state = 'done'";
+    until(&app, "messages recorded, not posted", SECS_20, recorded, 6).await;
+    daemon.stop().await;
+    let writes = app.sandbox.writes();
+    assert!(writes.is_empty(), "writes reached HelpCrunch: {writes:#?}");
+    let arms = app
+        .rows("SELECT id, arm, result FROM outcomes WHERE arm != 'shadow'")
+        .await;
+    assert!(arms.is_empty(), "outcomes outside the shadow arm: {arms:?}");
+    let assigned = app
+        .scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'assigned'")
+        .await;
+    assert_eq!(assigned, 0, "a shadow daemon recorded a real assignment");
+    let counts = app
+        .rows("SELECT COUNT(*), result, MAX(route) FROM outcomes GROUP BY result")
+        .await;
+    println!(
+        "outcomes by result: {counts:?}; webhooks taken: {}",
+        app.scalar("SELECT COUNT(*) FROM webhook_events").await
+    );
+}
