@@ -145,3 +145,29 @@ async fn shadow_mode_writes_nothing_to_helpcrunch_through_every_feature() {
         app.scalar("SELECT COUNT(*) FROM webhook_events").await
     );
 }
+
+/// `assignd run --shadow`: the real binary, no config change; the chats
+/// are decided as `shadow` outcomes and nothing reaches HelpCrunch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_shadow_decides_and_writes_nothing() {
+    let app = TestApp::builder().migrated().await;
+    let log = std::fs::File::create(app.dir.path().join("shadow.log")).unwrap();
+    let mut child = app
+        .command(&["run", "--shadow"])
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    app.insert_raw(1..=10).await;
+    let shadowed = "outcomes WHERE result = 'shadow' AND arm = 'shadow'";
+    app.wait_count(shadowed, 10, SECS_20, "shadow decisions")
+        .await;
+    let status = terminate(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}: {}", app.log("shadow.log"));
+    assert!(
+        app.sandbox.writes().is_empty(),
+        "{:#?}",
+        app.sandbox.writes()
+    );
+    assert_eq!(app.count("queue WHERE state = 'done'").await, 10);
+}

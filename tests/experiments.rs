@@ -1,0 +1,240 @@
+//! Experiments (SPEC §14): a canary share and an A/B split put each chat
+//! in one arm for good (a stable hash of its id, then the arm recorded at
+//! its first decision), every outcome records its arm, and a shadow daemon
+//! on the same traffic decides what the live one does.
+
+mod common;
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use assignd::domain::ChatId;
+use assignd::experiment::Split;
+use assignd::store::NewQueueItem;
+use common::*;
+
+const RULES: &str = r#"
+[agents]
+alice = { id = 4188 }
+bob   = { id = 4761 }
+carol = { id = 6694 }
+
+[pools.support]
+agents = ["alice", "bob"]
+strategy = "round-robin"
+
+[[rule]]
+name = "all"
+assign = "pool:support"
+"#;
+
+/// Arm b's rules: everything to carol.
+const RULES_B: &str = r#"
+[agents]
+carol = { id = 6694 }
+
+[[rule]]
+name = "all to carol"
+assign = "carol"
+"#;
+
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Each chat's arm as its outcomes record it (one arm per chat, or the
+/// test fails).
+async fn arms(app: &TestApp) -> BTreeMap<i64, String> {
+    let rows = app
+        .rows("SELECT DISTINCT chat_id, arm, NULL FROM outcomes ORDER BY chat_id")
+        .await;
+    let mut out = BTreeMap::new();
+    for (chat, arm, _) in rows {
+        let before = out.insert(chat, arm.clone());
+        assert!(before.is_none(), "chat {chat} in two arms");
+    }
+    out
+}
+
+fn expected(split: Split, chats: std::ops::RangeInclusive<i64>) -> BTreeMap<i64, String> {
+    chats
+        .map(|c| (c, split.arm_of(ChatId(c)).as_str().to_string()))
+        .collect()
+}
+
+/// A 50% canary: the chats outside it are left alone (no call, an outcome
+/// saying so); then the share grows to 90% and arm b starts, the daemon
+/// restarts, and every chat decided before stays in its arm while new
+/// chats follow the new split, arm b's with arm b's rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_stays_in_its_arm_across_restarts_and_share_changes() {
+    let app = TestApp::builder()
+        .rules(RULES)
+        .worker("fetch_chat = \"always\"")
+        .build()
+        .await;
+    std::fs::write(app.dir.path().join("rules-b.toml"), RULES_B).unwrap();
+    app.edit_config(|c| c + "\n[experiment]\nshare = 0.5\n");
+    app.process_raw(1..=40, DRAIN).await;
+    let canary = Split {
+        share: 0.5,
+        b_share: 0.0,
+    };
+    let first = arms(&app).await;
+    assert_eq!(first, expected(canary, 1..=40));
+    let left: Vec<i64> = first
+        .iter()
+        .filter(|(_, a)| *a == "left")
+        .map(|(c, _)| *c)
+        .collect();
+    assert!((10..=30).contains(&left.len()), "{} of 40 left", left.len());
+    for c in &left {
+        assert_eq!(app.sandbox.assignee(*c), None, "left chat {c} was assigned");
+    }
+    let reasons = app
+        .rows("SELECT chat_id, result, reason FROM outcomes WHERE arm = 'left'")
+        .await;
+    assert!(reasons.iter().all(|(_, r, why)| {
+        r == "skipped"
+            && why
+                .as_deref()
+                .is_some_and(|w| w.contains("outside the experiment's share"))
+    }));
+    // The share grows and arm b starts; the same chats come again.
+    app.edit_config(|c| {
+        c.replace(
+            "share = 0.5",
+            "share = 0.9\nb_rules = \"rules-b.toml\"\nb_share = 0.5",
+        )
+    });
+    app.process_raw((1..=40).chain(41..=120), DRAIN).await;
+    let after = arms(&app).await;
+    for (c, arm) in &first {
+        assert_eq!(&after[c], arm, "chat {c} changed arm");
+    }
+    let split = Split {
+        share: 0.9,
+        b_share: 0.5,
+    };
+    let new: BTreeMap<i64, String> = after.range(41..).map(|(c, a)| (*c, a.clone())).collect();
+    assert_eq!(new, expected(split, 41..=120));
+    for (c, arm) in &new {
+        let who = app.sandbox.assignee(*c);
+        match arm.as_str() {
+            "b" => assert_eq!(who, Some(6694), "arm b chat {c}"),
+            "a" => assert!(matches!(who, Some(4188 | 4761)), "arm a chat {c}: {who:?}"),
+            _ => assert_eq!(who, None, "left chat {c}"),
+        }
+    }
+    let stored = app.scalar("SELECT COUNT(*) FROM chat_arms").await;
+    assert_eq!(stored, 120, "each decided chat's arm is kept");
+    assert!(new.values().any(|a| a == "b") && new.values().any(|a| a == "a"));
+}
+
+const CAPPED: &str = r#"
+[agents]
+alice = { id = 4188, max_open = 8 }
+bob   = { id = 4761, max_open = 8 }
+carol = { id = 6694, max_open = 8 }
+
+[pools.support]
+agents = ["alice", "bob", "carol"]
+strategy = "round-robin"
+
+[[rule]]
+name = "all"
+assign = "pool:support"
+"#;
+
+/// What a daemon decided for each chat of the same recorded traffic (the
+/// same chats in the same order, one at a time): (result, agent); and how
+/// many writes reached HelpCrunch. On `database` (PostgreSQL) if given.
+async fn decisions(
+    shadow: bool,
+    database: Option<&str>,
+) -> (BTreeMap<i64, (String, Option<String>)>, usize) {
+    let app = TestApp::builder()
+        .rules(CAPPED)
+        .worker("concurrency = 1\nfetch_chat = \"always\"")
+        .build()
+        .await;
+    if shadow {
+        app.edit_config(|c| c.replace("[worker]\n", "[worker]\nmode = \"shadow\"\n"));
+    }
+    if let Some(url) = database {
+        app.use_database(url);
+    }
+    let daemon = app.start_in_process().await;
+    let store = daemon.runtime.store.clone();
+    let items: Vec<NewQueueItem> = (1..=30)
+        .map(|c| NewQueueItem {
+            chat_id: ChatId(c),
+            ..Default::default()
+        })
+        .collect();
+    store.enqueue(&items).await.unwrap();
+    daemon.runtime.worker.wake();
+    // Six chats wait at the caps for good: the run ends once each of the
+    // thirty has a first decision.
+    let deadline = std::time::Instant::now() + DRAIN;
+    let out = loop {
+        let mut rows = store.recent_outcomes(1000).await.unwrap();
+        rows.reverse();
+        let mut first = BTreeMap::new();
+        for o in rows {
+            first.entry(o.chat_id.0).or_insert((o.result, o.agent));
+        }
+        if first.len() == 30 {
+            break first;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 30 decided",
+            first.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    daemon.stop().await;
+    (out, app.sandbox.writes().len())
+}
+
+/// SPEC §14: a shadow daemon's decisions are the live one's on the same
+/// traffic: the same agent for each chat, the same chats left waiting at
+/// the caps; and it wrote nothing. SQLite, and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_decisions_agree_with_live_ones_on_the_same_traffic() {
+    agreement(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_decisions_agree_with_live_ones_on_postgres() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    let (live, shadow) = (server.database().await, server.database().await);
+    agreement(Some((&live, &shadow))).await;
+}
+
+async fn agreement(databases: Option<(&str, &str)>) {
+    let (live, live_writes) = decisions(false, databases.map(|d| d.0)).await;
+    let (shadow, shadow_writes) = decisions(true, databases.map(|d| d.1)).await;
+    assert_eq!(live_writes, 24, "the live daemon filled 24 seats");
+    assert_eq!(shadow_writes, 0, "the shadow daemon wrote to HelpCrunch");
+    let agree = live
+        .iter()
+        .filter(|(chat, (result, agent))| {
+            let Some((r, a)) = shadow.get(chat) else {
+                return false;
+            };
+            let same_result = r == result || (r == "shadow" && result == "assigned");
+            same_result && a == agent
+        })
+        .count();
+    println!("shadow agrees with live on {agree} of {} chats", live.len());
+    assert_eq!(live.len(), 30);
+    assert!(
+        agree * 100 >= live.len() * 95,
+        "{agree} of {}: {live:?} vs {shadow:?}",
+        live.len()
+    );
+}
