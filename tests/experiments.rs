@@ -4,6 +4,8 @@
 //! on the same traffic decides what the live one does.
 
 mod common;
+#[path = "support/console_http.rs"]
+mod console_http;
 #[path = "support/postgres.rs"]
 mod postgres;
 
@@ -237,4 +239,43 @@ async fn agreement(databases: Option<(&str, &str)>) {
         "{agree} of {}: {live:?} vs {shadow:?}",
         live.len()
     );
+}
+
+/// The console says what runs: shadow mode, or the experiment's shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_the_running_experiment() {
+    const TOKEN: &str = "canary-console-5e0c11";
+    for (edit, expected) in [
+        (
+            "[worker]\nmode = \"shadow\"\n",
+            "Shadow mode: every chat is decided and recorded",
+        ),
+        (
+            "[worker]\n",
+            "assignd assigns 20% of chats (the rest are left to HelpCrunch); of those, 50% by rule set b",
+        ),
+    ] {
+        let app = TestApp::builder().rules(RULES).listen().build().await;
+        std::fs::write(app.dir.path().join("rules-b.toml"), RULES_B).unwrap();
+        std::fs::write(app.dir.path().join("console-token"), format!("{TOKEN}\n")).unwrap();
+        let experiment = match edit {
+            "[worker]\n" => "\n[experiment]\nshare = 0.2\nb_rules = \"rules-b.toml\"\n",
+            _ => "",
+        };
+        app.edit_config(|c| {
+            c.replace("[worker]\n", edit).replace(
+                "[http]\n",
+                "[http]\nconsole_token_file = \"console-token\"\n",
+            ) + experiment
+        });
+        let _daemon = app.spawn_guarded("run.log");
+        let base = format!("http://{}", app.listener_addr("run.log").await);
+        let cookie = console_http::sign_in(&base, TOKEN).await.unwrap();
+        let page = console_http::get(&base, "/console/agents", &cookie).await;
+        let text = page.text().await.unwrap();
+        assert!(
+            text.contains(expected),
+            "{expected:?} not in the page: {text}"
+        );
+    }
 }

@@ -38,6 +38,29 @@ impl Worker {
         }
     }
 
+    /// Shadow mode or the running experiment, in words (the console).
+    pub(super) fn experiment_summary(&self) -> Option<String> {
+        if self.shadow() {
+            return Some(
+                "Shadow mode: every chat is decided and recorded; nothing is written to HelpCrunch."
+                    .into(),
+            );
+        }
+        let split = self.settings.split?;
+        let mut text = format!(
+            "Experiment: assignd assigns {:.0}% of chats (the rest are left to HelpCrunch)",
+            split.share * 100.0
+        );
+        if split.b_share > 0.0 {
+            text.push_str(&format!(
+                "; of those, {:.0}% by rule set b, the others by rule set a",
+                split.b_share * 100.0
+            ));
+        }
+        text.push_str(". Compare the arms with `assignd report --compare`.");
+        Some(text)
+    }
+
     /// Sets arm b's rules (at start, and at each reload).
     pub fn set_rules_b(&self, rules: Option<Arc<Rules>>) {
         *write(&self.rules_b) = rules;

@@ -117,6 +117,12 @@ impl Console {
         self.0.reassign()
     }
 
+    /// What runs instead of plain assignment, in words: shadow mode, or an
+    /// experiment's shares (SPEC §14); None when assignd assigns every chat.
+    pub fn experiment(&self) -> Option<String> {
+        self.0.experiment_summary()
+    }
+
     /// Chats were made due (an agent is back, dead letters retried):
     /// decide them now rather than at the next poll.
     pub fn wake(&self) {

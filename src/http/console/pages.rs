@@ -98,6 +98,12 @@ async fn agents_main(app: &App, viewer: &Viewer, done: &Done) -> Result<String, 
         })
         .collect();
     let mut main = html::flash(done.text(&rules).as_deref());
+    if let Some(running) = app.listener.console.experiment() {
+        main.push_str(&format!(
+            "<p class=\"experiment\">{}</p>\n",
+            html::escape(&running)
+        ));
+    }
     main.push_str(&html::table(
         "agents",
         &["Agent", "Open chats", "Cap", "Shift", "State", "Today", ""],
