@@ -123,5 +123,6 @@ pub(super) async fn insert_outcome(
         o.route
     ];
     tx.run(INSERT, values).await?;
+    super::history::record_outcome(tx, o, now).await?;
     Ok(())
 }
