@@ -43,37 +43,36 @@ macro_rules! decided {
 /// The first arrival wins (a later row of the same chat, a hand-back,
 /// changes nothing); a row already there is not even locked (PostgreSQL:
 /// a webhook may hold its other rows).
-const RECORD: Stmt = Stmt::each(
-    concat!(
-        "INSERT INTO chat_history (chat_id, arrived_at, snapshot, attrs, priority) ",
-        decided!(sqlite),
-        " ON CONFLICT (chat_id) DO NOTHING"
-    ),
-    concat!(
-        "INSERT INTO chat_history (chat_id, arrived_at, snapshot, attrs, priority) ",
-        decided!(postgres),
-        " ON CONFLICT (chat_id) DO NOTHING"
-    ),
-);
+macro_rules! record {
+    ($dialect:ident) => {
+        concat!(
+            "INSERT INTO chat_history (chat_id, arrived_at, snapshot, attrs, priority) ",
+            decided!($dialect),
+            " ON CONFLICT (chat_id) DO NOTHING"
+        )
+    };
+}
 
 /// A row only a fact wrote so far (`history/facts.rs`) takes the
-/// decision's columns, and the earlier of the two arrivals.
-const FILL: Stmt = Stmt::each(
-    concat!(
-        "UPDATE chat_history SET arrived_at = MIN(chat_history.arrived_at, d.arrived_at),
-            snapshot = d.snapshot, attrs = d.attrs, priority = d.priority, arrival = 'decided'
-           FROM (",
-        decided!(sqlite),
-        ") AS d WHERE chat_history.chat_id = d.chat_id AND chat_history.arrival != 'decided'"
-    ),
-    concat!(
-        "UPDATE chat_history SET arrived_at = LEAST(chat_history.arrived_at, d.arrived_at),
-            snapshot = d.snapshot, attrs = d.attrs, priority = d.priority, arrival = 'decided'
-           FROM (",
-        decided!(postgres),
-        ") AS d WHERE chat_history.chat_id = d.chat_id AND chat_history.arrival != 'decided'"
-    ),
-);
+/// decision's columns, and the earlier of the two arrivals (`$least`: the
+/// dialect's name for the smaller of two values).
+macro_rules! fill {
+    ($dialect:ident, $least:literal) => {
+        concat!(
+            "UPDATE chat_history SET arrived_at = ",
+            $least,
+            "(chat_history.arrived_at, d.arrived_at),
+                snapshot = d.snapshot, attrs = d.attrs, priority = d.priority,
+                arrival = 'decided'
+               FROM (",
+            decided!($dialect),
+            ") AS d WHERE chat_history.chat_id = d.chat_id AND chat_history.arrival != 'decided'"
+        )
+    };
+}
+
+const RECORD: Stmt = Stmt::each(record!(sqlite), record!(postgres));
+const FILL: Stmt = Stmt::each(fill!(sqlite, "MIN"), fill!(postgres, "LEAST"));
 
 /// The first close seen is kept: a later one (reconciliation finding the
 /// chat closed again) says nothing new.
