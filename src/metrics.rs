@@ -21,6 +21,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::store::FirstFact;
+
 pub type Labels = Vec<(&'static str, String)>;
 
 pub struct Metrics {
@@ -32,6 +34,8 @@ pub struct Metrics {
     pub limiter_wait: Histogram,
     pub decision: Histogram,
     pub enqueue_to_assigned: Histogram,
+    pub first_reply: Histogram,
+    pub time_to_assignment: Histogram,
     pub reload_failures: Counter,
     pub webhooks: Family<Labels, Counter>,
     pub http_refused: Family<Labels, Counter>,
@@ -130,6 +134,16 @@ impl Metrics {
                 "From enqueue to a successful assignment",
                 buckets(0.005, 3.0, 12),
             ),
+            first_reply: r.add(
+                "first_reply_seconds",
+                "From a chat's arrival to its first agent reply (message.chat.agent)",
+                buckets(5.0, 2.0, 15),
+            ),
+            time_to_assignment: r.add(
+                "time_to_assignment_seconds",
+                "From a chat's arrival to its first assignment by someone other than assignd (chat.assigned); assignd's own: enqueue_to_assigned_seconds",
+                buckets(5.0, 2.0, 15),
+            ),
             reload_failures: r.add(
                 "rules_reload_failures",
                 "Reloads that kept the old config and rules",
@@ -162,6 +176,19 @@ impl Metrics {
                 Gauge::default(),
             ),
             registry: r,
+        }
+    }
+
+    /// Observes a chat's first reply, or its first assignment when someone
+    /// else made it (assignd's own are timed when they settle).
+    pub fn observe_first(&self, fact: &FirstFact) {
+        match *fact {
+            FirstFact::Reply(after) => self.first_reply.observe(after.as_secs_f64()),
+            FirstFact::Assignment {
+                after,
+                by_assignd: false,
+            } => self.time_to_assignment.observe(after.as_secs_f64()),
+            FirstFact::Assignment { .. } => {}
         }
     }
 

@@ -4,8 +4,10 @@
 
 pub mod compare;
 pub mod html;
+mod replies;
 mod tally;
 
+pub use replies::{AfterHours, ByWhom, ChatFigures};
 pub use tally::Tally;
 
 use std::collections::{BTreeMap, HashSet};
@@ -31,6 +33,9 @@ pub struct Report {
     pub totals: Totals,
     /// Time in queue of every chat assigned from a queue row in the window.
     pub queue_wait: Wait,
+    /// The chats that arrived in the window: first replies, times to
+    /// assignment, the after-hours reply rate.
+    pub chats: ChatFigures,
     pub agents: Vec<AgentFigures>,
     pub pools: Vec<PoolFigures>,
     /// Every local day the window touches, oldest first.

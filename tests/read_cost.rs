@@ -20,7 +20,7 @@ both!(each_read_is_served_by_its_index);
 const DAY3: i64 = 2_592_000;
 
 /// `n` rows of each kind: waiting (for a retry), dead, and done with an
-/// outcome each.
+/// outcome and a chat's history each.
 async fn history(f: &Fixture, n: i64) {
     let now = now_ms();
     let series = |sql: String| match f.store.backend() {
@@ -37,6 +37,12 @@ async fn history(f: &Fixture, n: i64) {
         format!(
             "INSERT INTO outcomes (chat_id, queue_id, at, rule, agent, result)
              SELECT 3000000 + g, g, {now} - g * CAST({DAY3} AS BIGINT) + 500, 'all', 'alice', 'assigned' FROM c"
+        ),
+        format!(
+            "INSERT INTO chat_history (chat_id, arrived_at, assigned_at, assigned_by, first_reply_at)
+             SELECT 3000000 + g, {now} - g * CAST({DAY3} AS BIGINT),
+                    {now} - g * CAST({DAY3} AS BIGINT) + 500, 'assignd',
+                    {now} - g * CAST({DAY3} AS BIGINT) + 9000 FROM c"
         ),
         format!(
             "INSERT INTO queue (chat_id, priority, last_error, next_attempt_at, enqueued_at)
@@ -70,6 +76,7 @@ async fn each_read_is_served_by_its_index(f: Fixture) {
         ("active rows", "queue_active_order"),
         ("active rows after", "queue_active_order"),
         ("report outcomes", "outcomes_by_time"),
+        ("report chats", "chat_history_arrived"),
         ("report dead letters", "queue_dead_by_time"),
     ];
     for ((what, plan), (want, name)) in plans.iter().zip(index) {
@@ -89,6 +96,7 @@ async fn each_read_is_served_by_its_index(f: Fixture) {
                     assert!(line.contains("INDEX"), "{what} scans a table: {plan}");
                 }
                 assert!(!plan.contains("SCAN outcomes"), "{what}: {plan}");
+                assert!(!plan.contains("SCAN chat_history"), "{what}: {plan}");
                 let sorts = plan.matches("TEMP B-TREE").count();
                 assert!(sorts == 0 || *what == "active rows after", "{what}: {plan}");
             }

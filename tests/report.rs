@@ -108,6 +108,20 @@ impl Seed {
         ));
     }
 
+    /// The history row of `chat` (as [`Seed::assigned`] numbers chats):
+    /// arrived at `arrived`, assigned `assigned` later by `by`, and
+    /// replied `reply` after arriving.
+    fn chat(&mut self, chat: i64, arrived: i64, assigned: (i64, &str), reply: Option<i64>) {
+        let (after, by) = assigned;
+        let reply = reply.map_or("NULL".into(), |r| (arrived + r).to_string());
+        self.sql.push(format!(
+            "INSERT INTO chat_history (chat_id, arrived_at, assigned_at, assigned_by, first_reply_at)
+             VALUES ({}, {arrived}, {}, '{by}', {reply})",
+            1000 + chat,
+            arrived + after
+        ));
+    }
+
     fn dead(&mut self, at: i64, reason: &str) {
         self.next_id += 1;
         let id = self.next_id;
@@ -123,19 +137,25 @@ impl Seed {
 /// 2 chats and bob 1 at office hours; on 3 of them cy gets one at night;
 /// one escalation to cy, one reassignment hop to bob, one hand-back from
 /// ann whose chat then goes to bob; two dead letters; and rows outside
-/// the window that must not count.
+/// the window that must not count. Some chats have their history: when
+/// they arrived, were assigned and first replied.
 fn week(today: i64) -> Seed {
     let mut s = Seed::default();
     for d in 1..=6 {
         let day = today - d * DAY;
         for h in [10, 11] {
-            s.assigned(
+            let id = s.assigned(
                 day + h * HOUR,
                 "all",
                 "support",
                 "ann",
                 "rule `all`: round-robin: last was bob -> ann",
             );
+            // Replied d minutes after arriving, assigned after 10 s.
+            if h == 10 {
+                let arrived = day + h * HOUR - 10_000;
+                s.chat(id, arrived, (10_000, "assignd"), Some(d * 60_000));
+            }
         }
         s.assigned(
             day + 12 * HOUR,
@@ -145,17 +165,32 @@ fn week(today: i64) -> Seed {
             "rule `all`: round-robin: last was ann -> bob",
         );
         if d <= 3 {
-            s.assigned(
+            let id = s.assigned(
                 day + 20 * HOUR,
                 "night",
                 "overflow",
                 "cy",
                 "rule `night`: pool `overflow` round-robin -> cy",
             );
+            // Two of the three replied, after 2 and 4 minutes.
+            let reply = (d < 3).then_some(d * 120_000);
+            s.chat(id, day + 20 * HOUR - 20_000, (20_000, "assignd"), reply);
         }
     }
     unusual_days(&mut s, today);
+    others(&mut s, today);
     s
+}
+
+/// Chats assignd did not assign or saw no arrival of: one a person
+/// assigned, one whose arrival is not known, and one before the window.
+fn others(s: &mut Seed, today: i64) {
+    let yesterday = today - DAY + 9 * HOUR;
+    s.chat(950, yesterday, (30_000, "other"), Some(90_000));
+    s.chat(951, yesterday, (1_000, "other"), Some(5_000));
+    s.sql
+        .push("UPDATE chat_history SET arrival = 'seen' WHERE chat_id = 1951".into());
+    s.chat(952, today - 8 * DAY, (1_000, "assignd"), Some(5_000));
 }
 
 /// The escalation, the hop, the hand-back, what is no assignment, and
@@ -388,6 +423,12 @@ fn check_report(config: &Path, dir: &Path, today: i64) {
         serde_json::from_str(&assignd(config, &["report", "--since", &since, "--json"])).unwrap();
     assert_eq!(json["dead_letters"].as_array().unwrap().len(), 1);
     assert_eq!(json["totals"]["assignments"], 1, "{json}");
+    let chats = &json["chats"];
+    assert_eq!(
+        (&chats["arrived"], &chats["replied"]),
+        (&1.into(), &1.into())
+    );
+    assert_eq!(chats["after_hours"]["reply_rate"], 1.0, "{json}");
 }
 
 fn check_json(r: &Value, today: i64) {
@@ -424,6 +465,7 @@ fn check_json(r: &Value, today: i64) {
     assert_eq!(overflow["assignments"], 4);
     assert_eq!(overflow["jain"], 1.0);
     check_days(r, today);
+    check_chats(&r["chats"]);
     let dead = r["dead_letters"].as_array().unwrap();
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert_eq!(dead[0]["reason"], "agent rejected: <b>bob</b> & co");
@@ -431,6 +473,36 @@ fn check_json(r: &Value, today: i64) {
         dead[1]["reason"],
         "HelpCrunch answered 404 (chat_not_found)"
     );
+}
+
+/// Ten chats arrived in the window (six of ann's, cy's three at night,
+/// one a person assigned); nine replied, after 1–6 min (ann's), 2 and 4
+/// min (cy's) and 90 s.
+fn check_chats(c: &Value) {
+    assert_eq!(
+        (&c["arrived"], &c["replied"]),
+        (&10.into(), &9.into()),
+        "{c}"
+    );
+    assert_eq!(c["reply_share"], 0.9);
+    // 60 90 120 120 180 240 240 300 360 (s): nearest rank 5 and 9.
+    let first = &c["first_reply"];
+    assert_eq!(
+        (&first["count"], &first["p50_ms"]),
+        (&9.into(), &180_000.into())
+    );
+    assert_eq!(first["p95_ms"], 360_000);
+    let by = &c["time_to_assignment"];
+    assert_eq!(by["assignd"]["count"], 9);
+    assert_eq!(by["assignd"]["p50_ms"], 10_000);
+    assert_eq!(by["assignd"]["p95_ms"], 20_000);
+    assert_eq!(
+        by["other"],
+        serde_json::json!({"count": 1, "p50_ms": 30_000, "p95_ms": 30_000})
+    );
+    let night = &c["after_hours"];
+    assert_eq!((&night["chats"], &night["replied"]), (&3.into(), &2.into()));
+    assert!((night["reply_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
 }
 
 fn check_days(r: &Value, today: i64) {
@@ -474,6 +546,20 @@ fn check_text(text: &str) {
     );
     assert!(text.contains("jain 0.962"), "{text}");
     assert!(text.contains("dead letters: 2"), "{text}");
+    assert!(
+        text.contains("first agent reply: p50 3m 0s p95 6m 0s (9 of 10 chats replied, 90.0%)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "time to assignment: by assignd p50 10s p95 20s (9 chats), by others p50 30s p95 30s (1 chat)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("after-hours reply rate: 2 of 3 chats (66.7%)"),
+        "{text}"
+    );
 }
 
 fn check_html(html: &str) {
@@ -487,6 +573,11 @@ fn check_html(html: &str) {
     assert!(html.contains("agent rejected: &lt;b&gt;bob&lt;/b&gt; &amp; co"));
     assert!(html.contains("<polyline"), "queue wait lines");
     assert!(html.contains("<rect"), "assignment bars");
+    assert!(
+        html.contains("<th>First reply p50</th><td class=\"n\">3m 0s</td>"),
+        "{html}"
+    );
+    assert!(html.contains("2 of 3 (66.7%)"), "{html}");
     assert!(!html.contains(CANARY));
 }
 

@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{Failure, open_existing_store};
 use crate::config::Config;
-use crate::report::{self, Report, Wait, human_ms};
+use crate::report::{self, ChatFigures, Report, Wait, human_ms};
 use crate::rules;
 
 /// How many dead letters the report lists at most.
@@ -57,14 +57,19 @@ pub(super) async fn run(config_path: &Path, args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The window's outcomes, counted as they are read, and its dead letters.
+/// The window's outcomes, then its chats, counted as they are read, and
+/// its dead letters.
 async fn read(config: &Config, mut tally: report::Tally<'_>) -> Result<Report, Failure> {
     let store = open_existing_store(config).await?;
     let (from, to) = tally.window_ms();
-    let outcomes = store.report_outcomes(from, to, |o| tally.add(&o)).await;
+    let counted = async {
+        store.report_outcomes(from, to, |o| tally.add(&o)).await?;
+        store.report_chats(from, to, |c| tally.add_chat(&c)).await
+    }
+    .await;
     let dead = store.report_dead_letters(from, to, DEAD_LETTERS).await;
     store.close().await;
-    outcomes.context("cannot read the outcomes")?;
+    counted.context("cannot read the outcomes and chats")?;
     let dead = dead.context("cannot read the dead letters")?;
     Ok(tally.finish(&dead))
 }
@@ -104,6 +109,7 @@ fn print_text(r: &Report) {
         waits(&r.queue_wait),
         r.queue_wait.count
     );
+    print_chats(&r.chats);
     println!("\nagents:");
     for a in &r.agents {
         println!(
@@ -118,6 +124,33 @@ fn print_text(r: &Report) {
         );
     }
     print_tables(r);
+}
+
+/// The measure of routing over the chats that arrived.
+fn print_chats(c: &ChatFigures) {
+    println!(
+        "first agent reply: {} ({} of {} chats replied, {:.1}%)",
+        waits(&c.first_reply),
+        c.replied,
+        c.arrived,
+        c.reply_share * 100.0
+    );
+    let by = &c.time_to_assignment;
+    let chats = |n: usize| format!("{n} chat{}", if n == 1 { "" } else { "s" });
+    println!(
+        "time to assignment: by assignd {} ({}), by others {} ({})",
+        waits(&by.assignd),
+        chats(by.assignd.count),
+        waits(&by.other),
+        chats(by.other.count)
+    );
+    let a = &c.after_hours;
+    println!(
+        "after-hours reply rate: {} of {} chats ({:.1}%)",
+        a.replied,
+        a.chats,
+        a.reply_rate * 100.0
+    );
 }
 
 /// Pools, days and dead letters.

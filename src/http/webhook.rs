@@ -16,7 +16,7 @@ use super::conns::ConnHandle;
 use super::{App, Listener, reject};
 use crate::helpcrunch::types::Chat;
 use crate::secrets::Secret;
-use crate::store::{NewQueueItemJson, WebhookEffect};
+use crate::store::{Applied, NewQueueItemJson, WebhookEffect};
 
 /// The header that carries the lowercase hex HMAC-SHA1 of the raw body.
 pub const SIGNATURE_HEADER: &str = "x-helpcrunch-signature";
@@ -176,11 +176,17 @@ async fn handle(s: &Listener, signed: &Signed, body: &[u8]) -> Response {
     };
     match s
         .store
-        .apply_webhook(&envelope.id, &envelope.event, &effect)
+        .apply_webhook_event(&envelope.id, &envelope.event, &effect)
         .await
     {
-        Ok(false) => (StatusCode::OK, "duplicate event; already applied\n").into_response(),
-        Ok(true) => {
+        Ok(Applied::Duplicate) => {
+            (StatusCode::OK, "duplicate event; already applied\n").into_response()
+        }
+        Ok(Applied::New(first)) => {
+            // Committed: a chat's first reply or assignment is measured once.
+            if let Some(first) = &first {
+                crate::metrics::metrics().observe_first(first);
+            }
             match &effect {
                 WebhookEffect::Enqueue(_) => s.intake.wake(),
                 WebhookEffect::Assigned { chat_id, agent } => {
@@ -290,6 +296,10 @@ fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
             WebhookEffect::Answered {
                 chat_id: message_chat(e)?,
                 agent,
+                text: data
+                    .pointer("/message/text")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             }
         }
         "message.chat.customer" => WebhookEffect::CustomerWrote {

@@ -58,6 +58,7 @@ pub fn render(r: &Report) -> String {
         escape(&r.timezone)
     );
     totals(&mut page, r);
+    chats(&mut page, r);
     page.push_str("<h2>Assignments per agent per day</h2>\n");
     page.push_str(&bars(r));
     page.push_str("<h2>Time in queue per day (p50, p95)</h2>\n");
@@ -84,12 +85,62 @@ fn totals(page: &mut String, r: &Report) {
         ("Time in queue p95", wait_text(r.queue_wait.p95_ms)),
         ("Dead letters", r.dead_letters.len().to_string()),
     ];
+    key_values(page, &rows);
+}
+
+/// The measure of routing over the chats that arrived in the window.
+fn chats(page: &mut String, r: &Report) {
+    let c = &r.chats;
+    let (by, a) = (&c.time_to_assignment, &c.after_hours);
+    let count = |n: usize| format!("{n} chats");
+    let rows = [
+        ("Chats arrived", c.arrived.to_string()),
+        (
+            "Replied",
+            format!("{} ({:.1}%)", c.replied, c.reply_share * 100.0),
+        ),
+        ("First reply p50", wait_text(c.first_reply.p50_ms)),
+        ("First reply p95", wait_text(c.first_reply.p95_ms)),
+        ("Assigned by assignd", count(by.assignd.count)),
+        (
+            "Time to assignment p50 (assignd)",
+            wait_text(by.assignd.p50_ms),
+        ),
+        (
+            "Time to assignment p95 (assignd)",
+            wait_text(by.assignd.p95_ms),
+        ),
+        ("Assigned by others", count(by.other.count)),
+        (
+            "Time to assignment p50 (others)",
+            wait_text(by.other.p50_ms),
+        ),
+        (
+            "Time to assignment p95 (others)",
+            wait_text(by.other.p95_ms),
+        ),
+        (
+            "After-hours reply rate",
+            format!(
+                "{} of {} ({:.1}%)",
+                a.replied,
+                a.chats,
+                a.reply_rate * 100.0
+            ),
+        ),
+    ];
+    page.push_str("<h2>Replies and assignments</h2>\n");
+    key_values(page, &rows);
+}
+
+/// A table of (name, value) rows; the values escaped.
+fn key_values(page: &mut String, rows: &[(&str, String)]) {
     page.push_str("<table>");
     for (k, v) in rows {
         let _ = write!(
             page,
             "<tr><th>{k}</th><td class=\"n\">{}</td></tr>",
-            escape(&v)
+            escape(v)
         );
     }
     page.push_str("</table>\n");

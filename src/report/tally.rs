@@ -10,13 +10,14 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use rustc_hash::FxHashMap;
 
+use super::replies::ChatTally;
 use super::{
     AgentFigures, DayFigures, PoolFigures, Report, Totals, Wait, after_hours_rules, dead_letter,
     fairness, local_date,
 };
 use crate::domain::Route;
 use crate::rules::Rules;
-use crate::store::report::{DeadLetterRow, ReportOutcome};
+use crate::store::report::{DeadLetterRow, ReportChat, ReportOutcome};
 
 /// No group: an assignment outside any pool, or of no local date.
 const NONE: u32 = u32::MAX;
@@ -97,6 +98,7 @@ pub struct Tally<'r> {
     totals: Totals,
     seen: Seen,
     waits: Vec<Waited>,
+    chats: ChatTally,
 }
 
 impl<'r> Tally<'r> {
@@ -118,6 +120,7 @@ impl<'r> Tally<'r> {
             totals: Totals::default(),
             seen: Seen::default(),
             waits: Vec::new(),
+            chats: ChatTally::default(),
         }
     }
 
@@ -163,6 +166,9 @@ impl<'r> Tally<'r> {
         if escalated {
             *self.escalated_by_rule.entry(o.rule.clone()).or_default() += 1;
         }
+        if after {
+            self.chats.after_hours(o.chat_id);
+        }
         let pool = self.count_pool(o.pool.as_deref(), agent);
         let day = self.count_day(o.at_ms, agent);
         let wait = match (o.queue_id, o.enqueued_at_ms) {
@@ -177,6 +183,12 @@ impl<'r> Tally<'r> {
                 day,
             });
         }
+    }
+
+    /// Counts one chat that arrived in the window; after every outcome,
+    /// so that it is known whether an after-hours rule assigned it.
+    pub fn add_chat(&mut self, c: &ReportChat) {
+        self.chats.add(c);
     }
 
     /// The assignment's pool, counted with its agent.
@@ -219,6 +231,7 @@ impl<'r> Tally<'r> {
             timezone: self.rules.timezone.iana_name().unwrap_or("UTC").to_string(),
             totals: self.totals.clone(),
             queue_wait: waits.overall(),
+            chats: std::mem::take(&mut self.chats).finish(),
             agents: self.agent_figures(&waits),
             pools: self.pool_figures(&waits),
             days: self.day_figures(&waits),

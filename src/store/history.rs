@@ -1,35 +1,78 @@
 //! The `chat_history` table: each chat the daemon decided, as it first
-//! decided it, and when it was seen closed, for `simulate --history`.
+//! decided it, and when it was seen closed, for `simulate --history`; and
+//! what measuring routing needs of it (`facts.rs`).
 //! Written inside transactions that already run (a settle, a close
-//! webhook), so recording costs one statement, not a round trip.
+//! webhook), so recording costs a statement or two, not a round trip.
+//! This table comes before the chat's seat, follow-up and answers in
+//! every transaction that writes them (PostgreSQL: two transactions never
+//! wait for each other's rows).
+
+mod facts;
 
 use crate::domain::ChatId;
 
 use super::db::{Stmt, Tx};
 use super::{Store, StoreError, vals};
 
-/// The queue row's chat as the worker decided it; the first arrival wins
-/// (a later row of the same chat, a hand-back, changes nothing). What a
-/// producer wrote with the wrong type is recorded as the worker read it
-/// (no snapshot or attributes, enqueued now, priority bounded as the claim
+pub use facts::FirstFact;
+pub(super) use facts::{record_assignee, record_outcome, record_reply};
+
+/// The chat of queue row `$1` as the worker decided it (`$2` now), one row
+/// of `chat_id, arrived_at, snapshot, attrs, priority`. What a producer
+/// wrote with the wrong type is recorded as the worker read it (no
+/// snapshot or attributes, enqueued now, priority bounded as the claim
 /// bounds it), so that one bad row never breaks a replay or escapes
 /// pruning.
-const RECORD: Stmt = Stmt::each(
-    "INSERT INTO chat_history (chat_id, arrived_at, snapshot, attrs, priority)
-     SELECT chat_id,
-            CASE WHEN typeof(enqueued_at) = 'integer' THEN enqueued_at ELSE $2 END,
-            CASE WHEN typeof(snapshot) = 'text' THEN snapshot END,
-            CASE WHEN typeof(attrs) = 'text' THEN attrs END,
+macro_rules! decided {
+    (sqlite) => {
+        "SELECT chat_id,
+            CASE WHEN typeof(enqueued_at) = 'integer' THEN enqueued_at ELSE $2 END AS arrived_at,
+            CASE WHEN typeof(snapshot) = 'text' THEN snapshot END AS snapshot,
+            CASE WHEN typeof(attrs) = 'text' THEN attrs END AS attrs,
             CASE WHEN typeof(priority) = 'integer'
-                 THEN MAX(-1000000, MIN(1000000, priority)) ELSE 0 END
-       FROM queue WHERE id = $1 AND typeof(chat_id) = 'integer'
-     ON CONFLICT (chat_id) DO NOTHING",
-    "INSERT INTO chat_history (chat_id, arrived_at, snapshot, attrs, priority)
-     SELECT chat_id, COALESCE(enqueued_at, $2), snapshot, attrs,
-            GREATEST(-1000000, LEAST(1000000, priority))
-       FROM queue WHERE id = $1
-     ON CONFLICT (chat_id) DO NOTHING",
-);
+                 THEN MAX(-1000000, MIN(1000000, priority)) ELSE 0 END AS priority
+       FROM queue WHERE id = $1 AND typeof(chat_id) = 'integer'"
+    };
+    (postgres) => {
+        "SELECT chat_id, COALESCE(enqueued_at, $2) AS arrived_at, snapshot, attrs,
+            GREATEST(-1000000, LEAST(1000000, priority)) AS priority
+       FROM queue WHERE id = $1"
+    };
+}
+
+/// The first arrival wins (a later row of the same chat, a hand-back,
+/// changes nothing); a row already there is not even locked (PostgreSQL:
+/// a webhook may hold its other rows).
+macro_rules! record {
+    ($dialect:ident) => {
+        concat!(
+            "INSERT INTO chat_history (chat_id, arrived_at, snapshot, attrs, priority) ",
+            decided!($dialect),
+            " ON CONFLICT (chat_id) DO NOTHING"
+        )
+    };
+}
+
+/// A row only a fact wrote so far (`history/facts.rs`) takes the
+/// decision's columns, and the earlier of the two arrivals (`$least`: the
+/// dialect's name for the smaller of two values).
+macro_rules! fill {
+    ($dialect:ident, $least:literal) => {
+        concat!(
+            "UPDATE chat_history SET arrived_at = ",
+            $least,
+            "(chat_history.arrived_at, d.arrived_at),
+                snapshot = d.snapshot, attrs = d.attrs, priority = d.priority,
+                arrival = 'decided'
+               FROM (",
+            decided!($dialect),
+            ") AS d WHERE chat_history.chat_id = d.chat_id AND chat_history.arrival != 'decided'"
+        )
+    };
+}
+
+const RECORD: Stmt = Stmt::each(record!(sqlite), record!(postgres));
+const FILL: Stmt = Stmt::each(fill!(sqlite, "MIN"), fill!(postgres, "LEAST"));
 
 /// The first close seen is kept: a later one (reconciliation finding the
 /// chat closed again) says nothing new.
@@ -49,7 +92,7 @@ const CLOSE_MANY: Stmt = Stmt::each(
 
 const SINCE: &str = "SELECT chat_id, arrived_at AS arrived_at_ms, snapshot, attrs, priority,
        closed_at AS closed_at_ms
-  FROM chat_history WHERE arrived_at >= $1 ORDER BY arrived_at, chat_id";
+  FROM chat_history WHERE arrived_at >= $1 AND arrival = 'decided' ORDER BY arrived_at, chat_id";
 
 /// Every decision recorded since `$1`, oldest first: the last `assigned`
 /// one of a chat is what really happened to it.
@@ -97,7 +140,9 @@ pub(super) async fn record_arrival(
     queue_id: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    tx.run(RECORD, vals![queue_id, now]).await?;
+    if tx.run(RECORD, vals![queue_id, now]).await? == 0 {
+        tx.run(FILL, vals![queue_id, now]).await?;
+    }
     Ok(())
 }
 
@@ -113,6 +158,27 @@ pub(super) async fn record_close(
 }
 
 impl Store {
+    /// Records that `agent` has `chats` as of `at_ms` where no assignment
+    /// was recorded (load reconciliation: without webhooks, the first sign
+    /// of one). In a transaction of its own, after the reconciliation's,
+    /// that writes this table alone.
+    pub(super) async fn record_assignees(
+        &self,
+        agent: &str,
+        chats: &[ChatId],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        if chats.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for chat in chats {
+            record_assignee(&mut tx, *chat, agent, at_ms, false).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records chats seen closed by a search (load reconciliation), each
     /// with when it closed, in one statement.
     pub async fn record_closes(&self, closed: &[(ChatId, i64)]) -> Result<(), StoreError> {

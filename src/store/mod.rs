@@ -63,13 +63,14 @@ pub use console::{ChatInput, ConsoleRow, QueueCursor};
 pub use console_sessions::{ConsoleSession, NewConsoleSession};
 pub use db::Backend;
 use db::{Db, Tx, vals};
-pub use history::{History, HistoryOutcome, HistoryRow};
+pub use history::{FirstFact, History, HistoryOutcome, HistoryRow};
 pub use intents::{Began, CallClaim, Intent};
 pub use queue::BadRow;
 pub use rank::{Ranker, UnrankedRow};
 pub use retention::WEBHOOK_IDS_KEPT_MS;
 pub use routing::RoutingLock;
 pub use rows::*;
+pub use webhooks::Applied;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

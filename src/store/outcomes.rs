@@ -124,5 +124,6 @@ pub(super) async fn insert_outcome(
         o.arm
     ];
     tx.run(INSERT, values).await?;
+    super::history::record_outcome(tx, o, now).await?;
     Ok(())
 }

@@ -11,7 +11,7 @@ impl Store {
     /// (what, plan) for each read, the plan one line per node.
     pub async fn read_plans(&self) -> Result<Vec<(&'static str, String)>, StoreError> {
         let now = now_ms();
-        let reads: [(&'static str, Stmt, super::db::Vals); 7] = [
+        let reads: [(&'static str, Stmt, super::db::Vals); 8] = [
             ("queue depth", super::queue::DEPTH.into(), vals![]),
             ("waiting rows", super::queue::WAITING, vals![20_i64]),
             ("dead rows", super::console::DEAD, vals![i64::MAX, 101_i64]),
@@ -26,6 +26,11 @@ impl Store {
                 super::report::OUTCOMES,
                 // A page much smaller than the window, as a page of 5,000
                 // is to a month of outcomes.
+                vals![now - 30 * 86_400_000, i64::MIN, now, 100_i64],
+            ),
+            (
+                "report chats",
+                super::report::CHATS.into(),
                 vals![now - 30 * 86_400_000, i64::MIN, now, 100_i64],
             ),
             (

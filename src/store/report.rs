@@ -1,7 +1,8 @@
 //! What `assignd report` reads: the outcomes of a window with their queue
-//! rows' enqueue times, and the rows dead-lettered in it. Only reads.
+//! rows' enqueue times, the chats that arrived in it (`chat_history`), and
+//! the rows dead-lettered in it. Only reads.
 
-use super::db::Stmt;
+use super::db::{FromDb, Stmt};
 use super::{ChatId, Route, Store, StoreError, vals};
 
 /// The outcomes that say who got a chat or why it moved (`assigned` and
@@ -38,7 +39,17 @@ pub(super) const DEAD: Stmt = Stmt::each(
       ORDER BY updated_at DESC, id DESC LIMIT $3",
 );
 
-/// Outcomes a page of [`Store::report_outcomes`] reads.
+/// The chats that arrived after ($1 arrived_at, $2 chat_id) and before $3
+/// (Unix ms) and whose arrival is known, in that order, at most $4: one
+/// range of `chat_history_arrived` a page, as [`OUTCOMES`] reads.
+pub(super) const CHATS: &str = "SELECT chat_id, arrived_at, assigned_at, assigned_by,
+        first_reply_at
+   FROM chat_history
+  WHERE (arrived_at, chat_id) > ($1, $2) AND arrived_at < $3 AND arrival != 'seen'
+  ORDER BY arrived_at, chat_id LIMIT $4";
+
+/// Rows a page of [`Store::report_outcomes`] and [`Store::report_chats`]
+/// reads.
 const PAGE: i64 = 5000;
 
 /// One outcome as the report reads it.
@@ -62,6 +73,39 @@ pub struct ReportOutcome {
     pub enqueued_at_ms: Option<i64>,
 }
 
+/// A chat as the report reads it: what measuring routing needs.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReportChat {
+    pub chat_id: ChatId,
+    #[sqlx(rename = "arrived_at")]
+    pub arrived_at_ms: i64,
+    /// Its first assignment (Unix ms), and who made it: `assignd` or `other`.
+    #[sqlx(rename = "assigned_at")]
+    pub assigned_at_ms: Option<i64>,
+    pub assigned_by: Option<String>,
+    /// Its first agent reply (Unix ms).
+    #[sqlx(rename = "first_reply_at")]
+    pub first_reply_at_ms: Option<i64>,
+}
+
+/// A row read a page at a time by its place in a time index.
+trait Paged {
+    /// (time, id): where the next page starts after this row.
+    fn key(&self) -> (i64, i64);
+}
+
+impl Paged for ReportOutcome {
+    fn key(&self) -> (i64, i64) {
+        (self.at_ms, self.id)
+    }
+}
+
+impl Paged for ReportChat {
+    fn key(&self) -> (i64, i64) {
+        (self.arrived_at_ms, self.chat_id.0)
+    }
+}
+
 /// A dead-lettered queue row and why.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeadLetterRow {
@@ -82,15 +126,38 @@ impl Store {
         &self,
         since_ms: i64,
         until_ms: i64,
-        mut each: impl FnMut(ReportOutcome),
+        each: impl FnMut(ReportOutcome),
+    ) -> Result<(), StoreError> {
+        self.pages(OUTCOMES, (since_ms, until_ms), each).await
+    }
+
+    /// The chats that arrived in `[since_ms, until_ms)` and whose arrival
+    /// is known, oldest first, each handed to `each` as it is read, a page
+    /// of [`PAGE`] at a time.
+    pub async fn report_chats(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        each: impl FnMut(ReportChat),
+    ) -> Result<(), StoreError> {
+        self.pages(CHATS.into(), (since_ms, until_ms), each).await
+    }
+
+    /// Reads `stmt` ($1, $2: after this key; $3: before this time; $4:
+    /// the page) page after page, handing each row to `each`.
+    async fn pages<T: FromDb + Paged>(
+        &self,
+        stmt: Stmt,
+        (since_ms, until_ms): (i64, i64),
+        mut each: impl FnMut(T),
     ) -> Result<(), StoreError> {
         let mut after = (since_ms, i64::MIN);
         loop {
             let values = vals![after.0, after.1, until_ms, PAGE];
-            let page: Vec<ReportOutcome> = self.db.all(OUTCOMES, values).await?;
+            let page: Vec<T> = self.db.all(stmt, values).await?;
             let full = page.len() == PAGE as usize;
             if let Some(last) = page.last() {
-                after = (last.at_ms, last.id);
+                after = last.key();
             }
             page.into_iter().for_each(&mut each);
             if !full {

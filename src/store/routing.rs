@@ -176,7 +176,8 @@ impl Store {
     /// the search's chats, plus those opened or reserved since it started
     /// (which it cannot know yet), minus those closed since. A reservation
     /// older than `stale_before_ms` is dropped (its decision is long gone).
-    /// A freed seat wakes the waiting chats.
+    /// A freed seat wakes the waiting chats. A chat with no assignment
+    /// recorded gets this one, as of `since_ms` (`chat_history`).
     pub async fn reconcile_open_chats(
         &self,
         agent: &str,
@@ -204,6 +205,10 @@ impl Store {
         tx.run(forgotten, vals![since_ms - CLOSED_KEPT_MS]).await?;
         wake_waiting(&mut tx).await?;
         tx.commit().await?;
+        // A measure only: its failure leaves the seats as merged.
+        if let Err(e) = self.record_assignees(agent, chats, since_ms).await {
+            tracing::warn!(agent, error = %e, "cannot record the chats' first assignments");
+        }
         Ok(())
     }
 

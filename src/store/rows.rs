@@ -301,10 +301,11 @@ pub enum WebhookEffect {
     Closed { chat_id: ChatId },
     /// `message.chat.agent`: an agent answered (by name, or `#<id>` for
     /// an agent the rules do not name; without an agent in the event, the
-    /// chat's assignee is taken to have).
+    /// chat's assignee is taken to have), with the message's text.
     Answered {
         chat_id: ChatId,
         agent: Option<String>,
+        text: Option<String>,
     },
     /// `message.chat.customer`: the customer wrote (pool `handback`).
     CustomerWrote { chat_id: ChatId },

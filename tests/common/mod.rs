@@ -389,6 +389,15 @@ impl TestApp {
         }
     }
 
+    /// [`Self::start_serving`] with the webhook key `key` alone: the daemon
+    /// and its listener's base URL.
+    pub async fn serve_webhooks(&self, key: &str) -> (InProcess, String) {
+        let secrets = ListenerSecrets::new(Some(assignd::secrets::Secret::new(key)), None);
+        let daemon = self.start_serving(secrets).await;
+        let base = format!("http://{}", daemon.http_addr.expect("the listener runs"));
+        (daemon, base)
+    }
+
     /// Inserts `chat_ids` with plain SQL, runs the daemon in this process
     /// until the queue is drained, and stops it.
     pub async fn process_raw(&self, chat_ids: impl IntoIterator<Item = i64>, timeout: Duration) {
