@@ -194,6 +194,7 @@ async fn handle(s: &Listener, signed: &Signed, body: &[u8]) -> Response {
                 }
                 WebhookEffect::Closed { chat_id } => s.intake.note_open(*chat_id, None),
                 WebhookEffect::Answered { .. }
+                | WebhookEffect::Observed { .. }
                 | WebhookEffect::CustomerWrote { .. }
                 | WebhookEffect::Ignored => {}
             }
@@ -256,9 +257,6 @@ fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
                 ranked: true,
             })
         }
-        // In shadow mode the seats are the shadow's own: reality's
-        // assignments do not move them.
-        "chat.assigned" if s.intake.shadow() => WebhookEffect::Ignored,
         "chat.assigned" => {
             let rules = s.intake.rules();
             let agent = data
@@ -267,9 +265,13 @@ fn effect_of(s: &Listener, e: &Envelope) -> Result<WebhookEffect, String> {
                 .and_then(id_of)
                 .and_then(|id| rules.agent_by_id(AgentId(id)))
                 .map(|a| rules.agents[a].name.clone());
-            WebhookEffect::Assigned {
-                chat_id: chat_id()?,
-                agent,
+            let chat_id = chat_id()?;
+            match agent {
+                // In shadow mode the seats are the shadow's own: what
+                // really happened is recorded, and moves none of them.
+                Some(agent) if s.intake.shadow() => WebhookEffect::Observed { chat_id, agent },
+                None if s.intake.shadow() => WebhookEffect::Ignored,
+                agent => WebhookEffect::Assigned { chat_id, agent },
             }
         }
         "chat.closed" => WebhookEffect::Closed {

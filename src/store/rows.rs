@@ -297,6 +297,9 @@ pub enum WebhookEffect {
         chat_id: ChatId,
         agent: Option<String>,
     },
+    /// `chat.assigned` in shadow mode: who really has the chat, recorded
+    /// for the comparison; the shadow's seats are its own and do not move.
+    Observed { chat_id: ChatId, agent: String },
     /// `chat.closed` (or a status update to closed): no longer open.
     Closed { chat_id: ChatId },
     /// `message.chat.agent`: an agent answered (by name, or `#<id>` for

@@ -94,7 +94,8 @@ impl Store {
             WebhookEffect::CustomerWrote { chat_id } => {
                 record_customer_message(&mut tx, *chat_id, now).await?;
             }
-            WebhookEffect::Ignored => {}
+            // Its history is all it records (above).
+            WebhookEffect::Observed { .. } | WebhookEffect::Ignored => {}
         }
         self.commit_queue_change(tx).await?;
         Ok(Applied::New(first))
@@ -118,7 +119,10 @@ async fn record_history(
         WebhookEffect::Assigned {
             chat_id,
             agent: Some(agent),
-        } => record_assignee(tx, *chat_id, agent, now, false).await,
+        }
+        | WebhookEffect::Observed { chat_id, agent } => {
+            record_assignee(tx, *chat_id, agent, now, false).await
+        }
         WebhookEffect::Answered {
             chat_id,
             agent,
