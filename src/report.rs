@@ -2,6 +2,7 @@
 //! rows the store reads (no I/O here). What each figure means is in
 //! `docs/report.md`; [`html`] draws them as one self-contained page.
 
+pub mod arms;
 pub mod compare;
 pub mod html;
 mod replies;

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use assignd::domain::ChatId;
 use assignd::experiment::Split;
+use assignd::sandbox::People;
+use assignd::secrets::Secret;
 use assignd::store::NewQueueItem;
 use common::*;
 
@@ -278,4 +280,115 @@ async fn the_console_shows_the_running_experiment() {
             "{expected:?} not in the page: {text}"
         );
     }
+}
+
+/// The account as the sandbox plays it: people who answer what they are
+/// given (alice fast, carol slowly), signed webhooks to the listener.
+async fn serving_account(app: &TestApp, people: People) -> InProcess {
+    const KEY: &str = "whk-experiments";
+    let secrets = assignd::http::ListenerSecrets::new(Some(Secret::new(KEY)), None);
+    let daemon = app.start_serving(secrets).await;
+    let addr = daemon.http_addr.expect("the listener runs");
+    app.sandbox
+        .send_webhooks_to(format!("http://{addr}/webhooks/helpcrunch"), KEY);
+    app.sandbox.set_people(Some(people)).unwrap();
+    daemon
+}
+
+/// Creates `n` new chats (each a `chat.new` webhook) and waits until
+/// `at_least` of them have their fact `column` in `chat_history`.
+async fn traffic(app: &TestApp, n: i64, column: &'static str, at_least: i64) {
+    for id in 1..=n {
+        app.sandbox.create_chat(id, |c| {
+            c.assignee = None;
+            c.status = "new".into();
+        });
+    }
+    let from = match column {
+        "first_reply_at" => "chat_history WHERE first_reply_at IS NOT NULL",
+        _ => "chat_history WHERE assigned_at IS NOT NULL",
+    };
+    app.wait_count(from, at_least, Duration::from_secs(60), column)
+        .await;
+}
+
+fn compared(app: &TestApp) -> serde_json::Value {
+    let out = app.run_ok(&["report", "--compare", "--json", "--since", "1h"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+fn measure<'a>(c: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    c["measures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["measure"] == name)
+        .unwrap()
+}
+
+/// A/B, both arms live: arm a's rules give chats to alice, who answers in
+/// about 0.2 s; arm b's to carol, who takes about 2 s. `report --compare`
+/// finds arm a answering faster, with an interval that excludes zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_compare_finds_the_faster_arm() {
+    let a_rules = RULES.replace("agents = [\"alice\", \"bob\"]", "agents = [\"alice\"]");
+    let app = TestApp::builder().rules(&a_rules).listen().build().await;
+    std::fs::write(app.dir.path().join("rules-b.toml"), RULES_B).unwrap();
+    app.edit_config(|c| c + "\n[experiment]\nb_rules = \"rules-b.toml\"\n");
+    let people = People {
+        seed: 3,
+        reply_after_by_agent: vec![
+            (4188, Duration::from_millis(200)),
+            (6694, Duration::from_secs(2)),
+        ],
+        ..People::default()
+    };
+    let daemon = serving_account(&app, people).await;
+    traffic(&app, 80, "first_reply_at", 80).await;
+    daemon.stop().await;
+    let c = compared(&app);
+    assert_eq!((c["a"].as_str(), c["b"].as_str()), (Some("a"), Some("b")));
+    let reply = measure(&c, "first_reply");
+    assert_eq!(reply["finding"], "clear", "{reply:#}");
+    assert_eq!(reply["better"], "a", "{reply:#}");
+    let (low, high) = (
+        reply["interval"]["low"].as_f64().unwrap(),
+        reply["interval"]["high"].as_f64().unwrap(),
+    );
+    assert!(
+        low > 0.5 && high < 3.0,
+        "b − a between 0.5 and 3 s: {reply:#}"
+    );
+    let text = app.run_ok(&["report", "--compare", "--since", "1h"]);
+    assert!(text.contains("a answers faster by"), "{text}");
+    println!("{text}");
+}
+
+/// Shadow mode: the account's own routing assigns every chat after 0.4 s
+/// and its people answer; the shadow decides at once. The comparison is
+/// reality against shadow: the shadow assigns sooner; no reply is known
+/// for the shadow's assignees (they were never asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_compare_sets_the_shadow_against_what_really_happened() {
+    let app = TestApp::builder().rules(RULES).listen().build().await;
+    app.edit_config(|c| c.replace("[worker]\n", "[worker]\nmode = \"shadow\"\n"));
+    let people = People {
+        seed: 5,
+        assign_share: 1.0,
+        assign_after: Duration::from_millis(400),
+        reply_after: Some(Duration::from_millis(300)),
+        ..People::default()
+    };
+    let daemon = serving_account(&app, people).await;
+    traffic(&app, 40, "first_reply_at", 40).await;
+    daemon.stop().await;
+    assert!(app.sandbox.writes().is_empty());
+    let c = compared(&app);
+    assert_eq!(
+        (c["a"].as_str(), c["b"].as_str()),
+        (Some("reality"), Some("shadow"))
+    );
+    let assignment = measure(&c, "assignment");
+    assert_eq!(assignment["better"], "shadow", "{assignment:#}");
+    assert_eq!(measure(&c, "first_reply")["finding"], "too_few_chats");
 }

@@ -105,6 +105,10 @@ enum Command {
         /// Also write one self-contained HTML page with charts to FILE.
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+        /// Compare the arms (shadow against reality, a against b, left
+        /// against a): each measure, its difference, a 95% interval, a verdict.
+        #[arg(long)]
+        compare: bool,
     },
     /// Inspect the queue; put dead rows back.
     Queue {
@@ -420,8 +424,19 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             let config = load_config(&cli.config)?;
             status::run(&config, json).await?;
         }
-        Command::Report { since, json, html } => {
-            report::run(&cli.config, report::Args { since, json, html }).await?
+        Command::Report {
+            since,
+            json,
+            html,
+            compare,
+        } => {
+            let args = report::Args {
+                since,
+                json,
+                html,
+                compare,
+            };
+            report::run(&cli.config, args).await?
         }
         Command::Queue { action } => queue::run(&load_config(&cli.config)?, action).await?,
         Command::Agent { action } => agent::run(&load_config(&cli.config)?, action).await?,

@@ -20,6 +20,7 @@ pub(super) struct Args {
     pub since: Duration,
     pub json: bool,
     pub html: Option<PathBuf>,
+    pub compare: bool,
 }
 
 /// `--since`: a duration like "7d" or "36h".
@@ -41,6 +42,9 @@ pub(super) async fn run(config_path: &Path, args: Args) -> Result<(), Failure> {
         .ok()
         .and_then(|d| until.checked_sub(d).ok())
         .ok_or_else(|| Failure::Invalid(anyhow::anyhow!("`--since` reaches too far back")))?;
+    if args.compare {
+        return compare(&config, &rules, (since, until), &args).await;
+    }
     let report = read(&config, report::Tally::new(&rules, since, until)).await?;
     if let Some(path) = &args.html {
         std::fs::write(path, report::html::render(&report))
@@ -53,6 +57,39 @@ pub(super) async fn run(config_path: &Path, args: Args) -> Result<(), Failure> {
         println!("wrote {}", path.display());
     } else {
         print_text(&report);
+    }
+    Ok(())
+}
+
+/// `--compare`: the window's chats in their arms, compared.
+async fn compare(
+    config: &Config,
+    rules: &rules::Rules,
+    (since, until): (Timestamp, Timestamp),
+    args: &Args,
+) -> Result<(), Failure> {
+    let store = open_existing_store(config).await?;
+    let mut chats = Vec::new();
+    let (from, to) = (since.as_millisecond(), until.as_millisecond());
+    let read = store.compare_chats(from, to, |c| chats.push(c)).await;
+    store.close().await;
+    read.context("cannot read the window's chats")?;
+    let after_hours = report::after_hours_rules(rules);
+    let (a, b) = report::arms::arms(&chats, &after_hours).map_err(anyhow::Error::from)?;
+    let options = report::compare::Options::default();
+    let compared = report::compare::compare(&a, &b, &options).map_err(anyhow::Error::from)?;
+    let window = format!("{since:.0} to {until:.0}");
+    if let Some(path) = &args.html {
+        let page = report::compare::html::render(&compared, &window);
+        std::fs::write(path, page).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.json {
+        let text = serde_json::to_string_pretty(&compared).context("cannot write JSON")?;
+        println!("{text}");
+    } else if let Some(path) = &args.html {
+        println!("wrote {}", path.display());
+    } else {
+        println!("{window}\n{}", report::compare::text(&compared));
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! chats, the CLI prints the [`Comparison`]. How to read one:
 //! `docs/experiments.md`.
 
+pub mod html;
 mod resample;
 mod verdict;
 

@@ -22,6 +22,7 @@ mod audit;
 mod busy;
 mod claim;
 mod cluster;
+pub mod compare;
 mod console;
 mod console_sessions;
 mod daemon_state;

@@ -89,7 +89,7 @@ pub struct ReportChat {
 }
 
 /// A row read a page at a time by its place in a time index.
-trait Paged {
+pub(super) trait Paged {
     /// (time, id): where the next page starts after this row.
     fn key(&self) -> (i64, i64);
 }
@@ -145,7 +145,7 @@ impl Store {
 
     /// Reads `stmt` ($1, $2: after this key; $3: before this time; $4:
     /// the page) page after page, handing each row to `each`.
-    async fn pages<T: FromDb + Paged>(
+    pub(super) async fn pages<T: FromDb + Paged>(
         &self,
         stmt: Stmt,
         (since_ms, until_ms): (i64, i64),
