@@ -40,4 +40,17 @@ fn demo_accounts_for_every_chat_without_a_429() {
             "reply from dave: \"Thanks for writing! The office opens Wednesday 3 June, 09:00 EEST;",
         ],
     );
+    // Then a shadow run on the sandbox playing a live account, compared.
+    let shadow = stdout
+        .split("Shadow mode: what assignd would have done")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no shadow run: {stdout}"));
+    common::assert_contains(
+        shadow,
+        &[
+            "writes that reached HelpCrunch from the shadow: 0",
+            "shadow against reality (60 and 60 chats",
+            "shadow assigns faster by",
+        ],
+    );
 }

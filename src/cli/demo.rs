@@ -58,7 +58,7 @@ fn sliding_limit(requests: u32, per: Duration) -> SandboxLimit {
     }
 }
 
-fn sandbox_agents(rules: &Rules) -> Vec<SandboxAgent> {
+pub(super) fn sandbox_agents(rules: &Rules) -> Vec<SandboxAgent> {
     rules
         .agents
         .iter()
@@ -142,7 +142,8 @@ pub(super) async fn run(rules_path: Option<PathBuf>, chats: u32) -> Result<(), F
     );
     runtime.store.close().await;
     sandbox.stop().await;
-    verdict
+    verdict?;
+    super::demo_shadow::run(&rules).await
 }
 
 /// The sandbox with the sample chats `FIRST_CHAT..=last_chat` set up: the
@@ -174,7 +175,7 @@ async fn start_demo_sandbox(rules: &Rules, last_chat: i64) -> Result<Sandbox, Fa
 
 /// The daemon's configuration for the demo: the sandbox, its limit, and a
 /// database in `dir`; a short poll so that the demo does not idle.
-fn demo_config(sandbox: &Sandbox, dir: &Path) -> Config {
+pub(super) fn demo_config(sandbox: &Sandbox, dir: &Path) -> Config {
     let mut config = Config::default();
     config.helpcrunch.base_url = sandbox.base_url();
     config.helpcrunch.rate_limit.requests = NonZeroU32::new(DEMO_REQUESTS).expect("nonzero");

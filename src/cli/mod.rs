@@ -8,6 +8,7 @@ mod completions;
 mod counts;
 mod day;
 mod demo;
+mod demo_shadow;
 mod explain;
 mod init;
 mod init_files;

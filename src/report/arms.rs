@@ -30,7 +30,7 @@ pub fn arms(
     };
     if present.contains("shadow") {
         let reality = pick("shadow").map(|c| as_it_happened(c, after_hours, false));
-        let shadow = pick("shadow").map(|c| shadowed(c, after_hours));
+        let shadow = pick("shadow").map(shadowed);
         return Ok((
             arm("reality", reality.collect()),
             arm("shadow", shadow.collect()),
@@ -73,15 +73,16 @@ fn as_it_happened(c: &CompareChat, after_hours: &HashSet<&str>, routed: bool) ->
     }
 }
 
-/// What the shadow would have done: when and to whom; no reply is known
-/// (its assignee was never asked).
-fn shadowed(c: &CompareChat, after_hours: &HashSet<&str>) -> ChatSample {
+/// What the shadow would have done: when and to whom. No reply is known
+/// (its assignee was never asked): the chat counts in no reply measure,
+/// the after-hours reply rate included.
+fn shadowed(c: &CompareChat) -> ChatSample {
     ChatSample {
         first_reply_s: None,
         assignment_s: since_arrival(c, c.shadow_at_ms),
         reassignments: Some(c.reassignments as u32),
         handbacks: Some(c.handbacks as u32),
-        after_hours: is_after_hours(c, after_hours),
+        after_hours: false,
         agent: c.shadow_agent.clone(),
     }
 }

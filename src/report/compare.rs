@@ -226,7 +226,8 @@ pub struct Comparison {
     pub a_chats: usize,
     pub b_chats: usize,
     pub options: Options,
-    /// The verdict on the first reply time.
+    /// The verdict on the first reply time (or, when it cannot be
+    /// compared, on the first measure that can).
     pub headline: String,
     /// One per [`Measure::ALL`], in that order.
     pub measures: Vec<MeasureResult>,
@@ -254,9 +255,21 @@ pub fn compare(a: &Arm, b: &Arm, options: &Options) -> Result<Comparison, Compar
         a_chats: a.chats.len(),
         b_chats: b.chats.len(),
         options: *options,
-        headline: measures[0].verdict.clone(),
+        headline: headline(&measures),
         measures,
     })
+}
+
+/// The first reply time's verdict; when it cannot be compared (a shadow's
+/// assignees were never asked, so no reply of theirs is known), the first
+/// measure's in [`Measure::ALL`] order that can.
+fn headline(measures: &[MeasureResult]) -> String {
+    measures
+        .iter()
+        .find(|m| m.finding != Finding::TooFewChats)
+        .unwrap_or(&measures[0])
+        .verdict
+        .clone()
 }
 
 fn check(o: &Options) -> Result<(), CompareError> {
