@@ -14,7 +14,10 @@
 //! second half says how much it still grows per 1,000 chats.
 //!
 //! Run: `cargo bench --bench soak` (`SOAK_CHATS`, 30,000 by default;
-//! `SOAK_REFRESH` for another `[load] refresh` than 2 s).
+//! `SOAK_REFRESH` for another `[load] refresh` than 2 s;
+//! `SOAK_BACKEND=postgres` for two daemons on a PostgreSQL database, every
+//! webhook to the first: the second's memory must not grow with the chats
+//! it assigned and that closed through the first).
 //! Results are in docs/benchmarks.md.
 
 use std::collections::HashSet;
@@ -25,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use assignd::sandbox::Sandbox;
 
+#[path = "../tests/support/postgres.rs"]
+mod postgres;
 mod support;
 
 const KEY: &str = "whk-soak";
@@ -56,33 +61,81 @@ async fn main() {
     }
     let chats = env_or("SOAK_CHATS", 30_000);
     let sandbox = Arc::new(support::sandbox().await);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("webhook-key"), format!("{KEY}\n")).unwrap();
-    let refresh = std::env::var("SOAK_REFRESH").unwrap_or_else(|_| "2s".into());
-    let sections = format!(
-        "[database]\nurl = \"sqlite://soak.db\"\n\n[load]\nrefresh = \"{refresh}\"\n\n\
-         [http]\nlisten = \"127.0.0.1:0\"\nwebhook_key_file = \"webhook-key\"\n"
-    );
-    let (mut daemon, addr) =
-        support::spawn_configured(dir.path(), &sandbox, (RULES, &sections), 600_000).await;
-    let pid = daemon.id();
+    let postgres = std::env::var("SOAK_BACKEND").as_deref() == Ok("postgres");
+    let url = match postgres {
+        true => match postgres::server() {
+            Some(server) => server.database().await,
+            None => return println!("PostgreSQL: skipped, no server binaries"),
+        },
+        false => "sqlite://soak.db".to_string(),
+    };
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut daemon, addr) = spawn(first.path(), &sandbox, &url).await;
+    // PostgreSQL: a second daemon on the same database, which no webhook
+    // reaches: the chats it assigns close through the first, which leads.
+    let mut other = match postgres {
+        true => Some(spawn(second.path(), &sandbox, &url).await),
+        false => None,
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let soak = Soak::new(addr, sandbox.clone());
+    let soak = Soak::new(addr.clone(), sandbox.clone());
     let started = Instant::now();
-    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sampler = tokio::spawn(sample(pid, soak.sent.clone(), samples.clone()));
+    let mut watched = vec![(daemon.id(), addr.as_str(), first.path())];
+    if let Some((d, a)) = &other {
+        watched.push((d.id(), a.as_str(), second.path()));
+    }
+    let samplers: Vec<_> = watched
+        .iter()
+        .map(|(pid, _, _)| {
+            let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let task = tokio::spawn(sample(*pid, soak.sent.clone(), samples.clone()));
+            (task, samples)
+        })
+        .collect();
     let closer = tokio::spawn(soak.clone().close_assigned());
     soak.send_all(chats).await;
     soak.settle(Duration::from_secs(30)).await;
-    sampler.abort();
     closer.abort();
-    let samples = samples.lock().unwrap().clone();
     let elapsed = started.elapsed();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    let end = status(pid);
+    for ((pid, addr, dir), (task, samples)) in watched.iter().zip(samplers) {
+        task.abort();
+        let samples = samples.lock().unwrap().clone();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+        let open = open_gauge(addr).await;
+        println!("daemon pid {pid}: assignd_open_chats sums to {open} at the end");
+        report(chats, elapsed, &samples, status(*pid), fds, &sandbox, dir);
+    }
     let _ = daemon.kill();
     let _ = daemon.wait();
-    report(chats, elapsed, &samples, end, fds, &sandbox, dir.path());
+    if let Some((d, _)) = &mut other {
+        let _ = d.kill();
+        let _ = d.wait();
+    }
+}
+
+/// `assignd run` in `dir` on the database `url`, its listener taking
+/// signed webhooks.
+async fn spawn(dir: &Path, sandbox: &Sandbox, url: &str) -> (std::process::Child, String) {
+    std::fs::write(dir.join("webhook-key"), format!("{KEY}\n")).unwrap();
+    let refresh = std::env::var("SOAK_REFRESH").unwrap_or_else(|_| "2s".into());
+    let sections = format!(
+        "[database]\nurl = \"{url}\"\n\n[load]\nrefresh = \"{refresh}\"\n\n\
+         [http]\nlisten = \"127.0.0.1:0\"\nwebhook_key_file = \"webhook-key\"\n"
+    );
+    support::spawn_configured(dir, sandbox, (RULES, &sections), 600_000).await
+}
+
+/// The sum of the daemon's `assignd_open_chats` gauges: its open chats as
+/// it counts them in memory.
+async fn open_gauge(addr: &str) -> f64 {
+    let Ok(r) = reqwest::get(format!("http://{addr}/metrics")).await else {
+        return f64::NAN;
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("assignd_open_chats{"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The sender and the closer share the chats still open.

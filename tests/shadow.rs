@@ -171,3 +171,51 @@ async fn run_shadow_decides_and_writes_nothing() {
     );
     assert_eq!(app.count("queue WHERE state = 'done'").await, 10);
 }
+
+/// Without webhooks, a shadow daemon learns who really took each chat, and
+/// who answered it, from reconciliation's searches; its seats stay its own
+/// (and the rule's reply it recorded, never posted, does not hide carol's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_webhooks_reality_is_learned_from_reconciliation() {
+    let app = TestApp::builder().rules(RULES).build().await;
+    app.edit_config(|c| {
+        c.replace("[worker]\n", "[worker]\nmode = \"shadow\"\n") + "\n[load]\nrefresh = \"1s\"\n"
+    });
+    app.sandbox
+        .set_people(Some(People {
+            seed: 11,
+            assign_share: 1.0,
+            assign_after: Duration::from_millis(50),
+            agents: vec![6694],
+            reply_after: Some(Duration::from_millis(100)),
+            ..People::default()
+        }))
+        .unwrap();
+    new_chats(&app.sandbox, 1..=4);
+    let daemon = app.start_in_process().await;
+    app.insert_raw(1..=4).await;
+    daemon.runtime.worker.wake();
+    let learned = "chat_history WHERE assigned_by = 'other' AND assigned_agent = 'carol'";
+    app.wait_count(learned, 4, SECS_20, "assignments learned by reconciliation")
+        .await;
+    let replied = "chat_history WHERE first_reply_agent = 'carol' AND first_reply_at IS NOT NULL";
+    app.wait_count(replied, 4, SECS_20, "replies learned by reconciliation")
+        .await;
+    daemon.stop().await;
+    // Each seat is where the shadow's last decision for the chat put it
+    // (hops included), never carol's because reality gave her the chat.
+    let seats = app
+        .rows("SELECT chat_id, agent, NULL FROM open_chats ORDER BY chat_id")
+        .await;
+    let decided = app
+        .rows(
+            "SELECT o.chat_id, o.agent, NULL FROM outcomes o WHERE o.result = 'shadow'
+                AND o.id = (SELECT MAX(x.id) FROM outcomes x
+                             WHERE x.chat_id = o.chat_id AND x.result = 'shadow')
+              ORDER BY o.chat_id",
+        )
+        .await;
+    assert_eq!(seats.len(), 4, "{seats:?}");
+    assert_eq!(seats, decided, "the shadow's own seats");
+    assert!(app.sandbox.writes().is_empty());
+}

@@ -78,14 +78,21 @@ pub struct SeenChat {
     pub id: ChatId,
     pub closed: bool,
     pub closed_at: Option<jiff::Timestamp>,
+    /// An agent who has written in the chat (its last, else one of its
+    /// `agents`): for the first reply's measure where no webhook says it.
+    pub answered_by: Option<AgentId>,
 }
 
 impl SeenChat {
     fn of((chat, _): Found) -> SeenChat {
+        let answered_by = chat
+            .last_communicated_agent_id
+            .or(chat.agents.first().map(|a| a.id));
         SeenChat {
             id: chat.id,
             closed: chat.is_closed(),
             closed_at: chat.closed_at,
+            answered_by,
         }
     }
 }

@@ -160,9 +160,9 @@ pub(super) async fn record_close(
 impl Store {
     /// Records that `agent` has `chats` as of `at_ms` where no assignment
     /// was recorded (load reconciliation: without webhooks, the first sign
-    /// of one). In a transaction of its own, after the reconciliation's,
-    /// that writes this table alone.
-    pub(super) async fn record_assignees(
+    /// of one; in shadow mode, who really took the chat). In a transaction
+    /// of its own, after the reconciliation's, that writes this table alone.
+    pub async fn record_assignees(
         &self,
         agent: &str,
         chats: &[ChatId],
@@ -174,6 +174,35 @@ impl Store {
         let mut tx = self.begin_write().await?;
         for chat in chats {
             record_assignee(&mut tx, *chat, agent, at_ms, false).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records, where no first reply was recorded, that `agent` (a name,
+    /// or `#<id>`) had written in each of `chats` by `at_ms`, when a search
+    /// read them: without `message.chat.agent` webhooks, the first sign of
+    /// a reply (its time known only to within a `[load] refresh`).
+    pub async fn record_replies_read(
+        &self,
+        replies: &[(ChatId, String)],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        if replies.is_empty() {
+            return Ok(());
+        }
+        // A read cannot tell assignd's own reply (a rule's `reply`, posted
+        // in an agent's name) from the agent's: a chat it posted one to is
+        // left to the webhooks (one recorded, not posted, in shadow mode
+        // keeps its error).
+        let own = "SELECT chat_id FROM outbox WHERE chat_id = $1 AND kind = 'message'
+            AND state = 'done' AND last_error IS NULL";
+        let mut tx = self.begin_write().await?;
+        for (chat, agent) in replies {
+            let posted: Vec<(ChatId,)> = tx.all(own, vals![*chat]).await?;
+            if posted.is_empty() {
+                record_reply(&mut tx, *chat, Some(agent), None, at_ms).await?;
+            }
         }
         tx.commit().await?;
         Ok(())

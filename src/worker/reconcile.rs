@@ -11,6 +11,8 @@ use super::{Worker, lock};
 use crate::domain::ChatId;
 use crate::helpcrunch::SearchError;
 use crate::helpcrunch::SeenChat;
+use crate::helpcrunch::search::AgentChats;
+use crate::rules::Rules;
 use crate::store::now_ms;
 
 /// The `daemon_state` key holding when the last complete round started
@@ -48,6 +50,7 @@ impl Worker {
                 }
             };
             changed |= if self.shadow() {
+                self.observe(&agent.name, &chats.open, since_ms).await;
                 self.close_seen(&chats.closed).await
             } else {
                 self.merge_open(&agent.name, &chats.open, since, since_ms)
@@ -56,6 +59,7 @@ impl Worker {
             // After the open chats, which must follow the search closely.
             self.record_closes(&agent.name, &chats.closed, since_ms)
                 .await;
+            self.record_replies(&rules, &chats, since_ms).await;
         }
         lock(&self.routing).forget_closes(round_started);
         if complete {
@@ -123,6 +127,33 @@ impl Worker {
         let stale = since.checked_sub(lease);
         lock(&self.routing).reconcile(agent, &open, since, stale);
         stored.is_ok()
+    }
+
+    /// The replies a search saw (an agent who wrote in the chat), as the
+    /// chats' first replies where none is known: a measure, for accounts
+    /// without `message.chat.agent` webhooks.
+    async fn record_replies(&self, rules: &Rules, chats: &AgentChats, since_ms: i64) {
+        let replies: Vec<(ChatId, String)> = (chats.open.iter().chain(&chats.closed))
+            .filter_map(|c| {
+                let by = c.answered_by?;
+                let name = rules
+                    .agent_by_id(by)
+                    .map_or_else(|| format!("#{}", by.0), |a| rules.agents[a].name.clone());
+                Some((c.id, name))
+            })
+            .collect();
+        if let Err(e) = self.store.record_replies_read(&replies, since_ms).await {
+            tracing::warn!(error = %e, "cannot record the replies a search saw");
+        }
+    }
+
+    /// Shadow mode: records who really has the chats a search found open
+    /// with `agent` (a measure; the shadow's seats stay its own).
+    async fn observe(&self, agent: &str, open: &[SeenChat], since_ms: i64) {
+        let ids: Vec<ChatId> = open.iter().map(|c| c.id).collect();
+        if let Err(e) = self.store.record_assignees(agent, &ids, since_ms).await {
+            tracing::warn!(agent, error = %e, "cannot record who has the chats");
+        }
     }
 
     /// Shadow mode: the chats HelpCrunch has open are with reality's
