@@ -10,7 +10,7 @@ use super::{ChatId, Store, StoreError};
 /// through `outcomes_by_chat`): its arm (kept in `chat_arms`, else its
 /// first outcome's), the shadow's decision, the rule of its first
 /// assignment (after hours or not), its reassignment hops and hand-backs.
-const CHATS: &str = "SELECT h.chat_id, h.arrived_at, h.assigned_at, h.assigned_agent,
+pub(super) const CHATS: &str = "SELECT h.chat_id, h.arrived_at, h.assigned_at, h.assigned_agent,
         h.first_reply_at,
         COALESCE((SELECT a.arm FROM chat_arms a WHERE a.chat_id = h.chat_id),
                  (SELECT o.arm FROM outcomes o WHERE o.chat_id = h.chat_id

@@ -1,4 +1,5 @@
-//! The plans of what `status`, the console's queue page and `report` read
+//! The plans of what `status`, the console's queue page, `report` and
+//! `report --compare` read
 //! (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on PostgreSQL): what
 //! `docs/benchmarks.md` shows and `tests/read_cost.rs` checks, that each
 //! read is served by its index and reads a bounded number of rows (or, for
@@ -11,7 +12,7 @@ impl Store {
     /// (what, plan) for each read, the plan one line per node.
     pub async fn read_plans(&self) -> Result<Vec<(&'static str, String)>, StoreError> {
         let now = now_ms();
-        let reads: [(&'static str, Stmt, super::db::Vals); 8] = [
+        let reads: [(&'static str, Stmt, super::db::Vals); 9] = [
             ("queue depth", super::queue::DEPTH.into(), vals![]),
             ("waiting rows", super::queue::WAITING, vals![20_i64]),
             ("dead rows", super::console::DEAD, vals![i64::MAX, 101_i64]),
@@ -31,6 +32,11 @@ impl Store {
             (
                 "report chats",
                 super::report::CHATS.into(),
+                vals![now - 30 * 86_400_000, i64::MIN, now, 100_i64],
+            ),
+            (
+                "compare chats",
+                super::compare::CHATS.into(),
                 vals![now - 30 * 86_400_000, i64::MIN, now, 100_i64],
             ),
             (
