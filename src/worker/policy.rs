@@ -17,6 +17,9 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 /// How long shutdown lets calls on the wire finish before cutting them off.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a stop waits for the claim loop's turn under way (a database
+/// call in it) before it leaves it and drains.
+pub(super) const STOP_GRACE: Duration = Duration::from_millis(500);
 /// How long shutdown then tries to put rows back (a database that is down
 /// must not hold the exit past the 10 s promised; leases expire anyway).
 pub(super) const RELEASE_TIMEOUT: Duration = Duration::from_millis(800);

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::Job;
-use super::policy::{DRAIN_TIMEOUT, RELEASE_TIMEOUT};
+use super::policy::{DRAIN_TIMEOUT, RELEASE_TIMEOUT, STOP_GRACE};
 use super::{Worker, lock};
 use crate::cluster::{GONE_AFTER, process_alive};
 use crate::limiter::{Limiter, Priority, Slot};
@@ -102,7 +102,7 @@ impl Worker {
             watchdog: watchdog_interval(),
             backlog: false,
         };
-        let mut failure = None;
+        let (mut failure, mut stopped_at) = (None, None);
         while !stop.is_cancelled() {
             if let Some(failed) = jobs.ended() {
                 failure = Some(failed);
@@ -131,6 +131,15 @@ impl Worker {
                     ends.cancel();
                     this_turn.await;
                 }
+                // A stop ends the turn's waits, not a database call in it (a
+                // database down: the pool's acquire timeout). A claim rolls
+                // back; a row claimed, not yet started, is released too.
+                _ = stop.cancelled() => {
+                    stopped_at = Some(Instant::now());
+                    if tokio::time::timeout(STOP_GRACE, &mut this_turn).await.is_err() {
+                        tracing::warn!("shutdown: the claim loop's database call did not end in time; leaving it");
+                    }
+                }
             }
         }
         if let Some(failed) = &failure {
@@ -138,7 +147,7 @@ impl Worker {
             *lock(&self.failure) = Some(failed.to_string());
         }
         stop.cancel();
-        self.drain(rows, jobs).await;
+        self.drain(rows, jobs, stopped_at).await;
         failure.map_or(Ok(()), Err)
     }
 
@@ -451,11 +460,11 @@ impl Worker {
     }
 
     /// Shutdown: no wait on the limiter outlasts it, in-flight calls get
-    /// until [`DRAIN_TIMEOUT`], then whatever runs is cut off, and every row
-    /// and message this process holds is put back, by its one owner key.
-    async fn drain(&self, mut rows: InFlight, mut jobs: Jobs) {
+    /// until [`DRAIN_TIMEOUT`] after the stop, then whatever runs is cut off,
+    /// and every row and message this process holds is put back.
+    async fn drain(&self, mut rows: InFlight, mut jobs: Jobs, stopped_at: Option<Instant>) {
         self.client().limiter().stop();
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let deadline = stopped_at.unwrap_or_else(Instant::now) + DRAIN_TIMEOUT;
         let finished = tokio::time::timeout_at(deadline, async {
             while let Some(done) = rows.tasks.join_next_with_id().await {
                 self.reap(&mut rows, done).await;
