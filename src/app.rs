@@ -36,6 +36,11 @@ pub enum BuildError {
     Tls(#[from] TlsError),
     #[error("[experiment] b_rules: {0}")]
     BRules(#[from] crate::rules::RulesError),
+    /// Another daemon of the database runs in the other mode.
+    #[error(
+        "another daemon runs this database in {0} mode: every daemon of a database runs in one mode (stop them, then start them all in the new one)"
+    )]
+    MixedModes(String),
 }
 
 /// The pieces of a running daemon, cheap to clone: a SIGHUP reload, the
@@ -194,6 +199,11 @@ async fn assemble(
         ..Settings::from(&config.worker)
     };
     let rules_b = crate::experiment::load_b_rules(&config.experiment)?;
+    let switched = enter_mode(&store, &cluster, config.worker.mode).await?;
+    let settings = Settings {
+        reconcile_first: switched,
+        ..settings
+    };
     let worker = Worker::new(store.clone(), client, rules, settings, cluster.clone()).await?;
     worker.set_rules_b(rules_b.map(Arc::new));
     Ok(Runtime {
@@ -203,6 +213,32 @@ async fn assemble(
         cluster,
         tls,
     })
+}
+
+/// Runs the database in `mode`; whether it switched from the other (its
+/// seats, follow-ups and hand-back marks forgotten: the first decision
+/// waits for a reconciliation). Refused while another daemon of the
+/// database is live in the other mode.
+async fn enter_mode(
+    store: &Store,
+    cluster: &Membership,
+    mode: crate::config::Mode,
+) -> Result<bool, BuildError> {
+    let mode = match mode {
+        crate::config::Mode::Live => "live",
+        crate::config::Mode::Shadow => "shadow",
+    };
+    let was = store.last_mode().await?;
+    if was != mode {
+        let live = store
+            .live_daemons(crate::cluster::GONE_AFTER, cluster.lease_name())
+            .await?;
+        if live.iter().any(|d| d.owner != cluster.owner()) {
+            return Err(BuildError::MixedModes(was));
+        }
+        tracing::warn!(was = %was, now = mode, "this database ran in another mode: its seats, follow-ups and hand-back marks are forgotten and read again from HelpCrunch");
+    }
+    Ok(store.enter_mode(mode).await?)
 }
 
 /// The requests a window this daemon takes: the account's limit, or in

@@ -219,3 +219,45 @@ async fn without_webhooks_reality_is_learned_from_reconciliation() {
     assert_eq!(seats, decided, "the shadow's own seats");
     assert!(app.sandbox.writes().is_empty());
 }
+
+/// Going live on the shadow's database: the shadow's seats (made up: it
+/// never assigned), follow-ups and hand-back marks are forgotten before
+/// the first live decision, so none of them moves a real chat; and while
+/// a daemon runs the database in one mode, another in the other is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_live_forgets_the_shadows_seats_and_modes_never_mix() {
+    let app = TestApp::builder().rules(RULES).build().await;
+    app.edit_config(|c| c.replace("[worker]\n", "[worker]\nmode = \"shadow\"\n"));
+    app.process_raw(1..=4, SECS_20).await;
+    let seats = "open_chats";
+    assert_eq!(app.count(seats).await, 4, "the shadow's seats");
+    assert!(app.count("followups").await > 0, "the shadow's follow-ups");
+    // Live now, on the same file.
+    app.edit_config(|c| c.replace("mode = \"shadow\"\n", ""));
+    let mut live = app.spawn_guarded("live.log");
+    let took = || app.log("live.log").contains("took over");
+    wait_until(SECS_20, || app.log("live.log"), took).await;
+    assert_contains(&app.log("live.log"), &["this database ran in another mode"]);
+    assert_eq!(app.count("followups").await, 0);
+    assert_eq!(app.count("handbacks").await, 0);
+    // Reconciliation read the real open chats: nobody has them.
+    assert_eq!(
+        app.count(seats).await,
+        0,
+        "{:?}",
+        app.rows("SELECT chat_id, agent, NULL FROM open_chats")
+            .await
+    );
+    // A shadow daemon beside the live one is refused.
+    let (code, _, stderr) = app.exec(&["run", "--shadow"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_contains(&stderr, &["another daemon runs this database in live mode"]);
+    live.assert_running("the live daemon");
+    let status = terminate(&mut live.child, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        app.sandbox.writes().is_empty(),
+        "{:#?}",
+        app.sandbox.writes()
+    );
+}

@@ -138,7 +138,11 @@ async fn absent_agents_chats_come_in_one_read(f: Fixture) {
             .unwrap();
     }
     f.store.note_answer(ChatId(2), "bob").await.unwrap();
-    let chats = f.store.handback_chats(&["bob", "alice"]).await.unwrap();
+    let chats = f
+        .store
+        .handback_chats(&["bob", "alice"], false)
+        .await
+        .unwrap();
     let seen: Vec<(&str, i64, bool)> = chats
         .iter()
         .map(|c| (c.agent.as_str(), c.chat_id.0, c.answered_at.is_some()))
@@ -147,8 +151,14 @@ async fn absent_agents_chats_come_in_one_read(f: Fixture) {
         seen,
         [("alice", 1, false), ("bob", 2, true), ("bob", 3, false)]
     );
-    assert!(f.store.handback_chats(&[]).await.unwrap().is_empty());
-    assert!(f.store.handback_chats(&["dana"]).await.unwrap().is_empty());
+    assert!(f.store.handback_chats(&[], false).await.unwrap().is_empty());
+    assert!(
+        f.store
+            .handback_chats(&["dana"], false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn a_producers_plain_insert_gets_defaults_and_duplicates_are_ignored(f: Fixture) {

@@ -3,7 +3,8 @@
 
 use super::{Store, StoreError, now_ms, vals};
 
-const UPSERT_STATE: &str = "INSERT INTO daemon_state (key, value, updated_at) VALUES ($1, $2, $3)
+pub(super) const UPSERT_STATE: &str =
+    "INSERT INTO daemon_state (key, value, updated_at) VALUES ($1, $2, $3)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
 
 impl Store {

@@ -2,11 +2,50 @@
 
 use super::{Arm, ChatId, Store, StoreError, now_ms, vals};
 
+/// The `daemon_state` key naming the mode (`live`, `shadow`) the database
+/// was last run in; a database from before shadow mode was run live.
+const MODE: &str = "mode";
+
+/// What one mode leaves that the other must not act on: the seats (a
+/// shadow's are made up; a live daemon's are not the shadow's), the
+/// follow-ups and hand-back marks on them, and the reconciliation's place.
+const FORGET_ON_SWITCH: [&str; 4] = [
+    "DELETE FROM open_chats",
+    "DELETE FROM followups",
+    "DELETE FROM handbacks",
+    "DELETE FROM daemon_state WHERE key = 'reconcile_since'",
+];
+
 const ARM_OF: &str = "SELECT arm FROM chat_arms WHERE chat_id = $1";
 const TAKE_ARM: &str = "INSERT INTO chat_arms (chat_id, arm, at) VALUES ($1, $2, $3)
     ON CONFLICT (chat_id) DO NOTHING";
 
 impl Store {
+    /// The mode the database was last run in.
+    pub async fn last_mode(&self) -> Result<String, StoreError> {
+        Ok(self
+            .daemon_state_value(MODE)
+            .await?
+            .unwrap_or_else(|| "live".into()))
+    }
+
+    /// Records that the database now runs in `mode`; coming from the other
+    /// mode, forgets what that mode left ([`FORGET_ON_SWITCH`]) in the same
+    /// transaction. Whether it switched.
+    pub async fn enter_mode(&self, mode: &str) -> Result<bool, StoreError> {
+        let switched = self.last_mode().await? != mode;
+        let mut tx = self.begin_write().await?;
+        if switched {
+            for sql in FORGET_ON_SWITCH {
+                tx.run(sql, vals![]).await?;
+            }
+        }
+        let set = super::daemon_state::UPSERT_STATE;
+        tx.run(set, vals![MODE, mode, now_ms()]).await?;
+        tx.commit().await?;
+        Ok(switched)
+    }
+
     /// The arm `chat` is in: the one recorded at its first decision, or
     /// `new`, recorded now. Two daemons that choose at once agree on the
     /// first one written, whatever each chose.

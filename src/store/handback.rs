@@ -22,7 +22,8 @@ const RECORD_CUSTOMER: &str = "INSERT INTO chat_customer_messages (chat_id, at) 
 
 /// The open chats of the agents `$agents` names (`$1`, a JSON array of
 /// names), with what deciding a hand-back needs: the pool of the chat's
-/// last assignment (only if it was to this agent: a chat moved by hand was
+/// last assignment (`$2`: `assigned`, or `shadow` in shadow mode; only if
+/// it was to this agent: a chat moved by hand was
 /// not assigned from the pool), the agent's last answer, the customer's
 /// last message, and the mark of an earlier hand-back. One read for every
 /// absent agent, in each dialect's way of reading a JSON array.
@@ -31,7 +32,7 @@ macro_rules! chats_of {
         concat!(
             "SELECT o.chat_id, o.agent, o.assigned_at,
        (SELECT CASE WHEN x.agent = o.agent THEN x.pool END FROM outcomes x
-         WHERE x.chat_id = o.chat_id AND x.result IN ('assigned', 'shadow')
+         WHERE x.chat_id = o.chat_id AND x.result IN ('assigned', $2)
          ORDER BY x.id DESC LIMIT 1) AS pool,
        (SELECT a.at FROM chat_answers a WHERE a.chat_id = o.chat_id AND a.agent = o.agent)
            AS answered_at,
@@ -110,12 +111,19 @@ impl Store {
 
     /// The open chats of `agents`, with what deciding a hand-back needs,
     /// by agent then chat: one read however many are absent.
-    pub async fn handback_chats(&self, agents: &[&str]) -> Result<Vec<HandbackChat>, StoreError> {
+    pub async fn handback_chats(
+        &self,
+        agents: &[&str],
+        shadow: bool,
+    ) -> Result<Vec<HandbackChat>, StoreError> {
         if agents.is_empty() {
             return Ok(Vec::new());
         }
         let names = serde_json::to_string(agents).expect("names serialize");
-        Ok(self.db.all(CHATS_OF, vals![names]).await?)
+        // In shadow mode its own decisions count as the chats' assignments;
+        // live, only the ones made (a shadow's never moved a chat).
+        let assigned = if shadow { "shadow" } else { "assigned" };
+        Ok(self.db.all(CHATS_OF, vals![names, assigned]).await?)
     }
 
     /// The agents some chat was handed back from.

@@ -93,7 +93,7 @@ impl Worker {
         let absent = absent_agents(rules, &away, Timestamp::now());
         let mut moves = Vec::new();
         let names: Vec<&str> = absent.keys().map(String::as_str).collect();
-        for chat in self.store.handback_chats(&names).await? {
+        for chat in self.store.handback_chats(&names, self.shadow()).await? {
             let Some(absence) = absent.get(&chat.agent) else {
                 continue;
             };

@@ -70,6 +70,9 @@ pub struct Settings {
     pub mode: Mode,
     /// The experiment's shares, if one runs.
     pub split: Option<Split>,
+    /// Read the open chats from HelpCrunch before the first decision (the
+    /// database's seats were forgotten: it ran in the other mode).
+    pub reconcile_first: bool,
 }
 
 impl From<&WorkerConfig> for Settings {
@@ -86,6 +89,7 @@ impl From<&WorkerConfig> for Settings {
             poll_new_chats: None,
             mode: c.mode,
             split: None,
+            reconcile_first: false,
         }
     }
 }

@@ -82,7 +82,7 @@ impl Worker {
         // Whoever held the file before may have called up to now.
         self.client().limiter().spend_burst();
         self.take_back_orphans().await;
-        if self.cluster.stood_by() {
+        if self.cluster.stood_by() || self.settings.reconcile_first {
             self.take_over(&shutdown).await;
         }
         let lost = self.cluster.lost();
