@@ -36,6 +36,8 @@ pub enum BuildError {
     Tls(#[from] TlsError),
     #[error("[experiment] b_rules: {0}")]
     BRules(#[from] crate::rules::RulesError),
+    #[error("{0}")]
+    Arms(String),
     /// Another daemon of the database runs in the other mode.
     #[error(
         "another daemon runs this database in {0} mode: every daemon of a database runs in one mode (stop them, then start them all in the new one)"
@@ -199,9 +201,13 @@ async fn assemble(
         ..Settings::from(&config.worker)
     };
     let rules_b = crate::experiment::load_b_rules(&config.experiment)?;
+    if let Some(b) = &rules_b {
+        crate::experiment::check_b_rules(&rules, b).map_err(BuildError::Arms)?;
+    }
     let switched = enter_mode(&store, &cluster, config.worker.mode).await?;
     let settings = Settings {
-        reconcile_first: switched,
+        // Live after a shadow: the real seats are read before any decision.
+        reconcile_first: switched && config.worker.mode == crate::config::Mode::Live,
         ..settings
     };
     let worker = Worker::new(store.clone(), client, rules, settings, cluster.clone()).await?;
@@ -228,8 +234,7 @@ async fn enter_mode(
         crate::config::Mode::Live => "live",
         crate::config::Mode::Shadow => "shadow",
     };
-    let was = store.last_mode().await?;
-    if was != mode {
+    if let Some(was) = store.last_mode().await?.filter(|was| was != mode) {
         let live = store
             .live_daemons(crate::cluster::GONE_AFTER, cluster.lease_name())
             .await?;

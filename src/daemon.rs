@@ -216,11 +216,9 @@ async fn reload_inner(config_path: &Path, runtime: &Runtime, listener: &Listener
                 rules.agents.len(),
                 rules.pools.len()
             );
-            runtime.worker.set_rules(Arc::new(rules));
-            match crate::experiment::load_b_rules(&config.experiment) {
-                Ok(b) => runtime.worker.set_rules_b(b.map(Arc::new)),
-                Err(e) => tracing::error!(error = %e, "reload: keeping arm b's old rules"),
-            }
+            let rules = Arc::new(rules);
+            runtime.worker.set_rules(rules.clone());
+            reload_b_rules(runtime, &config, &rules);
             tracing::info!(%counts, "reloaded config and rules");
             let _ = runtime
                 .store
@@ -245,6 +243,20 @@ async fn reload_inner(config_path: &Path, runtime: &Runtime, listener: &Listener
                 .set_daemon_state("rules_reload_error", &e.to_string())
                 .await;
         }
+    }
+}
+
+/// Reads arm b's rules again, checked against arm a's; the split itself
+/// is fixed at start, so an arm b that comes or goes takes a restart.
+fn reload_b_rules(runtime: &Runtime, config: &Config, rules: &Rules) {
+    let b = match crate::experiment::load_b_rules(&config.experiment) {
+        Ok(Some(b)) => b,
+        Ok(None) => return,
+        Err(e) => return tracing::error!(error = %e, "reload: keeping arm b's old rules"),
+    };
+    match crate::experiment::check_b_rules(rules, &b) {
+        Ok(()) => runtime.worker.set_rules_b(Some(Arc::new(b))),
+        Err(e) => tracing::error!(error = %e, "reload: keeping arm b's old rules"),
     }
 }
 

@@ -47,6 +47,30 @@ pub fn load_b_rules(experiment: &Experiment) -> Result<Option<Rules>, RulesError
     experiment.b_rules.as_deref().map(load_path).transpose()
 }
 
+/// Both arms route one team: every agent arm b names is an agent of arm a
+/// with the same HelpCrunch id, so that webhooks, seats, caps and
+/// reconciliation, all keyed on arm a's agents, see arm b's assignments.
+pub fn check_b_rules(a: &Rules, b: &Rules) -> Result<(), String> {
+    for agent in &b.agents {
+        match a.agent_by_name(&agent.name).map(|i| &a.agents[i]) {
+            Some(same) if same.id == agent.id => {}
+            Some(other) => {
+                return Err(format!(
+                    "[experiment] b_rules: agent `{}` has id {} there but {} in [rules] path; both arms route one team",
+                    agent.name, agent.id.0, other.id.0
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "[experiment] b_rules: agent `{}` is not in [rules] path; both arms route one team: name every agent there",
+                    agent.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A number in [0, 1) from the chat id: SplitMix64's finaliser, whose
 /// output is even for consecutive ids.
 fn unit(chat: ChatId, salt: u64) -> f64 {

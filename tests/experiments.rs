@@ -392,3 +392,76 @@ async fn report_compare_sets_the_shadow_against_what_really_happened() {
     assert_eq!(assignment["better"], "shadow", "{assignment:#}");
     assert_eq!(measure(&c, "first_reply")["finding"], "too_few_chats");
 }
+
+/// Both arms decide on one set of hourly counts: arm a (no hourly cap)
+/// must not trim away the assignments arm b's cap counts (carol, two an
+/// hour), whatever order the arms' decisions come in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm_bs_hourly_cap_holds_beside_arm_a() {
+    let app = TestApp::builder()
+        .rules(RULES)
+        .worker("concurrency = 1\nfetch_chat = \"never\"")
+        .build()
+        .await;
+    let capped = RULES_B.replace(
+        "carol = { id = 6694 }",
+        "carol = { id = 6694, max_per_hour = 2 }",
+    );
+    std::fs::write(app.dir.path().join("rules-b.toml"), capped).unwrap();
+    app.edit_config(|c| c + "\n[experiment]\nb_rules = \"rules-b.toml\"\n");
+    let daemon = app.start_in_process().await;
+    app.insert_raw(1..=40).await;
+    daemon.runtime.worker.wake();
+    let decided = "(SELECT DISTINCT chat_id FROM outcomes)";
+    app.wait_count(decided, 40, DRAIN, "a decision for each chat")
+        .await;
+    daemon.stop().await;
+    let to_carol = app
+        .sandbox
+        .assign_calls()
+        .iter()
+        .filter(|c| c.1 == 6694)
+        .count();
+    let b = expected(
+        Split {
+            share: 1.0,
+            b_share: 0.5,
+        },
+        1..=40,
+    )
+    .values()
+    .filter(|a| *a == "b")
+    .count();
+    assert!(b > 4, "{b} chats in arm b");
+    assert_eq!(
+        to_carol, 2,
+        "carol's cap of 2 an hour, with {b} chats in arm b"
+    );
+}
+
+/// Both arms route one team: arm b may name only arm a's agents, with
+/// their ids; `check` and `run` refuse anything else, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm_b_names_only_arm_as_agents() {
+    let app = TestApp::builder().rules(RULES).build().await;
+    app.edit_config(|c| c + "\n[experiment]\nb_rules = \"rules-b.toml\"\n");
+    for (b, why) in [
+        (
+            RULES_B.replace("carol", "dave"),
+            "agent `dave` is not in [rules] path",
+        ),
+        (
+            RULES_B.replace("6694", "7777"),
+            "agent `carol` has id 7777 there but 6694",
+        ),
+    ] {
+        std::fs::write(app.dir.path().join("rules-b.toml"), b).unwrap();
+        for args in [&["check"][..], &["run"][..]] {
+            let (code, _, stderr) = app.exec(args);
+            assert_ne!(code, 0, "{args:?}: {stderr}");
+            assert_contains(&stderr, &[why]);
+        }
+    }
+    std::fs::write(app.dir.path().join("rules-b.toml"), RULES_B).unwrap();
+    app.run_ok(&["check"]);
+}

@@ -56,6 +56,7 @@ fn rules(agents: Vec<Agent>, members: Vec<usize>, strategy: Strategy, skills: &[
         }],
         files: Vec::new(),
         index: Default::default(),
+        hourly_floor: 0,
     }
 }
 

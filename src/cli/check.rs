@@ -9,6 +9,13 @@ use crate::rules::{self, Target};
 pub(super) async fn run(config_path: &Path, online: bool) -> Result<(), Failure> {
     let config = Config::load(config_path).map_err(|e| Failure::Invalid(e.into()))?;
     let rules = rules::load_path(&config.rules.path).map_err(|e| Failure::Invalid(e.into()))?;
+    // Arm b's rules, as `run` loads and checks them.
+    let rules_b = crate::experiment::load_b_rules(&config.experiment)
+        .map_err(|e| Failure::Invalid(anyhow::anyhow!("[experiment] b_rules: {e}")))?;
+    if let Some(b) = &rules_b {
+        crate::experiment::check_b_rules(&rules, b)
+            .map_err(|e| Failure::Invalid(anyhow::anyhow!(e)))?;
+    }
     println!("config {}: ok", config_path.display());
     for f in &rules.files {
         println!("rules  {}: ok", f.display());

@@ -74,7 +74,16 @@ async fn compare(
     let read = store.compare_chats(from, to, |c| chats.push(c)).await;
     store.close().await;
     read.context("cannot read the window's chats")?;
-    let after_hours = report::after_hours_rules(rules);
+    // Arm b's after-hours rules too: its chats are classed by its own rules.
+    let rules_b = crate::experiment::load_b_rules(&config.experiment)
+        .map_err(|e| Failure::Invalid(e.into()))?;
+    let mut after_hours = report::after_hours_rules(rules);
+    after_hours.extend(
+        rules_b
+            .as_ref()
+            .map(report::after_hours_rules)
+            .unwrap_or_default(),
+    );
     let (a, b) = report::arms::arms(&chats, &after_hours).map_err(anyhow::Error::from)?;
     let options = report::compare::Options::default();
     let compared = report::compare::compare(&a, &b, &options).map_err(anyhow::Error::from)?;

@@ -1,8 +1,8 @@
 //! The two arms `report --compare` puts side by side, from the chats of a
 //! window (SPEC §14): arm `a` against arm `b` of an A/B test; `left`
 //! (HelpCrunch's routing or people) against `a` (assignd) for a canary; or,
-//! in shadow mode, what really happened against what assignd would have
-//! done with the same chats. Pure.
+//! with neither in the window, what really happened against what assignd
+//! in shadow mode would have done with the same chats. Pure.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -28,22 +28,23 @@ pub fn arms(
         name: name.to_string(),
         chats,
     };
-    if present.contains("shadow") {
-        let reality = pick("shadow").map(|c| as_it_happened(c, after_hours, false));
-        let shadow = pick("shadow").map(shadowed);
-        return Ok((
-            arm("reality", reality.collect()),
-            arm("shadow", shadow.collect()),
-        ));
-    }
     let live = |name| {
         pick(name)
             .map(|c| as_it_happened(c, after_hours, true))
             .collect()
     };
+    // A live experiment in the window outranks an earlier shadow run.
     let pair = match (present.contains("b"), present.contains("left")) {
         (true, _) => ("a", "b"),
         (false, true) => ("left", "a"),
+        (false, false) if present.contains("shadow") => {
+            let reality = pick("shadow").map(|c| as_it_happened(c, after_hours, false));
+            let shadow = pick("shadow").map(shadowed);
+            return Ok((
+                arm("reality", reality.collect()),
+                arm("shadow", shadow.collect()),
+            ));
+        }
         (false, false) => {
             let seen = present.into_iter().collect::<Vec<_>>().join(", ");
             let seen = if seen.is_empty() {
@@ -168,6 +169,16 @@ mod tests {
             (shadow.chats[0].first_reply_s, shadow.chats[0].assignment_s),
             (None, Some(0.5))
         );
+    }
+
+    /// A canary started after a shadow run: the window holds both, and
+    /// the experiment is what is compared.
+    #[test]
+    fn a_live_experiment_outranks_an_earlier_shadow_run() {
+        let chats = [chat(1, "shadow"), chat(2, "left"), chat(3, "a")];
+        let (first, second) = arms(&chats, &HashSet::new()).unwrap();
+        assert_eq!((first.name.as_str(), second.name.as_str()), ("left", "a"));
+        assert_eq!((first.chats.len(), second.chats.len()), (1, 1));
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub(super) fn compile(files: &[File]) -> Result<Rules, SourceError> {
         index: super::index::RuleIndex::build(&rules),
         rules,
         files: files.iter().map(|f| f.path.to_path_buf()).collect(),
+        hourly_floor: 0,
     })
 }
 

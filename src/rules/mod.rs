@@ -54,6 +54,10 @@ pub struct Rules {
     /// Finds the rules a chat cannot match; call [`Rules::reindex`] after
     /// changing `rules` (until then it is ignored, never wrong).
     pub index: index::RuleIndex,
+    /// The hourly counts keep at least this many assignments an agent:
+    /// another rule set decides on the same counts (an A/B test's other
+    /// arm), and its caps may be higher.
+    pub hourly_floor: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -258,7 +262,8 @@ impl Rules {
     pub fn highest_hourly_cap(&self) -> usize {
         let agents = self.agents.iter().filter_map(|a| a.max_per_hour);
         let pools = self.pools.iter().filter_map(|p| p.max_per_hour);
-        agents.chain(pools).max().map_or(0, |cap| cap as usize)
+        let own = agents.chain(pools).max().unwrap_or(0);
+        own.max(self.hourly_floor) as usize
     }
 
     pub fn pool_by_name(&self, name: &str) -> Option<usize> {

@@ -7,14 +7,15 @@ use super::{ChatId, Store, StoreError};
 /// The chats that arrived after ($1 arrived_at, $2 chat_id) and before $3
 /// (Unix ms) and whose arrival is known, at most $4 a page, in the order
 /// of `chat_history`'s arrival index, each with its outcomes' facts (read
-/// through `outcomes_by_chat`): its arm (kept in `chat_arms`, else its
-/// first outcome's), the shadow's decision, the rule of its first
+/// through `outcomes_by_chat`): its arm (an experiment's, kept in
+/// `chat_arms`; else `shadow` if a shadow decided it; else none: a chat
+/// decided with no experiment running is in no arm), the shadow's decision, the rule of its first
 /// assignment (after hours or not), its reassignment hops and hand-backs.
 pub(super) const CHATS: &str = "SELECT h.chat_id, h.arrived_at, h.assigned_at, h.assigned_agent,
         h.first_reply_at,
         COALESCE((SELECT a.arm FROM chat_arms a WHERE a.chat_id = h.chat_id),
                  (SELECT o.arm FROM outcomes o WHERE o.chat_id = h.chat_id
-                   ORDER BY o.id LIMIT 1)) AS arm,
+                     AND o.arm = 'shadow' ORDER BY o.id LIMIT 1)) AS arm,
         (SELECT o.at FROM outcomes o WHERE o.chat_id = h.chat_id AND o.result = 'shadow'
           ORDER BY o.id LIMIT 1) AS shadow_at,
         (SELECT o.agent FROM outcomes o WHERE o.chat_id = h.chat_id AND o.result = 'shadow'

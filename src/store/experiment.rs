@@ -17,23 +17,31 @@ const FORGET_ON_SWITCH: [&str; 4] = [
 ];
 
 const ARM_OF: &str = "SELECT arm FROM chat_arms WHERE chat_id = $1";
-const TAKE_ARM: &str = "INSERT INTO chat_arms (chat_id, arm, at) VALUES ($1, $2, $3)
+/// A chat decided before the experiment began (an outcome in arm `a`, the
+/// arm of every chat then) stays in `a`.
+const TAKE_ARM: &str = "INSERT INTO chat_arms (chat_id, arm, at)
+    SELECT $1, CASE WHEN EXISTS (SELECT 1 FROM outcomes WHERE chat_id = $1 AND arm = 'a')
+                    THEN 'a' ELSE $2 END, $3
+     WHERE TRUE
     ON CONFLICT (chat_id) DO NOTHING";
 
 impl Store {
-    /// The mode the database was last run in.
-    pub async fn last_mode(&self) -> Result<String, StoreError> {
-        Ok(self
-            .daemon_state_value(MODE)
-            .await?
-            .unwrap_or_else(|| "live".into()))
+    /// The mode the database was last run in: none for a new database (one
+    /// that decided nothing yet); `live` for one from before the modes.
+    pub async fn last_mode(&self) -> Result<Option<String>, StoreError> {
+        if let Some(mode) = self.daemon_state_value(MODE).await? {
+            return Ok(Some(mode));
+        }
+        let sql = "SELECT chat_id FROM outcomes LIMIT 1";
+        let decided: Option<(ChatId,)> = self.db.first(sql, vals![]).await?;
+        Ok(decided.map(|_| "live".to_string()))
     }
 
     /// Records that the database now runs in `mode`; coming from the other
     /// mode, forgets what that mode left ([`FORGET_ON_SWITCH`]) in the same
     /// transaction. Whether it switched.
     pub async fn enter_mode(&self, mode: &str) -> Result<bool, StoreError> {
-        let switched = self.last_mode().await? != mode;
+        let switched = self.last_mode().await?.is_some_and(|was| was != mode);
         let mut tx = self.begin_write().await?;
         if switched {
             for sql in FORGET_ON_SWITCH {
@@ -47,8 +55,8 @@ impl Store {
     }
 
     /// The arm `chat` is in: the one recorded at its first decision, or
-    /// `new`, recorded now. Two daemons that choose at once agree on the
-    /// first one written, whatever each chose.
+    /// `new`, recorded now (`a` for a chat decided before the experiment).
+    /// Two daemons that choose at once agree on the first one written.
     pub async fn chat_arm(&self, chat: ChatId, new: Arm) -> Result<Arm, StoreError> {
         if let Some((arm,)) = self.db.first::<(Arm,)>(ARM_OF, vals![chat]).await? {
             return Ok(arm);

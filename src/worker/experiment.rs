@@ -32,8 +32,11 @@ impl Worker {
 
     /// The rules an arm decides with: arm b's own, the others `[rules] path`.
     pub(super) fn rules_of(&self, arm: Arm) -> Arc<Rules> {
-        match (arm, read(&self.rules_b).as_ref()) {
-            (Arm::B, Some(b)) => b.clone(),
+        // Not holding one lock while taking the other (see
+        // `share_hourly_counts`, which takes both).
+        let b = read(&self.rules_b).clone();
+        match (arm, b) {
+            (Arm::B, Some(b)) => b,
             _ => self.rules(),
         }
     }
@@ -61,9 +64,37 @@ impl Worker {
         Some(text)
     }
 
+    /// The rules that have pool `name`: `[rules] path`'s, else arm b's (a
+    /// follow-up of a pool only arm b has).
+    pub(super) fn rules_with_pool(&self, name: &str) -> Arc<Rules> {
+        let a = self.rules();
+        if a.pool_by_name(name).is_some() {
+            return a;
+        }
+        let b = read(&self.rules_b).clone();
+        b.filter(|b| b.pool_by_name(name).is_some()).unwrap_or(a)
+    }
+
     /// Sets arm b's rules (at start, and at each reload).
     pub fn set_rules_b(&self, rules: Option<Arc<Rules>>) {
         *write(&self.rules_b) = rules;
+        self.share_hourly_counts();
+    }
+
+    /// Both arms decide on one set of hourly counts, which each decision
+    /// trims to its rules' highest cap: each set keeps as many as the
+    /// other's caps need too.
+    pub(super) fn share_hourly_counts(&self) {
+        let (mut a, mut b) = (write(&self.rules), write(&self.rules_b));
+        let Some(b) = b.as_mut() else {
+            return;
+        };
+        let cap = a.highest_hourly_cap().max(b.highest_hourly_cap()) as u32;
+        for rules in [&mut *a, b] {
+            if rules.highest_hourly_cap() < cap as usize {
+                Arc::make_mut(rules).hourly_floor = cap;
+            }
+        }
     }
 }
 
@@ -100,11 +131,12 @@ impl Worker {
     pub(super) async fn stamp_followup(&self, chat: ChatId, outcomes: &mut [NewOutcome]) {
         let arm = match &self.settings.split {
             _ if self.shadow() => Arm::Shadow,
-            Some(split) => self
-                .store
-                .chat_arm(chat, split.arm_of(chat))
-                .await
-                .unwrap_or(Arm::A),
+            // Unread (the database failing), the hash's arm: the chat's
+            // own unless the shares changed since its first decision.
+            Some(split) => {
+                let drawn = split.arm_of(chat);
+                self.store.chat_arm(chat, drawn).await.unwrap_or(drawn)
+            }
             None => Arm::A,
         };
         stamp(outcomes, arm);

@@ -203,6 +203,7 @@ impl Worker {
     /// assignments as the old caps could count, and a new cap may count more.
     pub fn set_rules(&self, rules: Arc<Rules>) {
         *write(&self.rules) = rules;
+        self.share_hourly_counts();
         let mut routing = lock(&self.routing);
         routing.state.unusable.clear();
         routing.recent_loaded = false;

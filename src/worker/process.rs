@@ -221,7 +221,7 @@ impl Worker {
         let chat = if read.is_some() {
             read
         } else if fetch {
-            if let Some(plan) = self.still_waiting(row, &attrs).await {
+            if let Some(plan) = self.still_waiting(row, &attrs, arm).await {
                 return plan;
             }
             let call = self.client().chat(row.chat_id, Priority::Assign).await;

@@ -113,7 +113,7 @@ impl Worker {
     }
 
     async fn check(&self, f: &Followup) -> Step {
-        let rules = self.rules();
+        let rules = self.rules_with_pool(&f.pool);
         let Some(p) = rules.pool_by_name(&f.pool) else {
             return Step::Done(None); // the pool was removed by a reload
         };

@@ -60,13 +60,14 @@ impl Worker {
         &self,
         row: &QueueRow,
         attrs: &serde_json::Map<String, serde_json::Value>,
+        arm: crate::domain::Arm,
     ) -> Option<Plan> {
         if row.waiting != Some(Wait::Candidate) {
             return None;
         }
         let read = lock(&self.waiting_reads).get(row.chat_id)?;
         let context = self.context_of(row, read.rules_context(attrs)).await;
-        let rules = self.rules();
+        let rules = self.rules_of(arm);
         let now = jiff::Timestamp::now();
         let peek = self.reserve(&rules, |routing| {
             (decide(&rules, &context, &routing.state, now), None)

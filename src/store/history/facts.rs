@@ -80,10 +80,12 @@ const ASSIGNED: &str = concat!(
 
 /// A message whose text `$4` is a reply assignd sent to chat `$1` (a
 /// rule's `reply`, which HelpCrunch may report as the agent's) is no
-/// agent reply.
+/// agent reply; one a shadow daemon recorded and never posted (done, with
+/// its reason) is no reply of assignd's.
 macro_rules! not_own {
     () => {
-        "NOT EXISTS (SELECT 1 FROM outbox WHERE chat_id = $1 AND kind = 'message' AND text = $4)"
+        "NOT EXISTS (SELECT 1 FROM outbox WHERE chat_id = $1 AND kind = 'message' AND text = $4
+                      AND NOT (state = 'done' AND last_error IS NOT NULL))"
     };
 }
 
