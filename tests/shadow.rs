@@ -261,3 +261,45 @@ async fn going_live_forgets_the_shadows_seats_and_modes_never_mix() {
         app.sandbox.writes()
     );
 }
+
+/// A reply by reality's agent (carol, whom HelpCrunch's routing gave every
+/// chat) is not the shadow's assignee answering: each of the shadow's
+/// follow-ups is still checked, and finds its own agent silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realitys_replies_do_not_answer_the_shadows_follow_ups() {
+    const PAIR: &str = r#"
+[agents]
+alice = { id = 4188 }
+bob   = { id = 4761 }
+carol = { id = 6694 }
+
+[pools.support]
+agents = ["alice", "bob"]
+reassign_after = "1s"
+max_reassign = 1
+
+[[rule]]
+name = "all"
+assign = "pool:support"
+"#;
+    let app = TestApp::builder().rules(PAIR).listen().build().await;
+    let daemon = shadow_daemon(&app).await;
+    app.sandbox
+        .set_people(Some(People {
+            seed: 13,
+            assign_share: 1.0,
+            assign_after: Duration::from_millis(50),
+            agents: vec![6694],
+            reply_after: Some(Duration::from_millis(100)),
+            ..People::default()
+        }))
+        .unwrap();
+    new_chats(&app.sandbox, 1..=4);
+    let replied = "chat_history WHERE first_reply_agent = 'carol'";
+    app.wait_count(replied, 4, SECS_20, "carol's replies").await;
+    let unanswered = "outcomes WHERE route = 'reassigned' OR reason LIKE '%did not answer%'";
+    app.wait_count(unanswered, 4, SECS_20, "the shadow's follow-ups checked")
+        .await;
+    daemon.stop().await;
+    assert!(app.sandbox.writes().is_empty());
+}

@@ -445,10 +445,16 @@ async fn follow_ups_are_claimed_and_settled(f: Fixture) {
         },
     )
     .await;
-    let due = f.store.claim_followups(LEASE, 8).await.unwrap();
+    let due = f.store.claim_followups(LEASE, 8, true).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].tried, vec!["amy".to_string()]);
-    assert!(f.store.claim_followups(LEASE, 8).await.unwrap().is_empty());
+    assert!(
+        f.store
+            .claim_followups(LEASE, 8, true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     f.store
         .settle_followup(
             ChatId(21),

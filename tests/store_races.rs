@@ -87,7 +87,7 @@ async fn two_claims(f: &Fixture, chat: i64) -> (Followup, assignd::store::QueueR
         ..Assigned::default()
     };
     settle_assigned(f, chat, assigned).await;
-    let mut due = f.store.claim_followups(LEASE, 8).await.unwrap();
+    let mut due = f.store.claim_followups(LEASE, 8, true).await.unwrap();
     assert_eq!(due.len(), 1, "round {chat}: the follow-up is claimed");
     f.store.enqueue(&[item(chat)]).await.unwrap();
     let row = f.store.claim(&key("b", chat), LEASE, 1).await.unwrap();

@@ -17,23 +17,29 @@ const CLAIM: &str = "UPDATE followups SET due_at = $1
 impl Store {
     /// Takes up to `limit` follow-ups that are due, moving each one's due
     /// time on by `lease` so that a crash mid-check retries it later.
+    /// `answers`: whether an answer seen by webhook settles a follow-up
+    /// (in shadow mode it does not: the answer is reality's agent's, and
+    /// the check reads whether the shadow's own assignee wrote).
     pub async fn claim_followups(
         &self,
         lease: Duration,
         limit: u32,
+        answers: bool,
     ) -> Result<Vec<Followup>, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         // An answer seen by webhook settles the follow-up without a call,
         // unless its hop is in doubt: the check reads the chat and records
         // the hop (the answer may well be the new agent's).
-        tx.run(
-            "DELETE FROM followups WHERE answered_at IS NOT NULL
+        if answers {
+            tx.run(
+                "DELETE FROM followups WHERE answered_at IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM assign_intents i
                                 WHERE i.chat_id = followups.chat_id AND i.queue_id IS NULL)",
-            vals![],
-        )
-        .await?;
+                vals![],
+            )
+            .await?;
+        }
         let until = now + lease.as_millis() as i64;
         let rows: Vec<FollowupRow> = tx.all(CLAIM, vals![until, now, limit]).await?;
         tx.commit().await?;

@@ -56,7 +56,8 @@ fn answered(chat: &Chat, agent_id: AgentId) -> bool {
 impl Worker {
     /// One round of the follow-up job: checks the chats whose answer is due.
     pub(super) async fn followups_round(self: &Arc<Self>) -> Duration {
-        let claimed = self.store.claim_followups(self.settings.lease, 8).await;
+        let answers = !self.shadow();
+        let claimed = (self.store.claim_followups(self.settings.lease, 8, answers)).await;
         let next_due = self.store.followup_next_due_ms();
         self.drain_due("follow-ups", claimed, next_due, |f| async move {
             let step = self.check(&f).await;
