@@ -202,13 +202,29 @@ impl Cluster {
         .fetch_all(&self.db)
         .await
         .unwrap_or_default();
+        // A row left leased: whose, and what its chat's last lines say.
+        let leased: Vec<(i64, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, chat_id, lease_owner, lease_until - assignd_now_ms() FROM queue
+              WHERE state = 'leased' ORDER BY id LIMIT 5",
+        )
+        .fetch_all(&self.db)
+        .await
+        .unwrap_or_default();
         let f = figures(&self.app.sandbox, self.requests, PER, EDGE);
         let mut out = format!(
-            "queue by state: {states:?}\ndaemons (owner, pid, ms since heartbeat): {daemons:?}\n\
+            "queue by state: {states:?}\nleased (id, chat, owner, ms to expiry): {leased:?}\n\
+             daemons (owner, pid, ms since heartbeat): {daemons:?}\n\
              leases (name, owner, epoch, ms to expiry): {leases:?}\nsandbox: {f:?}\n"
         );
         for i in 1..=self.spawned {
             let log = self.app.log(&format!("d{i}.log"));
+            for (_, chat, _, _) in &leased {
+                let about = format!("chat_id={chat} ");
+                let lines: Vec<&str> = log.lines().filter(|l| l.contains(&about)).collect();
+                if !lines.is_empty() {
+                    out += &format!("--- d{i}.log on chat {chat}\n{}\n", lines.join("\n"));
+                }
+            }
             let tail: Vec<&str> = log.lines().rev().take(12).collect();
             out += &format!("--- d{i}.log (last lines)\n");
             for l in tail.into_iter().rev() {
