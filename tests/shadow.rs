@@ -52,6 +52,19 @@ fn people() -> People {
     }
 }
 
+/// The account's routing gives every chat to carol at once, and she
+/// answers within about 0.1 s.
+fn carol_takes_all(seed: u64) -> People {
+    People {
+        seed,
+        assign_share: 1.0,
+        assign_after: Duration::from_millis(50),
+        agents: vec![6694],
+        reply_after: Some(Duration::from_millis(100)),
+        ..People::default()
+    }
+}
+
 /// The daemon in this process, in shadow mode, its listener taking the
 /// sandbox's webhooks.
 async fn shadow_daemon(app: &TestApp) -> InProcess {
@@ -181,16 +194,7 @@ async fn without_webhooks_reality_is_learned_from_reconciliation() {
     app.edit_config(|c| {
         c.replace("[worker]\n", "[worker]\nmode = \"shadow\"\n") + "\n[load]\nrefresh = \"1s\"\n"
     });
-    app.sandbox
-        .set_people(Some(People {
-            seed: 11,
-            assign_share: 1.0,
-            assign_after: Duration::from_millis(50),
-            agents: vec![6694],
-            reply_after: Some(Duration::from_millis(100)),
-            ..People::default()
-        }))
-        .unwrap();
+    app.sandbox.set_people(Some(carol_takes_all(11))).unwrap();
     new_chats(&app.sandbox, 1..=4);
     let daemon = app.start_in_process().await;
     app.insert_raw(1..=4).await;
@@ -284,16 +288,7 @@ assign = "pool:support"
 "#;
     let app = TestApp::builder().rules(PAIR).listen().build().await;
     let daemon = shadow_daemon(&app).await;
-    app.sandbox
-        .set_people(Some(People {
-            seed: 13,
-            assign_share: 1.0,
-            assign_after: Duration::from_millis(50),
-            agents: vec![6694],
-            reply_after: Some(Duration::from_millis(100)),
-            ..People::default()
-        }))
-        .unwrap();
+    app.sandbox.set_people(Some(carol_takes_all(13))).unwrap();
     new_chats(&app.sandbox, 1..=4);
     let replied = "chat_history WHERE first_reply_agent = 'carol'";
     app.wait_count(replied, 4, SECS_20, "carol's replies").await;
