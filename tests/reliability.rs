@@ -107,9 +107,18 @@ async fn kill_9(chats: i64, kills: usize) {
 /// 10% 5xx (some as HTML pages), 5% slow past the timeout, 2% dropped
 /// connections and a 429 burst: every chat is assigned, max_attempts holds,
 /// and nothing is sent while a 429 pause holds.
+///
+/// The faults last [`FAULTS_FOR`]: an attempt (a read and a PUT) fails
+/// about 3 times in 10 under them, and a chat's retries back off 1 s
+/// doubling to 5 min, so faults that never end would leave one chat in 30
+/// or so still backing off past any drain bound (seen: 7 failed attempts in
+/// a row, 98 s). In 10 s at most 5 attempts fit (the shortest delays sum
+/// to 15.5 s for 5), so every retry is due within 16 s after the faults.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_and_a_429_burst_lose_nothing() {
     const CHATS: i64 = 60;
+    const BURST: Duration = Duration::from_secs(3);
+    const FAULTS_FOR: Duration = Duration::from_secs(10);
     let app = TestApp::builder()
         .worker("concurrency = 4\nmax_attempts = 10")
         .build()
@@ -133,11 +142,13 @@ async fn faults_and_a_429_burst_lose_nothing() {
     }));
     let daemon = app.start_in_process().await;
     app.feed(&daemon, 1..=CHATS).await;
-    let burst_ends = Instant::now() + Duration::from_secs(3);
+    let burst_ends = Instant::now() + BURST;
     while Instant::now() < burst_ends {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.sandbox.set_rate_limit(None);
+    tokio::time::sleep_until((burst_ends - BURST + FAULTS_FOR).into()).await;
+    app.sandbox.set_faults(Faults::default());
     app.wait_drained(Duration::from_secs(120)).await;
     daemon.stop().await;
 

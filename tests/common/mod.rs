@@ -349,12 +349,55 @@ impl TestApp {
             if active == 0 {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{active} rows still active after {timeout:?}"
-            );
+            if Instant::now() >= deadline {
+                let stuck = self.active_rows().await;
+                panic!("{active} rows still active after {timeout:?}:\n{stuck}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The rows still pending or leased, one line each, with their
+    /// outcomes: what a drain that did not end was waiting for.
+    async fn active_rows(&self) -> String {
+        type Row = (
+            i64,
+            String,
+            i64,
+            i64,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+        );
+        let pool = self.producer().await;
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT chat_id, state, attempts, next_attempt_at - ?1, lease_owner,
+                    lease_until - ?1, last_error FROM queue
+              WHERE state IN ('pending', 'leased') ORDER BY chat_id",
+        )
+        .bind(assignd::store::now_ms())
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let mut out = String::new();
+        for (chat, state, attempts, due_in, owner, lease_in, error) in rows {
+            out += &format!(
+                "chat {chat}: {state}, {attempts} attempts, due in {due_in} ms, \
+                 lease {owner:?} for {lease_in:?} ms, last error {error:?}\n"
+            );
+            let outcomes: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+                "SELECT at, result, reason FROM outcomes WHERE chat_id = ? ORDER BY id",
+            )
+            .bind(chat)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            for (at, result, reason) in outcomes {
+                out += &format!("  {at} {result} {}\n", reason.unwrap_or_default());
+            }
+        }
+        pool.close().await;
+        out
     }
 
     /// `insert_raw`, then wakes `daemon`'s worker.
@@ -372,6 +415,7 @@ impl TestApp {
     /// [`Self::start_in_process`] with the listener's secrets (the listener
     /// runs if the builder asked for it with [`TestAppBuilder::listen`]).
     pub async fn start_serving(&self, secrets: Arc<ListenerSecrets>) -> InProcess {
+        log_in_process();
         let (config, rules, key) = assignd::daemon::load(&self.config_path).unwrap();
         let app = Application::build(&config, Arc::new(rules), &key, secrets)
             .await
@@ -536,4 +580,22 @@ impl DbLock {
         drop(self.conn);
         self.pool.close().await;
     }
+}
+
+/// With `ASSIGND_TEST_LOG=<file>`, a daemon run in the test's process logs
+/// there at debug level (a stuck row is then seen in the daemon's own
+/// words); without it, in-process daemons log nothing.
+fn log_in_process() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let Some(path) = std::env::var_os("ASSIGND_TEST_LOG") else {
+        return;
+    };
+    ONCE.call_once(|| {
+        let file = std::fs::File::create(path).expect("ASSIGND_TEST_LOG names a writable file");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("assignd=debug,info"))
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .try_init();
+    });
 }
