@@ -20,8 +20,12 @@ pub const PER: Duration = Duration::from_secs(3);
 /// PUTs left out at each end of the drain for the steady share.
 pub const EDGE: usize = 10;
 /// Each daemon's `[worker]`: four rows in flight, no `GET /chats/{id}`
-/// (one PUT per chat), the default row lease (60 s), so that a dead
-/// daemon's rows come back through the `daemons` heartbeats, not the lease.
+/// (one PUT per chat), the default row lease (60 s). A dead daemon's rows
+/// come back once the `daemons` heartbeats say it is gone *and* their
+/// leases have run out (a call decided under a lease may be sent until
+/// just before it ends): a drain after a kill waits up to [`LEASE`].
+/// The row lease of [`WORKER`] (the default).
+pub const LEASE: Duration = Duration::from_secs(60);
 pub const WORKER: &str = "concurrency = 4\nfetch_chat = \"never\"";
 
 /// The sandbox enforcing `requests` per [`PER`] (sliding, with
