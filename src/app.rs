@@ -17,7 +17,7 @@ use crate::http::{Listener, ListenerSecrets, ServerTls, TlsError};
 use crate::limiter::Limiter;
 use crate::rules::Rules;
 use crate::secrets::Secret;
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{Backend, ModeEntry, Store, StoreError};
 use crate::worker::{JobFailed, Settings, Worker};
 
 /// Why [`Application::build`] failed.
@@ -224,7 +224,8 @@ async fn assemble(
 /// Runs the database in `mode`; whether it switched from the other (its
 /// seats, follow-ups and hand-back marks forgotten: the first decision
 /// waits for a reconciliation). Refused while another daemon of the
-/// database is live in the other mode.
+/// database is live in the other mode (checked and recorded at once: see
+/// [`Store::enter_mode`]).
 async fn enter_mode(
     store: &Store,
     cluster: &Membership,
@@ -234,16 +235,15 @@ async fn enter_mode(
         crate::config::Mode::Live => "live",
         crate::config::Mode::Shadow => "shadow",
     };
-    if let Some(was) = store.last_mode().await?.filter(|was| was != mode) {
-        let live = store
-            .live_daemons(crate::cluster::GONE_AFTER, cluster.lease_name())
-            .await?;
-        if live.iter().any(|d| d.owner != cluster.owner()) {
-            return Err(BuildError::MixedModes(was));
+    let within = crate::cluster::GONE_AFTER;
+    match store.enter_mode(mode, cluster.owner(), within).await? {
+        ModeEntry::Refused(was) => Err(BuildError::MixedModes(was)),
+        ModeEntry::Entered { from: Some(was) } => {
+            tracing::warn!(was = %was, now = mode, "this database ran in another mode: its seats, follow-ups and hand-back marks are forgotten and read again from HelpCrunch");
+            Ok(true)
         }
-        tracing::warn!(was = %was, now = mode, "this database ran in another mode: its seats, follow-ups and hand-back marks are forgotten and read again from HelpCrunch");
+        ModeEntry::Entered { from: None } => Ok(false),
     }
-    Ok(store.enter_mode(mode).await?)
 }
 
 /// The requests a window this daemon takes: the account's limit, or in

@@ -470,3 +470,52 @@ async fn arm_b_names_only_arm_as_agents() {
     std::fs::write(app.dir.path().join("rules-b.toml"), RULES_B).unwrap();
     app.run_ok(&["check"]);
 }
+
+/// Arm b's rules, every chat to pool `pool` (alice and bob), which hands
+/// back every chat of an absent agent.
+fn handing_back_b(pool: &str) -> String {
+    format!(
+        r#"
+[agents]
+alice = {{ id = 4188 }}
+bob   = {{ id = 4761 }}
+
+[pools.{pool}]
+agents = ["alice", "bob"]
+handback = "all"
+
+[[rule]]
+name = "all in b"
+assign = "pool:{pool}"
+"#
+    )
+}
+
+/// Arm a's pool hands nothing back; arm b's hands back every chat. Every
+/// chat is in arm b and goes to alice (bob away); alice goes away: her
+/// chats go back through arm b's rules, to bob. With a pool only arm b
+/// has, and with arm a's pool's name, set up otherwise in arm b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm_bs_pool_hands_back_the_chats_of_an_absent_agent() {
+    const ALICE: i64 = 4188;
+    const BOB: i64 = 4761;
+    for pool in ["b_team", "support"] {
+        let app = TestApp::builder().rules(RULES).migrated().await;
+        std::fs::write(app.dir.path().join("rules-b.toml"), handing_back_b(pool)).unwrap();
+        app.edit_config(|c| c + "\n[experiment]\nb_rules = \"rules-b.toml\"\nb_share = 1.0\n");
+        app.run_ok(&["agent", "away", "bob"]);
+        let daemon = app.start_in_process().await;
+        app.feed(&daemon, 1..=3).await;
+        let sandbox = &app.sandbox;
+        let with = |agent| move || (1..=3).all(|c| sandbox.assignee(c) == Some(agent));
+        wait_for("alice's three chats", DRAIN, with(ALICE)).await;
+        app.cli_ok(&["agent", "back", "bob"]).await;
+        app.cli_ok(&["agent", "away", "alice"]).await;
+        let what = format!("pool {pool}: the chats handed back to bob");
+        wait_for(&what, DRAIN, with(BOB)).await;
+        let handed = "outcomes WHERE result = 'skipped' AND route = 'handed_back' AND arm = 'b'
+                        AND reason = 'handed back from alice (away)'";
+        assert_eq!(app.count(handed).await, 3, "pool {pool}");
+        daemon.stop().await;
+    }
+}

@@ -1,12 +1,17 @@
 //! `max_per_hour` end to end: a real daemon, the sandbox and SQLite. An
 //! agent at the cap gets no more chats, the waiting chat's reason says why,
 //! and a daemon started afresh on the same database counts the earlier
-//! assignments from the outcomes; `explain` shows the count too.
+//! assignments from the outcomes; `explain` shows the count too. A shadow
+//! run's decisions count for the shadow alone.
 
 mod common;
+#[path = "support/postgres.rs"]
+mod postgres;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use assignd::domain::ChatId;
+use assignd::store::NewQueueItem;
 use common::*;
 
 const RULES: &str = r#"
@@ -80,5 +85,90 @@ async fn the_hourly_cap_holds_and_survives_a_restart() {
     assert_contains(
         &text,
         &["alice        at hourly cap (2/2 this hour)", CAPPED],
+    );
+}
+
+/// Runs a daemon on `app` (its config as it is) until each of `chats` has
+/// a decision; returns each chat's latest outcome: (result, agent).
+async fn decide(app: &TestApp, chats: std::ops::RangeInclusive<i64>) -> Vec<(String, String)> {
+    let daemon = app.start_in_process().await;
+    let store = daemon.runtime.store.clone();
+    let items: Vec<NewQueueItem> = chats
+        .clone()
+        .map(|c| NewQueueItem {
+            chat_id: ChatId(c),
+            ..Default::default()
+        })
+        .collect();
+    store.enqueue(&items).await.unwrap();
+    daemon.runtime.worker.wake();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let latest = loop {
+        // Newest first: the first row seen of a chat is its latest.
+        let rows = store.recent_outcomes(1000).await.unwrap();
+        let latest: Vec<(String, String)> = chats
+            .clone()
+            .filter_map(|c| {
+                let o = rows.iter().find(|o| o.chat_id.0 == c)?;
+                Some((o.result.clone(), o.agent.clone().unwrap_or_default()))
+            })
+            .collect();
+        if latest.len() == items.len() {
+            break latest;
+        }
+        assert!(Instant::now() < deadline, "undecided: {latest:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    daemon.stop().await;
+    latest
+}
+
+/// A shadow run gives alice two chats in its records (its cap holds for
+/// the third); the same database goes live within the hour: nothing was
+/// assigned yet, so alice gets two chats. SQLite, and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_runs_decisions_leave_the_live_hourly_cap_alone() {
+    shadow_then_live(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_runs_decisions_leave_the_live_hourly_cap_alone_on_postgres() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    shadow_then_live(Some(&server.database().await)).await;
+}
+
+async fn shadow_then_live(database: Option<&str>) {
+    let app = TestApp::builder()
+        .rules(RULES)
+        .worker("concurrency = 1")
+        .worker(NO_FETCH)
+        .build()
+        .await;
+    if let Some(url) = database {
+        app.use_database(url);
+    }
+    app.edit_config(|c| c.replace("[worker]\n", "[worker]\nmode = \"shadow\"\n"));
+    let shadow = decide(&app, 1..=3).await;
+    let to_alice = ("shadow".to_string(), "alice".to_string());
+    assert_eq!(
+        shadow.iter().filter(|d| **d == to_alice).count(),
+        2,
+        "{shadow:?}"
+    );
+    let capped = shadow.iter().filter(|d| d.0 == "no_agent").count();
+    assert_eq!(capped, 1, "the shadow's own cap holds: {shadow:?}");
+
+    app.edit_config(|c| c.replace("mode = \"shadow\"\n", ""));
+    let live = decide(&app, 4..=6).await;
+    let assigned = app.sandbox.assign_calls();
+    assert_eq!(
+        assigned
+            .iter()
+            .filter(|c| c.1 == 4188 && c.2 == 200)
+            .count(),
+        2,
+        "alice gets two chats live: {live:?}"
     );
 }

@@ -1,7 +1,9 @@
 //! `/metrics` against the real consumers: `promtool check metrics` on the
 //! live body, and a real `prometheus` server that scrapes a daemon which
-//! did real work, loads the shipped alert rules, and answers every query of
-//! the shipped Grafana dashboard with data.
+//! did real work (its own assignments, and an account whose people answer
+//! and assign by webhook), loads the shipped alert rules, and answers every
+//! query of the shipped Grafana dashboard with data; the dashboard charts
+//! every histogram the daemon exposes.
 
 mod common;
 #[path = "support/dashboard.rs"]
@@ -15,22 +17,87 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use assignd::sandbox::People;
 use common::*;
 use serde_json::Value;
 
 const CHATS: i64 = 12;
 /// What a Prometheus 2.x server sends when it scrapes.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+const WEBHOOK_KEY: &str = "whk-prometheus";
+
+/// [`THREE_AGENTS`], but the chats of `people.example`'s customers are
+/// left to the account's own routing.
+const RULES: &str = r#"
+[agents]
+alice = { id = 4188 }
+bob   = { id = 4761 }
+carol = { id = 6694 }
+
+[pools.support]
+agents = ["alice", "bob", "carol"]
+strategy = "round-robin"
+
+[[rule]]
+name = "the account's own"
+match = { customer.email = "*@people.example" }
+assign = "none"
+
+[[rule]]
+name = "everything"
+assign = "pool:support"
+"#;
+
+/// The chat the account's routing assigns.
+const THEIRS: i64 = 900;
+/// Chats created while Prometheus scrapes, besides [`THEIRS`].
+const NEW_CHATS: i64 = 4;
 
 /// A daemon (a real child process) that has assigned [`CHATS`] chats, and
-/// the address of its listener.
+/// the address of its listener. The account's people answer every chat
+/// they are given (first replies) and its routing takes the chats of
+/// `people.example`'s customers, which assignd leaves alone; webhooks tell
+/// the daemon both.
 async fn busy_daemon() -> (TestApp, Daemon, String) {
-    let app = TestApp::builder().listen().migrated().await;
+    let app = TestApp::builder().rules(RULES).listen().migrated().await;
+    std::fs::write(app.dir.path().join("webhook-key"), WEBHOOK_KEY).unwrap();
+    app.edit_config(|c| c.replace("[http]\n", "[http]\nwebhook_key_file = \"webhook-key\"\n"));
     let daemon = app.spawn_guarded("daemon.log");
     let addr = app.listener_addr("daemon.log").await;
+    app.sandbox
+        .send_webhooks_to(format!("http://{addr}/webhooks/helpcrunch"), WEBHOOK_KEY);
+    let people = People {
+        seed: 11,
+        assign_share: 1.0,
+        assign_after: Duration::from_millis(200),
+        reply_after: Some(Duration::from_millis(100)),
+        ..People::default()
+    };
+    app.sandbox.set_people(Some(people)).unwrap();
     app.insert_raw(1..=CHATS).await;
     app.wait_drained(Duration::from_secs(30)).await;
     (app, daemon, addr)
+}
+
+/// New chats while Prometheus scrapes, so that rates have samples to
+/// differ: [`NEW_CHATS`] for assignd, and one ([`THEIRS`]) the account's
+/// routing assigns; then waits for a first reply in every chat.
+async fn customer_traffic(app: &TestApp) {
+    for id in THEIRS + 1..=THEIRS + NEW_CHATS {
+        app.sandbox.create_chat(id, |c| c.assignee = None);
+    }
+    app.sandbox.create_chat(THEIRS, |c| {
+        c.customer_email = "someone@people.example".into();
+        c.assignee = None;
+    });
+    let every = (CHATS + NEW_CHATS + 1) as usize;
+    let replied = || app.sandbox.first_replies().len() == every;
+    wait_for(
+        "a first reply in every chat",
+        Duration::from_secs(30),
+        replied,
+    )
+    .await;
 }
 
 async fn get_metrics(addr: &str, accept: Option<&str>) -> (String, String) {
@@ -205,13 +272,22 @@ async fn a_real_prometheus_scrapes_the_daemon_and_the_dashboard_has_data() {
     let Some(prometheus) = tools::tool("prometheus", "Debian package prometheus") else {
         return;
     };
-    let (_app, _daemon, addr) = busy_daemon().await;
+    let (app, _daemon, addr) = busy_daemon().await;
     let server = start_prometheus(&prometheus, &addr);
     server.wait_for("up{job=\"assignd\"}", |v| v == 1.0).await;
     let assigned = "sum(assignd_outcomes_total{result=\"assigned\"})";
-    let n = server.wait_for(assigned, |v| v == CHATS as f64).await;
+    server.wait_for(assigned, |v| v == CHATS as f64).await;
+    customer_traffic(&app).await;
+    let n = server
+        .wait_for(assigned, |v| v == (CHATS + NEW_CHATS) as f64)
+        .await;
     println!("prometheus sees {n} assigned outcomes");
     server.wait_for("assignd_ready", |v| v == 1.0).await;
+    let replies = "sum(assignd_first_reply_seconds_count)";
+    let every = (CHATS + NEW_CHATS + 1) as f64;
+    server.wait_for(replies, |v| v == every).await;
+    let theirs = "sum(assignd_time_to_assignment_seconds_count)";
+    server.wait_for(theirs, |v| v == 1.0).await;
     server
         .wait_for("count(assignd_build_info{commit!=\"\"})", |v| v == 1.0)
         .await;
@@ -225,8 +301,9 @@ async fn a_real_prometheus_scrapes_the_daemon_and_the_dashboard_has_data() {
     println!("{} dashboard queries evaluated", queries.len());
     let mut empty = Vec::new();
     for (title, expr) in queries {
+        // A quantile of rates that did not move is NaN: no data either.
         match server.query(&expr).await {
-            Ok(series) if !series.is_empty() => {}
+            Ok(series) if !series.is_empty() && series.iter().all(|s| !s.1.is_nan()) => {}
             other => empty.push(format!("{title}: `{expr}` -> {other:?}")),
         }
     }
@@ -235,6 +312,19 @@ async fn a_real_prometheus_scrapes_the_daemon_and_the_dashboard_has_data() {
         "dashboard queries without data:\n{}",
         empty.join("\n")
     );
+    // Every histogram the daemon exposes is charted.
+    let (_, body) = get_metrics(&addr, None).await;
+    let exprs = dashboard::dashboard_exprs(&dashboard::dashboard());
+    let histograms: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" histogram"))
+        .collect();
+    assert!(histograms.len() >= 5, "{histograms:?}");
+    for name in histograms {
+        let bucket = format!("{name}_bucket");
+        let charted = exprs.iter().any(|(_, e)| e.contains(&bucket));
+        assert!(charted, "no dashboard panel charts {name}");
+    }
     let groups = server.api("/api/v1/rules", &[]).await.unwrap();
     let rules: Vec<&Value> = groups["groups"]
         .as_array()

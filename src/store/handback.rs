@@ -3,7 +3,7 @@
 //! queue rows that hand those chats back, each with its outcome and a mark
 //! so that a chat goes back once per absence.
 
-use crate::domain::ChatId;
+use crate::domain::{Arm, ChatId};
 
 use super::db::Stmt;
 use super::outcomes::insert_outcome;
@@ -24,9 +24,10 @@ const RECORD_CUSTOMER: &str = "INSERT INTO chat_customer_messages (chat_id, at) 
 /// names), with what deciding a hand-back needs: the pool of the chat's
 /// last assignment (`$2`: `assigned`, or `shadow` in shadow mode; only if
 /// it was to this agent: a chat moved by hand was
-/// not assigned from the pool), the agent's last answer, the customer's
-/// last message, and the mark of an earlier hand-back. One read for every
-/// absent agent, in each dialect's way of reading a JSON array.
+/// not assigned from the pool), the chat's experiment arm (whose rules have
+/// the pool), the agent's last answer, the customer's last message, and the
+/// mark of an earlier hand-back. One read for every absent agent, in each
+/// dialect's way of reading a JSON array.
 macro_rules! chats_of {
     ($agents:literal) => {
         concat!(
@@ -34,6 +35,7 @@ macro_rules! chats_of {
        (SELECT CASE WHEN x.agent = o.agent THEN x.pool END FROM outcomes x
          WHERE x.chat_id = o.chat_id AND x.result IN ('assigned', $2)
          ORDER BY x.id DESC LIMIT 1) AS pool,
+       (SELECT r.arm FROM chat_arms r WHERE r.chat_id = o.chat_id) AS arm,
        (SELECT a.at FROM chat_answers a WHERE a.chat_id = o.chat_id AND a.agent = o.agent)
            AS answered_at,
        (SELECT c.at FROM chat_customer_messages c WHERE c.chat_id = o.chat_id) AS customer_at,
@@ -79,6 +81,8 @@ pub struct HandbackChat {
     pub assigned_at: i64,
     /// The pool of the chat's last assignment, if it was to this agent.
     pub pool: Option<String>,
+    /// The chat's experiment arm, if one was drawn for it.
+    pub arm: Option<Arm>,
     /// When this agent last wrote in the chat.
     pub answered_at: Option<i64>,
     /// When the customer last wrote in the chat.

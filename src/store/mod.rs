@@ -64,6 +64,7 @@ pub use console::{ChatInput, ConsoleRow, QueueCursor};
 pub use console_sessions::{ConsoleSession, NewConsoleSession};
 pub use db::Backend;
 use db::{Db, Tx, vals};
+pub use experiment::ModeEntry;
 pub use history::{FirstFact, History, HistoryOutcome, HistoryRow};
 pub use intents::{Began, CallClaim, Intent};
 pub use queue::BadRow;

@@ -10,16 +10,23 @@ use super::{ChatId, NewOutcome, OutcomeCount, OutcomeRow, Store, StoreError, Tx,
 pub type RecentAssignments = HashMap<String, Vec<Timestamp>>;
 
 /// Each agent's assignments after $1 (Unix ms), oldest first: the outcomes
-/// `assigned` (a reassignment hop is one too), and the seats reserved under
-/// the routing lock whose assignment has not settled yet (PostgreSQL:
-/// settling writes the outcome and clears the mark in one transaction, so
-/// nothing is counted twice, and every daemon counts the others' calls in
-/// flight), and the calls in doubt whose seat no longer shows as reserved
-/// (a `chat.assigned` webhook for a call whose answer was lost confirms
-/// the seat before the call is settled: without this the assignment went
-/// uncounted until then, and an agent got one chat over `max_per_hour`).
+/// `assigned` (a reassignment hop is one too) and, while the database runs
+/// in shadow mode, `shadow` (a shadow counts what it would have assigned; a
+/// live daemon after a shadow run counts only what really was), and the
+/// seats reserved under the routing lock whose assignment has not settled
+/// yet (PostgreSQL: settling writes the outcome and clears the mark in one
+/// transaction, so nothing is counted twice, and every daemon counts the
+/// others' calls in flight), and the calls in doubt whose seat no longer
+/// shows as reserved (a `chat.assigned` webhook for a call whose answer was
+/// lost confirms the seat before the call is settled: without this the
+/// assignment went uncounted until then, and an agent got one chat over
+/// `max_per_hour`). The mode is the database's (`daemon_state`): every
+/// daemon of a database runs in one.
 pub(super) const RECENT_ASSIGNMENTS: &str = "SELECT agent, at FROM outcomes
-     WHERE result IN ('assigned', 'shadow') AND agent IS NOT NULL AND at > $1
+     WHERE (result = 'assigned'
+            OR result = 'shadow' AND EXISTS (SELECT 1 FROM daemon_state
+                                              WHERE key = 'mode' AND value = 'shadow'))
+       AND agent IS NOT NULL AND at > $1
     UNION ALL
     SELECT agent, assigned_at FROM open_chats WHERE reserved = 1 AND assigned_at > $1
     UNION ALL

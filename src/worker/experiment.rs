@@ -75,6 +75,23 @@ impl Worker {
         b.filter(|b| b.pool_by_name(name).is_some()).unwrap_or(a)
     }
 
+    /// The rules that have pool `name` for a chat of `arm`: the arm's own
+    /// if they have it (both arms may name a pool alike and set it up
+    /// differently), else [`Worker::rules_with_pool`]'s.
+    pub(super) fn rules_with_pool_in(&self, arm: Arm, name: &str) -> Arc<Rules> {
+        let own = self.rules_of(arm);
+        if own.pool_by_name(name).is_some() {
+            return own;
+        }
+        self.rules_with_pool(name)
+    }
+
+    /// The rule sets in use: `[rules] path`'s, and arm b's if any.
+    pub(super) fn every_rules(&self) -> Vec<Arc<Rules>> {
+        let b = read(&self.rules_b).clone();
+        std::iter::once(self.rules()).chain(b).collect()
+    }
+
     /// Sets arm b's rules (at start, and at each reload).
     pub fn set_rules_b(&self, rules: Option<Arc<Rules>>) {
         *write(&self.rules_b) = rules;

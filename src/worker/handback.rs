@@ -8,7 +8,8 @@
 //! round, a restart or a new leader loses nothing; a mark per chat makes it
 //! go back once per absence (again only if the customer writes later).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use jiff::Timestamp;
 
 use super::Worker;
 use super::plan::Plan;
+use crate::domain::Arm;
 use crate::helpcrunch::ErrorClass;
 use crate::limiter::Priority;
 use crate::rules::{Handback, Rules};
@@ -67,12 +69,13 @@ enum Why {
 impl Worker {
     /// One round of the hand-back job.
     pub(super) async fn handback_round(&self) -> Duration {
-        let rules = self.rules();
+        // Arm b's rules may have pools that hand back where arm a's have none.
+        let sets = self.every_rules();
         // No pool hands back: nothing to read.
-        if rules.pools.iter().all(|p| p.handback == Handback::None) {
+        if !sets.iter().any(|r| hands_back(r)) {
             return HANDBACK_EVERY;
         }
-        if let Err(e) = self.hand_back_absent(&rules).await {
+        if let Err(e) = self.hand_back_absent(&sets).await {
             tracing::warn!(error = %e, "cannot hand chats back from absent agents; will try again");
             return HANDBACK_EVERY * 5;
         }
@@ -87,20 +90,30 @@ impl Worker {
     }
 
     /// Hands back what the absent agents' chats call for, and forgets the
-    /// marks of agents who are present again.
-    async fn hand_back_absent(&self, rules: &Rules) -> Result<(), StoreError> {
+    /// marks of agents who are present again. Each chat is judged by the
+    /// rules of the pool it was assigned through (its arm's), absence too:
+    /// arm b's rules may give an agent another schedule.
+    async fn hand_back_absent(&self, sets: &[Arc<Rules>]) -> Result<(), StoreError> {
         let away = self.store.away_since().await?;
-        let absent = absent_agents(rules, &away, Timestamp::now());
+        let now = Timestamp::now();
+        let absent: BTreeSet<String> = sets
+            .iter()
+            .flat_map(|rules| absent_agents(rules, &away, now))
+            .collect();
         let mut moves = Vec::new();
-        let names: Vec<&str> = absent.keys().map(String::as_str).collect();
+        let names: Vec<&str> = absent.iter().map(String::as_str).collect();
         for chat in self.store.handback_chats(&names, self.shadow()).await? {
-            let Some(absence) = absent.get(&chat.agent) else {
+            let Some(pool) = chat.pool.as_deref() else {
                 continue;
             };
-            let Some(m) = hand_back(rules, &chat, *absence) else {
+            let rules = self.rules_with_pool_in(chat.arm.unwrap_or(Arm::A), pool);
+            let Some(absence) = absence(&rules, &chat.agent, &away, now) else {
                 continue;
             };
-            if needs_upstream_check(rules, &chat) && !self.unanswered_upstream(&m).await? {
+            let Some(m) = hand_back(&rules, &chat, absence) else {
+                continue;
+            };
+            if needs_upstream_check(&rules, &chat) && !self.unanswered_upstream(&m).await? {
                 continue;
             }
             let mut m = m;
@@ -114,7 +127,7 @@ impl Worker {
             .handback_agents()
             .await?
             .into_iter()
-            .filter(|a| !absent.contains_key(a))
+            .filter(|a| !absent.contains(a))
             .collect();
         if moves.is_empty() && present.is_empty() {
             return Ok(());
@@ -180,33 +193,45 @@ impl Plan {
     }
 }
 
-/// The members of pools that hand back who are absent at `now`: marked
-/// away (`away`: name, until, since), else off their shift.
+/// Whether some pool of `rules` hands back.
+fn hands_back(rules: &Rules) -> bool {
+    rules.pools.iter().any(|p| p.handback != Handback::None)
+}
+
+/// The members of pools of `rules` that hand back who are absent at `now`.
 fn absent_agents(
     rules: &Rules,
     away: &[(String, Option<i64>, i64)],
     now: Timestamp,
-) -> BTreeMap<String, Absence> {
-    let now_ms = now.as_millisecond();
-    let mut out = BTreeMap::new();
-    let members = rules
+) -> BTreeSet<String> {
+    rules
         .pools
         .iter()
         .filter(|p| p.handback != Handback::None)
-        .flat_map(|p| p.members.iter().copied());
-    for a in members {
-        let agent = &rules.agents[a];
-        let marked = away
-            .iter()
-            .find(|(name, until, _)| *name == agent.name && until.is_none_or(|u| u > now_ms));
-        let absence = match (marked, agent.schedule) {
-            (Some((_, _, since)), _) => Absence::Away { since_ms: *since },
-            (None, Some(s)) if !rules.schedules[s].is_open(now) => Absence::OffShift,
-            _ => continue,
-        };
-        out.insert(agent.name.clone(), absence);
+        .flat_map(|p| p.members.iter().map(|&a| &rules.agents[a].name))
+        .filter(|name| absence(rules, name, away, now).is_some())
+        .cloned()
+        .collect()
+}
+
+/// Why agent `name` of `rules` is absent at `now`, if they are: marked
+/// away (`away`: name, until, since), else off their shift.
+fn absence(
+    rules: &Rules,
+    name: &str,
+    away: &[(String, Option<i64>, i64)],
+    now: Timestamp,
+) -> Option<Absence> {
+    let agent = &rules.agents[rules.agent_by_name(name)?];
+    let now_ms = now.as_millisecond();
+    let marked = away
+        .iter()
+        .find(|(n, until, _)| n == name && until.is_none_or(|u| u > now_ms));
+    match (marked, agent.schedule) {
+        (Some((_, _, since)), _) => Some(Absence::Away { since_ms: *since }),
+        (None, Some(s)) if !rules.schedules[s].is_open(now) => Some(Absence::OffShift),
+        _ => None,
     }
-    out
 }
 
 /// The hand-back an absent agent's open chat calls for, if any.
@@ -288,6 +313,7 @@ mod tests {
             agent: "alice".into(),
             assigned_at: 100,
             pool: Some("support".into()),
+            arm: None,
             answered_at: answered,
             customer_at: customer,
             handed_at: handed,
