@@ -114,7 +114,16 @@ impl Worker {
     }
 
     async fn check(&self, f: &Followup) -> Step {
-        let rules = self.rules_with_pool(&f.pool);
+        // The chat's own arm first: both arms may name a pool alike and
+        // set it up differently.
+        let arm = match self.arm_of(f.chat_id).await {
+            Ok(arm) => arm,
+            Err(e) => {
+                tracing::warn!(chat_id = f.chat_id.0, error = %e, "cannot read the chat's arm; the follow-up will be checked again");
+                return Step::Later(now_ms() + CHECK_RETRY.as_millis() as i64);
+            }
+        };
+        let rules = self.rules_with_pool_in(arm, &f.pool);
         let Some(p) = rules.pool_by_name(&f.pool) else {
             return Step::Done(None); // the pool was removed by a reload
         };
