@@ -88,6 +88,22 @@ pub struct Database {
     pub password_file: Option<PathBuf>,
     pub synchronous: Synchronous,
     pub retention: HumanDuration,
+    /// What sits between the daemon and PostgreSQL.
+    pub pooler: Pooler,
+}
+
+/// A connection pooler in front of PostgreSQL (`[database] pooler`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// The server itself, or a pooler that keeps a client on one server
+    /// connection (PgBouncer's `pool_mode = session`).
+    #[default]
+    None,
+    /// PgBouncer (or another pooler) in `pool_mode = transaction`: no
+    /// session state lasts beyond a transaction, so nothing may rely on it
+    /// (`store::Store::connect`).
+    Pgbouncer,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +189,7 @@ impl Default for Database {
             password_file: None,
             synchronous: Synchronous::Full,
             retention: HumanDuration::from_secs(30 * 86400),
+            pooler: Pooler::None,
         }
     }
 }
@@ -350,18 +367,25 @@ impl Config {
         self.password_needs_postgres(path, text)
     }
 
-    /// A password file beside SQLite would be silently unused: refused, so
-    /// that the operator knows.
+    /// A password file or a pooler beside SQLite would be silently unused:
+    /// refused, so that the operator knows.
     fn password_needs_postgres(&self, path: &Path, text: &str) -> Result<(), SourceError> {
         let url = self.database.url.as_ref();
-        if self.database.password_file.is_none() || url.is_some_and(|u| is_postgres(u.get_ref())) {
+        if url.is_some_and(|u| is_postgres(u.get_ref())) {
             return Ok(());
         }
+        let why = if self.database.password_file.is_some() {
+            "database.password_file is set, but the database is SQLite, which takes no password: remove password_file, or set a postgres:// url"
+        } else if self.database.pooler != Pooler::None {
+            "database.pooler is set, but the database is SQLite, which has no pooler: remove pooler, or set a postgres:// url"
+        } else {
+            return Ok(());
+        };
         Err(SourceError::new(
             path,
             text,
             url.map_or(0..0, Spanned::span),
-            "database.password_file is set, but the database is SQLite, which takes no password: remove password_file, or set a postgres:// url",
+            why,
         ))
     }
 
@@ -370,7 +394,9 @@ impl Config {
     pub fn database(&self) -> DatabaseLocation {
         match &self.database.url {
             Some(url) if is_postgres(url.get_ref()) => {
-                DatabaseLocation::Postgres(postgres_url(url.get_ref()).expect("validated at load"))
+                let mut url = postgres_url(url.get_ref()).expect("validated at load");
+                url.pooler = self.database.pooler;
+                DatabaseLocation::Postgres(url)
             }
             _ => DatabaseLocation::Sqlite(self.database_file()),
         }
@@ -432,6 +458,7 @@ pub struct PostgresUrl {
     /// Whether the url itself carries a password (`user:pw@` or `?password=`).
     has_password: bool,
     password: Option<Secret>,
+    pooler: Pooler,
 }
 
 impl PostgresUrl {
@@ -441,6 +468,10 @@ impl PostgresUrl {
     /// The password to connect with, when given apart from the url.
     pub fn password(&self) -> Option<&Secret> {
         self.password.as_ref()
+    }
+    /// The pooler between the daemon and the server (`[database] pooler`).
+    pub fn pooler(&self) -> Pooler {
+        self.pooler
     }
 }
 
@@ -481,6 +512,7 @@ fn postgres_url(url: &str) -> Result<PostgresUrl, String> {
         shown: parsed.to_string(),
         has_password,
         password: None,
+        pooler: Pooler::None,
     })
 }
 

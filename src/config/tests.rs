@@ -257,3 +257,31 @@ fn a_password_file_beside_sqlite_is_refused() {
         assert!(msg.contains("SQLite"), "{msg}");
     }
 }
+
+#[test]
+fn a_pooler_travels_with_the_postgres_url_and_is_refused_with_sqlite() {
+    let c = parse("[database]\nurl = \"postgres://app@db/x\"\npooler = \"pgbouncer\"\n").unwrap();
+    let DatabaseLocation::Postgres(pg) = c.database() else {
+        panic!("not PostgreSQL");
+    };
+    assert_eq!(pg.pooler(), Pooler::Pgbouncer);
+    let c = parse("[database]\nurl = \"postgres://app@db/x\"\n").unwrap();
+    let DatabaseLocation::Postgres(pg) = c.database() else {
+        panic!("not PostgreSQL");
+    };
+    assert_eq!(pg.pooler(), Pooler::None, "none unless configured");
+    let err = parse("[database]\npooler = \"pgbouncer\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("database.pooler is set, but the database is SQLite"),
+        "{err}"
+    );
+    let err = parse("[database]\nurl = \"postgres://app@db/x\"\npooler = \"pgpool\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pgbouncer"),
+        "the known values are named: {err}"
+    );
+}

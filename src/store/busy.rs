@@ -83,7 +83,7 @@ pub(super) async fn queue_busy_reply(
     let Some(m) = &wait.reply else {
         return Ok(());
     };
-    if let Tx::Postgres(_) = tx {
+    if let Tx::Postgres(..) = tx {
         tx.run(LOCK_LINE, vals![&wait.pool]).await?;
     }
     let line: Vec<(i64, i64, Option<i64>)> = tx.all(LINE, vals![queue_id, &wait.pool, now]).await?;

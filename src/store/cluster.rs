@@ -241,7 +241,7 @@ impl Store {
     pub async fn clock_ms(&self) -> Result<i64, StoreError> {
         Ok(match &self.db {
             Db::Sqlite { .. } => now_ms(),
-            Db::Postgres(_) => self.db.value("SELECT assignd_now_ms()", vals![]).await?,
+            Db::Postgres(..) => self.db.value("SELECT assignd_now_ms()", vals![]).await?,
         })
     }
 
@@ -266,54 +266,6 @@ impl Store {
         let sql = "SELECT CAST(1 AS BIGINT) FROM (SELECT assignd_pause_budget($1)) AS paused";
         let _: i64 = self.db.value_write(sql, vals![ms(pause)]).await?;
         Ok(())
-    }
-}
-
-/// New queue rows: as PostgreSQL announces them (`NOTIFY assignd_queue`,
-/// sent by the queue's insert trigger), or as SQLite's file changes show
-/// them (`watch.rs`).
-pub enum QueueListener {
-    Postgres(sqlx::postgres::PgListener),
-    Sqlite(Box<super::watch::SqliteWatch>),
-}
-
-impl QueueListener {
-    /// How new rows are learned of, for the log.
-    pub fn how(&self) -> &'static str {
-        match self {
-            QueueListener::Postgres(_) => "LISTEN assignd_queue",
-            QueueListener::Sqlite(_) => "the database file's changes (inotify)",
-        }
-    }
-
-    /// Waits for the next new rows; SQLite's watch also looks every
-    /// `every` without an event (`watch.rs`).
-    pub async fn next(&mut self, every: Duration) -> Result<(), StoreError> {
-        match self {
-            QueueListener::Postgres(listener) => {
-                listener.recv().await?;
-                Ok(())
-            }
-            QueueListener::Sqlite(watch) => watch.next(every).await,
-        }
-    }
-}
-
-impl Store {
-    /// Listens for new queue rows; `None` for an SQLite database in memory.
-    pub async fn listen_queue(&self) -> Result<Option<QueueListener>, StoreError> {
-        let pool = match &self.db {
-            Db::Postgres(pool) => pool,
-            Db::Sqlite { writer, .. } => {
-                let options = writer.connect_options();
-                let own = self.own_queue_generation.clone();
-                let watch = super::watch::SqliteWatch::open(&options, own).await?;
-                return Ok(watch.map(|w| QueueListener::Sqlite(Box::new(w))));
-            }
-        };
-        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-        listener.listen("assignd_queue").await?;
-        Ok(Some(QueueListener::Postgres(listener)))
     }
 }
 

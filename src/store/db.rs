@@ -8,6 +8,7 @@ use sqlx::postgres::{PgArguments, PgPool, PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqlitePool, SqliteRow};
 use sqlx::{Arguments, Encode, FromRow, Transaction, Type};
 
+use crate::config::Pooler;
 use crate::domain::{
     AgentId, Arm, AuditAction, ChatId, OutboxKind, OutcomeResult, QueueState, Route, Wait,
 };
@@ -21,7 +22,8 @@ pub(super) enum Db {
         writer: SqlitePool,
         reader: SqlitePool,
     },
-    Postgres(PgPool),
+    /// The pool, and what sits between it and the server (`pg!`).
+    Postgres(PgPool, Pooler),
 }
 
 /// Which dialect a database speaks.
@@ -167,11 +169,34 @@ macro_rules! on {
     };
 }
 
+/// [`on!`] for PostgreSQL's pool. Straight to the server, statements are
+/// prepared once per connection and cached by name. Through a pooler in
+/// transaction mode no session state lasts: a named statement would stay
+/// on a server connection that other clients then get (`prepared
+/// statement "sqlx_s_1" already exists`), and the pooler hands the server
+/// connection back between sqlx's two round trips (Parse, then Bind and
+/// Execute) unless a transaction is open. So there each statement is
+/// unnamed and runs in a transaction of its own.
+macro_rules! pg {
+    ($q:ident, $pool:expr, $pooler:expr, $sql:expr, $vals:expr, $run:ident) => {
+        match $pooler {
+            Pooler::None => on!($q, $pool, $sql, pg_args($vals), $run),
+            Pooler::Pgbouncer => {
+                let mut tx = $pool.begin().await?;
+                let query = sqlx::$q($sql, pg_args($vals)?).persistent(false);
+                let done = query.$run(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+        }
+    };
+}
+
 impl Db {
     pub(super) fn backend(&self) -> Backend {
         match self {
             Db::Sqlite { .. } => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
+            Db::Postgres(..) => Backend::Postgres,
         }
     }
 
@@ -183,8 +208,8 @@ impl Db {
             Db::Sqlite { writer, .. } => {
                 on!(query_with, writer, stmt.sqlite, sqlite_args(vals), execute)?.rows_affected()
             }
-            Db::Postgres(pool) => {
-                on!(query_with, pool, stmt.postgres, pg_args(vals), execute)?.rows_affected()
+            Db::Postgres(pool, pooler) => {
+                pg!(query_with, pool, pooler, stmt.postgres, vals, execute)?.rows_affected()
             }
         })
     }
@@ -204,7 +229,9 @@ impl Db {
                 sqlite_args(vals),
                 fetch_all
             ),
-            Db::Postgres(pool) => on!(query_as_with, pool, stmt.postgres, pg_args(vals), fetch_all),
+            Db::Postgres(pool, pooler) => {
+                pg!(query_as_with, pool, pooler, stmt.postgres, vals, fetch_all)
+            }
         }
     }
 
@@ -224,10 +251,9 @@ impl Db {
                         .await?;
                 rows.into_iter().map(|(_, _, _, detail)| detail).collect()
             }
-            Db::Postgres(pool) => {
-                let rows: Vec<(String,)> = sqlx::query_as_with(explain, pg_args(vals)?)
-                    .fetch_all(pool)
-                    .await?;
+            Db::Postgres(pool, pooler) => {
+                let rows: Vec<(String,)> =
+                    pg!(query_as_with, pool, pooler, explain, vals, fetch_all)?;
                 rows.into_iter().map(|(line,)| line).collect()
             }
         })
@@ -261,11 +287,12 @@ impl Db {
                     fetch_optional
                 )
             }
-            Db::Postgres(pool) => on!(
+            Db::Postgres(pool, pooler) => pg!(
                 query_as_with,
                 pool,
+                pooler,
                 stmt.postgres,
-                pg_args(vals),
+                vals,
                 fetch_optional
             ),
         }
@@ -326,7 +353,8 @@ fn one<T>(row: Option<(T,)>) -> Result<T, sqlx::Error> {
 /// A write transaction on either backend.
 pub(super) enum Tx {
     Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
+    /// Through a pooler, its statements are unnamed (see `pg!`).
+    Postgres(Transaction<'static, Postgres>, Pooler),
 }
 
 impl Tx {
@@ -346,9 +374,11 @@ impl Tx {
                 execute
             )?
             .rows_affected(),
-            Tx::Postgres(tx) => {
-                on!(query_with, &mut **tx, stmt.postgres, pg_args(vals), execute)?.rows_affected()
-            }
+            Tx::Postgres(tx, pooler) => sqlx::query_with(stmt.postgres, pg_args(vals)?)
+                .persistent(*pooler == Pooler::None)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
         })
     }
 
@@ -367,20 +397,19 @@ impl Tx {
                 sqlite_args(vals),
                 fetch_all
             ),
-            Tx::Postgres(tx) => on!(
-                query_as_with,
-                &mut **tx,
-                stmt.postgres,
-                pg_args(vals),
-                fetch_all
-            ),
+            Tx::Postgres(tx, pooler) => {
+                sqlx::query_as_with(stmt.postgres, pg_args(vals)?)
+                    .persistent(*pooler == Pooler::None)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
         }
     }
 
     pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
+            Tx::Postgres(tx, _) => tx.commit().await,
         }
     }
 }

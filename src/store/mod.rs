@@ -33,6 +33,8 @@ pub mod handback;
 mod health;
 mod history;
 mod intents;
+mod listen;
+mod migrate;
 mod outbox;
 mod outcomes;
 mod queue;
@@ -56,10 +58,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::config::{DatabaseLocation, Synchronous};
+use crate::config::{DatabaseLocation, Pooler, Synchronous};
 use crate::secrets::Secret;
 pub use audit::{AuditRow, NewAudit};
-pub use cluster::{DaemonRow, LeaseHolder, QueueListener};
+pub use cluster::{DaemonRow, LeaseHolder};
 pub use console::{ChatInput, ConsoleRow, QueueCursor};
 pub use console_sessions::{ConsoleSession, NewConsoleSession};
 pub use db::Backend;
@@ -67,6 +69,7 @@ use db::{Db, Tx, vals};
 pub use experiment::ModeEntry;
 pub use history::{FirstFact, History, HistoryOutcome, HistoryRow};
 pub use intents::{Began, CallClaim, Intent};
+pub use listen::QueueListener;
 pub use queue::BadRow;
 pub use rank::{Ranker, UnrankedRow};
 pub use retention::WEBHOOK_IDS_KEPT_MS;
@@ -87,10 +90,14 @@ pub enum StoreError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "database error: {0} (if PgBouncer runs in transaction mode in front of the database, set [database] pooler = \"pgbouncer\")"
+    )]
+    Pooler(sqlx::Error),
+    /// New queue rows cannot be listened for (`listen.rs`): why.
+    #[error("LISTEN/NOTIFY is unavailable: {0}")]
+    ListenUnavailable(String),
 }
-
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The current time in Unix milliseconds, as stored.
 pub fn now_ms() -> i64 {
@@ -115,7 +122,7 @@ impl Store {
         match location {
             DatabaseLocation::Sqlite(path) => Self::open(path, synchronous).await,
             DatabaseLocation::Postgres(url) => {
-                Self::login_postgres(url.expose(), url.password()).await
+                Self::login_postgres(url.expose(), url.password(), url.pooler()).await
             }
         }
     }
@@ -151,22 +158,37 @@ impl Store {
 
     /// Connects to a PostgreSQL database (`postgres://…`); does not migrate.
     pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
-        Self::login_postgres(url, None).await
+        Self::login_postgres(url, None, Pooler::None).await
     }
 
-    /// [`Store::connect_postgres`] with a password given apart from the url.
-    /// The options keep it for every connection the pools open later.
-    async fn login_postgres(url: &str, password: Option<&Secret>) -> Result<Self, StoreError> {
+    /// [`Store::connect_postgres`] with a password given apart from the url
+    /// (the options keep it for every connection the pools open later),
+    /// through `pooler`.
+    async fn login_postgres(
+        url: &str,
+        password: Option<&Secret>,
+        pooler: Pooler,
+    ) -> Result<Self, StoreError> {
         let mut options = PgConnectOptions::from_str(url)?.application_name("assignd");
         if let Some(password) = password {
             options = options.password(password.expose());
+        }
+        if pooler == Pooler::Pgbouncer {
+            // PgBouncer refuses startup parameters it does not track, and
+            // keeps no named statement for its client: none is asked for,
+            // none cached (`db.rs`, `pg!`).
+            options = options.extra_float_digits(None).statement_cache_capacity(0);
         }
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
-            .await?;
-        Ok(Self::on(Db::Postgres(pool)))
+            .await
+            .map_err(|e| match pooler {
+                Pooler::None if migrate::pooler_symptom(&e) => StoreError::Pooler(e),
+                _ => StoreError::Sql(e),
+            })?;
+        Ok(Self::on(Db::Postgres(pool, pooler)))
     }
 
     /// A store on connections of its own, for work that must not wait
@@ -175,7 +197,7 @@ impl Store {
     /// decision waiting for the routing lock may hold; on SQLite the same
     /// store (one writer, whose transactions are short).
     pub async fn dedicated(&self) -> Result<Store, StoreError> {
-        let Db::Postgres(pool) = &self.db else {
+        let Db::Postgres(pool, pooler) = &self.db else {
             return Ok(self.clone());
         };
         let options = (*pool.connect_options()).clone();
@@ -184,7 +206,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self::on(Db::Postgres(own)))
+        Ok(Self::on(Db::Postgres(own, *pooler)))
     }
 
     fn on(db: Db) -> Self {
@@ -222,7 +244,7 @@ impl Store {
     /// the daemon recovers by itself when the fault clears.
     async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         let writer = match &self.db {
-            Db::Postgres(pool) => return Ok(Tx::Postgres(pool.begin().await?)),
+            Db::Postgres(pool, pooler) => return Ok(Tx::Postgres(pool.begin().await?, *pooler)),
             Db::Sqlite { writer, .. } => writer,
         };
         let tx = match writer.begin_with("BEGIN IMMEDIATE").await {
@@ -238,21 +260,13 @@ impl Store {
         Ok(Tx::Sqlite(tx?))
     }
 
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.db {
-            Db::Sqlite { writer, .. } => SQLITE_MIGRATIONS.run(writer).await?,
-            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
-        }
-        Ok(())
-    }
-
     pub async fn close(&self) {
         match &self.db {
             Db::Sqlite { writer, reader } => {
                 writer.close().await;
                 reader.close().await;
             }
-            Db::Postgres(pool) => pool.close().await,
+            Db::Postgres(pool, _) => pool.close().await,
         }
     }
 

@@ -111,6 +111,8 @@ pub struct Worker {
     /// Whether new rows of other processes wake the claim loop now
     /// (`listen.rs`): it need not poll the queue meanwhile.
     listening: std::sync::atomic::AtomicBool,
+    /// Whether this daemon said that LISTEN cannot work (`listen.rs`).
+    listen_unavailable: std::sync::atomic::AtomicBool,
     /// A rate slot a row's task did not use (it made no call), for the
     /// next claim; `slot_back` tells the loop.
     spare_slot: Mutex<Option<crate::limiter::Slot>>,
@@ -157,6 +159,7 @@ impl Worker {
             batches: AtomicU64::new(0),
             wake: Notify::new(),
             listening: std::sync::atomic::AtomicBool::new(false),
+            listen_unavailable: std::sync::atomic::AtomicBool::new(false),
             spare_slot: Mutex::new(None),
             slot_back: Notify::new(),
             handback_pruned: std::sync::atomic::AtomicI64::new(0),

@@ -64,10 +64,21 @@ impl Cluster {
     /// `n` daemons with the account limit `requests` per [`PER`], all
     /// registered and one of them leader; None where PostgreSQL is missing.
     pub async fn start(n: usize, requests: u32) -> Option<Cluster> {
+        Self::start_with(n, requests, |app, url| app.use_database(url)).await
+    }
+
+    /// [`Cluster::start`] with the daemons' `[database]` set by
+    /// `point(app, url)` (e.g. through a pooler); the test's own
+    /// connections go to `url` itself.
+    pub async fn start_with(
+        n: usize,
+        requests: u32,
+        point: impl FnOnce(&TestApp, &str),
+    ) -> Option<Cluster> {
         let turn = ONE_AT_A_TIME.lock().await;
         let url = postgres::server()?.database().await;
         let app = limited(TestApp::builder(), requests).build().await;
-        app.use_database(&url);
+        point(&app, &url);
         let db = PgPoolOptions::new()
             .max_connections(2)
             .connect(&url)
