@@ -28,6 +28,7 @@ mod console_sessions;
 mod daemon_state;
 mod db;
 mod experiment;
+mod failover;
 mod followups;
 pub mod handback;
 mod health;
@@ -76,7 +77,7 @@ pub use webhooks::Applied;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot watch the database file for changes: {0}")]
@@ -86,6 +87,16 @@ pub enum StoreError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Every database error the store returns passes here: one that is the
+/// server's state (read-only, going away) is about the connection, and
+/// the pools drop it (`failover.rs`).
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        failover::observe(&e);
+        StoreError::Sql(e)
+    }
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -160,7 +171,7 @@ impl Store {
         if let Some(password) = password {
             options = options.password(password.expose());
         }
-        let pool = PgPoolOptions::new()
+        let pool = failover::guard(PgPoolOptions::new())
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
@@ -178,7 +189,7 @@ impl Store {
             return Ok(self.clone());
         };
         let options = (*pool.connect_options()).clone();
-        let own = PgPoolOptions::new()
+        let own = failover::guard(PgPoolOptions::new())
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
