@@ -20,9 +20,14 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber: `RUST_LOG` filters, else `default_level`.
 /// A second call does nothing (the first subscriber stays).
+///
+/// By default sqlx's pool does not log each connection it opens and
+/// `after_connect` refuses: after a failover that is every attempt on a
+/// read-only server, dozens a second, which `store/failover.rs` reports
+/// once per episode instead.
 pub fn init(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},sqlx_core::pool::inner=off")));
     let journal = stderr_is_journal();
     // Colour only for a person at a terminal, never into files or the journal.
     let ansi = !journal && std::io::stderr().is_terminal();

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub oldest_pending: Gauge<f64, AtomicU64>,
     pub open_chats: Family<Labels, Gauge>,
     pub ready: Gauge,
+    pub database_read_only: Counter,
+    pub database_promotions: Counter,
 }
 
 /// The exposition format a scrape is answered in.
@@ -174,6 +176,16 @@ impl Metrics {
                 "ready",
                 "1 when ready (as /readyz), else 0",
                 Gauge::default(),
+            ),
+            database_read_only: r.add(
+                "database_read_only",
+                "Statements the database refused as read-only (SQLSTATE 25006) and new connections refused for reaching a read-only server or an old primary: after a failover, until every connection reaches the new primary",
+                Counter::default(),
+            ),
+            database_promotions: r.add(
+                "database_promotions",
+                "Times a new connection found the database on a newer timeline: a replica was promoted",
+                Counter::default(),
             ),
             registry: r,
         }

@@ -26,13 +26,14 @@ const RULE_TESTS: &str = "assignd.rules.test.yml";
 const RUNBOOK: &str = "docs/alerts.md";
 
 /// The alerts operators were promised; deleting one must be deliberate.
-const ALERTS: [&str; 7] = [
+const ALERTS: [&str; 8] = [
     "AssigndBacklogOld",
     "AssigndDeadLettersGrowing",
     "AssigndRateLimited",
     "AssigndAuthFailing",
     "AssigndNotReady",
     "AssigndNotAssigning",
+    "AssigndDatabaseReadOnly",
     "AssigndDown",
 ];
 

@@ -254,6 +254,7 @@ impl Store {
         assignment: bool,
     ) -> Result<Option<Duration>, StoreError> {
         debug_assert_eq!(self.backend(), Backend::Postgres);
+        super::failover::note_burst(tau);
         let sql = "SELECT assignd_take_budget($1, $2, $3, $4 = 1)";
         let slack = crate::rate::slack(period);
         let values = vals![ms(period), ms(tau), ms(slack), assignment];

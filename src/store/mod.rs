@@ -28,6 +28,7 @@ mod console_sessions;
 mod daemon_state;
 mod db;
 mod experiment;
+mod failover;
 mod followups;
 pub mod handback;
 mod health;
@@ -80,7 +81,7 @@ pub use webhooks::Applied;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot watch the database file for changes: {0}")]
@@ -97,6 +98,16 @@ pub enum StoreError {
     /// New queue rows cannot be listened for (`listen.rs`): why.
     #[error("LISTEN/NOTIFY is unavailable: {0}")]
     ListenUnavailable(String),
+}
+
+/// Every database error the store returns passes here: one that is the
+/// server's state (read-only, going away) is about the connection, and
+/// the pools drop it (`failover.rs`).
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        failover::observe(&e);
+        StoreError::Sql(e)
+    }
 }
 
 /// The current time in Unix milliseconds, as stored.
@@ -179,7 +190,7 @@ impl Store {
             // none cached (`db.rs`, `pg!`).
             options = options.extra_float_digits(None).statement_cache_capacity(0);
         }
-        let pool = PgPoolOptions::new()
+        let pool = failover::guard(PgPoolOptions::new())
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
@@ -201,7 +212,7 @@ impl Store {
             return Ok(self.clone());
         };
         let options = (*pool.connect_options()).clone();
-        let own = PgPoolOptions::new()
+        let own = failover::guard(PgPoolOptions::new())
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)

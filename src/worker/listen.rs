@@ -54,9 +54,17 @@ impl Worker {
         // of this watch: one more look, after which every row wakes it.
         self.wake();
         let every = self.settings.poll_interval;
+        // After a failover the listening connection may be the old
+        // primary's, which hears nothing more: a new one is opened.
+        let mut failovers = self.store.failovers();
+        failovers.mark_unchanged();
         let ended = loop {
             tokio::select! {
                 _ = stop.cancelled() => break Duration::ZERO,
+                _ = failovers.changed() => {
+                    tracing::info!("listening again, on a new connection, after a failover");
+                    break Duration::ZERO;
+                }
                 next = listener.next(every) => match next {
                     Ok(()) => self.wake(),
                     Err(e) => {

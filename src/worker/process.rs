@@ -211,11 +211,12 @@ impl Worker {
                 }
             }
         }
-        let fetch = match self.settings.fetch_chat {
-            FetchChat::Always => true,
-            FetchChat::Auto => snapshot.is_none(),
-            FetchChat::Never => false,
-        };
+        let fetch = self.after_promotion()
+            || match self.settings.fetch_chat {
+                FetchChat::Always => true,
+                FetchChat::Auto => snapshot.is_none(),
+                FetchChat::Never => false,
+            };
         // A fresh read of the chat, kept while the chat waits for a seat.
         let mut fresh = read.clone();
         let chat = if read.is_some() {
@@ -255,6 +256,15 @@ impl Worker {
         let plan = (self.assign(row, lease, &context, arm).await).handed_back(row);
         self.note_read(row.chat_id, fresh, &plan);
         plan
+    }
+
+    /// Whether the database was found promoted from a replica lately:
+    /// the old primary's last commits (an outcome, the claim and intent of
+    /// a call made) may be lost, so a chat is read from HelpCrunch before
+    /// it is decided, whatever `fetch_chat` says. For two leases: a row
+    /// whose lost settlement left it leased comes back within one.
+    fn after_promotion(&self) -> bool {
+        self.store.promoted_within(self.settings.lease * 2)
     }
 
     /// The plan for a chat there is nothing to decide for: closed, or

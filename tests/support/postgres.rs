@@ -36,7 +36,7 @@ static START: Mutex<()> = Mutex::new(());
 const PASSWORD_GROUP: &str = "assignd_password_auth";
 
 /// The directory holding `initdb` and `postgres`, if installed.
-fn bin_dir() -> Option<PathBuf> {
+pub fn bin_dir() -> Option<PathBuf> {
     if let Ok(dir) = std::env::var("ASSIGND_PG_BIN") {
         return Some(PathBuf::from(dir));
     }
@@ -58,23 +58,31 @@ fn bin_dir() -> Option<PathBuf> {
 pub fn server() -> Option<&'static PgServer> {
     let _one = START.lock().unwrap_or_else(|p| p.into_inner());
     SERVER
-        .get_or_init(|| match bin_dir() {
-            Some(bin) => Some(start(&bin)),
-            None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI: no PostgreSQL server binaries (initdb) under /usr/lib/postgresql; .ci/run installs them")
-            }
-            None => {
-                eprintln!(
-                    "\n*** SKIPPED: no PostgreSQL server binaries found (install postgresql, or set ASSIGND_PG_BIN); PostgreSQL tests did not run ***\n"
-                );
-                None
-            }
-        })
+        .get_or_init(|| binaries("initdb").map(|bin| start(&bin)))
         .as_ref()
 }
 
+/// The server binaries' directory, if it holds `program`; else a failure
+/// under CI (`CI=true`) and a loud skip (`None`) elsewhere.
+pub fn binaries(program: &str) -> Option<PathBuf> {
+    match bin_dir().filter(|bin| bin.join(program).exists()) {
+        Some(bin) => Some(bin),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "CI: no PostgreSQL server binaries ({program}) under /usr/lib/postgresql; .ci/run installs them"
+            )
+        }
+        None => {
+            eprintln!(
+                "\n*** SKIPPED: no PostgreSQL server binaries ({program}) found (install postgresql, or set ASSIGND_PG_BIN); PostgreSQL tests did not run ***\n"
+            );
+            None
+        }
+    }
+}
+
 /// The uid and gid of the `postgres` user, when running as root.
-fn run_as() -> Option<(u32, u32)> {
+pub fn run_as() -> Option<(u32, u32)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return None;
@@ -90,7 +98,7 @@ fn run_as() -> Option<(u32, u32)> {
     unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
 }
 
-fn command(bin: &Path, program: &str, user: Option<(u32, u32)>) -> Command {
+pub fn command(bin: &Path, program: &str, user: Option<(u32, u32)>) -> Command {
     let mut c = Command::new(bin.join(program));
     if let Some((uid, gid)) = user {
         c.uid(uid).gid(gid);
@@ -98,7 +106,7 @@ fn command(bin: &Path, program: &str, user: Option<(u32, u32)>) -> Command {
     c
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -108,10 +116,25 @@ fn free_port() -> u16 {
 fn start(bin: &Path) -> PgServer {
     let user = run_as();
     let dir = std::env::temp_dir().join(format!("assignd-pg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let data = init_dir(bin, user, &dir);
+    require_passwords(&data);
+    let port = free_port();
+    spawn_server(bin, user, &dir, port);
+    wait_ready(port, &dir);
+    PgServer {
+        port,
+        dir,
+        bin: bin.to_path_buf(),
+    }
+}
+
+/// A fresh `dir` (owned by the server's user) with a database cluster in
+/// `dir/data`, whose logins are all trusted; returns `dir/data`.
+pub fn init_dir(bin: &Path, user: Option<(u32, u32)>, dir: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
     if let Some((uid, gid)) = user {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).unwrap();
     }
     let data = dir.join("data");
     let out = command(bin, "initdb", user)
@@ -130,15 +153,7 @@ fn start(bin: &Path) -> PgServer {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    require_passwords(&data);
-    let port = free_port();
-    spawn_server(bin, user, &dir, port);
-    wait_ready(port, &dir);
-    PgServer {
-        port,
-        dir,
-        bin: bin.to_path_buf(),
-    }
+    data
 }
 
 /// Puts the password rules ahead of initdb's `trust` lines: the first line
@@ -156,7 +171,7 @@ fn require_passwords(data: &Path) {
 
 /// Starts `postgres` in the foreground from a thread that never ends, so
 /// that the parent-death signal fires only when the test process exits.
-fn spawn_server(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) {
+pub fn spawn_server(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) {
     let mut c = command(bin, "postgres", user);
     c.args([
         "-D",
@@ -212,7 +227,7 @@ fn spawn_server(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) {
     }
 }
 
-fn wait_ready(port: u16, dir: &Path) {
+pub fn wait_ready(port: u16, dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
