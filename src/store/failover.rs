@@ -154,21 +154,15 @@ impl Failover {
     /// The check of a new connection: a writable primary, on the newest
     /// timeline seen; a newer one than before is a promotion.
     async fn check(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        let read_only: bool =
-            sqlx::query_scalar("SELECT current_setting('transaction_read_only') = 'on'")
-                .fetch_one(&mut *conn)
-                .await?;
-        if read_only {
+        let read_only = text(conn, "SELECT current_setting('transaction_read_only')").await?;
+        if read_only.as_deref() == Some("on") {
             let why = "the database server is read-only (a standby, or a primary fenced after a failover); assignd needs the primary";
             self.fault(Fault::ReadOnly, why);
             // Shown as it is in sqlx's log line; the acquire retries it.
             return Err(sqlx::Error::InvalidArgument(why.into()));
         }
-        let wal_file =
-            sqlx::query_scalar::<_, String>("SELECT pg_walfile_name(pg_current_wal_lsn())")
-                .fetch_one(&mut *conn)
-                .await;
-        let Some(timeline) = wal_file.ok().as_deref().and_then(timeline_of) else {
+        let wal_file = text(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())").await;
+        let Some(timeline) = wal_file.ok().flatten().as_deref().and_then(timeline_of) else {
             // A server that does not show its WAL (some managed forks): no
             // timelines to compare, and no loss of commits to detect.
             self.recovered();
@@ -226,17 +220,30 @@ impl Failover {
 /// After a promotion the lost commits may include budget steps, calls
 /// made: the budget starts as if its whole burst had just been spent.
 async fn spend_burst(conn: &mut PgConnection, burst_ms: u64) {
-    let spent = sqlx::query(
+    // The burst is this process's own number: text it may carry.
+    let spend = format!(
         "UPDATE api_budget SET tat_ms = GREATEST(tat_ms,
-             extract(epoch FROM clock_timestamp()) * 1000 + $1) WHERE id = 1",
-    )
-    .bind(burst_ms as f64)
-    .execute(conn)
-    .await;
+             extract(epoch FROM clock_timestamp()) * 1000 + {burst_ms}) WHERE id = 1"
+    );
+    let spent = sqlx::raw_sql(sqlx::AssertSqlSafe(spend))
+        .execute(conn)
+        .await;
     if let Err(e) = spent {
         // No budget table yet (a database not migrated): nothing to spend.
         tracing::debug!(error = %e, "cannot spend the shared budget's burst after the promotion");
     }
+}
+
+/// The first column of `sql`'s first row, as text. A plain-text query,
+/// which prepares nothing: a new connection may be PgBouncer's in
+/// transaction mode, where a prepared statement outlives the check on a
+/// server connection other clients then get (`db.rs`, `pg!`).
+async fn text(conn: &mut PgConnection, sql: &'static str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::raw_sql(sql).fetch_optional(&mut *conn).await?;
+    Ok(match row {
+        Some(row) => sqlx::Row::try_get::<Option<String>, _>(&row, 0)?,
+        None => None,
+    })
 }
 
 /// The timeline of a WAL file name: its first eight hex digits.
