@@ -69,15 +69,7 @@ struct Failover {
     changes: watch::Sender<u64>,
 }
 
-static FAILOVER: LazyLock<Failover> = LazyLock::new(|| Failover {
-    stale_before: Mutex::new(None),
-    last_fault: Mutex::new(None),
-    timeline: AtomicI64::new(0),
-    budget_timeline: AtomicI64::new(0),
-    promoted_at: Mutex::new(None),
-    burst_ms: AtomicU64::new(0),
-    changes: watch::channel(0).0,
-});
+static FAILOVER: LazyLock<Failover> = LazyLock::new(Failover::new);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -112,6 +104,19 @@ pub(super) fn guard(options: PgPoolOptions) -> PgPoolOptions {
 }
 
 impl Failover {
+    /// No fault seen, no timeline known.
+    fn new() -> Self {
+        Failover {
+            stale_before: Mutex::new(None),
+            last_fault: Mutex::new(None),
+            timeline: AtomicI64::new(0),
+            budget_timeline: AtomicI64::new(0),
+            promoted_at: Mutex::new(None),
+            burst_ms: AtomicU64::new(0),
+            changes: watch::channel(0).0,
+        }
+    }
+
     fn fault(&self, fault: Fault, what: &str) {
         let now = Instant::now();
         *lock(&self.stale_before) = Some(now);
@@ -285,15 +290,7 @@ mod tests {
 
     #[test]
     fn connections_opened_before_a_fault_are_stale() {
-        let f = Failover {
-            stale_before: Mutex::new(None),
-            last_fault: Mutex::new(None),
-            timeline: AtomicI64::new(0),
-            budget_timeline: AtomicI64::new(0),
-            promoted_at: Mutex::new(None),
-            burst_ms: AtomicU64::new(0),
-            changes: watch::channel(0).0,
-        };
+        let f = Failover::new();
         assert!(f.fresh(Duration::from_secs(3600)));
         let mut changes = f.changes.subscribe();
         f.fault(Fault::ReadOnly, "test");

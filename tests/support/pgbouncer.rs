@@ -34,23 +34,6 @@ fn binary() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// The uid and gid of the `postgres` user, when running as root.
-fn run_as() -> Option<(u32, u32)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let name = std::ffi::CString::new("postgres").unwrap();
-    // SAFETY: getpwnam takes a valid C string; the result is read at once.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(
-        !pw.is_null(),
-        "running as root, but there is no `postgres` user to run pgbouncer as"
-    );
-    // SAFETY: pw is non-null and points at a valid passwd record.
-    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -89,7 +72,7 @@ pub fn start(pg_port: u16, extra: &str) -> Option<Bouncer> {
     std::fs::write(dir.path().join("pgbouncer.ini"), config).unwrap();
     // `trust` still wants the user listed.
     std::fs::write(dir.path().join("users.txt"), "\"postgres\" \"\"\n").unwrap();
-    let user = run_as();
+    let user = crate::postgres::run_as();
     if let Some((uid, gid)) = user {
         for name in ["", "pgbouncer.ini", "users.txt"] {
             std::os::unix::fs::chown(dir.path().join(name), Some(uid), Some(gid)).unwrap();
