@@ -388,15 +388,7 @@ async fn history(app: &TestApp, db: &PgPool, drain: Drain, unclean: Vec<String>)
         epoch,
         puts: app.sandbox.put_history(),
         closes: app.sandbox.closes(),
-        calls: requests
-            .iter()
-            .map(|r| Call {
-                received: r.received,
-                status: r.status,
-                injected: r.injected,
-                what: format!("{} {}", r.method, r.path),
-            })
-            .collect(),
+        calls: requests.iter().map(Call::from).collect(),
         outcomes,
         rows,
         outbox_leased: Vec::new(),

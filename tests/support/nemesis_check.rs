@@ -21,6 +21,17 @@ pub struct Call {
     pub what: String,
 }
 
+impl From<&assignd::sandbox::Recorded> for Call {
+    fn from(r: &assignd::sandbox::Recorded) -> Self {
+        Call {
+            received: r.received,
+            status: r.status,
+            injected: r.injected,
+            what: format!("{} {}", r.method, r.path),
+        }
+    }
+}
+
 /// A row of `outcomes`.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct Outcome {

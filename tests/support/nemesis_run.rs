@@ -142,16 +142,7 @@ pub async fn collect(
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let calls = sandbox
-        .requests()
-        .into_iter()
-        .map(|r| Call {
-            received: r.received,
-            status: r.status,
-            injected: r.injected,
-            what: format!("{} {}", r.method, r.path),
-        })
-        .collect();
+    let calls = sandbox.requests().iter().map(Call::from).collect();
     let outcomes = stage
         .fetch(
             "SELECT id, chat_id AS chat, agent_id, result, route, reason FROM outcomes ORDER BY id",
