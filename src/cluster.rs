@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use rand::RngExt;
 
-use crate::limiter::{BudgetFuture, Fence, SharedBudget};
+use crate::limiter::{BudgetFuture, Fence, SharedBudget, Take};
 use crate::store::{Backend, LeaseHolder, Store, StoreError};
 
 /// How often a daemon renews its heartbeat and its lease.
@@ -372,9 +372,14 @@ impl SharedBudget for DatabaseBudget {
         period: Duration,
         tau: Duration,
         assignment: bool,
-    ) -> BudgetFuture<'_, Option<Duration>> {
+        ahead: Duration,
+    ) -> BudgetFuture<'_, Take> {
         Box::pin(async move {
-            (self.0.take_budget(period, tau, assignment).await).map_err(|e| e.to_string())
+            match self.0.take_budget(period, tau, assignment, ahead).await {
+                Ok((true, send_in)) => Ok(Take::Admitted(send_in)),
+                Ok((false, wait)) => Ok(Take::Wait(wait)),
+                Err(e) => Err(e.to_string()),
+            }
         })
     }
 

@@ -25,14 +25,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::{Clock, MonotonicClock};
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::rate::SAFETY;
+
+mod gcra;
+use gcra::Gcra;
+pub use gcra::Take;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -58,6 +58,10 @@ pub enum Priority {
     Background,
 }
 
+/// How far ahead of its slot the loop's claim may be admitted at most: the
+/// claim waits no longer than this before its call may go.
+const MAX_LEAD: Duration = Duration::from_secs(1);
+
 /// A future the shared budget returns.
 pub type BudgetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
@@ -65,14 +69,15 @@ pub type BudgetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + 
 /// every daemon of the account (PostgreSQL: one GCRA row on the database's
 /// clock). The limiter then asks it for each slot instead of its own GCRA.
 pub trait SharedBudget: Send + Sync {
-    /// Takes one call's slot: `None` when admitted, else how long to wait
-    /// before asking again. Assignment calls go before background ones.
+    /// Takes one call's slot, handed out up to `ahead` before it is due.
+    /// Assignment calls go before background ones.
     fn take(
         &self,
         period: Duration,
         tau: Duration,
         assignment: bool,
-    ) -> BudgetFuture<'_, Option<Duration>>;
+        ahead: Duration,
+    ) -> BudgetFuture<'_, Take>;
     /// Pauses every daemon's calls for `pause` (after a 429).
     fn pause(&self, pause: Duration) -> BudgetFuture<'_, ()>;
 }
@@ -86,21 +91,17 @@ pub trait Fence: Send + Sync {
     fn shut_for(&self) -> Option<Duration>;
 }
 
-type Gcra = RateLimiter<
-    NotKeyed,
-    InMemoryState,
-    MonotonicClock,
-    NoOpMiddleware<<MonotonicClock as Clock>::Instant>,
->;
-
 pub struct Limiter {
-    gcra: Gcra,
-    clock: MonotonicClock,
+    gcra: Mutex<Gcra>,
     period: Duration,
     /// How far ahead of its time a call may go: the burst, as time.
     tau: Duration,
     /// How long a slot stays good: see [`SEND_WITHIN`].
     send_within: Duration,
+    /// How long before its slot the loop's claim is admitted (µs): about
+    /// the time from a claim to its row's first call, learned from the
+    /// calls (see [`Limiter::learn_lead`]).
+    lead_micros: AtomicU64,
     shared: Option<Arc<dyn SharedBudget>>,
     fence: Option<Arc<dyn Fence>>,
     urgent_waiting: AtomicUsize,
@@ -136,12 +137,16 @@ struct Pause {
     next_backoff: Duration,
 }
 
-/// A call's admission: send it by `send_by`, or give it up and ask again.
+/// A call's admission: send it from `send_at` until `send_by`, or give it
+/// up and ask again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
     /// How long the caller waited for it.
     pub waited: Duration,
+    send_at: Instant,
     send_by: Instant,
+    /// When the loop handed it to a row (see [`Limiter::with_slot`]).
+    handed: Instant,
 }
 
 impl Slot {
@@ -149,6 +154,13 @@ impl Slot {
     /// one into a window of the server's; the caller asks again instead.
     pub fn fresh(&self) -> bool {
         Instant::now() <= self.send_by
+    }
+
+    /// The slot, handed to the loop again now (kept unused, then taken for
+    /// the next row): the time to its row's first call counts from here.
+    pub fn rehanded(mut self) -> Self {
+        self.handed = Instant::now();
+        self
     }
 }
 
@@ -170,16 +182,16 @@ impl Limiter {
             .div_f64(slots as f64)
             .mul_f64(1.0 + SAFETY)
             .max(Duration::from_nanos(1));
-        let quota = Quota::with_period(period)
-            .expect("period is positive")
-            .allow_burst(burst);
-        let clock = MonotonicClock;
+        let tau = period * (burst.get() - 1);
         Self {
-            gcra: RateLimiter::direct_with_clock(quota, clock.clone()),
-            clock,
+            gcra: Mutex::new(Gcra::new(period, tau)),
             period,
-            tau: period * (burst.get() - 1),
+            tau,
             send_within: per.mul_f64(SAFETY * SEND_WITHIN),
+            // Until calls teach it, half a period: every daemon of an
+            // account starts alike, and whichever has waited longest asks
+            // first (see `learn_lead`).
+            lead_micros: AtomicU64::new((period / 2).min(MAX_LEAD).as_micros() as u64),
             shared: None,
             fence: None,
             urgent_waiting: AtomicUsize::new(0),
@@ -217,7 +229,8 @@ impl Limiter {
     /// calls. (A shared budget already knows them.)
     pub fn spend_burst(&self) {
         if self.shared.is_none() {
-            while self.gcra.check().is_ok() {}
+            let mut gcra = self.gcra.lock().expect("limiter lock");
+            while gcra.take(Instant::now(), Duration::ZERO) == Take::Admitted(Duration::ZERO) {}
         }
     }
 
@@ -252,20 +265,43 @@ impl Limiter {
 
     /// Waits until a call may be made now and returns its [`Slot`], or
     /// [`Closed`] if the limiter is closed (checked last, after the wait) or
-    /// stopped (at once, whatever the wait).
+    /// stopped (at once, whatever the wait). The loop's claim
+    /// ([`Priority::Claim`]) is admitted up to a lead before its slot is
+    /// due, to claim and decide meanwhile; its row's first call then waits
+    /// for the slot's time ([`Limiter::with_slot`]).
     pub async fn acquire(&self, priority: Priority) -> Result<Slot, Closed> {
         if self.stopping.is_cancelled() {
             return Err(Closed::Stopping);
         }
-        if priority == Priority::Assign
-            && let Some(slot) = self.ticket()
-        {
-            return Ok(slot);
-        }
+        let mut ticket = match priority {
+            Priority::Assign => self.ticket(),
+            _ => None,
+        };
         tokio::select! {
-            admitted = self.wait_for_slot(priority) => admitted,
+            admitted = async {
+                loop {
+                    let slot = match ticket.take() {
+                        Some(slot) => slot,
+                        None => self.wait_for_slot(priority).await?,
+                    };
+                    if priority == Priority::Claim {
+                        return Ok(slot);
+                    }
+                    until(slot.send_at).await;
+                    // What shuts calls may have come while the slot was due.
+                    if self.may_send() {
+                        return Ok(slot);
+                    }
+                    self.forfeit(slot);
+                }
+            } => admitted,
             _ = self.stopping.cancelled() => Err(Closed::Stopping),
         }
+    }
+
+    /// Whether a call may go now: no 429 pause, no 401 and no shut fence.
+    fn may_send(&self) -> bool {
+        self.paused_until().is_none() && !self.is_closed() && self.shut_for().is_none()
     }
 
     ///
@@ -310,17 +346,22 @@ impl Limiter {
                     continue;
                 }
                 // Asked before the slot is taken: the slot's age counts the
-                // shared budget's round trip too.
+                // shared budget's round trip too. Its time counts from the
+                // answer: a call must never go before it.
                 let asked = Instant::now();
-                match self.check_slot(priority).await {
-                    Ok(()) => {
-                        let waited = started.elapsed();
+                let ahead = self.ahead(priority);
+                match self.check_slot(priority, ahead).await {
+                    Ok(send_in) => {
+                        let now = Instant::now();
+                        let waited = now - started;
                         self.admitted.fetch_add(1, Ordering::Relaxed);
                         self.waited_micros
                             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
                         return Ok(Slot {
                             waited,
-                            send_by: asked + self.send_within,
+                            send_at: now + send_in,
+                            send_by: asked + send_in + self.send_within,
+                            handed: now,
                         });
                     }
                     Err(wait) => {
@@ -350,11 +391,8 @@ impl Limiter {
     /// and not stale.
     fn ticket(&self) -> Option<Slot> {
         let slot = TICKET.try_with(Cell::take).ok().flatten()?;
-        if slot.fresh()
-            && self.paused_until().is_none()
-            && !self.is_closed()
-            && self.shut_for().is_none()
-        {
+        self.learn_lead(slot.handed.elapsed());
+        if slot.fresh() && self.may_send() {
             return Some(slot);
         }
         self.forfeit(slot);
@@ -376,17 +414,22 @@ impl Limiter {
     /// Whether a call may go now, else how long until it may: from the
     /// shared budget if there is one, else from this process's GCRA. A
     /// shared budget that cannot be read admits nothing (fail closed).
-    async fn check_slot(&self, priority: Priority) -> Result<(), Duration> {
+    async fn check_slot(&self, priority: Priority, ahead: Duration) -> Result<Duration, Duration> {
         let Some(shared) = &self.shared else {
-            return self
+            return match self
                 .gcra
-                .check()
-                .map_err(|not_until| not_until.wait_time_from(self.clock.now()));
+                .lock()
+                .expect("limiter lock")
+                .take(Instant::now(), ahead)
+            {
+                Take::Admitted(send_in) => Ok(send_in),
+                Take::Wait(wait) => Err(wait),
+            };
         };
         let assignment = priority != Priority::Background;
-        match shared.take(self.period, self.tau, assignment).await {
-            Ok(None) => Ok(()),
-            Ok(Some(wait)) => {
+        match shared.take(self.period, self.tau, assignment, ahead).await {
+            Ok(Take::Admitted(send_in)) => Ok(send_in),
+            Ok(Take::Wait(wait)) => {
                 // A wait this long is another daemon's 429 pause: obey it
                 // as one, so that the worker stops claiming meanwhile.
                 if wait > SHARED_PAUSE_AT.max(self.period * 4) {
@@ -451,6 +494,35 @@ impl Limiter {
         );
     }
 
+    /// How long before its slot a caller may be admitted: a row's call
+    /// takes the next free slot at once, whoever (of every daemon) asks
+    /// later; the loop's claim takes its slot a [`lead`](Self::lead) early;
+    /// a background call only a slot due now.
+    fn ahead(&self, priority: Priority) -> Duration {
+        match priority {
+            Priority::Assign => MAX_LEAD + self.period,
+            Priority::Claim => self.lead(),
+            Priority::Background => Duration::ZERO,
+        }
+    }
+
+    /// How long before its slot the loop's claim is admitted now.
+    fn lead(&self) -> Duration {
+        Duration::from_micros(self.lead_micros.load(Ordering::Relaxed))
+    }
+
+    /// Learns from one row how long a claim takes to its first call: the
+    /// lead follows a slower one at once (with a quarter to spare) and a
+    /// faster one slowly, and stays within a period (and [`MAX_LEAD`]), the
+    /// most an urgent chat that comes meanwhile may wait for the next call.
+    fn learn_lead(&self, took: Duration) {
+        let old = self.lead();
+        let lead = took.mul_f64(1.25).max(old.mul_f64(0.95));
+        let lead = lead.min(self.period).min(MAX_LEAD);
+        self.lead_micros
+            .store(lead.as_micros() as u64, Ordering::Relaxed);
+    }
+
     /// A call succeeded: the next 429 starts the backoff afresh.
     pub fn succeeded(&self) {
         let mut p = self.pause.lock().expect("limiter lock");
@@ -474,6 +546,22 @@ impl Limiter {
             forfeited: self.forfeited.load(Ordering::Relaxed),
             waited: Duration::from_micros(self.waited_micros.load(Ordering::Relaxed)),
             paused_for: self.paused_until().map(|u| u - Instant::now()),
+        }
+    }
+}
+
+/// Waits until `at`: sleeps to just before, then yields through the last
+/// [`PRECISE_WAIT`] (tokio's timer wakes up to a millisecond late).
+async fn until(at: Instant) {
+    loop {
+        let left = at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        if left > PRECISE_WAIT {
+            tokio::time::sleep(left - PRECISE_WAIT).await;
+        } else {
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -245,21 +245,25 @@ impl Store {
         })
     }
 
-    /// Takes one call's slot of the account's shared budget (PostgreSQL):
-    /// `None` when admitted, else how long to wait before asking again.
+    /// Takes one call's slot of the account's shared budget (PostgreSQL),
+    /// handed out up to `ahead` before it is due: `(true, d)` when admitted,
+    /// the call to go `d` from now and no earlier; else `(false, d)`, how
+    /// long to wait before asking again.
     pub async fn take_budget(
         &self,
         period: Duration,
         tau: Duration,
         assignment: bool,
-    ) -> Result<Option<Duration>, StoreError> {
+        ahead: Duration,
+    ) -> Result<(bool, Duration), StoreError> {
         debug_assert_eq!(self.backend(), Backend::Postgres);
         super::failover::note_burst(tau);
-        let sql = "SELECT assignd_take_budget($1, $2, $3, $4 = 1)";
+        let sql = "SELECT admitted, ms FROM assignd_reserve_budget($1, $2, $3, $4 = 1, $5)";
         let slack = crate::rate::slack(period);
-        let values = vals![ms(period), ms(tau), ms(slack), assignment];
-        let wait: f64 = self.db.value_write(sql, values).await?;
-        Ok((wait > 0.0).then(|| Duration::from_secs_f64(wait / 1000.0)))
+        let values = vals![ms(period), ms(tau), ms(slack), assignment, ms(ahead)];
+        let row: Option<(bool, f64)> = self.db.first_on(Side::Write, sql.into(), values).await?;
+        let (admitted, wait) = row.ok_or(sqlx::Error::RowNotFound)?;
+        Ok((admitted, Duration::from_secs_f64(wait.max(0.0) / 1000.0)))
     }
 
     /// Pauses every daemon's calls for `pause` (after a 429).

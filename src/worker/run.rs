@@ -374,7 +374,7 @@ impl Worker {
         loop {
             if let Some(slot) = lock(&self.spare_slot).take() {
                 if slot.fresh() {
-                    return Some(slot);
+                    return Some(slot.rehanded());
                 }
                 limiter.forfeit(slot);
             }
