@@ -103,29 +103,17 @@ struct Seen {
 /// The baseline the faults are measured against.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn straight_to_the_primary_nothing_is_lost() {
-    let Some(seen) = failover(Fault::Direct, 2).await else {
-        return;
-    };
-    assert_clean(&seen);
-    assert_promotions(&seen, 0.0);
+    lossless(Fault::Direct, 2, 0.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pgbouncer_restart_mid_backlog_loses_nothing() {
-    let Some(seen) = failover(Fault::PgBouncerRestart, 2).await else {
-        return;
-    };
-    assert_clean(&seen);
-    assert_promotions(&seen, 0.0);
+    lossless(Fault::PgBouncerRestart, 2, 0.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_lose_nothing_through_a_vip_move_to_a_synchronous_replica() {
-    let Some(seen) = failover(Fault::VipMove, 3).await else {
-        return;
-    };
-    assert_clean(&seen);
-    assert_promotions(&seen, 1.0);
+    lossless(Fault::VipMove, 3, 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,10 +159,15 @@ async fn a_lagging_replica_loses_outcomes_but_no_chat_goes_to_two_agents() {
     );
 }
 
-/// Each daemon saw `n` promotions.
-fn assert_promotions(seen: &Seen, n: f64) {
-    for (i, (promotions, _, _)) in seen.metrics.iter().enumerate() {
-        assert_eq!(*promotions, n, "daemon {i} saw {n} promotions");
+/// A run that loses no commit, clean, each daemon having seen
+/// `promotions`.
+async fn lossless(fault: Fault, daemons: usize, promotions: f64) {
+    let Some(seen) = failover(fault, daemons).await else {
+        return;
+    };
+    assert_clean(&seen);
+    for (i, (saw, _, _)) in seen.metrics.iter().enumerate() {
+        assert_eq!(*saw, promotions, "daemon {i} saw {promotions} promotions");
     }
 }
 

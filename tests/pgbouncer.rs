@@ -5,6 +5,9 @@
 //! own (named prepared statements, a session advisory lock, LISTEN) meets
 //! another server connection at the next transaction.
 //!
+//! PgBouncer killed and restarted mid-backlog runs in `tests/failover.rs`,
+//! with that harness's checker over the history.
+//!
 //! Figures print with `cargo test --test pgbouncer -- --nocapture`.
 
 mod common;
