@@ -1,11 +1,18 @@
-//! Through a primary failover (SPEC §11, issue 25): two `assignd run`
-//! reach a PostgreSQL primary with a real streaming replica through a TCP
-//! proxy, the address that moves (`support/replica.rs`), in front of one
-//! rate-limited sandbox; a backlog drains at the limit, and in the middle:
+//! Through a primary failover (SPEC §11, issue 25): two or three `assignd
+//! run` reach a PostgreSQL primary with a real streaming replica through a
+//! TCP proxy, the address that moves (`support/replica.rs`), in front of
+//! one rate-limited sandbox; a backlog drains at the limit, and in the
+//! middle:
 //!
-//! - **VIP move** (synchronous replica): the primary is killed (SIGKILL of
-//!   every process of it), the replica promoted, and the proxy switched,
-//!   dropping every connection, as a virtual IP's move does;
+//! - **direct** (the baseline): no fault, the daemons straight to the
+//!   primary;
+//! - **PgBouncer restart**: the daemons reach the primary through a real
+//!   PgBouncer in transaction mode (`support/pgbouncer.rs`), which is
+//!   killed (every client and server connection drops) and started again
+//!   on the same port 1 s later;
+//! - **VIP move** (synchronous replica, three daemons): the primary is
+//!   killed (SIGKILL of every process of it), the replica promoted, and the
+//!   proxy switched, dropping every connection, as a virtual IP's move does;
 //! - **read-only old primary** (synchronous replica): the primary is
 //!   fenced read-only (`default_transaction_read_only`, reloaded: open
 //!   sessions stay, every write fails with SQLSTATE 25006), the replica
@@ -16,8 +23,8 @@
 //!   kill, so the promotion loses the last commits the primary
 //!   acknowledged (outcomes, claims, intents, budget steps).
 //!
-//! Each asserts that both daemons assign again within 10 s of the
-//! promotion, that every chat ends assigned, none by two agents, no 429,
+//! Each asserts that every daemon assigns again within 10 s of the
+//! promotion (or the restart), that every chat ends assigned, none by two agents, no 429,
 //! and runs the nemesis's checker (`support/nemesis_check.rs`) over the
 //! history. Figures: `cargo test --test failover -- --nocapture`.
 
@@ -27,6 +34,8 @@ mod common;
 #[allow(dead_code)] // The harness of tests/cluster.rs; its limits are used here.
 #[path = "support/cluster.rs"]
 mod pg_cluster;
+#[path = "support/pgbouncer.rs"]
+mod pgbouncer;
 #[path = "support/postgres.rs"]
 mod postgres;
 #[path = "support/replica.rs"]
@@ -41,6 +50,7 @@ use sqlx::postgres::PgPoolOptions;
 use check::{Call, Drain, History, Kind, Outcome, Row};
 use common::*;
 use pg_cluster::{EDGE, PER, limited};
+use pgbouncer::Bouncer;
 use replica::{Pair, Proxy, Replication, Server};
 
 const CHATS: i64 = 100;
@@ -52,13 +62,18 @@ const LAG: Duration = Duration::from_secs(2);
 /// How long new connections still reach the old primary in
 /// [`Fault::ReadOnly`].
 const STALE_DNS: Duration = Duration::from_secs(2);
+/// How long PgBouncer is down in [`Fault::PgBouncerRestart`].
+const BOUNCER_DOWN: Duration = Duration::from_secs(1);
 
-/// One failover at a time: each is two servers, two daemons and a sandbox
+/// One failover at a time: each is two servers, 2-3 daemons and a sandbox
 /// at its limit, paced to a 3-s window.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
+    /// None: the baseline.
+    Direct,
+    PgBouncerRestart,
     VipMove,
     ReadOnly,
     Lag,
@@ -72,7 +87,8 @@ struct Seen {
     two_agents: Vec<i64>,
     /// Chats without an assignee at the end.
     lost: Vec<i64>,
-    /// Per daemon: its first assignment after the promotion, how long after.
+    /// Per daemon: its first assignment after the promotion (or the
+    /// restart), how long after.
     resumed: Vec<Option<Duration>>,
     violations: Vec<check::Violation>,
     /// Chats found assigned already when read before a decision.
@@ -84,20 +100,25 @@ struct Seen {
     dead: i64,
 }
 
+/// The baseline the faults are measured against.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vip_move_to_a_synchronous_replica_loses_nothing() {
-    let Some(seen) = failover(Fault::VipMove).await else {
-        return;
-    };
-    assert_clean(&seen);
-    for (i, (promotions, _, _)) in seen.metrics.iter().enumerate() {
-        assert_eq!(*promotions, 1.0, "daemon {i} saw the promotion once");
-    }
+async fn straight_to_the_primary_nothing_is_lost() {
+    lossless(Fault::Direct, 2, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pgbouncer_restart_mid_backlog_loses_nothing() {
+    lossless(Fault::PgBouncerRestart, 2, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_lose_nothing_through_a_vip_move_to_a_synchronous_replica() {
+    lossless(Fault::VipMove, 3, 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_left_on_a_read_only_old_primary_are_dropped() {
-    let Some(seen) = failover(Fault::ReadOnly).await else {
+    let Some(seen) = failover(Fault::ReadOnly, 2).await else {
         return;
     };
     assert_clean(&seen);
@@ -113,7 +134,7 @@ async fn connections_left_on_a_read_only_old_primary_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_replica_loses_outcomes_but_no_chat_goes_to_two_agents() {
-    let Some(seen) = failover(Fault::Lag).await else {
+    let Some(seen) = failover(Fault::Lag, 2).await else {
         return;
     };
     assert_safe(&seen);
@@ -138,6 +159,18 @@ async fn a_lagging_replica_loses_outcomes_but_no_chat_goes_to_two_agents() {
     );
 }
 
+/// A run that loses no commit, clean, each daemon having seen
+/// `promotions`.
+async fn lossless(fault: Fault, daemons: usize, promotions: f64) {
+    let Some(seen) = failover(fault, daemons).await else {
+        return;
+    };
+    assert_clean(&seen);
+    for (i, (saw, _, _)) in seen.metrics.iter().enumerate() {
+        assert_eq!(*saw, promotions, "daemon {i} saw {promotions} promotions");
+    }
+}
+
 /// What every setup guarantees.
 fn assert_safe(seen: &Seen) {
     assert!(
@@ -156,7 +189,7 @@ fn assert_safe(seen: &Seen) {
         let after = resumed.unwrap_or_else(|| panic!("daemon {i} never assigned again"));
         assert!(
             after <= Duration::from_secs(10),
-            "daemon {i} assigned again {after:?} after the promotion; within 10 s expected"
+            "daemon {i} assigned again {after:?} after the fault; within 10 s expected"
         );
     }
 }
@@ -180,8 +213,9 @@ fn assert_clean(seen: &Seen) {
 }
 
 /// The whole run: servers, proxy, daemons, backlog, the fault, the drain,
-/// the clean stop, and what was seen. None where PostgreSQL is missing.
-async fn failover(fault: Fault) -> Option<Seen> {
+/// the clean stop, and what was seen. None where PostgreSQL (or, for
+/// [`Fault::PgBouncerRestart`], PgBouncer) is missing.
+async fn failover(fault: Fault, daemons: usize) -> Option<Seen> {
     let _turn = ONE_AT_A_TIME.lock().await;
     let bin = postgres::binaries("pg_basebackup")?;
     let replication = match fault {
@@ -190,17 +224,28 @@ async fn failover(fault: Fault) -> Option<Seen> {
     };
     let pair = Pair::start(&bin, &format!("{fault:?}"), replication).await;
     let proxy = Proxy::start(pair.primary.port).await;
+    let mut bouncer = match fault {
+        Fault::PgBouncerRestart => Some(pgbouncer::start(pair.primary.port, "")?),
+        _ => None,
+    };
     // A short row lease: a row whose claim survived a lossy failover but
     // whose settlement did not comes back when its lease runs out.
     let app = limited(TestApp::builder().listen(), LIMIT)
         .worker("lease = \"15s\"")
         .build()
         .await;
-    app.use_database(&format!(
-        "postgres://postgres@127.0.0.1:{}/assignd",
-        proxy.port
-    ));
-    let mut daemons = vec![app.spawn_guarded("d1.log"), app.spawn_guarded("d2.log")];
+    let primary = pair.primary.url("assignd");
+    match (&bouncer, fault) {
+        (Some(b), _) => pgbouncer::through(&app, b, &primary),
+        (None, Fault::Direct) => app.use_database(&primary),
+        _ => app.use_database(&format!(
+            "postgres://postgres@127.0.0.1:{}/assignd",
+            proxy.port
+        )),
+    }
+    let mut daemons: Vec<Daemon> = (1..=daemons)
+        .map(|i| app.spawn_guarded(&format!("d{i}.log")))
+        .collect();
     let before = pool(&pair.primary).await;
     wait_live(&before, &mut daemons).await;
     sqlx::query("INSERT INTO queue (chat_id) SELECT g FROM generate_series(1, $1::BIGINT) AS g")
@@ -214,12 +259,25 @@ async fn failover(fault: Fault) -> Option<Seen> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     before.close().await;
-    let promoted = strike(fault, &pair, &proxy).await;
-    let after = pool(&pair.replica).await;
+    let promoted = strike(fault, &pair, &proxy, bouncer.as_mut()).await;
+    let after = match fault {
+        Fault::Direct | Fault::PgBouncerRestart => pool(&pair.primary).await,
+        _ => pool(&pair.replica).await,
+    };
     let drain = drain(&after, &app, &daemons).await;
+    let metrics = metrics(&app, &daemons).await;
+    let unclean = stop(&mut daemons);
+    let history = history(&app, &after, drain, unclean).await;
+    let seen = observe(&app, &after, &daemons, promoted, history, metrics).await;
+    print(fault, &seen);
+    Some(seen)
+}
+
+/// Per daemon: promotions seen, read-only errors, read-only episodes logged.
+async fn metrics(app: &TestApp, daemons: &[Daemon]) -> Vec<(f64, f64, usize)> {
     let mut metrics = Vec::new();
     for (i, d) in daemons.iter().enumerate() {
-        let scraped = scrape(&app, &format!("d{}.log", i + 1)).await;
+        let scraped = scrape(app, &format!("d{}.log", i + 1)).await;
         let episodes = d
             .log_text()
             .matches("closing every connection opened before now")
@@ -230,16 +288,29 @@ async fn failover(fault: Fault) -> Option<Seen> {
             episodes,
         ));
     }
-    let unclean = stop(&mut daemons);
-    let history = history(&app, &after, drain, unclean).await;
-    let seen = observe(&app, &after, &daemons, promoted, history, metrics).await;
-    print(fault, &seen);
-    Some(seen)
+    metrics
 }
 
-/// The fault; returns when the replica was promoted, on the wall clock.
-async fn strike(fault: Fault, pair: &Pair, proxy: &Proxy) -> jiff::Timestamp {
+/// The fault; returns when the replica was promoted (or PgBouncer back,
+/// or, without a fault, now), on the wall clock.
+async fn strike(
+    fault: Fault,
+    pair: &Pair,
+    proxy: &Proxy,
+    bouncer: Option<&mut Bouncer>,
+) -> jiff::Timestamp {
     match fault {
+        Fault::Direct => return jiff::Timestamp::now(),
+        Fault::PgBouncerRestart => {
+            let down = Instant::now();
+            // On the test's own thread: the sandbox runs on the workers.
+            bouncer.expect("a PgBouncer").restart(BOUNCER_DOWN);
+            println!(
+                "{fault:?}: PgBouncer back {:?} after the kill",
+                down.elapsed()
+            );
+            return jiff::Timestamp::now();
+        }
         Fault::VipMove => pair.primary.kill9(),
         Fault::ReadOnly => pair.fence_primary().await,
         Fault::Lag => {
@@ -278,7 +349,7 @@ async fn int(db: &PgPool, sql: &'static str) -> i64 {
         .unwrap_or(-1)
 }
 
-/// Waits until both daemons have a fresh heartbeat and one leads.
+/// Waits until every daemon has a fresh heartbeat and one leads.
 async fn wait_live(db: &PgPool, daemons: &mut [Daemon]) {
     let since = Instant::now();
     loop {
@@ -328,7 +399,7 @@ async fn drain(db: &PgPool, app: &TestApp, daemons: &[Daemon]) -> Drain {
             let f = figures(&app.sandbox, LIMIT, PER, EDGE);
             return Drain {
                 bound: BOUND,
-                why: "the backlog at the limit, after the promotion".into(),
+                why: "the backlog at the limit, after the fault".into(),
                 took: (active == 0).then(|| since.elapsed()),
                 left: format!("{active} rows active; {f:?}\n{tails}"),
                 last_row: int(db, "SELECT COALESCE(MAX(id), 0) FROM queue").await,
@@ -462,10 +533,11 @@ fn first_assignment_after(log: &str, promoted: jiff::Timestamp) -> Option<Durati
 
 fn print(fault: Fault, seen: &Seen) {
     let f = &seen.figures;
-    f.print(&format!("{fault:?}"), LIMIT, PER);
+    let n = seen.resumed.len();
+    f.print(&format!("{fault:?}, {n} daemons"), LIMIT, PER);
     println!(
-        "{fault:?}: {CHATS} chats, {} answered 429, {} PUT more than once, {} to two agents, {} \
-         never assigned; longest gap between PUTs {:.2}s; assigning again after the promotion: \
+        "{fault:?}, {n} daemons: {CHATS} chats, {} answered 429, {} PUT more than once, {} to two agents, {} \
+         never assigned; longest gap between PUTs {:.2}s; assigning again after the fault: \
          {:?}; per daemon (promotions seen, read-only errors, episodes logged): {:?}; highest \
          attempts {}",
         f.rejected,

@@ -5,6 +5,9 @@
 //! own (named prepared statements, a session advisory lock, LISTEN) meets
 //! another server connection at the next transaction.
 //!
+//! PgBouncer killed and restarted mid-backlog runs in `tests/failover.rs`,
+//! with that harness's checker over the history.
+//!
 //! Figures print with `cargo test --test pgbouncer -- --nocapture`.
 
 mod common;
@@ -23,7 +26,7 @@ use assignd::config::{Config, Pooler};
 use assignd::store::{Store, StoreError};
 use common::*;
 use pg_cluster::*;
-use pgbouncer::Bouncer;
+use pgbouncer::{Bouncer, through};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
@@ -37,13 +40,6 @@ const UNAVAILABLE: &str = "LISTEN/NOTIFY unavailable";
 /// `None` where PostgreSQL or PgBouncer is missing (and this is not CI).
 fn bouncer(extra: &str) -> Option<Bouncer> {
     pgbouncer::start(postgres::server()?.port, extra)
-}
-
-/// Points the daemons of `app` at `url` through `b`, as a pooler in
-/// transaction mode.
-fn through(app: &TestApp, b: &Bouncer, url: &str) {
-    app.use_database(&b.url(url));
-    app.edit_config(|c| c.replace("[database]\n", "[database]\npooler = \"pgbouncer\"\n"));
 }
 
 /// Runs `sql` as a producer behind the same PgBouncer would: plain text

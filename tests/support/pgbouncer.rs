@@ -125,9 +125,29 @@ impl Bouncer {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// Kills PgBouncer (SIGKILL: every client and server connection drops
+    /// at once) and starts it again on the same port and config after
+    /// `down`, as a crash and its supervisor's restart do. Blocks: call it
+    /// on a thread nothing else waits on.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        let bin = binary().expect("the pgbouncer binary it started from");
+        self.child = spawn(&bin, crate::postgres::run_as(), self.dir.path());
+        self.wait_ready();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
     }
+}
+
+/// Points the daemons of `app` at `url` (a database of the server) through
+/// `b`, as a pooler in transaction mode.
+pub fn through(app: &crate::common::TestApp, b: &Bouncer, url: &str) {
+    app.use_database(&b.url(url));
+    app.edit_config(|c| c.replace("[database]\n", "[database]\npooler = \"pgbouncer\"\n"));
 }
 
 impl Drop for Bouncer {
