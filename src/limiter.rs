@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::rate::SAFETY;
+pub use crate::rate::busiest_window;
 
 mod gcra;
 use gcra::Gcra;
@@ -280,14 +281,16 @@ impl Limiter {
         tokio::select! {
             admitted = async {
                 loop {
-                    let slot = match ticket.take() {
+                    let mut slot = match ticket.take() {
                         Some(slot) => slot,
                         None => self.wait_for_slot(priority).await?,
                     };
                     if priority == Priority::Claim {
                         return Ok(slot);
                     }
+                    let before = Instant::now();
                     until(slot.send_at).await;
+                    slot.waited += before.elapsed();
                     // What shuts calls may have come while the slot was due.
                     if self.may_send() {
                         return Ok(slot);
@@ -486,7 +489,8 @@ impl Limiter {
     /// The caller gave `slot` up (it went stale before the call could go).
     pub fn forfeit(&self, slot: Slot) {
         self.forfeited.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
+        // Said at info: each is a slot of the account's budget lost.
+        tracing::info!(
             late_ms = Instant::now()
                 .saturating_duration_since(slot.send_by)
                 .as_millis() as u64,
@@ -495,12 +499,15 @@ impl Limiter {
     }
 
     /// How long before its slot a caller may be admitted: a row's call
-    /// takes the next free slot at once, whoever (of every daemon) asks
-    /// later; the loop's claim takes its slot a [`lead`](Self::lead) early;
-    /// a background call only a slot due now.
+    /// takes the next free slot at once (it is at most a lead and a period
+    /// away while daemons claim), whoever of every daemon asks later; the
+    /// loop's claim takes its slot a [`lead`](Self::lead) early; a
+    /// background call only a slot due now. What is handed out goes even
+    /// if another daemon meets a 429 meanwhile: a pause reaches those
+    /// calls up to two periods late (before, up to a slot's margin).
     fn ahead(&self, priority: Priority) -> Duration {
         match priority {
-            Priority::Assign => MAX_LEAD + self.period,
+            Priority::Assign => self.period * 2,
             Priority::Claim => self.lead(),
             Priority::Background => Duration::ZERO,
         }
@@ -586,23 +593,6 @@ impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// The most calls in any sliding window of length `per`, from their
-/// times in order: how the demo and the tests check that a pace held.
-pub fn busiest_window<T>(times: &[T], per: Duration) -> usize
-where
-    T: Copy + std::ops::Sub<Output = Duration>,
-{
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..times.len() {
-        while times[end] - times[start] >= per {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
 }
 
 #[cfg(test)]

@@ -531,57 +531,6 @@ async fn postgres_refuses_a_producers_bad_values_at_insert() {
     assert_eq!(f.count("SELECT COUNT(*) FROM queue").await, 0);
 }
 
-/// The shared budget (PostgreSQL): calls are spaced by the period, a slot
-/// is handed out up to `ahead` before it is due (and moves the schedule as
-/// if taken when due), a 429 pause holds every caller, and background
-/// calls stand back while an assignment call waits.
-#[tokio::test]
-async fn postgres_budget_spaces_calls_and_shares_a_pause() {
-    let Some(f) = Fixture::postgres().await else {
-        return;
-    };
-    let period = Duration::from_millis(200);
-    let take = |assignment, ahead| {
-        f.store
-            .take_budget(period, Duration::ZERO, assignment, ahead)
-    };
-    let (admitted, send_in) = take(true, Duration::ZERO).await.unwrap();
-    assert!(
-        admitted && send_in.is_zero(),
-        "an idle budget admits at once"
-    );
-    let (admitted, wait) = take(true, Duration::ZERO).await.unwrap();
-    assert!(
-        !admitted && wait > Duration::from_millis(150),
-        "the next call waits: {wait:?}"
-    );
-    let (admitted, background) = take(false, Duration::ZERO).await.unwrap();
-    assert!(
-        !admitted && background >= wait,
-        "background stands back: {background:?} < {wait:?}"
-    );
-    // Within a lead of its time the next slot is handed out, to go when
-    // due: two periods after the first, as that one followed an idle spell.
-    let (admitted, send_in) = take(true, period * 5).await.unwrap();
-    assert!(admitted, "a slot due within the lead is handed out");
-    assert!(
-        send_in > Duration::from_millis(300) && send_in <= period * 2,
-        "{send_in:?}"
-    );
-    let (admitted, wait) = take(true, Duration::ZERO).await.unwrap();
-    assert!(!admitted, "the slot handed out early is taken");
-    assert!(
-        wait > send_in + Duration::from_millis(150),
-        "one period after it: {wait:?}"
-    );
-    f.store.pause_budget(Duration::from_secs(30)).await.unwrap();
-    let (admitted, paused) = take(true, period * 5).await.unwrap();
-    assert!(
-        !admitted && paused > Duration::from_secs(25),
-        "paused: {paused:?}"
-    );
-}
-
 /// Settles chat `chat` as assigned to `agent`, its outcome naming the agent.
 async fn settle_to(f: &Fixture, chat: i64, agent: &str) {
     f.store.enqueue(&[item(chat)]).await.unwrap();

@@ -1,7 +1,8 @@
 //! Store operations that race in production, run against each other on
 //! both backends, over and over: a `chat.closed` webhook and a
 //! reconciliation of the same agent committed at the same moment; a queue
-//! row's call and a follow-up's hop for one chat begun at the same moment.
+//! row's call and a follow-up's hop for one chat begun at the same moment;
+//! and the shared API budget every daemon takes its slots from.
 
 #[path = "support/postgres.rs"]
 mod postgres;
@@ -149,3 +150,54 @@ both!(
     a_close_is_never_undone_by_a_reconciliation_under_way,
     a_chat_has_one_call_in_doubt_at_a_time
 );
+
+/// The shared budget (PostgreSQL): calls are spaced by the period, a slot
+/// is handed out up to `ahead` before it is due (and moves the schedule as
+/// if taken when due), a 429 pause holds every caller, and background
+/// calls stand back while an assignment call waits.
+#[tokio::test]
+async fn postgres_budget_spaces_calls_and_shares_a_pause() {
+    let Some(f) = Fixture::postgres().await else {
+        return;
+    };
+    let period = Duration::from_millis(200);
+    let take = |assignment, ahead| {
+        f.store
+            .take_budget(period, Duration::ZERO, assignment, ahead)
+    };
+    let (admitted, send_in) = take(true, Duration::ZERO).await.unwrap();
+    assert!(
+        admitted && send_in.is_zero(),
+        "an idle budget admits at once"
+    );
+    let (admitted, wait) = take(true, Duration::ZERO).await.unwrap();
+    assert!(
+        !admitted && wait > Duration::from_millis(150),
+        "the next call waits: {wait:?}"
+    );
+    let (admitted, background) = take(false, Duration::ZERO).await.unwrap();
+    assert!(
+        !admitted && background >= wait,
+        "background stands back: {background:?} < {wait:?}"
+    );
+    // Within a lead of its time the next slot is handed out, to go when
+    // due: two periods after the first, as that one followed an idle spell.
+    let (admitted, send_in) = take(true, period * 5).await.unwrap();
+    assert!(admitted, "a slot due within the lead is handed out");
+    assert!(
+        send_in > Duration::from_millis(300) && send_in <= period * 2,
+        "{send_in:?}"
+    );
+    let (admitted, wait) = take(true, Duration::ZERO).await.unwrap();
+    assert!(!admitted, "the slot handed out early is taken");
+    assert!(
+        wait > send_in + Duration::from_millis(150),
+        "one period after it: {wait:?}"
+    );
+    f.store.pause_budget(Duration::from_secs(30)).await.unwrap();
+    let (admitted, paused) = take(true, period * 5).await.unwrap();
+    assert!(
+        !admitted && paused > Duration::from_secs(25),
+        "paused: {paused:?}"
+    );
+}

@@ -189,3 +189,54 @@ async fn a_pause_wakes_whoever_listens_for_one() {
     l.pause_local(Instant::now() + Duration::from_secs(5));
     assert!(learned.now_or_never().is_some());
 }
+
+/// The loop's claim is admitted a lead before its slot is due, to claim
+/// and decide meanwhile; its row's first call then goes when the slot is
+/// due, never earlier, and the schedule after it is unchanged.
+#[tokio::test]
+async fn a_claim_is_admitted_a_lead_early_and_its_call_goes_when_due() {
+    let l = Limiter::new(nz(10), Duration::from_secs(1), nz(1));
+    let before = std::time::Instant::now();
+    l.acquire(Priority::Assign).await.unwrap();
+    let due = before + l.period();
+    let slot = l.acquire(Priority::Claim).await.unwrap();
+    let claimed = std::time::Instant::now();
+    assert!(
+        claimed + l.period() / 4 < due,
+        "admitted {:?} before its slot; the lead starts at half a period",
+        due - claimed
+    );
+    let (sent, unused) = Limiter::with_slot(slot, async {
+        l.acquire(Priority::Assign).await.unwrap();
+        std::time::Instant::now()
+    })
+    .await;
+    assert!(
+        unused.is_none(),
+        "the row's first call used the claim's slot"
+    );
+    assert!(sent >= due, "sent {:?} before its slot", due - sent);
+    l.acquire(Priority::Assign).await.unwrap();
+    assert!(
+        std::time::Instant::now() >= due + l.period(),
+        "the next slot is a period after the one handed out early"
+    );
+}
+
+/// The lead follows a slower claim at once and a faster one slowly, and
+/// never passes a period.
+#[test]
+fn the_lead_follows_how_long_claims_take() {
+    let l = Limiter::new(nz(10), Duration::from_secs(1), nz(1));
+    assert_eq!(l.lead(), (l.period() / 2));
+    l.learn_lead(Duration::from_secs(5));
+    assert_eq!(l.lead(), l.period(), "at most a period");
+    l.learn_lead(Duration::ZERO);
+    let eased = l.lead();
+    assert!(
+        eased < l.period() && eased > l.period() * 9 / 10,
+        "{eased:?}"
+    );
+    l.learn_lead(Duration::from_millis(100));
+    assert!(l.lead() >= Duration::from_millis(125).min(l.period()));
+}

@@ -250,6 +250,24 @@ impl Cluster {
         out
     }
 
+    /// Each daemon's rate slots that went stale before their call could
+    /// go (budget lost), with how late each was, from their logs.
+    pub fn forfeited_by_daemon(&self) -> BTreeMap<String, Vec<String>> {
+        (1..=self.spawned)
+            .map(|i| {
+                let name = format!("d{i}.log");
+                let log = self.app.log(&name);
+                let late = log
+                    .lines()
+                    .filter(|l| l.contains("rate slot went stale"))
+                    .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("late_ms=")))
+                    .map(str::to_string)
+                    .collect();
+                (name, late)
+            })
+            .collect()
+    }
+
     /// PUTs per daemon, from their logs, by log name.
     pub fn assigned_by_daemon(&self) -> BTreeMap<String, usize> {
         (1..=self.spawned)
