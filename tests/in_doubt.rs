@@ -141,6 +141,60 @@ async fn lost_answer(database: Option<String>, daemons: usize) {
     assert!(intents.is_empty(), "intents left: {intents:?}");
 }
 
+/// A row whose own call timed out comes back for a retry while HelpCrunch
+/// may still apply that call: read too early, the chat still says
+/// "unassigned", and a second call would go out while the first is on its
+/// way (found by the nemesis, three daemons on PostgreSQL, seed 3: two
+/// PUTs for one chat in flight at once). The retry waits a lease after
+/// the call, then reads the chat and records the first call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_does_not_read_the_chat_while_its_own_call_may_land() {
+    let app = TestApp::builder()
+        .rules(RULES)
+        .worker("concurrency = 1\nfetch_chat = \"never\"\nlease = \"3s\"")
+        .build()
+        .await;
+    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"1s\""));
+    // Applied 2.5 s after it arrives: past the client's timeout (1 s) and
+    // past the row's first retry (0.5-1 s after that).
+    app.sandbox.set_faults(Faults {
+        hold_put: Duration::from_millis(2500),
+        ..Faults::default()
+    });
+    let daemon = app.start_in_process().await;
+    let store = daemon.runtime.store.clone();
+    store.enqueue(&[item(10)]).await.unwrap();
+    daemon.runtime.worker.wake();
+    wait_for("the first call applied", Duration::from_secs(10), || {
+        app.sandbox.assignee(10).is_some()
+    })
+    .await;
+    app.sandbox.set_faults(Faults::default());
+    let first = app.sandbox.assignee(10).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while active(&store).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the row never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let puts: Vec<_> = app.sandbox.assign_calls();
+    let outcomes = store.chat_outcomes(ChatId(10), 50).await.unwrap();
+    let intents = store.intents().await.unwrap();
+    daemon.stop().await;
+    assert_eq!(
+        puts.len(),
+        1,
+        "one call for chat 10: {puts:?}\n{outcomes:#?}"
+    );
+    assert_eq!(app.sandbox.assignee(10), Some(first));
+    let assigned: Vec<_> = outcomes.iter().filter(|o| o.result == "assigned").collect();
+    assert_eq!(assigned.len(), 1, "{outcomes:#?}");
+    assert_eq!(assigned[0].agent_id, Some(first));
+    assert!(intents.is_empty(), "intents left: {intents:?}");
+}
+
 const OPEN_RULES: &str = r#"
 [agents]
 alice = { id = 4188 }
@@ -277,7 +331,8 @@ async fn hop_in_doubt_then(after: After) {
     let pool = "reassign_after = \"400ms\"\nmax_reassign = 1";
     let app = TestApp::builder()
         .rules(&support_rules(&ABC, pool, TO_SUPPORT))
-        .worker("concurrency = 1")
+        // The hop's chat is read a lease after the hop: keep it short.
+        .worker("concurrency = 1\nlease = \"3s\"")
         .listen()
         .build()
         .await;

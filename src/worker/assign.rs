@@ -84,11 +84,6 @@ impl Worker {
             self.undo_reservation(intent.chat_id, reserved).await;
             return Put::NotSent(why);
         }
-        if self.shadow() {
-            // What assignd would have done: the claim and the seat stand,
-            // nothing is sent (the client would refuse it anyway).
-            return Put::Applied(Duration::ZERO);
-        }
         let client = self.client();
         let by = send_by(decided, self.settings.lease, client.timeout());
         let call = client
@@ -96,6 +91,9 @@ impl Worker {
             .await;
         match call.result {
             Ok(_) => Put::Applied(call.latency),
+            // Shadow mode: the call took its slot at the live pace and went
+            // nowhere; what assignd would have done stands, seat and claim.
+            Err(ApiError::ReadOnly) => Put::Applied(Duration::ZERO),
             Err(e @ ApiError::TooLate) => {
                 // The intent stays: the next decision for the chat reads it
                 // first, as for any call whose fate it cannot know itself.
@@ -117,14 +115,12 @@ impl Worker {
     /// Until when `intent`'s call may still be on its way, if it may now.
     /// Its maker sends it within a lease of recording it ([`send_by`], the
     /// clocks' half second included), so until then reading the chat
-    /// cannot tell a call that did nothing from one not yet applied. An
-    /// intent made under the claim now held (the same queue row `queue_id`,
-    /// by whichever daemon) is over: the row came back only once that claim
-    /// ended (settled, its lease run out, or put back at a stop).
-    pub(super) fn in_flight_until(&self, intent: &Intent, queue_id: Option<i64>) -> Option<i64> {
-        if queue_id.is_some() && intent.queue_id == queue_id {
-            return None;
-        }
+    /// cannot tell a call that did nothing from one not yet applied. That
+    /// holds for the claim's own intent too: a row whose call timed out
+    /// comes back for a retry while HelpCrunch may still apply the call.
+    /// (A row that came back because its lease ran out waited that long
+    /// already: the intent was recorded under a renewed lease.)
+    pub(super) fn in_flight_until(&self, intent: &Intent) -> Option<i64> {
         let until = intent.at_ms + self.settings.lease.as_millis() as i64;
         (until > now_ms()).then_some(until)
     }

@@ -191,9 +191,9 @@ impl Worker {
         };
         let mut read = None;
         if let Some(intent) = intent {
-            if let Some(until) = self.in_flight_until(&intent, Some(row.id)) {
+            if let Some(until) = self.in_flight_until(&intent) {
                 let why = format!(
-                    "another call for this chat (to {}, by {}) may still be on its way",
+                    "an earlier call for this chat (to {}, by {}) may still be on its way",
                     intent.agent, intent.owner
                 );
                 return retry_at(row.chat_id, why, until + 100, Vec::new());
@@ -352,6 +352,11 @@ impl Worker {
             let mut plan = self.failed_call(row, &e, latency, outcome);
             outcomes.append(&mut plan.outcomes);
             plan.outcomes = outcomes;
+            if let (Doubt::Kept, Next::Retry { at_ms, .. }) = (&doubt, &mut plan.next) {
+                // The chat says nothing of the call until it can no longer
+                // be on its way ([`Worker::in_flight_until`]).
+                *at_ms = (*at_ms).max(now_ms() + self.settings.lease.as_millis() as i64 + 100);
+            }
             plan.doubt = doubt;
             return plan;
         }

@@ -137,6 +137,11 @@ impl Worker {
         match self.store.intent_for(f.chat_id).await {
             Ok(None) => {}
             Ok(Some(i)) if i.queue_id.is_none() => {
+                // A hop that timed out may still land: its chat says
+                // nothing until it can no longer be on its way.
+                if let Some(until) = self.in_flight_until(&i) {
+                    return Step::Later(until + 100);
+                }
                 if chat.assignee.as_ref().map(|a| a.id) == Some(i.agent_id) {
                     return confirmed_hop(&rules, p, f, &i, &chat);
                 }

@@ -45,12 +45,13 @@ async fn app_with(rules: &str, limit: Option<SandboxLimit>) -> TestApp {
         .rules(rules)
         .limit(limit)
         .worker(NO_FETCH)
-        .worker("lease = \"90s\"")
+        .worker("lease = \"14s\"")
         .build()
         .await;
-    // A client timeout past the drain deadline: the stop must cut calls off
-    // (the lease outlasts it, as the configuration requires).
-    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"60s\""));
+    // A client timeout past the drain deadline (8 s): the stop must cut
+    // calls off (the lease outlasts it, as the configuration requires; a
+    // restart reads a cut-off call's chat once that lease has passed).
+    app.edit_config(|c| c.replace("timeout = \"5s\"", "timeout = \"12s\""));
     app.migrate().await;
     app
 }

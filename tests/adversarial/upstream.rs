@@ -229,7 +229,8 @@ fn assert_nowhere(app: &TestApp, texts: &[(&str, String)]) {
 /// themselves are shown, redacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_echoed_api_key_is_redacted_everywhere() {
-    let app = app_with("max_attempts = 2", CANARY).await;
+    // A 502 may have been applied: the retry reads the chat a lease later.
+    let app = app_with("max_attempts = 2\nlease = \"6s\"", CANARY).await;
     let config =
         std::fs::read_to_string(&app.config_path).unwrap() + "\n[http]\nlisten = \"127.0.0.1:0\"\n";
     std::fs::write(&app.config_path, config).unwrap();
