@@ -178,7 +178,10 @@ async fn assemble(
         }
     };
     let rl = &config.helpcrunch.rate_limit;
-    let mut limiter = Limiter::new(own_requests(config), rl.per.0, rl.burst());
+    let mut limiter = Limiter::new(rl.requests, rl.per.0, rl.burst());
+    if let Some(share) = shadow_requests(config) {
+        limiter = limiter.with_send_cap(share, rl.per.0);
+    }
     if store.backend() == Backend::Postgres {
         // Every daemon of the account takes its calls from one budget.
         limiter = limiter.with_shared(Arc::new(DatabaseBudget(store.clone())));
@@ -246,16 +249,17 @@ async fn enter_mode(
     }
 }
 
-/// The requests a window this daemon takes: the account's limit, or in
-/// shadow mode its `shadow_api_share` (the account's own routing and people
-/// call the API meanwhile).
-fn own_requests(config: &Config) -> std::num::NonZeroU32 {
-    let requests = config.helpcrunch.rate_limit.requests;
+/// In shadow mode, the requests a window this daemon really sends: its
+/// `shadow_api_share` of the account's limit (the account's own routing
+/// and people call the API meanwhile). Its pace stays the live one: the
+/// assignments it only records take their slots too.
+fn shadow_requests(config: &Config) -> Option<std::num::NonZeroU32> {
     if config.worker.mode != crate::config::Mode::Shadow {
-        return requests;
+        return None;
     }
+    let requests = config.helpcrunch.rate_limit.requests;
     let share = (f64::from(requests.get()) * config.worker.shadow_api_share).floor() as u32;
-    std::num::NonZeroU32::new(share).unwrap_or(std::num::NonZeroU32::MIN)
+    Some(std::num::NonZeroU32::new(share).unwrap_or(std::num::NonZeroU32::MIN))
 }
 
 /// Migrates the schema and registers this daemon among the database's.

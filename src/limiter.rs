@@ -20,7 +20,6 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,9 +30,14 @@ use tokio_util::sync::CancellationToken;
 use crate::rate::SAFETY;
 pub use crate::rate::busiest_window;
 
+mod budget;
 mod gcra;
+mod send_cap;
+pub use budget::{BudgetFuture, Fence, SharedBudget};
 use gcra::Gcra;
 pub use gcra::Take;
+use send_cap::SendCap;
+pub use send_cap::SendTurn;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -63,35 +67,6 @@ pub enum Priority {
 /// claim waits no longer than this before its call may go.
 const MAX_LEAD: Duration = Duration::from_secs(1);
 
-/// A future the shared budget returns.
-pub type BudgetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
-
-/// The account's budget when it is kept outside this process, shared by
-/// every daemon of the account (PostgreSQL: one GCRA row on the database's
-/// clock). The limiter then asks it for each slot instead of its own GCRA.
-pub trait SharedBudget: Send + Sync {
-    /// Takes one call's slot, handed out up to `ahead` before it is due.
-    /// Assignment calls go before background ones.
-    fn take(
-        &self,
-        period: Duration,
-        tau: Duration,
-        assignment: bool,
-        ahead: Duration,
-    ) -> BudgetFuture<'_, Take>;
-    /// Pauses every daemon's calls for `pause` (after a 429).
-    fn pause(&self, pause: Duration) -> BudgetFuture<'_, ()>;
-}
-
-/// Whether this process may call HelpCrunch at all now. On SQLite only the
-/// daemon holding the file may, and only while its hold is known to last: a
-/// holder stopped past its lease (SIGSTOP, a stalled VM) that wakes up must
-/// not call beside the daemon that took over, each with its own budget.
-pub trait Fence: Send + Sync {
-    /// `None` while calls may go; else how long to wait before asking again.
-    fn shut_for(&self) -> Option<Duration>;
-}
-
 pub struct Limiter {
     gcra: Mutex<Gcra>,
     period: Duration,
@@ -105,6 +80,7 @@ pub struct Limiter {
     lead_micros: AtomicU64,
     shared: Option<Arc<dyn SharedBudget>>,
     fence: Option<Arc<dyn Fence>>,
+    send_cap: Option<SendCap>,
     urgent_waiting: AtomicUsize,
     claim_waiting: AtomicUsize,
     /// One caller at a time waits for the next slot; the rest queue, FIFO.
@@ -195,6 +171,7 @@ impl Limiter {
             lead_micros: AtomicU64::new((period / 2).min(MAX_LEAD).as_micros() as u64),
             shared: None,
             fence: None,
+            send_cap: None,
             urgent_waiting: AtomicUsize::new(0),
             claim_waiting: AtomicUsize::new(0),
             turn: tokio::sync::Mutex::new(()),
@@ -216,6 +193,26 @@ impl Limiter {
     pub fn with_shared(mut self, shared: Arc<dyn SharedBudget>) -> Self {
         self.shared = Some(shared);
         self
+    }
+
+    /// Lets at most `requests` a `per` really go ([`Limiter::send_turn`]),
+    /// however many slots it hands out: shadow mode (see `send_cap.rs`).
+    pub fn with_send_cap(mut self, requests: NonZeroU32, per: Duration) -> Self {
+        self.send_cap = Some(SendCap::new(requests, per));
+        self
+    }
+
+    /// Waits, before a request that really goes takes its slot, for the
+    /// send cap's turn if there is a cap; the turn is to be dropped right
+    /// before the request goes.
+    pub async fn send_turn(&self) -> Result<Option<SendTurn<'_>>, Closed> {
+        let Some(cap) = &self.send_cap else {
+            return Ok(None);
+        };
+        cap.turn(&self.stopping)
+            .await
+            .map(Some)
+            .ok_or(Closed::Stopping)
     }
 
     /// Sends nothing while `fence` is shut.

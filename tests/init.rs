@@ -121,6 +121,8 @@ async fn init_writes_what_check_accepts_and_run_uses() {
             "chat.new, chat.assigned, chat.closed, chat.status_updated, message.chat.agent, message.chat.customer",
             &format!("The API key is read from {}", key_file.display()),
             "sudo systemctl enable --now assignd",
+            "assignd report --compare",
+            "[worker] mode = \"live\"",
             "3 agents in pool `team`; 2 departments",
         ],
     );
@@ -169,11 +171,43 @@ async fn init_writes_what_check_accepts_and_run_uses() {
         )
         .replace("127.0.0.1:9187", "127.0.0.1:0");
     std::fs::write(&config, edited).unwrap();
-    let (code, _, stderr) = text(&assignd(&["enqueue", "42", "--config", config_arg], &[]).await);
+    // As written, it starts in shadow mode: chat 42 is decided, nothing
+    // is sent.
+    let shadow = run_generated(config_arg, 42, tmp.path().join("shadow.log")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while outcome_of(&db, 42).await.as_deref() != Some("shadow") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chat 42 never decided in shadow"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(shadow);
+    assert!(sandbox.writes().is_empty(), "{:?}", sandbox.writes());
+    assert_eq!(sandbox.assignee(42), None);
+    // Live, as the next steps say: chat 43 is assigned.
+    let live = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("mode = \"shadow\"", "mode = \"live\"");
+    std::fs::write(&config, live).unwrap();
+    let daemon = run_generated(config_arg, 43, tmp.path().join("live.log")).await;
+    wait_for("chat 43 assigned", Duration::from_secs(30), || {
+        sandbox.assignee(43).is_some()
+    })
+    .await;
+    let team: Vec<i64> = TEAM.iter().map(|(_, id)| *id).collect();
+    assert!(team.contains(&sandbox.assignee(43).unwrap()));
+    stop(daemon);
+}
+
+/// Enqueues `chat`, then runs the daemon on `config` as the unit would
+/// (no key in the environment).
+async fn run_generated(config: &str, chat: i64, log: PathBuf) -> Daemon {
+    let chat = chat.to_string();
+    let (code, _, stderr) = text(&assignd(&["enqueue", &chat, "--config", config], &[]).await);
     assert_eq!(code, 0, "{stderr}");
-    let log = tmp.path().join("run.log");
     let child = Command::new(env!("CARGO_BIN_EXE_assignd"))
-        .args(["run", "--config", config_arg])
+        .args(["run", "--config", config])
         .env_remove("HELPCRUNCH_API_KEY")
         .env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("ASSIGND_CONFIG")
@@ -182,15 +216,30 @@ async fn init_writes_what_check_accepts_and_run_uses() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut daemon = Daemon { child, log };
-    wait_for("chat 42 assigned", Duration::from_secs(30), || {
-        sandbox.assignee(42).is_some()
-    })
-    .await;
-    let team: Vec<i64> = TEAM.iter().map(|(_, id)| *id).collect();
-    assert!(team.contains(&sandbox.assignee(42).unwrap()));
+    Daemon { child, log }
+}
+
+fn stop(mut daemon: Daemon) {
     assert!(terminate(&mut daemon.child, Duration::from_secs(15)).success());
     assert!(!daemon.log_text().contains(CANARY));
+}
+
+/// The result of the chat's last outcome, if any.
+async fn outcome_of(db: &Path, chat: i64) -> Option<String> {
+    let url = format!("sqlite://{}", db.display());
+    let Ok(pool) = sqlx::SqlitePool::connect(&url).await else {
+        return None;
+    };
+    let result = sqlx::query_scalar(
+        "SELECT result FROM outcomes WHERE chat_id = ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(chat)
+    .fetch_optional(&pool)
+    .await
+    .ok()
+    .flatten();
+    pool.close().await;
+    result
 }
 
 #[tokio::test]

@@ -232,11 +232,15 @@ fn next_steps(layout: &Layout) -> String {
          \x20    with the events {events};\n\
          \x20    put its HTTP Webhook Signing Key where the service loads it:\n\
          \x20      sudo sh -c 'umask 077; printf %s \"$WEBHOOK_SIGNING_KEY\" > {creds}/webhook-key'\n\
-         \x20 3. In HelpCrunch, set the auto-assignment of every department assignd routes to\n\
-         \x20    \"Manual\" (Settings → Departments), or it competes with assignd.\n\
-         \x20 4. Check, then start:\n\
+         \x20 3. Check, then start (in shadow mode: it decides and records, writes nothing):\n\
          \x20      assignd check --config {config} --online\n\
-         \x20      sudo systemctl enable --now assignd\n",
+         \x20      sudo systemctl enable --now assignd\n\
+         \x20 4. After some days of traffic, compare what it would have done with what happened:\n\
+         \x20      assignd report --compare --config {config} --since 7d\n\
+         \x20 5. To go live: set the auto-assignment of every department assignd routes to\n\
+         \x20    \"Manual\" in HelpCrunch (Settings → Departments), or it competes with assignd;\n\
+         \x20    set [worker] mode = \"live\" (or start with a share: [experiment] share = 0.2)\n\
+         \x20    and restart: sudo systemctl restart assignd\n",
         config = layout.config.display(),
     );
     if layout.dir != Path::new(UNIT_DIR) {

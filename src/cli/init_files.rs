@@ -256,6 +256,13 @@ synchronous = "full"
 [rules]
 path = {rules}   # every *.toml in it, in name order
 
+[worker]
+# Shadow mode: assignd decides every chat and records what it would have
+# done, and writes nothing to HelpCrunch; the account's own routing and
+# people go on as before. Compare with `assignd report --compare`, then
+# go live: "live" (docs/experiments.md, "From shadow to live").
+mode = "shadow"
+
 [http]
 listen = "127.0.0.1:9187"   # webhooks, /readyz, /metrics: keep it on loopback, behind your reverse proxy
 # How HelpCrunch reaches the listener; `assignd check` then prints the webhook address.

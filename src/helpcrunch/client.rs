@@ -43,8 +43,8 @@ pub struct Client {
     key: Secret,
     timeout: Duration,
     limiter: Arc<Limiter>,
-    /// Shadow mode (SPEC §14): every write is refused here, before the
-    /// limiter and the wire, whatever asks for it.
+    /// Shadow mode (SPEC §14): every write is refused here, whatever asks
+    /// for it; an assignment still takes its rate slot (the live pace).
     read_only: bool,
 }
 
@@ -115,8 +115,8 @@ impl Client {
         agent_id: AgentId,
         send_by: Option<Instant>,
     ) -> Call<Chat> {
-        if let Some(refused) = self.refused() {
-            return refused;
+        if self.read_only {
+            return self.paced_nothing(Priority::Assign, send_by).await;
         }
         let req = self
             .http
@@ -277,12 +277,13 @@ impl Client {
         call
     }
 
-    async fn send_unmeasured<T: DeserializeOwned>(
+    /// Waits for the call's rate slot; its wait, or why nothing may go (a
+    /// closed limiter, or a slot that came after `send_by`).
+    async fn slot(
         &self,
         priority: Priority,
-        req: reqwest::RequestBuilder,
         send_by: Option<Instant>,
-    ) -> Call<T> {
+    ) -> Result<Duration, (ApiError, Duration)> {
         let mut waited = Duration::ZERO;
         loop {
             match self.limiter.acquire(priority).await {
@@ -294,24 +295,55 @@ impl Client {
                     waited += stale.waited;
                     self.limiter.forfeit(stale);
                 }
-                Err(closed) => {
-                    return Call {
-                        result: Err(closed.into()),
-                        latency: Duration::ZERO,
-                        waited,
-                    };
-                }
+                Err(closed) => return Err((closed.into(), waited)),
             }
         }
         // Checked once the slot is in hand, right before the request goes:
         // the wait for the slot is what may have outlasted the claim.
         if send_by.is_some_and(|by| Instant::now() > by) {
-            return Call {
-                result: Err(ApiError::TooLate),
-                latency: Duration::ZERO,
-                waited,
-            };
+            return Err((ApiError::TooLate, waited));
         }
+        Ok(waited)
+    }
+
+    /// A write in shadow mode: its slot is taken as a live daemon's would
+    /// be, so that decisions keep the live pace, and nothing is sent
+    /// ([`ApiError::ReadOnly`], or [`ApiError::TooLate`] as live).
+    async fn paced_nothing<T>(&self, priority: Priority, send_by: Option<Instant>) -> Call<T> {
+        let (e, waited) = match self.slot(priority, send_by).await {
+            Ok(waited) => (ApiError::ReadOnly, waited),
+            Err(failed) => failed,
+        };
+        Call {
+            result: Err(e),
+            latency: Duration::ZERO,
+            waited,
+        }
+    }
+
+    async fn send_unmeasured<T: DeserializeOwned>(
+        &self,
+        priority: Priority,
+        req: reqwest::RequestBuilder,
+        send_by: Option<Instant>,
+    ) -> Call<T> {
+        let failed = |e: ApiError, waited| Call {
+            result: Err(e),
+            latency: Duration::ZERO,
+            waited,
+        };
+        let asked = Instant::now();
+        let turn = match self.limiter.send_turn().await {
+            Ok(turn) => turn,
+            Err(closed) => return failed(closed.into(), asked.elapsed()),
+        };
+        let capped = asked.elapsed();
+        let waited = match self.slot(priority, send_by).await {
+            Ok(waited) => waited + capped,
+            Err((e, waited)) => return failed(e, waited + capped),
+        };
+        // Sent now, as far as the shadow's cap is concerned.
+        drop(turn);
         let started = Instant::now();
         let result = self.exchange(req).await;
         let latency = started.elapsed();
