@@ -54,8 +54,16 @@ fn item(chat: i64) -> NewQueueItem {
     }
 }
 
-async fn active(store: &Store) -> i64 {
-    store.active_count().await.unwrap()
+/// Waits until no row is pending or leased.
+async fn drained(store: &Store, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while store.active_count().await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Chat 10's PUT is applied but answered after the client gave up; chat
@@ -96,14 +104,7 @@ async fn lost_answer(database: Option<String>, daemons: usize) {
     for d in &running {
         d.runtime.worker.wake();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while active(&store).await > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the queue did not drain"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    drained(&store, Duration::from_secs(30)).await;
     let puts_10 = app
         .sandbox
         .assign_calls()
@@ -171,14 +172,7 @@ async fn a_retry_does_not_read_the_chat_while_its_own_call_may_land() {
     .await;
     app.sandbox.set_faults(Faults::default());
     let first = app.sandbox.assignee(10).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while active(&store).await > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the row never settled"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    drained(&store, Duration::from_secs(20)).await;
     let puts: Vec<_> = app.sandbox.assign_calls();
     let outcomes = store.chat_outcomes(ChatId(10), 50).await.unwrap();
     let intents = store.intents().await.unwrap();
@@ -253,14 +247,7 @@ async fn pause_past_the_lease(database: Option<String>, daemons: usize) {
     })
     .await;
     app.sandbox.set_trick(None);
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    while active(&store).await > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the queue did not drain"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    drained(&store, Duration::from_secs(40)).await;
     let intents = store.intents().await.unwrap();
     for d in running {
         d.stop().await;
