@@ -1,8 +1,14 @@
 //! Experiments (SPEC §14): a canary share and an A/B split put each chat
 //! in one arm for good (a stable hash of its id, then the arm recorded at
-//! its first decision), every outcome records its arm, and a shadow daemon
-//! on the same traffic decides what the live one does.
+//! its first decision), every outcome records its arm, and `report
+//! --compare` sets the arms side by side. (A shadow daemon replaying a live
+//! one's traffic: tests/shadow_replay.rs; arms across a reload:
+//! tests/arms_reload.rs.)
 
+#[path = "support/arms.rs"]
+mod arms;
+#[path = "support/backend.rs"]
+mod backend;
 mod common;
 #[path = "support/console_http.rs"]
 mod console_http;
@@ -12,59 +18,14 @@ mod postgres;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use assignd::domain::ChatId;
+use arms::{RULES, RULES_B, expected, experiment_app, outcome_arms};
 use assignd::experiment::Split;
 use assignd::sandbox::People;
 use assignd::secrets::Secret;
-use assignd::store::NewQueueItem;
+use backend::{Backend, Db};
 use common::*;
 
-const RULES: &str = r#"
-[agents]
-alice = { id = 4188 }
-bob   = { id = 4761 }
-carol = { id = 6694 }
-
-[pools.support]
-agents = ["alice", "bob"]
-strategy = "round-robin"
-
-[[rule]]
-name = "all"
-assign = "pool:support"
-"#;
-
-/// Arm b's rules: everything to carol.
-const RULES_B: &str = r#"
-[agents]
-carol = { id = 6694 }
-
-[[rule]]
-name = "all to carol"
-assign = "carol"
-"#;
-
 const DRAIN: Duration = Duration::from_secs(30);
-
-/// Each chat's arm as its outcomes record it (one arm per chat, or the
-/// test fails).
-async fn arms(app: &TestApp) -> BTreeMap<i64, String> {
-    let rows = app
-        .rows("SELECT DISTINCT chat_id, arm, NULL FROM outcomes ORDER BY chat_id")
-        .await;
-    let mut out = BTreeMap::new();
-    for (chat, arm, _) in rows {
-        let before = out.insert(chat, arm.clone());
-        assert!(before.is_none(), "chat {chat} in two arms");
-    }
-    out
-}
-
-fn expected(split: Split, chats: std::ops::RangeInclusive<i64>) -> BTreeMap<i64, String> {
-    chats
-        .map(|c| (c, split.arm_of(ChatId(c)).as_str().to_string()))
-        .collect()
-}
 
 /// A 50% canary: the chats outside it are left alone (no call, an outcome
 /// saying so); then the share grows to 90% and arm b starts, the daemon
@@ -72,19 +33,14 @@ fn expected(split: Split, chats: std::ops::RangeInclusive<i64>) -> BTreeMap<i64,
 /// chats follow the new split, arm b's with arm b's rules.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_stays_in_its_arm_across_restarts_and_share_changes() {
-    let app = TestApp::builder()
-        .rules(RULES)
-        .worker("fetch_chat = \"always\"")
-        .build()
-        .await;
-    std::fs::write(app.dir.path().join("rules-b.toml"), RULES_B).unwrap();
-    app.edit_config(|c| c + "\n[experiment]\nshare = 0.5\n");
+    let app = experiment_app("share = 0.5\n").await;
+    let db = Db::of(&app, Backend::Sqlite).await.unwrap();
     app.process_raw(1..=40, DRAIN).await;
     let canary = Split {
         share: 0.5,
         b_share: 0.0,
     };
-    let first = arms(&app).await;
+    let first = outcome_arms(&db).await;
     assert_eq!(first, expected(canary, 1..=40));
     let left: Vec<i64> = first
         .iter()
@@ -112,7 +68,7 @@ async fn a_chat_stays_in_its_arm_across_restarts_and_share_changes() {
         )
     });
     app.process_raw((1..=40).chain(41..=120), DRAIN).await;
-    let after = arms(&app).await;
+    let after = outcome_arms(&db).await;
     for (c, arm) in &first {
         assert_eq!(&after[c], arm, "chat {c} changed arm");
     }
@@ -133,114 +89,6 @@ async fn a_chat_stays_in_its_arm_across_restarts_and_share_changes() {
     let stored = app.scalar("SELECT COUNT(*) FROM chat_arms").await;
     assert_eq!(stored, 120, "each decided chat's arm is kept");
     assert!(new.values().any(|a| a == "b") && new.values().any(|a| a == "a"));
-}
-
-const CAPPED: &str = r#"
-[agents]
-alice = { id = 4188, max_open = 8 }
-bob   = { id = 4761, max_open = 8 }
-carol = { id = 6694, max_open = 8 }
-
-[pools.support]
-agents = ["alice", "bob", "carol"]
-strategy = "round-robin"
-
-[[rule]]
-name = "all"
-assign = "pool:support"
-"#;
-
-/// What a daemon decided for each chat of the same recorded traffic (the
-/// same chats in the same order, one at a time): (result, agent); and how
-/// many writes reached HelpCrunch. On `database` (PostgreSQL) if given.
-async fn decisions(
-    shadow: bool,
-    database: Option<&str>,
-) -> (BTreeMap<i64, (String, Option<String>)>, usize) {
-    let app = TestApp::builder()
-        .rules(CAPPED)
-        .worker("concurrency = 1\nfetch_chat = \"always\"")
-        .build()
-        .await;
-    if shadow {
-        app.edit_config(|c| c.replace("[worker]\n", "[worker]\nmode = \"shadow\"\n"));
-    }
-    if let Some(url) = database {
-        app.use_database(url);
-    }
-    let daemon = app.start_in_process().await;
-    let store = daemon.runtime.store.clone();
-    let items: Vec<NewQueueItem> = (1..=30)
-        .map(|c| NewQueueItem {
-            chat_id: ChatId(c),
-            ..Default::default()
-        })
-        .collect();
-    store.enqueue(&items).await.unwrap();
-    daemon.runtime.worker.wake();
-    // Six chats wait at the caps for good: the run ends once each of the
-    // thirty has a first decision.
-    let deadline = std::time::Instant::now() + DRAIN;
-    let out = loop {
-        let mut rows = store.recent_outcomes(1000).await.unwrap();
-        rows.reverse();
-        let mut first = BTreeMap::new();
-        for o in rows {
-            first.entry(o.chat_id.0).or_insert((o.result, o.agent));
-        }
-        if first.len() == 30 {
-            break first;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of 30 decided",
-            first.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    daemon.stop().await;
-    (out, app.sandbox.writes().len())
-}
-
-/// SPEC §14: a shadow daemon's decisions are the live one's on the same
-/// traffic: the same agent for each chat, the same chats left waiting at
-/// the caps; and it wrote nothing. SQLite, and PostgreSQL.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shadow_decisions_agree_with_live_ones_on_the_same_traffic() {
-    agreement(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shadow_decisions_agree_with_live_ones_on_postgres() {
-    let Some(server) = postgres::server() else {
-        return;
-    };
-    let (live, shadow) = (server.database().await, server.database().await);
-    agreement(Some((&live, &shadow))).await;
-}
-
-async fn agreement(databases: Option<(&str, &str)>) {
-    let (live, live_writes) = decisions(false, databases.map(|d| d.0)).await;
-    let (shadow, shadow_writes) = decisions(true, databases.map(|d| d.1)).await;
-    assert_eq!(live_writes, 24, "the live daemon filled 24 seats");
-    assert_eq!(shadow_writes, 0, "the shadow daemon wrote to HelpCrunch");
-    let agree = live
-        .iter()
-        .filter(|(chat, (result, agent))| {
-            let Some((r, a)) = shadow.get(chat) else {
-                return false;
-            };
-            let same_result = r == result || (r == "shadow" && result == "assigned");
-            same_result && a == agent
-        })
-        .count();
-    println!("shadow agrees with live on {agree} of {} chats", live.len());
-    assert_eq!(live.len(), 30);
-    assert!(
-        agree * 100 >= live.len() * 95,
-        "{agree} of {}: {live:?} vs {shadow:?}",
-        live.len()
-    );
 }
 
 /// The console says what runs: shadow mode, or the experiment's shares.
@@ -326,6 +174,90 @@ fn measure<'a>(c: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap()
 }
 
+/// Every field docs/experiments.md ("In `--json`") names, in each place.
+fn assert_documented_fields(c: &serde_json::Value) {
+    let has = |v: &serde_json::Value, keys: &[&str]| {
+        for k in keys {
+            assert!(v.get(k).is_some(), "no `{k}` in {v:#}");
+        }
+    };
+    has(c, &["a", "b", "a_chats", "b_chats", "options", "headline"]);
+    has(
+        &c["options"],
+        &["resamples", "seed", "confidence", "min_chats"],
+    );
+    let measures = c["measures"].as_array().expect("measures");
+    let names: Vec<&str> = measures
+        .iter()
+        .filter_map(|m| m["measure"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "first_reply",
+            "assignment",
+            "reassignments",
+            "handbacks",
+            "after_hours_reply_rate",
+            "load_spread"
+        ]
+    );
+    for m in measures {
+        has(
+            m,
+            &[
+                "statistic",
+                "a",
+                "b",
+                "difference",
+                "interval",
+                "finding",
+                "better",
+                "verdict",
+            ],
+        );
+        for arm in [&m["a"], &m["b"]] {
+            has(arm, &["n", "value"]);
+        }
+        let times = ["first_reply", "assignment"].contains(&m["measure"].as_str().unwrap());
+        if times && m["a"]["n"].as_u64() > Some(0) {
+            has(&m["a"], &["mean"]);
+        }
+        if !m["interval"].is_null() {
+            has(&m["interval"], &["low", "high"]);
+        }
+        let finding = m["finding"].as_str().unwrap();
+        assert!(["clear", "no_clear_difference", "too_few_chats"].contains(&finding));
+        assert_eq!(m["better"].is_null(), finding != "clear", "{m:#}");
+    }
+}
+
+/// `report --compare --html FILE` through the binary: the page is written,
+/// with a chart (a dot and a line for each measure with an interval) and
+/// the verdicts `--json` gave.
+fn assert_html_page(app: &TestApp, c: &serde_json::Value) {
+    let path = app.dir.path().join("compare.html");
+    let path_arg = path.to_str().unwrap();
+    let out = app.run_ok(&["report", "--compare", "--since", "1h", "--html", path_arg]);
+    assert_eq!(out.trim(), format!("wrote {path_arg}"));
+    let page = std::fs::read_to_string(&path).expect("the page is written");
+    assert!(page.starts_with("<!DOCTYPE html>") && page.contains("</svg>"));
+    let measures = c["measures"].as_array().unwrap();
+    let charted = measures.iter().filter(|m| !m["interval"].is_null()).count();
+    assert!(charted > 0, "{c:#}");
+    assert_eq!(page.matches("<circle").count(), charted, "{page}");
+    let escape = assignd::report::html::escape;
+    let headline = escape(c["headline"].as_str().unwrap());
+    assert!(
+        page.contains(&format!("<p class=\"headline\">{headline}</p>")),
+        "{page}"
+    );
+    for m in measures {
+        let verdict = escape(m["verdict"].as_str().unwrap());
+        assert!(page.contains(&verdict), "{verdict} not in {page}");
+    }
+}
+
 /// A/B, both arms live: arm a's rules give chats to alice, who answers in
 /// about 0.2 s; arm b's to carol, who takes about 2 s. `report --compare`
 /// finds arm a answering faster, with an interval that excludes zero.
@@ -362,6 +294,14 @@ async fn report_compare_finds_the_faster_arm() {
     let text = app.run_ok(&["report", "--compare", "--since", "1h"]);
     assert!(text.contains("a answers faster by"), "{text}");
     println!("{text}");
+    assert_documented_fields(&c);
+    assert_html_page(&app, &c);
+    assert!(
+        c["headline"]
+            .as_str()
+            .unwrap()
+            .starts_with("a answers faster by")
+    );
 }
 
 /// Shadow mode: the account's own routing assigns every chat after 3 s

@@ -4,9 +4,15 @@
 //! daemon's listener); the daemon decides every chat as it would, and the
 //! sandbox counts every write a client made: there must be none.
 
+#[path = "support/backend.rs"]
+mod backend;
 mod common;
+#[path = "support/postgres.rs"]
+mod postgres;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use backend::{Backend, Db};
 
 use assignd::sandbox::{People, Sandbox};
 use assignd::secrets::Secret;
@@ -16,12 +22,14 @@ const WEBHOOK_KEY: &str = "whk-shadow-key";
 const SECS_20: Duration = Duration::from_secs(20);
 
 /// Caps of two, a note and a reply on each assignment, a busy reply, a
-/// reassignment when nobody answers, and hand-back when an agent leaves.
+/// reassignment when nobody answers, hand-back when an agent leaves, and
+/// escalation to dave's overflow pool for a chat that waits 2 s.
 const RULES: &str = r#"
 [agents]
 alice = { id = 4188, max_open = 2 }
 bob   = { id = 4761, max_open = 2 }
 carol = { id = 6694, max_open = 2 }
+dave  = { id = 2533, max_open = 2 }
 
 [pools.support]
 agents = ["alice", "bob", "carol"]
@@ -30,6 +38,10 @@ reassign_after = "1s"
 max_reassign = 1
 handback = "unanswered"
 busy_reply = { from = "carol", text = "All busy: you are number {position} in line.", after = "1s" }
+escalate = [{ after = "2s", assign = "pool:overflow" }]
+
+[pools.overflow]
+agents = ["dave"]
 
 [[rule]]
 name = "all"
@@ -37,6 +49,9 @@ assign = "pool:support"
 note = "routed to {agent} by {rule}"
 reply = { from = "carol", text = "Hello! {agent} will answer shortly." }
 "#;
+
+/// The sandbox's team: the rules' four agents.
+const TEAM: [(&str, i64); 4] = [ABC[0], ABC[1], ABC[2], ("dave", 2533)];
 
 /// The account's own routing gives half the chats to carol after 300 ms,
 /// and she answers within about half a second; nobody else answers, and
@@ -87,75 +102,93 @@ fn new_chats(sandbox: &Sandbox, ids: std::ops::RangeInclusive<i64>) {
     }
 }
 
-async fn until(app: &TestApp, what: &str, timeout: Duration, sql: &'static str, at_least: i64) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let n = app.scalar(sql).await;
-        if n >= at_least {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {n} of {at_least}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+const LONG: Duration = Duration::from_secs(30);
+
+/// SPEC §14: every feature runs in shadow mode, each seen to fire in the
+/// outcomes, and not one write reaches HelpCrunch. SQLite, and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_writes_nothing_to_helpcrunch_through_every_feature() {
+    writes_nothing_through_every_feature(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shadow_mode_writes_nothing_to_helpcrunch_through_every_feature() {
+async fn shadow_mode_writes_nothing_through_every_feature_on_postgres() {
+    writes_nothing_through_every_feature(Backend::Postgres).await;
+}
+
+/// A hop of a reassignment, decided and not sent.
+const REASSIGNED: &str = "outcomes WHERE route = 'reassigned' AND result = 'shadow'";
+/// A chat that waited 2 s in a full pool, decided for dave by the step.
+const ESCALATED: &str = "outcomes WHERE route = 'escalated' AND result = 'shadow'
+    AND agent = 'dave' AND reason LIKE '%escalated after 2s (step 1 of 1)%'";
+const HANDED_BACK: &str = "outcomes WHERE route = 'handed_back'";
+const GAVE_UP: &str = "outcomes WHERE reason LIKE '%did not answer%' AND route IS NULL";
+
+async fn writes_nothing_through_every_feature(backend: Backend) {
     let app = TestApp::builder()
+        .agents(agents(&TEAM))
         .rules(RULES)
         .worker("fetch_chat = \"auto\"")
         .listen()
         .build()
         .await;
+    let Some(db) = Db::of(&app, backend).await else {
+        return;
+    };
     let daemon = shadow_daemon(&app).await;
-    new_chats(&app.sandbox, 1..=12);
-    // Six seats: six chats are decided, the others wait for a seat.
-    let shadowed = "SELECT COUNT(*) FROM outcomes WHERE result = 'shadow'";
-    until(&app, "shadow assignments", SECS_20, shadowed, 6).await;
-    // alice leaves: her chats, unanswered, are handed back through the
-    // rules (and wait: every other seat is taken).
+    // Three chats, six seats: the shadow's assignees never answer (they
+    // were never asked), so after 1 s a chat moves to a free seat.
+    new_chats(&app.sandbox, 1..=3);
+    db.wait_count(REASSIGNED, 1, LONG, "a reassignment").await;
+    // Twelve more: the seats fill, the others wait (a busy reply), and
+    // after 2 s two of them go to dave's overflow pool; the assignments
+    // nobody answers now have nowhere to move (a note says so).
+    new_chats(&app.sandbox, 4..=15);
+    db.wait_count(ESCALATED, 1, LONG, "an escalation").await;
+    db.wait_count("busy_replies", 1, LONG, "busy replies").await;
+    db.wait_count(GAVE_UP, 1, LONG, "a follow-up given up")
+        .await;
+    // alice leaves: her chats, unanswered, are handed back through the rules.
     app.cli_ok(&["agent", "away", "alice"]).await;
     daemon.runtime.worker.wake();
-    let handed = "SELECT COUNT(*) FROM outcomes WHERE route = 'handed_back'";
-    until(&app, "hand-backs", SECS_20, handed, 1).await;
-    // The waiting chats get their busy reply; the other assignees never
-    // answer (they were never asked), so each assignment is given up
-    // with a note or moved on.
-    until(
-        &app,
-        "busy replies",
-        SECS_20,
-        "SELECT COUNT(*) FROM busy_replies",
-        1,
-    )
-    .await;
-    let unanswered = "SELECT COUNT(*) FROM outcomes
-        WHERE route = 'reassigned' OR reason LIKE '%did not answer%'";
-    until(&app, "reassignments or their notes", SECS_20, unanswered, 1).await;
-    // Chats close: seats free, and the waiting chats are decided.
-    for chat in 1..=12 {
+    db.wait_count(HANDED_BACK, 1, LONG, "hand-backs").await;
+    // Chats close: seats free, and every waiting chat is settled.
+    for chat in 1..=15 {
         app.sandbox.close_chat(chat);
     }
-    until(&app, "the waiting chats decided", SECS_20, shadowed, 9).await;
-    let recorded = "SELECT COUNT(*) FROM outbox WHERE state = 'done'";
-    until(&app, "messages recorded, not posted", SECS_20, recorded, 6).await;
+    let active = "queue WHERE state IN ('pending', 'leased')";
+    db.wait_none(active, LONG, "the waiting chats settled")
+        .await;
+    let recorded = "outbox WHERE state = 'done'";
+    db.wait_count(recorded, 6, LONG, "messages recorded, not posted")
+        .await;
     daemon.stop().await;
     let writes = app.sandbox.writes();
     assert!(writes.is_empty(), "writes reached HelpCrunch: {writes:#?}");
-    let arms = app
-        .rows("SELECT id, arm, result FROM outcomes WHERE arm != 'shadow'")
-        .await;
-    assert!(arms.is_empty(), "outcomes outside the shadow arm: {arms:?}");
-    let assigned = app
-        .scalar("SELECT COUNT(*) FROM outcomes WHERE result = 'assigned'")
-        .await;
-    assert_eq!(assigned, 0, "a shadow daemon recorded a real assignment");
-    let counts = app
-        .rows("SELECT COUNT(*), result, MAX(route) FROM outcomes GROUP BY result")
-        .await;
+    assert_eq!(db.count("outcomes WHERE arm <> 'shadow'").await, 0);
+    assert_eq!(db.count("outcomes WHERE result = 'assigned'").await, 0);
+    print_features(&db, backend, writes.len()).await;
+    db.close().await;
+}
+
+/// The figures of a zero-write run: how often each feature fired.
+async fn print_features(db: &Db, backend: Backend, writes: usize) {
+    let mut figures = Vec::new();
+    for (what, from) in [
+        ("shadow decisions", "outcomes WHERE result = 'shadow'"),
+        ("reassignments", REASSIGNED),
+        ("escalations", ESCALATED),
+        ("hand-backs", HANDED_BACK),
+        ("follow-ups given up", GAVE_UP),
+        ("busy replies", "busy_replies"),
+        ("notes and replies recorded", "outbox WHERE state = 'done'"),
+        ("webhooks taken", "webhook_events"),
+    ] {
+        figures.push(format!("{what} {}", db.count(from).await));
+    }
     println!(
-        "outcomes by result: {counts:?}; webhooks taken: {}",
-        app.scalar("SELECT COUNT(*) FROM webhook_events").await
+        "{backend:?}: writes to HelpCrunch = {writes}; {}",
+        figures.join(", ")
     );
 }
 
@@ -222,6 +255,69 @@ async fn without_webhooks_reality_is_learned_from_reconciliation() {
     assert_eq!(seats.len(), 4, "{seats:?}");
     assert_eq!(seats, decided, "the shadow's own seats");
     assert!(app.sandbox.writes().is_empty());
+}
+
+/// HelpCrunch's routing takes half the chats, each 2 s after it starts;
+/// carol answers and closes it after 4 s: long enough for reconciliation,
+/// every second, to see it open with her.
+fn carol_takes_half(seed: u64) -> People {
+    People {
+        assign_share: 0.5,
+        assign_after: Duration::from_secs(2),
+        close_after: Some(Duration::from_secs(4)),
+        ..carol_takes_all(seed)
+    }
+}
+
+/// Webhooks off, the poller on: the poller brings the shadow each new
+/// chat, and reconciliation tells it what really happened to the chats
+/// HelpCrunch's routing gave carol (who has them, who answered, when they
+/// closed): the reality rows of `chat_history`, as the sandbox did it,
+/// none of the shadow's own decisions among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_webhooks_the_poller_and_reconciliation_learn_what_really_happened() {
+    let app = TestApp::builder().rules(RULES).build().await;
+    app.edit_config(|c| {
+        c.replace("[worker]\n", "[worker]\nmode = \"shadow\"\n")
+            + "\n[load]\nrefresh = \"1s\"\n\n[poller]\nenabled = true\ninterval = \"1s\"\n"
+    });
+    app.sandbox.set_people(Some(carol_takes_half(17))).unwrap();
+    let daemon = app.start_in_process().await;
+    new_chats(&app.sandbox, 1..=8);
+    let (routed, unrouted): (Vec<i64>, Vec<i64>) =
+        (1..=8).partition(|c| app.sandbox.routing_pick(*c).is_some());
+    assert!(!routed.is_empty() && !unrouted.is_empty(), "{routed:?}");
+    let list = |chats: &[i64]| {
+        chats
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (routed_in, unrouted_in) = (list(&routed), list(&unrouted));
+    let reality = format!(
+        "chat_history WHERE chat_id IN ({routed_in}) AND assigned_by = 'other'
+            AND assigned_agent = 'carol' AND first_reply_agent = 'carol' AND closed_at IS NOT NULL"
+    );
+    let n = routed.len() as i64;
+    app.wait_count(&reality, n, LONG, "reality learned without webhooks")
+        .await;
+    let decided = format!(
+        "(SELECT DISTINCT chat_id FROM outcomes WHERE result = 'shadow' AND chat_id IN ({unrouted_in})) AS d"
+    );
+    let m = unrouted.len() as i64;
+    app.wait_count(&decided, m, LONG, "the chats the poller found, decided")
+        .await;
+    daemon.stop().await;
+    // Nobody really took the others: the shadow's decisions are no fact.
+    let untaken = format!(
+        "chat_history WHERE chat_id IN ({unrouted_in}) AND assigned_agent IS NULL
+            AND first_reply_at IS NULL AND arrival = 'decided'"
+    );
+    assert_eq!(app.count(&untaken).await, m);
+    assert_eq!(app.count("webhook_events").await, 0, "no webhook came");
+    assert!(app.sandbox.writes().is_empty());
+    println!("reality learned for {n} routed chats; {m} others decided by the shadow alone");
 }
 
 /// Going live on the shadow's database: the shadow's seats (made up: it

@@ -82,6 +82,13 @@ impl Store {
                         AND NOT EXISTS (SELECT 1 FROM assign_intents WHERE chat_id = $1)";
                     tx.run(unwatched, vals![chat_id]).await?;
                     forget_chat(&mut tx, *chat_id).await?;
+                    // A row still waiting for this chat would be decided on
+                    // its snapshot, the chat as it arrived (open), and hold
+                    // a seat no close will free: without it, the chat is
+                    // read first (`fetch_chat = "auto"`) and found closed.
+                    let stale = "UPDATE queue SET snapshot = NULL
+                        WHERE chat_id = $1 AND state = 'pending' AND snapshot IS NOT NULL";
+                    tx.run(stale, vals![chat_id]).await?;
                 }
                 // A seat may have freed up.
                 wake_waiting(&mut tx).await?;

@@ -50,6 +50,8 @@ fn a_known_shift_is_found_with_the_true_difference_inside() {
     )
     .unwrap();
     let r = of(&c, Measure::FirstReply);
+    // docs/experiments.md, "Measured", quotes it (`-- --nocapture`).
+    println!("known -40 s difference: {}", r.verdict);
     let i = r.interval.unwrap();
     assert!(i.low <= -40.0 && -40.0 <= i.high, "{i:?}");
     assert!(i.high < 0.0, "{i:?}");
@@ -94,6 +96,7 @@ fn arms_from_one_distribution_show_no_clear_difference() {
     )
     .unwrap();
     let r = of(&c, Measure::FirstReply);
+    println!("no difference: {}", r.verdict);
     let i = r.interval.unwrap();
     assert!(i.low < 0.0 && 0.0 < i.high, "{i:?}");
     assert_eq!(
