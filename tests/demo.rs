@@ -34,7 +34,7 @@ fn demo_accounts_for_every_chat_without_a_429() {
             "09:00  chat 5011  -> alice: rule `everything else`: round-robin: first pick -> alice",
             "09:09  chat 5012  -> bob: rule `everything else`: round-robin: last was alice -> bob",
             "busy reply from dave: \"All our agents are busy: you are number 1 in line.",
-            "escalated after 2m (step 1 of 1) to pool `night`",
+            "escalated after 30s (step 1 of 1) to pool `night`",
             "14:00  chat 5202  handed back from bob (shift ended)",
             "-> dave: rule `after-hours`",
             "reply from dave: \"Thanks for writing! The office opens Wednesday 3 June, 09:00 EEST;",

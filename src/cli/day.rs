@@ -98,7 +98,7 @@ pub(super) fn scenario(rules: &Rules) -> Scenario {
         ],
         start: at(rules, 7, 0),
         end: at(rules, 23, 59),
-        tick: Duration::from_secs(60),
+        tick: Duration::from_secs(15),
     }
 }
 

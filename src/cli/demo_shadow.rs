@@ -63,13 +63,16 @@ pub(super) async fn run(rules: &Rules) -> Result<(), Failure> {
         .set_people(Some(people()))
         .context("the sandbox's people")?;
     println!(
-        "  {CHATS} new chats; the sandbox's own routing takes each after 2 s, its people answer"
+        "  {CHATS} new chats over 6 s; the sandbox's own routing takes each after 2 s, its people answer"
     );
+    // Arriving as traffic does, not all at once: a shadow takes its slots at
+    // the live pace, so a burst of 60 would measure the rate limit.
     for id in 1..=CHATS {
         sandbox.create_chat(id, |c| {
             c.assignee = None;
             c.status = "new".into();
         });
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_for_replies(&sandbox).await;
     shutdown.cancel();
