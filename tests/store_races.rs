@@ -2,6 +2,7 @@
 //! both backends, over and over: a `chat.closed` webhook and a
 //! reconciliation of the same agent committed at the same moment; a queue
 //! row's call and a follow-up's hop for one chat begun at the same moment;
+//! a settlement retried after a commit whose answer was lost;
 //! and the shared API budget every daemon takes its slots from.
 
 #[path = "support/postgres.rs"]
@@ -12,7 +13,7 @@ mod store_fixture;
 use std::time::Duration;
 
 use assignd::domain::{AgentId, ChatId};
-use assignd::store::{Assigned, Began, CallClaim, Followup, Intent, WebhookEffect, now_ms};
+use assignd::store::{Assigned, Began, CallClaim, Followup, Intent, Next, WebhookEffect, now_ms};
 
 use store_fixture::*;
 
@@ -146,9 +147,33 @@ async fn a_chat_has_one_call_in_doubt_at_a_time(f: Fixture) {
     }
 }
 
+/// A settlement whose commit went through but whose answer was lost (the
+/// connection dropped at COMMIT: a failover) is retried; the retry finds
+/// the row no longer leased, and must not record the outcomes a second
+/// time (found by tests/failover.rs, three daemons through a VIP move:
+/// one `assigned` outcome more than applied PUTs). Another claim's late
+/// settlement is still recorded, and still told it lost the row.
+async fn a_settlement_retried_after_its_commit_is_recorded_once(f: Fixture) {
+    f.store.enqueue(&[item(7)]).await.unwrap();
+    let (row, claim) = claim_one(&f).await;
+    let s = settlement(row.id, &claim, Next::Done);
+    assert!(f.store.settle(&s).await.unwrap());
+    assert!(
+        f.store.settle(&s).await.unwrap(),
+        "the retry is the same write"
+    );
+    let outcomes = "SELECT COUNT(*) FROM outcomes WHERE chat_id = 7";
+    assert_eq!(f.count(outcomes).await, 1, "the outcome recorded once");
+    let late = key("b", 9);
+    let other = settlement(row.id, &late, Next::Done);
+    assert!(!f.store.settle(&other).await.unwrap(), "another claim's");
+    assert_eq!(f.count(outcomes).await, 2, "what it did is recorded");
+}
+
 both!(
     a_close_is_never_undone_by_a_reconciliation_under_way,
-    a_chat_has_one_call_in_doubt_at_a_time
+    a_chat_has_one_call_in_doubt_at_a_time,
+    a_settlement_retried_after_its_commit_is_recorded_once
 );
 
 /// The shared budget (PostgreSQL): calls are spaced by the period, a slot

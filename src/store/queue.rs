@@ -30,8 +30,14 @@ const SETTLE: &str = "UPDATE queue
     SET state = $1, next_attempt_at = $2, last_error = $3, waiting = $9,
         waiting_pool = CASE WHEN $12 = 1 THEN waiting_pool ELSE $11 END,
         priority = CASE WHEN $10 > priority THEN $10 ELSE priority END, lease_owner = NULL,
-        lease_epoch = NULL, lease_until = NULL, attempts = CASE WHEN attempts > $4 THEN attempts - $4 ELSE 0 END, updated_at = $5
+        lease_epoch = NULL, lease_until = NULL, attempts = CASE WHEN attempts > $4 THEN attempts - $4 ELSE 0 END, updated_at = $5,
+        settled_owner = $7, settled_epoch = $8
   WHERE id = $6 AND state = 'leased' AND lease_owner = $7 AND lease_epoch = $8";
+
+/// Whether the claim settled the row already (its earlier commit went
+/// through, its answer was lost).
+const SETTLED_BY: &str =
+    "SELECT id FROM queue WHERE id = $1 AND settled_owner = $2 AND settled_epoch = $3";
 
 /// Makes one claimed row dead, fenced by its claim.
 const DEAD_LETTER: &str = "UPDATE queue
@@ -311,6 +317,15 @@ impl Store {
             matches!(s.next, Next::Release),
         ];
         let held = tx.run(SETTLE, values).await? == 1;
+        if !held {
+            let again = vals![s.queue_id, &s.lease.owner, s.lease.epoch];
+            let settled: Vec<(i64,)> = tx.all(SETTLED_BY, again).await?;
+            if !settled.is_empty() {
+                // A retry of a settlement that was written: nothing twice
+                // (the transaction rolls back as it drops).
+                return Ok(true);
+            }
+        }
         super::history::record_arrival(&mut tx, s.queue_id, now).await?;
         // What was done is recorded either way; what it moves (notes,
         // follow-ups, open chats) only while this claim holds the row, so a
